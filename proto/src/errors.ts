@@ -1,0 +1,179 @@
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { ErrorDetailSchema, type ErrorDetail } from "./gen/plugwire/v1/types_pb.js";
+import { ERROR_DETAIL_TRAILER } from "./wire.js";
+
+/**
+ * What went wrong, independent of where. Each code maps to exactly one gRPC
+ * status code in {@link STATUS_OF_CODE}; that table is the only place the
+ * mapping lives.
+ */
+export type ErrorCode =
+  | "invalid_argument"
+  | "invalid_config"
+  | "no_plugin_for_kind"
+  | "handler_failed"
+  | "handshake_failed"
+  | "handshake_timeout"
+  | "protocol_mismatch"
+  | "socket_path_too_long"
+  | "plugin_exited"
+  | "plugin_unavailable"
+  | "plugin_failed"
+  | "queue_full"
+  | "unauthenticated"
+  | "permission_denied"
+  | "snapshot_failed"
+  | "restore_failed"
+  | "unsupported_version"
+  | "snapshot_too_large"
+  | "deadline_exceeded"
+  | "cancelled"
+  | "internal";
+
+/** The single mapping of plugwire error codes to gRPC status codes. */
+export const STATUS_OF_CODE: Readonly<Record<ErrorCode, grpc.status>> = {
+  invalid_argument: grpc.status.INVALID_ARGUMENT,
+  invalid_config: grpc.status.INVALID_ARGUMENT,
+  no_plugin_for_kind: grpc.status.NOT_FOUND,
+  handler_failed: grpc.status.ABORTED,
+  handshake_failed: grpc.status.UNAVAILABLE,
+  handshake_timeout: grpc.status.DEADLINE_EXCEEDED,
+  protocol_mismatch: grpc.status.FAILED_PRECONDITION,
+  socket_path_too_long: grpc.status.INVALID_ARGUMENT,
+  plugin_exited: grpc.status.UNAVAILABLE,
+  plugin_unavailable: grpc.status.UNAVAILABLE,
+  plugin_failed: grpc.status.UNAVAILABLE,
+  queue_full: grpc.status.RESOURCE_EXHAUSTED,
+  unauthenticated: grpc.status.UNAUTHENTICATED,
+  permission_denied: grpc.status.PERMISSION_DENIED,
+  snapshot_failed: grpc.status.INTERNAL,
+  restore_failed: grpc.status.INVALID_ARGUMENT,
+  unsupported_version: grpc.status.FAILED_PRECONDITION,
+  snapshot_too_large: grpc.status.RESOURCE_EXHAUSTED,
+  deadline_exceeded: grpc.status.DEADLINE_EXCEEDED,
+  cancelled: grpc.status.CANCELLED,
+  internal: grpc.status.INTERNAL,
+};
+
+/** Codes for a bare gRPC status that arrived without an ErrorDetail. */
+const CODE_OF_STATUS: Partial<Record<grpc.status, ErrorCode>> = {
+  [grpc.status.INVALID_ARGUMENT]: "invalid_argument",
+  [grpc.status.UNAUTHENTICATED]: "unauthenticated",
+  [grpc.status.PERMISSION_DENIED]: "permission_denied",
+  [grpc.status.DEADLINE_EXCEEDED]: "deadline_exceeded",
+  [grpc.status.CANCELLED]: "cancelled",
+  [grpc.status.UNAVAILABLE]: "plugin_unavailable",
+  [grpc.status.RESOURCE_EXHAUSTED]: "queue_full",
+};
+
+export interface PlugwireErrorOptions {
+  /** The plugin the error concerns. */
+  plugin?: string;
+  /** The typed stateful-plugin error, when there is one. */
+  detail?: ErrorDetail;
+  cause?: unknown;
+}
+
+/**
+ * The one error class of plugwire. `message` says what happened, to which
+ * plugin, and what to do; `code` is for programs.
+ */
+export class PlugwireError extends Error {
+  override name = "PlugwireError";
+  readonly code: ErrorCode;
+  readonly plugin: string | undefined;
+  readonly detail: ErrorDetail | undefined;
+
+  constructor(code: ErrorCode, message: string, options: PlugwireErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.plugin = options.plugin;
+    this.detail = options.detail;
+  }
+
+  /** The gRPC status code this error travels as. */
+  get grpcStatus(): grpc.status {
+    return STATUS_OF_CODE[this.code];
+  }
+
+  /**
+   * Converts anything thrown into a PlugwireError, keeping the original as
+   * `cause`. A gRPC error keeps its typed ErrorDetail if it carried one.
+   */
+  static from(reason: unknown, fallback: ErrorCode = "internal", plugin?: string): PlugwireError {
+    if (reason instanceof PlugwireError) return reason;
+    if (isServiceError(reason)) return fromServiceError(reason, plugin);
+    const message = reason instanceof Error ? reason.message : String(reason);
+    return new PlugwireError(fallback, message, { plugin, cause: reason });
+  }
+}
+
+/** Builds the typed stateful errors of the bmux contract. */
+export const statefulErrors = {
+  snapshotFailed(plugin: string, details: string): PlugwireError {
+    return new PlugwireError("snapshot_failed", `plugin '${plugin}' failed to snapshot its state: ${details}`, {
+      plugin,
+      detail: create(ErrorDetailSchema, { plugin, kind: { case: "snapshotFailed", value: { details } } }),
+    });
+  },
+  restoreFailed(plugin: string, details: string): PlugwireError {
+    return new PlugwireError("restore_failed", `plugin '${plugin}' failed to restore its state: ${details}`, {
+      plugin,
+      detail: create(ErrorDetailSchema, { plugin, kind: { case: "restoreFailed", value: { details } } }),
+    });
+  },
+  unsupportedVersion(plugin: string, version: number, expected: readonly number[]): PlugwireError {
+    return new PlugwireError(
+      "unsupported_version",
+      `plugin '${plugin}' cannot read snapshot version ${version} (it reads ${expected.join(", ") || "none"})`,
+      {
+        plugin,
+        detail: create(ErrorDetailSchema, {
+          plugin,
+          kind: { case: "unsupportedVersion", value: { version, expected: [...expected] } },
+        }),
+      },
+    );
+  },
+};
+
+export function isServiceError(e: unknown): e is grpc.ServiceError {
+  return (
+    e instanceof Error &&
+    typeof (e as Partial<grpc.ServiceError>).code === "number" &&
+    (e as Partial<grpc.ServiceError>).metadata instanceof grpc.Metadata
+  );
+}
+
+function fromServiceError(e: grpc.ServiceError, plugin: string | undefined): PlugwireError {
+  const raw = e.metadata.get(ERROR_DETAIL_TRAILER)[0];
+  if (raw instanceof Buffer) {
+    try {
+      const detail = fromBinary(ErrorDetailSchema, raw);
+      const code: ErrorCode =
+        detail.kind.case === "snapshotFailed"
+          ? "snapshot_failed"
+          : detail.kind.case === "restoreFailed"
+            ? "restore_failed"
+            : detail.kind.case === "unsupportedVersion"
+              ? "unsupported_version"
+              : "internal";
+      return new PlugwireError(code, e.details || e.message, { plugin: detail.plugin || plugin, detail, cause: e });
+    } catch (decodeError) {
+      return new PlugwireError("internal", `${e.details} (and an undecodable ${ERROR_DETAIL_TRAILER} trailer)`, {
+        plugin,
+        cause: decodeError,
+      });
+    }
+  }
+  return new PlugwireError(CODE_OF_STATUS[e.code] ?? "internal", e.details || e.message, { plugin, cause: e });
+}
+
+/** Turns an error into the status object a grpc-js handler reports. */
+export function toServiceStatus(e: unknown): Partial<grpc.StatusObject> {
+  const err = PlugwireError.from(e);
+  const metadata = new grpc.Metadata();
+  if (err.detail) metadata.set(ERROR_DETAIL_TRAILER, Buffer.from(toBinary(ErrorDetailSchema, err.detail)));
+  return { code: err.grpcStatus, details: err.message, metadata };
+}

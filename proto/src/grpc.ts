@@ -1,0 +1,264 @@
+/**
+ * Binds protobuf-es service descriptors to grpc-js: service definitions,
+ * typed server handlers with the auth check and error mapping, and typed
+ * clients that attach the auth token to every call. Nothing else in plugwire
+ * touches grpc-js serializers or `any`.
+ */
+import * as grpc from "@grpc/grpc-js";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import { PlugwireError, toServiceStatus } from "./errors.js";
+import { AUTH_METADATA_KEY, MAX_MESSAGE_BYTES } from "./wire.js";
+
+type MethodShape = GenServiceMethods[string];
+type In<T extends MethodShape> = MessageShape<T["input"]>;
+type Out<T extends MethodShape> = MessageShape<T["output"]>;
+type InInit<T extends MethodShape> = MessageInitShape<T["input"]>;
+type OutInit<T extends MethodShape> = MessageInitShape<T["output"]>;
+
+/** Typed server handlers for a service; one entry per method, by localName. */
+export type ServiceHandlers<S extends GenServiceMethods> = {
+  [K in keyof S]: S[K]["methodKind"] extends "unary"
+    ? (request: In<S[K]>, call: grpc.ServerUnaryCall<In<S[K]>, Out<S[K]>>) => Promise<OutInit<S[K]>>
+    : S[K]["methodKind"] extends "server_streaming"
+      ? (request: In<S[K]>, call: grpc.ServerWritableStream<In<S[K]>, OutInit<S[K]>>) => Promise<void>
+      : S[K]["methodKind"] extends "client_streaming"
+        ? (call: grpc.ServerReadableStream<In<S[K]>, Out<S[K]>>) => Promise<OutInit<S[K]>>
+        : (call: grpc.ServerDuplexStream<In<S[K]>, OutInit<S[K]>>) => void;
+};
+
+/** Per-call options of a typed client. */
+export interface CallOptions {
+  /** Fail the call with DEADLINE_EXCEEDED after this many milliseconds. */
+  deadlineMs?: number;
+}
+
+/** A typed client for a service; one entry per method, by localName. */
+export type ServiceClient<S extends GenServiceMethods> = {
+  [K in keyof S]: S[K]["methodKind"] extends "unary"
+    ? (request: InInit<S[K]>, options?: CallOptions) => Promise<Out<S[K]>>
+    : S[K]["methodKind"] extends "server_streaming"
+      ? (request: InInit<S[K]>, options?: CallOptions) => grpc.ClientReadableStream<Out<S[K]>>
+      : S[K]["methodKind"] extends "client_streaming"
+        ? (options?: CallOptions) => { stream: grpc.ClientWritableStream<InInit<S[K]>>; response: Promise<Out<S[K]>> }
+        : (options?: CallOptions) => grpc.ClientDuplexStream<InInit<S[K]>, Out<S[K]>>;
+};
+
+/** Channel and server options that set the message limits explicitly. */
+export function messageLimitOptions(maxMessageBytes = MAX_MESSAGE_BYTES): grpc.ChannelOptions {
+  return {
+    "grpc.max_receive_message_length": maxMessageBytes,
+    "grpc.max_send_message_length": maxMessageBytes,
+  };
+}
+
+function serializer<D extends DescMessage>(schema: D): (value: MessageInitShape<D>) => Buffer {
+  return (value) => {
+    const message = "$typeName" in value && value.$typeName === schema.typeName
+      ? (value as MessageShape<D>)
+      : create(schema, value);
+    const bytes = toBinary(schema, message);
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+}
+
+function deserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
+  return (bytes) => fromBinary(schema, bytes);
+}
+
+function methodPath(service: DescService, method: DescMethod): string {
+  return `/${service.typeName}/${method.name}`;
+}
+
+/** The grpc-js service definition of a protobuf-es service descriptor. */
+export function serviceDefinition(service: DescService): grpc.ServiceDefinition {
+  const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methods) {
+    definition[method.localName] = {
+      path: methodPath(service, method),
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: serializer(method.input) as (value: unknown) => Buffer,
+      requestDeserialize: deserializer(method.input),
+      responseSerialize: serializer(method.output) as (value: unknown) => Buffer,
+      responseDeserialize: deserializer(method.output),
+      originalName: method.name,
+    };
+  }
+  return definition;
+}
+
+/** Reads the bearer token of a call, or undefined when it has none. */
+export function bearerToken(metadata: grpc.Metadata): string | undefined {
+  const value = metadata.get(AUTH_METADATA_KEY)[0];
+  if (typeof value !== "string" || !value.startsWith("Bearer ")) return undefined;
+  return value.slice("Bearer ".length);
+}
+
+export interface BindOptions {
+  /**
+   * Called with each call's metadata before the handler runs. Throw a
+   * PlugwireError (for example `unauthenticated`) to refuse the call.
+   */
+  authorize: (metadata: grpc.Metadata, method: string) => void;
+}
+
+/** Adds a service with typed handlers to a grpc-js server. */
+export function addService<S extends GenServiceMethods>(
+  server: grpc.Server,
+  service: GenService<S>,
+  handlers: ServiceHandlers<S>,
+  options: BindOptions,
+): void {
+  const implementation: grpc.UntypedServiceImplementation = {};
+  const table = handlers as Record<string, (...args: never[]) => unknown>;
+  for (const method of service.methods) {
+    const handler = table[method.localName] as unknown as (...args: unknown[]) => unknown;
+    if (handler === undefined) throw new Error(`no handler for ${service.typeName}.${method.name}`);
+    const authorize = (call: { metadata: grpc.Metadata }): void => options.authorize(call.metadata, method.name);
+    switch (method.methodKind) {
+      case "unary":
+      case "client_streaming":
+        implementation[method.localName] = ((
+          call: grpc.ServerUnaryCall<unknown, unknown> & grpc.ServerReadableStream<unknown, unknown>,
+          callback: grpc.sendUnaryData<unknown>,
+        ) => {
+          let pending: Promise<unknown>;
+          try {
+            authorize(call);
+            pending = method.methodKind === "unary"
+              ? (handler(call.request, call) as Promise<unknown>)
+              : (handler(call) as Promise<unknown>);
+          } catch (e) {
+            callback(toServiceStatus(e));
+            return;
+          }
+          pending.then(
+            (response) => callback(null, response),
+            (e: unknown) => callback(toServiceStatus(e)),
+          );
+        }) as grpc.handleUnaryCall<unknown, unknown>;
+        break;
+      case "server_streaming":
+        implementation[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          const fail = (e: unknown): void => {
+            call.emit("error", toServiceStatus(e));
+          };
+          try {
+            authorize(call);
+            (handler(call.request, call) as Promise<void>).then(() => call.end(), fail);
+          } catch (e) {
+            fail(e);
+          }
+        };
+        break;
+      case "bidi_streaming":
+        implementation[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+          try {
+            authorize(call);
+            handler(call);
+          } catch (e) {
+            call.emit("error", toServiceStatus(e));
+          }
+        };
+        break;
+    }
+  }
+  server.addService(serviceDefinition(service), implementation);
+}
+
+export interface ClientOptions {
+  /** The auth token sent as `authorization: Bearer <token>` on every call. */
+  token: string;
+  /** Largest message either side may send, in bytes. */
+  maxMessageBytes?: number;
+  /** Names the remote end in errors, e.g. the plugin name. */
+  peerName?: string;
+}
+
+/** A typed client plus the channel it owns. */
+export interface Connection<S extends GenServiceMethods> {
+  readonly client: ServiceClient<S>;
+  readonly channel: grpc.Client;
+  close(): void;
+}
+
+/** Opens a channel to `target` (e.g. unix:///tmp/pw-x/p.sock) and types it. */
+export function connect<S extends GenServiceMethods>(
+  service: GenService<S>,
+  target: string,
+  options: ClientOptions,
+): Connection<S> {
+  const channel = new grpc.Client(target, grpc.credentials.createInsecure(), messageLimitOptions(options.maxMessageBytes));
+  const auth = `Bearer ${options.token}`;
+  const metadata = (): grpc.Metadata => {
+    const m = new grpc.Metadata();
+    m.set(AUTH_METADATA_KEY, auth);
+    return m;
+  };
+  const callOptions = (o?: CallOptions): grpc.CallOptions =>
+    o?.deadlineMs === undefined ? {} : { deadline: Date.now() + o.deadlineMs };
+  const wrapError = (e: unknown): PlugwireError => PlugwireError.from(e, "internal", options.peerName);
+  const client: Record<string, unknown> = {};
+  for (const method of service.methods) {
+    const path = methodPath(service, method);
+    const ser = serializer(method.input) as (v: unknown) => Buffer;
+    const de = deserializer(method.output) as (b: Buffer) => unknown;
+    switch (method.methodKind) {
+      case "unary":
+        client[method.localName] = (request: unknown, o?: CallOptions) =>
+          new Promise((resolve, reject) => {
+            channel.makeUnaryRequest(path, ser, de, request, metadata(), callOptions(o), (err, value) => {
+              if (err) reject(wrapError(err));
+              else resolve(value);
+            });
+          });
+        break;
+      case "server_streaming":
+        client[method.localName] = (request: unknown, o?: CallOptions) =>
+          channel.makeServerStreamRequest(path, ser, de, request, metadata(), callOptions(o));
+        break;
+      case "client_streaming":
+        client[method.localName] = (o?: CallOptions) => {
+          let stream!: grpc.ClientWritableStream<unknown>;
+          const response = new Promise((resolve, reject) => {
+            stream = channel.makeClientStreamRequest(path, ser, de, metadata(), callOptions(o), (err, value) => {
+              if (err) reject(wrapError(err));
+              else resolve(value);
+            });
+          });
+          return { stream, response };
+        };
+        break;
+      case "bidi_streaming":
+        client[method.localName] = (o?: CallOptions) =>
+          channel.makeBidiStreamRequest(path, ser, de, metadata(), callOptions(o));
+        break;
+    }
+  }
+  return { client: client as ServiceClient<S>, channel, close: () => channel.close() };
+}
+
+/** Starts a grpc-js server with the message limits set. */
+export function createServer(maxMessageBytes?: number): grpc.Server {
+  return new grpc.Server(messageLimitOptions(maxMessageBytes));
+}
+
+/** Binds a server to a unix socket path; resolves when it listens. */
+export function listenUnix(server: grpc.Server, socketPath: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => {
+      if (err) reject(err);
+      else resolve();
+    });
+  });
+}
