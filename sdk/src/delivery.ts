@@ -1,0 +1,108 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  DeliverResponseSchema,
+  PayloadOutcomeSchema,
+  type DeliverRequest,
+  type DeliverResponse,
+  type Effect,
+  type PayloadOutcome,
+} from "@plugwire/proto";
+import type { Payload } from "./types.js";
+
+/** Handles one payload; returns the effects it produced, or throws. */
+export type PayloadRunner = (payload: Payload) => Promise<Effect[]> | Effect[];
+
+/** Most payloads handled before an ack is sent even if more are queued. */
+const MAX_UNACKED = 512;
+
+/**
+ * Runs payloads one at a time in seq order and acks them cumulatively. Acks
+ * go out when the queue drains or every MAX_UNACKED payloads. Exclusive tasks
+ * (snapshot, restore) run between payloads, never during one.
+ */
+export class DeliveryProcessor {
+  private readonly queue: Payload[] = [];
+  private head = 0;
+  private running = false;
+  private lastHandled = 0;
+  private lastAcked = 0;
+  private outcomes: PayloadOutcome[] = [];
+  private exclusive: Array<() => Promise<void>> = [];
+  private send: ((r: DeliverResponse) => void) | undefined;
+
+  constructor(private readonly run: PayloadRunner, private readonly onHandlerError: (p: Payload, e: unknown) => void) {}
+
+  /** Seq of the last payload whose handler has finished. */
+  get appliedSeq(): number {
+    return this.lastHandled;
+  }
+
+  /** Attaches the stream acks are written to; replaces any earlier one. */
+  attach(send: (r: DeliverResponse) => void): void {
+    this.send = send;
+    this.lastAcked = 0; // a new stream: re-ack what this process already handled
+  }
+
+  detach(send: (r: DeliverResponse) => void): void {
+    if (this.send === send) this.send = undefined;
+  }
+
+  push(request: DeliverRequest): void {
+    for (const p of request.payloads) {
+      const seq = Number(p.seq);
+      if (seq <= this.lastHandled) continue; // already applied by this process
+      this.queue.push({ seq, src: p.src, kind: p.kind, body: p.body, redelivered: p.redelivered });
+    }
+    this.kick();
+  }
+
+  /** Runs `task` between payloads and resolves with its result. */
+  runExclusive<T>(task: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.exclusive.push(() => task().then(resolve, reject));
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (!this.running) {
+      this.running = true;
+      void this.loop();
+    }
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      for (;;) {
+        while (this.exclusive.length > 0) await this.exclusive.shift()!();
+        if (this.head >= this.queue.length) break;
+        const payload = this.queue[this.head++]!;
+        try {
+          const effects = await this.run(payload);
+          if (effects.length > 0) this.outcomes.push(create(PayloadOutcomeSchema, { seq: BigInt(payload.seq), effects }));
+        } catch (e) {
+          this.onHandlerError(payload, e);
+          const message = e instanceof Error ? e.message : String(e);
+          this.outcomes.push(create(PayloadOutcomeSchema, { seq: BigInt(payload.seq), error: { message } }));
+        }
+        this.lastHandled = payload.seq;
+        if (this.lastHandled - this.lastAcked >= MAX_UNACKED) this.flush();
+        if (this.head > 4096 && this.head * 2 > this.queue.length) {
+          this.queue.splice(0, this.head);
+          this.head = 0;
+        }
+      }
+      this.flush();
+    } finally {
+      this.running = false;
+    }
+    if (this.head < this.queue.length || this.exclusive.length > 0) this.kick();
+  }
+
+  private flush(): void {
+    if (this.lastHandled === this.lastAcked || this.send === undefined) return;
+    this.send(create(DeliverResponseSchema, { ackedThrough: BigInt(this.lastHandled), outcomes: this.outcomes }));
+    this.lastAcked = this.lastHandled;
+    this.outcomes = [];
+  }
+}

@@ -1,0 +1,24 @@
+/**
+ * Plugin-side logging: one JSON object per line on stderr, which the host
+ * parses and forwards to its own logger with the level kept.
+ */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export function createLogger(write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+  const emit = (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
+    write(`${JSON.stringify({ level, time: Date.now(), msg, ...fields })}\n`);
+  };
+  return {
+    debug: (m, f) => emit("debug", m, f),
+    info: (m, f) => emit("info", m, f),
+    warn: (m, f) => emit("warn", m, f),
+    error: (m, f) => emit("error", m, f),
+  };
+}

@@ -1,0 +1,322 @@
+import { chmodSync } from "node:fs";
+import { basename, join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { create } from "@bufbuild/protobuf";
+import {
+  ENV,
+  HANDSHAKE_PREFIX,
+  MAGIC_COOKIE_VALUE,
+  MAX_SOCKET_PATH_BYTES,
+  PROTOCOL_VERSION,
+  PluginService,
+  PlugwireError,
+  SNAPSHOT_CHUNK_BYTES,
+  SnapshotResponseSchema,
+  addService,
+  bearerToken,
+  createServer,
+  health,
+  listenUnix,
+  missingCookieMessage,
+  statefulErrors,
+  type DeliverRequest,
+  type DeliverResponse,
+  type Effect,
+} from "@plugwire/proto";
+import { DeliveryProcessor } from "./delivery.js";
+import { RestoreFailedError, SnapshotFailedError, UnsupportedVersionError } from "./errors.js";
+import { CAPABILITY_NAMES, hostPorts } from "./host-client.js";
+import { createLogger } from "./log.js";
+import type { HandlerContext, PluginContext, PluginDefinition } from "./plugin.js";
+import type { Capability } from "./types.js";
+import { SDK_VERSION } from "./version.js";
+
+/** How long shutdown hooks may run when stdin closes or SIGTERM arrives. */
+const EXIT_GRACE_MS = 500;
+
+/** Thrown inside `serve` for a launch environment that cannot work. */
+function fatal(message: string): never {
+  process.stderr.write(message.endsWith("\n") ? message : `${message}\n`);
+  process.exit(1);
+}
+
+function requireEnv(name: string): string {
+  const value = process.env[name];
+  if (!value) fatal(`plugwire plugin: the host did not set ${name}; this plugin must be started by a plugwire host.`);
+  return value;
+}
+
+/**
+ * Runs a plugin: checks the magic cookie, listens on a unix socket in the
+ * host's socket dir, prints the handshake line, serves PluginService and the
+ * health service, and exits when stdin closes or on SIGTERM.
+ */
+export async function serve(plugin: PluginDefinition): Promise<void> {
+  if (process.env[ENV.magicCookie] !== MAGIC_COOKIE_VALUE) {
+    process.stderr.write(missingCookieMessage(basename(process.argv[1] ?? plugin.name)));
+    process.exit(1);
+  }
+  const accepted = requireEnv(ENV.protocolVersions).split(",").map((v) => Number(v.trim()));
+  if (!accepted.includes(PROTOCOL_VERSION)) {
+    fatal(
+      `plugwire plugin '${plugin.name}': the host accepts protocol versions ${accepted.join(", ")}, ` +
+        `but this plugin speaks version ${PROTOCOL_VERSION}. Upgrade the plugin or the host so they share a version.`,
+    );
+  }
+  const socketDir = requireEnv(ENV.socketDir);
+  const token = requireEnv(ENV.authToken);
+  const instanceId = requireEnv(ENV.instanceId);
+  const hostAddress = requireEnv(ENV.hostAddress);
+  const socketPath = join(socketDir, `${instanceId}.sock`);
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
+    fatal(
+      `plugwire plugin '${plugin.name}': socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes, ` +
+        `over the ${MAX_SOCKET_PATH_BYTES}-byte unix socket limit. Give the host a shorter run dir.`,
+    );
+  }
+
+  const log = createLogger();
+  const ports = hostPorts(hostAddress, token, plugin.name);
+  const shutdownController = new AbortController();
+  let capabilities = new Set<Capability>();
+  let context: PluginContext = {
+    name: plugin.name,
+    instanceId,
+    dataDir: "",
+    config: {},
+    capabilities,
+    signal: shutdownController.signal,
+    peers: ports.peers,
+    control: ports.control,
+    identity: ports.identity,
+    log,
+  };
+  let servingStatus = health.HealthCheckResponse_ServingStatus.SERVING;
+
+  const requireCapability = (capability: Capability): void => {
+    if (!capabilities.has(capability)) {
+      throw new PlugwireError(
+        "permission_denied",
+        `plugin '${plugin.name}' was not granted the '${capability}' capability; add it to the plugin's capabilities in the host config`,
+        { plugin: plugin.name },
+      );
+    }
+  };
+
+  const processor = new DeliveryProcessor(
+    async (payload) => {
+      if (!plugin.payloadKinds.includes(payload.kind)) {
+        throw new Error(`plugin '${plugin.name}' does not claim payload kind '${payload.kind}'`);
+      }
+      const effects: Effect[] = [];
+      let routedIndex = 0;
+      const handlerContext: HandlerContext = {
+        ...context,
+        seq: payload.seq,
+        control: {
+          sendDirect: async (peer, frame) => {
+            requireCapability("control");
+            effects.push({ $typeName: "plugwire.v1.Effect", effect: { case: "sendDirect", value: { $typeName: "plugwire.v1.SendDirect", peer, frame } } });
+          },
+          sendRouted: (dst, frame) => ports.sendRoutedFrom(dst, frame, payload.seq, routedIndex++),
+        },
+      };
+      const result = plugin.handlePayload(payload, handlerContext);
+      if (result instanceof Promise) await result;
+      return effects;
+    },
+    (payload, e) =>
+      log.error("payload handler failed", {
+        seq: payload.seq,
+        kind: payload.kind,
+        error: e instanceof Error ? e.message : String(e),
+      }),
+  );
+
+  const server = createServer();
+  const authorize = (metadata: grpc.Metadata, method: string): void => {
+    if (bearerToken(metadata) !== token) {
+      throw new PlugwireError(
+        "unauthenticated",
+        `plugin '${plugin.name}' refused ${method}: the call carried no valid plugwire auth token ` +
+          `(send 'authorization: Bearer <PLUGWIRE_AUTH_TOKEN>')`,
+        { plugin: plugin.name },
+      );
+    }
+  };
+
+  const stateful = plugin.stateful;
+  addService(
+    server,
+    PluginService,
+    {
+      async describe() {
+        return {
+          name: plugin.name,
+          payloadKinds: [...plugin.payloadKinds],
+          protocolVersion: PROTOCOL_VERSION,
+          stateful: stateful ? { id: stateful.id, snapshotVersions: [...stateful.versions] } : undefined,
+          sdk: { language: "typescript", version: SDK_VERSION },
+        };
+      },
+      async start(request) {
+        capabilities = new Set(
+          request.capabilities.map((c) => CAPABILITY_NAMES[c]).filter((c): c is Capability => c !== undefined),
+        );
+        let config: Record<string, unknown> = {};
+        if (request.configJson) {
+          const parsed: unknown = JSON.parse(request.configJson);
+          if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) config = parsed as Record<string, unknown>;
+        }
+        context = { ...context, dataDir: request.dataDir, instanceId: request.instanceId || instanceId, config, capabilities };
+        await plugin.start?.(context);
+        return {};
+      },
+      deliver(call) {
+        const send = (r: DeliverResponse): void => {
+          call.write(r);
+        };
+        processor.attach(send);
+        call.on("data", (request: DeliverRequest) => processor.push(request));
+        call.on("end", () => {
+          processor.detach(send);
+          call.end();
+        });
+        call.on("error", () => processor.detach(send));
+        call.on("cancelled", () => processor.detach(send));
+      },
+      async peerForgotten(request) {
+        await plugin.onPeerForgotten?.(request.nodeId, context);
+        return {};
+      },
+      async snapshot(_request, call) {
+        if (!stateful) {
+          throw statefulErrors.snapshotFailed(plugin.name, "this plugin is not stateful (it declares no stateful hooks)");
+        }
+        const { snap, appliedSeq } = await processor.runExclusive(async () => {
+          try {
+            return { snap: await stateful.snapshot(), appliedSeq: processor.appliedSeq };
+          } catch (e) {
+            throw statefulErrors.snapshotFailed(plugin.name, e instanceof Error ? e.message : String(e));
+          }
+        });
+        const bytes = snap.bytes;
+        call.write(
+          create(SnapshotResponseSchema, {
+            part: {
+              case: "header",
+              value: { id: stateful.id, version: snap.version, appliedSeq: BigInt(appliedSeq), sizeBytes: BigInt(bytes.byteLength) },
+            },
+          }),
+        );
+        for (let offset = 0; offset < bytes.byteLength; offset += SNAPSHOT_CHUNK_BYTES) {
+          const chunk = bytes.subarray(offset, Math.min(offset + SNAPSHOT_CHUNK_BYTES, bytes.byteLength));
+          if (!call.write(create(SnapshotResponseSchema, { part: { case: "chunk", value: chunk } }))) {
+            await new Promise<void>((resolve) => call.once("drain", resolve));
+          }
+        }
+      },
+      async restore(call) {
+        let header: { id: string; version: number; size: number } | undefined;
+        const chunks: Uint8Array[] = [];
+        let received = 0;
+        for await (const message of call) {
+          if (message.part.case === "header") {
+            header = { id: message.part.value.id, version: message.part.value.version, size: Number(message.part.value.sizeBytes) };
+          } else if (message.part.case === "chunk") {
+            chunks.push(message.part.value);
+            received += message.part.value.byteLength;
+          }
+        }
+        if (!stateful) throw statefulErrors.restoreFailed(plugin.name, "this plugin is not stateful (it declares no stateful hooks)");
+        if (!header) throw statefulErrors.restoreFailed(plugin.name, "the restore stream carried no header");
+        if (header.id !== stateful.id) {
+          throw statefulErrors.restoreFailed(plugin.name, `snapshot id '${header.id}' is not this plugin's id '${stateful.id}'`);
+        }
+        if (received !== header.size) {
+          throw statefulErrors.restoreFailed(plugin.name, `snapshot was truncated: header says ${header.size} bytes, got ${received}`);
+        }
+        if (!stateful.versions.includes(header.version)) {
+          throw statefulErrors.unsupportedVersion(plugin.name, header.version, stateful.versions);
+        }
+        const bytes = chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks));
+        const version = header.version;
+        await processor.runExclusive(async () => {
+          try {
+            await stateful.restore({ version, bytes });
+          } catch (e) {
+            if (e instanceof UnsupportedVersionError) throw statefulErrors.unsupportedVersion(plugin.name, e.version, e.expected);
+            if (e instanceof SnapshotFailedError) throw statefulErrors.snapshotFailed(plugin.name, e.message);
+            throw statefulErrors.restoreFailed(plugin.name, e instanceof RestoreFailedError || e instanceof Error ? e.message : String(e));
+          }
+        });
+        return {};
+      },
+      async shutdown(request) {
+        await runShutdownHook(request.deadlineMs || EXIT_GRACE_MS);
+        setImmediate(() => exit(0));
+        return {};
+      },
+    },
+    { authorize },
+  );
+  addService(
+    server,
+    health.Health,
+    {
+      async check() {
+        return { status: servingStatus };
+      },
+      async watch(_request, call) {
+        call.write({ status: servingStatus });
+        await new Promise<void>((resolve) => {
+          call.on("cancelled", resolve);
+          shutdownController.signal.addEventListener("abort", () => resolve(), { once: true });
+        });
+      },
+    },
+    { authorize },
+  );
+
+  let hookRan = false;
+  async function runShutdownHook(deadlineMs: number): Promise<void> {
+    if (hookRan) return;
+    hookRan = true;
+    servingStatus = health.HealthCheckResponse_ServingStatus.NOT_SERVING;
+    shutdownController.abort();
+    if (!plugin.shutdown) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.resolve(plugin.shutdown(context)).catch((e: unknown) =>
+        log.error("shutdown hook failed", { error: e instanceof Error ? e.message : String(e) }),
+      ),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, deadlineMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  let exiting = false;
+  function exit(code: number): void {
+    if (exiting) return;
+    exiting = true;
+    ports.close();
+    server.forceShutdown();
+    process.exit(code);
+  }
+  const graceful = (): void => {
+    void runShutdownHook(EXIT_GRACE_MS).finally(() => exit(0));
+  };
+
+  // The host keeps our stdin open; EOF means the host is gone.
+  process.stdin.on("end", graceful);
+  process.stdin.on("error", graceful);
+  process.stdin.resume();
+  process.on("SIGTERM", graceful);
+  process.on("SIGINT", graceful);
+
+  await listenUnix(server, socketPath);
+  chmodSync(socketPath, 0o600);
+  process.stdout.write(`${HANDSHAKE_PREFIX} protocol=${PROTOCOL_VERSION} network=unix address=${socketPath} transport=grpc\n`);
+}
