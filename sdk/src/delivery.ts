@@ -56,6 +56,12 @@ export class DeliveryProcessor {
     this.kick();
   }
 
+  /** After a Restore: the state now includes every payload up to `seq`. */
+  restoredThrough(seq: number): void {
+    this.lastHandled = seq;
+    this.lastAcked = Math.min(this.lastAcked, seq);
+  }
+
   /** Runs `task` between payloads and resolves with its result. */
   runExclusive<T>(task: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -74,7 +80,11 @@ export class DeliveryProcessor {
   private async loop(): Promise<void> {
     try {
       for (;;) {
-        while (this.exclusive.length > 0) await this.exclusive.shift()!();
+        while (this.exclusive.length > 0) {
+          // Ack first, so the host has every ack a snapshot's applied_seq covers.
+          this.flush();
+          await this.exclusive.shift()!();
+        }
         if (this.head >= this.queue.length) break;
         const payload = this.queue[this.head++]!;
         try {
@@ -86,7 +96,9 @@ export class DeliveryProcessor {
           this.outcomes.push(create(PayloadOutcomeSchema, { seq: BigInt(payload.seq), error: { message } }));
         }
         this.lastHandled = payload.seq;
-        if (this.lastHandled - this.lastAcked >= MAX_UNACKED) this.flush();
+        // Redelivered payloads are acked one by one, so that after another
+        // crash the host knows exactly which payload was being handled.
+        if (payload.redelivered || this.lastHandled - this.lastAcked >= MAX_UNACKED) this.flush();
         if (this.head > 4096 && this.head * 2 > this.queue.length) {
           this.queue.splice(0, this.head);
           this.head = 0;

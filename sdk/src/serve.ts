@@ -12,6 +12,7 @@ import {
   PlugwireError,
   SNAPSHOT_CHUNK_BYTES,
   SnapshotResponseSchema,
+  EffectSchema,
   addService,
   bearerToken,
   createServer,
@@ -116,7 +117,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         control: {
           sendDirect: async (peer, frame) => {
             requireCapability("control");
-            effects.push({ $typeName: "plugwire.v1.Effect", effect: { case: "sendDirect", value: { $typeName: "plugwire.v1.SendDirect", peer, frame } } });
+            effects.push(create(EffectSchema, { effect: { case: "sendDirect", value: { peer, frame } } }));
           },
           sendRouted: (dst, frame) => ports.sendRoutedFrom(dst, frame, payload.seq, routedIndex++),
         },
@@ -134,6 +135,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   );
 
   const server = createServer();
+  const deliverCalls = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
   const authorize = (metadata: grpc.Metadata, method: string): void => {
     if (bearerToken(metadata) !== token) {
       throw new PlugwireError(
@@ -176,6 +178,8 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         const send = (r: DeliverResponse): void => {
           call.write(r);
         };
+        deliverCalls.add(call);
+        call.on("close", () => deliverCalls.delete(call));
         processor.attach(send);
         call.on("data", (request: DeliverRequest) => processor.push(request));
         call.on("end", () => {
@@ -217,12 +221,17 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         }
       },
       async restore(call) {
-        let header: { id: string; version: number; size: number } | undefined;
+        let header: { id: string; version: number; size: number; appliedSeq: number } | undefined;
         const chunks: Uint8Array[] = [];
         let received = 0;
         for await (const message of call) {
           if (message.part.case === "header") {
-            header = { id: message.part.value.id, version: message.part.value.version, size: Number(message.part.value.sizeBytes) };
+            header = {
+              id: message.part.value.id,
+              version: message.part.value.version,
+              size: Number(message.part.value.sizeBytes),
+              appliedSeq: Number(message.part.value.appliedSeq),
+            };
           } else if (message.part.case === "chunk") {
             chunks.push(message.part.value);
             received += message.part.value.byteLength;
@@ -240,10 +249,11 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
           throw statefulErrors.unsupportedVersion(plugin.name, header.version, stateful.versions);
         }
         const bytes = chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks));
-        const version = header.version;
+        const { version, appliedSeq } = header;
         await processor.runExclusive(async () => {
           try {
             await stateful.restore({ version, bytes });
+            processor.restoredThrough(appliedSeq);
           } catch (e) {
             if (e instanceof UnsupportedVersionError) throw statefulErrors.unsupportedVersion(plugin.name, e.version, e.expected);
             if (e instanceof SnapshotFailedError) throw statefulErrors.snapshotFailed(plugin.name, e.message);
@@ -298,12 +308,14 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   }
 
   let exiting = false;
+  /** Lets in-flight replies (such as Shutdown's) reach the host, then exits. */
   function exit(code: number): void {
     if (exiting) return;
     exiting = true;
     ports.close();
-    server.forceShutdown();
-    process.exit(code);
+    for (const call of deliverCalls) call.end();
+    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+    server.tryShutdown(() => process.exit(code));
   }
   const graceful = (): void => {
     void runShutdownHook(EXIT_GRACE_MS).finally(() => exit(0));

@@ -1,0 +1,130 @@
+/**
+ * Plugin configuration: what the application (or the CLI's YAML file) says
+ * about each plugin, validated here, with the defaults filled in.
+ */
+import { PlugwireError } from "@plugwire/proto";
+
+export type Capability = "peers" | "control" | "identity";
+export const CAPABILITIES: readonly Capability[] = ["peers", "control", "identity"];
+
+/** OTP restart types: always, only after an abnormal exit, or never. */
+export type RestartType = "permanent" | "transient" | "temporary";
+/** What happens to a new payload when a restarting plugin's queue is full. */
+export type OverflowPolicy = "reject" | "drop-oldest";
+
+/** One plugin, as the application configures it. Durations are in ms. */
+export interface PluginConfig {
+  /** Unique name of this plugin in the host; used in logs, errors and metrics. */
+  name: string;
+  /** Executable to run. */
+  command: string;
+  args?: readonly string[];
+  cwd?: string;
+  /** Extra environment variables; the host's own environment is not passed, except an allowlist. */
+  env?: Readonly<Record<string, string>>;
+  /** Handed to the plugin in Start, as JSON. */
+  config?: Readonly<Record<string, unknown>>;
+  /** What the plugin may call on the host. Default: none. */
+  capabilities?: readonly Capability[];
+  restart?: RestartType;
+  handshakeTimeoutMs?: number;
+  /** Deadline of the Shutdown RPC, the first step of the shutdown ladder. */
+  shutdownTimeoutMs?: number;
+  /** Wait after SIGTERM before SIGKILL. */
+  killGraceMs?: number;
+  /** Restarts allowed within `restartWindowMs` before the plugin is quarantined as failed. */
+  maxRestarts?: number;
+  restartWindowMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  /** Healthy running time after which the backoff resets. */
+  backoffResetMs?: number;
+  healthIntervalMs?: number;
+  healthTimeoutMs?: number;
+  /** Consecutive failed health checks after which the plugin counts as hung. */
+  healthFailures?: number;
+  /** A plugin that has un-acked payloads and acks nothing for this long counts as hung. 0 disables. */
+  ackTimeoutMs?: number;
+  /** Payloads sent but not yet acked, at most. */
+  maxInFlight?: number;
+  /** Payloads waiting while the plugin is restarting or its window is full, at most. */
+  maxQueued?: number;
+  overflow?: OverflowPolicy;
+  /** Payloads per Deliver message, at most. */
+  maxBatch?: number;
+  maxLogLineBytes?: number;
+  maxLogLinesPerSecond?: number;
+}
+
+export type ResolvedPluginConfig = Required<Omit<PluginConfig, "cwd">> & { cwd: string | undefined };
+
+export const PLUGIN_DEFAULTS = {
+  args: [],
+  env: {},
+  config: {},
+  capabilities: [],
+  restart: "permanent",
+  handshakeTimeoutMs: 10_000,
+  shutdownTimeoutMs: 5_000,
+  killGraceMs: 2_000,
+  maxRestarts: 5,
+  restartWindowMs: 60_000,
+  backoffInitialMs: 100,
+  backoffMaxMs: 30_000,
+  backoffResetMs: 60_000,
+  healthIntervalMs: 5_000,
+  healthTimeoutMs: 1_000,
+  healthFailures: 3,
+  ackTimeoutMs: 30_000,
+  maxInFlight: 4_096,
+  maxQueued: 10_000,
+  overflow: "reject",
+  maxBatch: 128,
+  maxLogLineBytes: 16 * 1024,
+  maxLogLinesPerSecond: 1_000,
+} as const satisfies Omit<ResolvedPluginConfig, "name" | "command" | "cwd">;
+
+function invalid(name: string, message: string): PlugwireError {
+  return new PlugwireError("invalid_config", `plugin '${name}': ${message}`, { plugin: name });
+}
+
+/** Validates one plugin config and fills in defaults. */
+export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
+  const name = input.name;
+  if (typeof name !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
+    throw new PlugwireError("invalid_config", `plugin name ${JSON.stringify(name)} must be 1-64 characters of [A-Za-z0-9._-]`);
+  }
+  if (typeof input.command !== "string" || input.command.length === 0) throw invalid(name, "'command' is required");
+  const resolved: ResolvedPluginConfig = { ...PLUGIN_DEFAULTS, ...stripUndefined(input), cwd: input.cwd } as ResolvedPluginConfig;
+  for (const c of resolved.capabilities) {
+    if (!CAPABILITIES.includes(c)) throw invalid(name, `unknown capability '${c}' (use ${CAPABILITIES.join(", ")})`);
+  }
+  if (!["permanent", "transient", "temporary"].includes(resolved.restart)) {
+    throw invalid(name, `restart must be permanent, transient or temporary, not '${resolved.restart}'`);
+  }
+  if (!["reject", "drop-oldest"].includes(resolved.overflow)) {
+    throw invalid(name, `overflow must be reject or drop-oldest, not '${resolved.overflow}'`);
+  }
+  for (const [key, value] of Object.entries(resolved)) {
+    if (/(Ms|Bytes|PerSecond|^max[A-Z].*)$/.test(key) && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
+      throw invalid(name, `${key} must be a non-negative number, not ${JSON.stringify(value)}`);
+    }
+  }
+  if (resolved.maxInFlight < 1 || resolved.maxBatch < 1) throw invalid(name, "maxInFlight and maxBatch must be at least 1");
+  return resolved;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Validates a whole plugin list: unique names. */
+export function resolvePlugins(plugins: readonly PluginConfig[]): ResolvedPluginConfig[] {
+  const seen = new Set<string>();
+  return plugins.map((p) => {
+    const resolved = resolvePluginConfig(p);
+    if (seen.has(resolved.name)) throw invalid(resolved.name, "two plugins have this name; names must be unique");
+    seen.add(resolved.name);
+    return resolved;
+  });
+}

@@ -1,0 +1,63 @@
+/**
+ * Pure parsing and validation of the handshake line a plugin prints on
+ * stdout. No I/O. Grammar (docs/protocol.md):
+ *
+ *   PLUGWIRE_HANDSHAKE SP field *(SP field)
+ *   field = key "=" value      ; keys in any order, unknown keys ignored
+ *
+ * Required keys: protocol, network (unix | tcp), address, transport (grpc).
+ */
+import { HANDSHAKE_PREFIX } from "@plugwire/proto";
+
+export interface Handshake {
+  protocolVersion: number;
+  network: "unix" | "tcp";
+  address: string;
+  transport: "grpc";
+}
+
+export type HandshakeResult = { ok: true; handshake: Handshake } | { ok: false; reason: string };
+
+/** True when the line is meant as a handshake (well-formed or not). */
+export function isHandshakeLine(line: string): boolean {
+  return line === HANDSHAKE_PREFIX || line.startsWith(`${HANDSHAKE_PREFIX} `);
+}
+
+/** Parses a handshake line and checks it against the versions the host accepts. */
+export function parseHandshake(line: string, acceptedVersions: readonly number[]): HandshakeResult {
+  if (!isHandshakeLine(line)) return { ok: false, reason: `the line does not start with ${HANDSHAKE_PREFIX}` };
+  const fields = new Map<string, string>();
+  for (const token of line.slice(HANDSHAKE_PREFIX.length).trim().split(/\s+/).filter(Boolean)) {
+    const eq = token.indexOf("=");
+    if (eq <= 0) return { ok: false, reason: `field '${token}' is not key=value` };
+    const key = token.slice(0, eq);
+    if (fields.has(key)) return { ok: false, reason: `field '${key}' appears twice` };
+    fields.set(key, token.slice(eq + 1));
+  }
+  for (const key of ["protocol", "network", "address", "transport"]) {
+    if (!fields.get(key)) return { ok: false, reason: `required field '${key}' is missing or empty` };
+  }
+  const protocol = fields.get("protocol")!;
+  if (!/^[0-9]+$/.test(protocol)) return { ok: false, reason: `protocol '${protocol}' is not a whole number` };
+  const protocolVersion = Number(protocol);
+  if (!acceptedVersions.includes(protocolVersion)) {
+    return {
+      ok: false,
+      reason: `protocol version ${protocolVersion} is not one the host accepts (${acceptedVersions.join(", ")})`,
+    };
+  }
+  const network = fields.get("network")!;
+  if (network !== "unix" && network !== "tcp") {
+    return { ok: false, reason: `network '${network}' is not supported (use unix, or tcp on loopback)` };
+  }
+  const transport = fields.get("transport")!;
+  if (transport !== "grpc") return { ok: false, reason: `transport '${transport}' is not supported (use grpc)` };
+  const address = fields.get("address")!;
+  if (network === "unix" && !address.startsWith("/")) {
+    return { ok: false, reason: `unix address '${address}' is not an absolute path` };
+  }
+  if (network === "tcp" && !/^(127\.[0-9.]+|\[::1\]|localhost):[0-9]{1,5}$/.test(address)) {
+    return { ok: false, reason: `tcp address '${address}' is not a loopback host:port` };
+  }
+  return { ok: true, handshake: { protocolVersion, network, address, transport } };
+}

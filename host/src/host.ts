@@ -1,0 +1,246 @@
+/**
+ * The embeddable host: createHost({ plugins, ports, dataDir }) supervises the
+ * plugins, serves HostService to them, routes payloads by kind, and drives
+ * snapshots.
+ */
+import { EventEmitter } from "node:events";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { pino, type Logger } from "pino";
+import { PlugwireError } from "@plugwire/proto";
+import { resolvePlugins, type PluginConfig } from "./config.js";
+import type { DeadLetter } from "./delivery/channel.js";
+import type { HostEvents } from "./events.js";
+import { createRunDir, checkSocketPath, removeRunDir } from "./launch/rundir.js";
+import { HostMetrics } from "./metrics.js";
+import { hex, type HostPorts, type NodeId, type PeerEvent } from "./ports.js";
+import { HostServiceServer, type Caller } from "./services/host-service.js";
+import { FileSnapshotStore, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
+import { PluginRunner, type PluginStatus } from "./supervisor/runner.js";
+
+export interface HostOptions {
+  /** The plugins, in priority order: the first to claim a kind wins it. */
+  plugins: readonly PluginConfig[];
+  ports: HostPorts;
+  /** Where plugin data dirs and (by default) snapshots live. */
+  dataDir: string;
+  logger?: Logger;
+  /** Where snapshots are kept; default: files under `${dataDir}/snapshots`. */
+  store?: SnapshotStore;
+  /** Parent of the private socket dir; keep it short (unix socket paths are limited). Default: the OS temp dir. */
+  runDirParent?: string;
+  /** Snapshot every stateful plugin this often; 0 disables. Default 30 s. */
+  snapshotIntervalMs?: number;
+  /** Largest snapshot accepted, in bytes. Default 256 MiB. */
+  maxSnapshotBytes?: number;
+}
+
+/** Outcome of an operation that runs over every plugin. */
+export interface FanOutResult<T = void> {
+  ok: Array<{ plugin: string; value: T }>;
+  failed: Array<{ plugin: string; error: PlugwireError }>;
+}
+
+export class Host extends EventEmitter<HostEvents> {
+  readonly metrics = new HostMetrics();
+  readonly logger: Logger;
+  private readonly runners: PluginRunner[];
+  private readonly byName = new Map<string, PluginRunner>();
+  private readonly routes = new Map<string, PluginRunner>();
+  private readonly tokens = new Map<string, Caller>();
+  private readonly store: SnapshotStore;
+  private runDir: string | undefined;
+  private service: HostServiceServer | undefined;
+  private snapshotTimer: NodeJS.Timeout | undefined;
+  private started = false;
+  private stopped = false;
+
+  constructor(private readonly options: HostOptions) {
+    super();
+    this.logger = options.logger ?? pino({ name: "plugwire" });
+    const configs = resolvePlugins(options.plugins);
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    this.store =
+      options.store ??
+      new FileSnapshotStore({
+        dir: join(options.dataDir, "snapshots"),
+        onCorrupt: (c) => this.logger.error({ id: c.id, path: c.path, reason: c.reason }, "skipped a corrupt snapshot file; using the previous generation"),
+      });
+    this.runners = configs.map(
+      (config) =>
+        new PluginRunner(config, {
+          runDir: () => this.runDir!,
+          hostAddress: () => this.service!.address,
+          dataDir: options.dataDir,
+          logger: this.logger,
+          store: this.store,
+          maxSnapshotBytes: options.maxSnapshotBytes ?? 256 * 1024 * 1024,
+          ports: options.ports,
+          metrics: this.metrics,
+          emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
+          registerToken: (token, caller) => this.tokens.set(token, caller),
+          unregisterToken: (token) => this.tokens.delete(token),
+        }),
+    );
+    for (const runner of this.runners) this.byName.set(runner.name, runner);
+  }
+
+  /**
+   * Launches every plugin and waits until all are ready. If any plugin fails
+   * to start, the others are stopped and the error names each failure.
+   */
+  async start(): Promise<void> {
+    if (this.started) throw new PlugwireError("invalid_argument", "host.start() was already called");
+    this.started = true;
+    this.runDir = createRunDir(this.options.runDirParent);
+    const socketPath = join(this.runDir, "host.sock");
+    try {
+      checkSocketPath(socketPath, "plugwire host");
+      this.service = new HostServiceServer({
+        ports: this.options.ports,
+        socketPath,
+        callerOf: (token) => this.tokens.get(token),
+      });
+      await this.service.listen();
+    } catch (e) {
+      removeRunDir(this.runDir);
+      throw e;
+    }
+    const results = await Promise.allSettled(this.runners.map((r) => r.start()));
+    const failures = results.flatMap((r, i) => (r.status === "rejected" ? [{ plugin: this.runners[i]!.name, error: PlugwireError.from(r.reason) }] : []));
+    if (failures.length > 0) {
+      await this.stop();
+      if (failures.length === 1) throw failures[0]!.error;
+      throw new PlugwireError(
+        failures[0]!.error.code,
+        `${failures.length} of ${this.runners.length} plugins failed to start:\n${failures.map((f) => `- ${f.error.message}`).join("\n")}`,
+        { cause: new AggregateError(failures.map((f) => f.error)) },
+      );
+    }
+    this.buildRoutes();
+    const interval = this.options.snapshotIntervalMs ?? 30_000;
+    if (interval > 0) {
+      this.snapshotTimer = setInterval(() => {
+        void this.snapshotAll();
+      }, interval);
+      this.snapshotTimer.unref();
+    }
+    this.logger.info({ plugins: this.runners.map((r) => r.name), kinds: [...this.routes.keys()] }, "plugwire host ready");
+  }
+
+  private buildRoutes(): void {
+    for (const runner of this.runners) {
+      for (const kind of runner.kinds) {
+        const owner = this.routes.get(kind);
+        if (owner) {
+          this.logger.warn({ kind, winner: owner.name, loser: runner.name }, `payload kind '${kind}' is claimed by '${owner.name}' and '${runner.name}'; '${owner.name}' wins (listed first)`);
+          continue;
+        }
+        this.routes.set(kind, runner);
+      }
+    }
+  }
+
+  /** Which plugin handles `kind`, if any. */
+  ownerOf(kind: string): string | undefined {
+    return this.routes.get(kind)?.name;
+  }
+
+  /**
+   * Delivers a payload to the plugin that claims `kind`. Resolves when the
+   * plugin has acked it; rejects with a PlugwireError when no plugin claims
+   * the kind, the handler failed, or the plugin is failed.
+   */
+  dispatch(src: NodeId, kind: string, body: Uint8Array): Promise<void> {
+    const runner = this.routes.get(kind);
+    if (!runner) {
+      return Promise.reject(
+        new PlugwireError(
+          "no_plugin_for_kind",
+          `no plugin claims payload kind '${kind}' (from peer ${hex(src).slice(0, 16)}); claimed kinds: ${[...this.routes.keys()].join(", ") || "none"}. ` +
+            `Add a plugin that lists it in its payload kinds.`,
+        ),
+      );
+    }
+    return runner.dispatch(src, kind, body);
+  }
+
+  /** Tells every plugin that a peer was forgotten. One plugin's failure does not stop the others. */
+  async peerForgotten(peer: NodeId): Promise<FanOutResult> {
+    const result = await this.fanOut(this.readyRunners(), (r) => r.peerForgotten(peer), "plugin_unavailable");
+    for (const f of result.failed) this.logger.warn({ plugin: f.plugin, err: f.error.message }, "plugin failed to handle a forgotten peer");
+    return result;
+  }
+
+  /** Sends a peer event to every plugin watching peers; returns how many streams got it. */
+  publishPeerEvent(event: PeerEvent): number {
+    return this.service?.publish(event) ?? 0;
+  }
+
+  /** Snapshots every stateful plugin. One plugin's failure does not stop the others. */
+  async snapshotAll(): Promise<FanOutResult<SnapshotRecord>> {
+    const stateful = this.readyRunners().filter((r) => r.statefulId !== undefined);
+    const result = await this.fanOut(stateful, async (r) => (await r.snapshot())!, "snapshot_failed");
+    for (const f of result.failed) this.logger.error({ plugin: f.plugin, err: f.error.message }, "snapshot failed");
+    return result;
+  }
+
+  /** Snapshots one plugin now. */
+  async snapshot(name: string): Promise<SnapshotRecord | undefined> {
+    return this.runner(name).snapshot();
+  }
+
+  /** Restarts one plugin (snapshotting it first); brings back a failed plugin. */
+  async restart(name: string): Promise<void> {
+    await this.runner(name).restart();
+  }
+
+  status(): PluginStatus[] {
+    return this.runners.map((r) => r.status());
+  }
+
+  listDeadLetters(name: string): readonly DeadLetter[] {
+    return this.runner(name).listDeadLetters();
+  }
+
+  /** Stops every plugin through the shutdown ladder, after a final snapshot. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.snapshotTimer);
+    if (this.routes.size > 0) await this.snapshotAll();
+    await Promise.all(this.runners.map((r) => r.stop()));
+    for (const r of this.runners) r.failPending("the host stopped");
+    await this.service?.close();
+    if (this.runDir) removeRunDir(this.runDir);
+    this.logger.info("plugwire host stopped");
+  }
+
+  private runner(name: string): PluginRunner {
+    const runner = this.byName.get(name);
+    if (!runner) {
+      throw new PlugwireError("invalid_argument", `no plugin named '${name}'; plugins: ${[...this.byName.keys()].join(", ")}`);
+    }
+    return runner;
+  }
+
+  private readyRunners(): PluginRunner[] {
+    return this.runners.filter((r) => r.currentState === "ready");
+  }
+
+  private async fanOut<T>(runners: PluginRunner[], op: (r: PluginRunner) => Promise<T>, code: PlugwireError["code"]): Promise<FanOutResult<T>> {
+    const settled = await Promise.allSettled(runners.map(op));
+    const result: FanOutResult<T> = { ok: [], failed: [] };
+    settled.forEach((s, i) => {
+      const plugin = runners[i]!.name;
+      if (s.status === "fulfilled") result.ok.push({ plugin, value: s.value });
+      else result.failed.push({ plugin, error: PlugwireError.from(s.reason, code, plugin) });
+    });
+    return result;
+  }
+}
+
+/** Creates a host. Call `start()` to launch the plugins. */
+export function createHost(options: HostOptions): Host {
+  return new Host(options);
+}

@@ -1,0 +1,13 @@
+export { createHost, Host } from "./host.js";
+export type { HostOptions, FanOutResult } from "./host.js";
+export type { PluginConfig, Capability, RestartType, OverflowPolicy } from "./config.js";
+export { PLUGIN_DEFAULTS } from "./config.js";
+export type { HostPorts, PeerDirectoryPort, ControlPort, IdentityPort, PeerEvent, PeerSource, NodeId } from "./ports.js";
+export { MemoryPeerDirectory, hex } from "./ports.js";
+export type { HostEvents, PluginState } from "./events.js";
+export type { PluginStatus } from "./supervisor/runner.js";
+export type { DeadLetter } from "./delivery/channel.js";
+export { FileSnapshotStore, MemorySnapshotStore } from "./snapshot/store.js";
+export type { SnapshotStore, SnapshotRecord, CorruptSnapshot, FileSnapshotStoreOptions } from "./snapshot/store.js";
+export { PlugwireError } from "@plugwire/proto";
+export type { ErrorCode } from "@plugwire/proto";

@@ -1,0 +1,229 @@
+/**
+ * Spawns a plugin in its own process group with an allowlisted environment,
+ * scans its stdout for the handshake line, and then turns stdout and stderr
+ * into log streams.
+ */
+import { execa } from "execa";
+import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION, PlugwireError } from "@plugwire/proto";
+import { isHandshakeLine, parseHandshake, type Handshake } from "../handshake/parse.js";
+import { pluginEnv } from "./env.js";
+import { readLines } from "./lines.js";
+import { LogForwarder } from "./logs.js";
+import { join } from "node:path";
+import { checkSocketPath } from "./rundir.js";
+import type { Logger } from "pino";
+
+export interface LaunchSpec {
+  name: string;
+  command: string;
+  args: readonly string[];
+  env?: Readonly<Record<string, string>>;
+  cwd?: string;
+}
+
+export interface LaunchOptions {
+  runDir: string;
+  hostAddress: string;
+  token: string;
+  instanceId: string;
+  handshakeTimeoutMs: number;
+  maxLogLineBytes: number;
+  maxLogLinesPerSecond: number;
+  stderrTailLines: number;
+  logger: Logger;
+  onLog?: LogForwarder["options"]["onLine"];
+}
+
+export interface ExitInfo {
+  code: number | null;
+  signal: string | null;
+}
+
+export function describeExit(exit: ExitInfo): string {
+  if (exit.signal) return `was killed by ${exit.signal}`;
+  return `exited with code ${exit.code ?? "unknown"}`;
+}
+
+/** A running plugin process that completed its handshake. */
+export interface PluginProcess {
+  readonly pid: number;
+  readonly handshake: Handshake;
+  /** Resolves when the process has exited and its output is drained. */
+  readonly exited: Promise<ExitInfo>;
+  /** The last lines the plugin wrote to stderr. */
+  stderrTail(): string[];
+  /**
+   * Sends a signal to the plugin's whole process group. After the leader has
+   * exited only `afterExit` sends it, to reach children left behind.
+   */
+  signalGroup(signal: NodeJS.Signals, afterExit?: boolean): void;
+  /** Whether the process has exited. */
+  readonly hasExited: boolean;
+  readonly logs: LogForwarder;
+}
+
+function commandLine(spec: LaunchSpec): string {
+  return [spec.command, ...spec.args].join(" ");
+}
+
+function tailText(lines: string[]): string {
+  return lines.length === 0 ? " It wrote nothing to stderr." : `\nLast stderr lines:\n  ${lines.join("\n  ")}`;
+}
+
+/** Launches a plugin and waits for its handshake line. */
+export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Promise<PluginProcess> {
+  const who = `plugin '${spec.name}' (command: ${commandLine(spec)})`;
+  checkSocketPath(join(options.runDir, `${options.instanceId}.sock`), who);
+  const env = pluginEnv(
+    {
+      [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
+      [ENV.protocolVersions]: String(PROTOCOL_VERSION),
+      [ENV.socketDir]: options.runDir,
+      [ENV.hostAddress]: options.hostAddress,
+      [ENV.authToken]: options.token,
+      [ENV.instanceId]: options.instanceId,
+      [ENV.pluginName]: spec.name,
+    },
+    spec.env,
+  );
+  const child = execa(spec.command, [...spec.args], {
+    env,
+    extendEnv: false,
+    cwd: spec.cwd,
+    detached: true,
+    cleanup: false,
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+    buffer: false,
+    reject: false,
+  });
+
+  const tail: string[] = [];
+  const logs = new LogForwarder({
+    logger: options.logger,
+    maxLinesPerSecond: options.maxLogLinesPerSecond,
+    onLine: options.onLog,
+  });
+  let handshake: Handshake | undefined;
+  let settle: { resolve: (h: Handshake) => void; reject: (e: PlugwireError) => void } | undefined;
+  const handshakePromise = new Promise<Handshake>((resolve, reject) => {
+    settle = { resolve, reject };
+  });
+  let handshakeError: PlugwireError | undefined;
+
+  // The host never writes to stdin; it only keeps it open. A broken pipe
+  // just means the plugin is gone, which the exit handling reports.
+  child.stdin?.on("error", (e: Error) => options.logger.debug({ err: e.message }, "plugin stdin closed"));
+
+  const stdoutDone = readLines(child.stdout!, {
+    maxLineBytes: options.maxLogLineBytes,
+    onLine: (line, truncated) => {
+      if (handshake || handshakeError) {
+        logs.forward(line, "stdout", truncated);
+        return;
+      }
+      if (!isHandshakeLine(line)) {
+        options.logger.warn({ stream: "stdout", line }, "plugin printed before its handshake line (ignored)");
+        return;
+      }
+      const parsed = parseHandshake(line, [PROTOCOL_VERSION]);
+      if (parsed.ok) {
+        handshake = parsed.handshake;
+        settle?.resolve(parsed.handshake);
+      } else {
+        handshakeError = new PlugwireError(
+          parsed.reason.startsWith("protocol version") ? "protocol_mismatch" : "handshake_failed",
+          `${who} printed a bad handshake line: ${parsed.reason}. Line: ${JSON.stringify(line)}. ` +
+            `Plugins must print 'PLUGWIRE_HANDSHAKE protocol=${PROTOCOL_VERSION} network=unix address=<socket> transport=grpc' (see docs/protocol.md).`,
+          { plugin: spec.name },
+        );
+        settle?.reject(handshakeError);
+      }
+    },
+  });
+  const stderrDone = readLines(child.stderr!, {
+    maxLineBytes: options.maxLogLineBytes,
+    onLine: (line, truncated) => {
+      tail.push(line);
+      if (tail.length > options.stderrTailLines) tail.shift();
+      logs.forward(line, "stderr", truncated);
+    },
+  });
+
+  let hasExited = false;
+  const exited: Promise<ExitInfo> = child.then(async (result) => {
+    hasExited = true;
+    await Promise.all([stdoutDone, stderrDone]);
+    const spawnError = result.failed && result.exitCode === undefined && !result.signal ? result : undefined;
+    if (spawnError && !handshake) {
+      settle?.reject(
+        new PlugwireError(
+          "plugin_exited",
+          `${who} could not be started: ${spawnError.originalMessage ?? spawnError.shortMessage}. Check the command and its path in the plugin config.`,
+          { plugin: spec.name, cause: spawnError },
+        ),
+      );
+    }
+    return { code: result.exitCode ?? null, signal: result.signal ?? null };
+  });
+
+  const signalGroup = (signal: NodeJS.Signals, afterExit = false): void => {
+    if ((hasExited && !afterExit) || child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, signal);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
+    }
+  };
+
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new PlugwireError(
+            "handshake_timeout",
+            `${who} did not print its handshake line within ${options.handshakeTimeoutMs} ms. ` +
+              `A plugin must call serve() (or print the PLUGWIRE_HANDSHAKE line) soon after it starts; raise handshakeTimeoutMs if it is just slow.${tailText(tail)}`,
+            { plugin: spec.name },
+          ),
+        ),
+      options.handshakeTimeoutMs,
+    );
+  });
+  const exitedEarly = exited.then((exit): never => {
+    throw new PlugwireError(
+      "plugin_exited",
+      `${who} ${describeExit(exit)} before its handshake.${tailText(tail)}`,
+      { plugin: spec.name },
+    );
+  });
+
+  try {
+    const result = await Promise.race([handshakePromise, timeout, exitedEarly]);
+    return {
+      pid: child.pid!,
+      handshake: result,
+      exited,
+      stderrTail: () => [...tail],
+      signalGroup,
+      get hasExited() {
+        return hasExited;
+      },
+      logs,
+    };
+  } catch (e) {
+    signalGroup("SIGKILL");
+    await exited;
+    const error = e as PlugwireError;
+    // A bad handshake or timeout: add the stderr lines that arrived meanwhile.
+    if (error.code === "handshake_failed" || error.code === "protocol_mismatch") {
+      throw new PlugwireError(error.code, `${error.message}${tailText(tail)}`, { plugin: spec.name });
+    }
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    exitedEarly.catch(() => undefined);
+  }
+}

@@ -1,0 +1,32 @@
+/** Prometheus metrics of one host, in a registry of its own. */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { PluginState } from "./events.js";
+
+const STATES: PluginState[] = ["starting", "ready", "restarting", "failed", "stopped"];
+
+export class HostMetrics {
+  readonly registry = new Registry();
+  readonly restarts = new Counter({ name: "plugwire_plugin_restarts_total", help: "Plugin restarts", labelNames: ["plugin"], registers: [this.registry] });
+  readonly state = new Gauge({ name: "plugwire_plugin_state", help: "1 for the plugin's current state", labelNames: ["plugin", "state"], registers: [this.registry] });
+  readonly deliveries = new Counter({ name: "plugwire_payloads_dispatched_total", help: "Payloads accepted by dispatch", labelNames: ["plugin"], registers: [this.registry] });
+  readonly acks = new Counter({ name: "plugwire_payloads_acked_total", help: "Payloads acked by plugins", labelNames: ["plugin"], registers: [this.registry] });
+  readonly handlerErrors = new Counter({ name: "plugwire_handler_errors_total", help: "Payloads whose handler failed", labelNames: ["plugin"], registers: [this.registry] });
+  readonly deadLetters = new Counter({ name: "plugwire_dead_letters_total", help: "Payloads parked as dead letters", labelNames: ["plugin"], registers: [this.registry] });
+  readonly overflow = new Counter({ name: "plugwire_queue_overflow_total", help: "Payloads rejected or dropped because a queue was full", labelNames: ["plugin", "policy"], registers: [this.registry] });
+  readonly queueDepth = new Gauge({ name: "plugwire_queue_depth", help: "Payloads waiting to be sent to the plugin", labelNames: ["plugin"], registers: [this.registry] });
+  readonly inFlight = new Gauge({ name: "plugwire_in_flight", help: "Payloads sent and not yet acked", labelNames: ["plugin"], registers: [this.registry] });
+  readonly snapshots = new Counter({ name: "plugwire_snapshots_total", help: "Snapshot attempts by result", labelNames: ["plugin", "result"], registers: [this.registry] });
+  readonly snapshotResets = new Counter({ name: "plugwire_snapshot_resets_total", help: "Snapshots discarded for an unsupported version", labelNames: ["plugin"], registers: [this.registry] });
+  readonly logLinesDropped = new Counter({ name: "plugwire_log_lines_dropped_total", help: "Plugin log lines dropped by the rate limit", labelNames: ["plugin"], registers: [this.registry] });
+  readonly latency = new Histogram({
+    name: "plugwire_dispatch_latency_seconds",
+    help: "Time from dispatch to ack",
+    labelNames: ["plugin"],
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+
+  setState(plugin: string, state: PluginState): void {
+    for (const s of STATES) this.state.set({ plugin, state: s }, s === state ? 1 : 0);
+  }
+}

@@ -1,0 +1,562 @@
+/**
+ * One supervised plugin: its launches, its state machine, restarts under
+ * policy, health checks, the shutdown ladder, and its delivery channel.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import {
+  Capability as WireCapability,
+  PROTOCOL_VERSION,
+  PlugwireError,
+  health,
+  type DeliverRequest,
+  type DescribeResponse,
+} from "@plugwire/proto";
+import type { Capability, ResolvedPluginConfig } from "../config.js";
+import { DeliveryChannel, type DeadLetter } from "../delivery/channel.js";
+import type { HostEvents, PluginState } from "../events.js";
+import { describeExit, launchPlugin, type ExitInfo, type PluginProcess } from "../launch/spawn.js";
+import type { HostMetrics } from "../metrics.js";
+import type { HostPorts, NodeId } from "../ports.js";
+import type { Caller } from "../services/host-service.js";
+import type { SnapshotRecord, SnapshotStore } from "../snapshot/store.js";
+import { restoreSnapshot, takeSnapshot } from "../snapshot/transfer.js";
+import { dialPlugin, type DialedPlugin } from "../transport/dial.js";
+import { RestartWindow, backoffDelayMs, shouldRestart, type EndReason } from "./policy.js";
+
+const WIRE_CAPABILITY: Record<Capability, WireCapability> = {
+  peers: WireCapability.PEERS,
+  control: WireCapability.CONTROL,
+  identity: WireCapability.IDENTITY,
+};
+
+/** Deadline of Describe, Start and PeerForgotten calls. */
+const CONTROL_CALL_DEADLINE_MS = 10_000;
+/** Deadline of a Snapshot or Restore stream. */
+const SNAPSHOT_DEADLINE_MS = 120_000;
+
+export interface RunnerContext {
+  runDir: () => string;
+  hostAddress: () => string;
+  dataDir: string;
+  logger: Logger;
+  store: SnapshotStore;
+  maxSnapshotBytes: number;
+  ports: HostPorts;
+  metrics: HostMetrics;
+  emit: <K extends keyof HostEvents>(event: K, ...args: HostEvents[K]) => void;
+  registerToken(token: string, caller: Caller): void;
+  unregisterToken(token: string): void;
+}
+
+/** The current launch of a plugin. */
+interface Launch {
+  id: number;
+  token: string;
+  proc: PluginProcess;
+  conn: DialedPlugin;
+  deliver?: ReturnType<DialedPlugin["plugin"]["deliver"]>;
+  ended: boolean;
+  /** Set when the host ends the launch on purpose (stop, restart, hang). */
+  endReason?: EndReason;
+}
+
+/** What `status()` reports about a plugin. */
+export interface PluginStatus {
+  name: string;
+  state: PluginState;
+  pid: number | undefined;
+  restarts: number;
+  queued: number;
+  inFlight: number;
+  lastAcked: number;
+  lastExit: string | undefined;
+  lastError: string | undefined;
+  kinds: readonly string[];
+  stateful: boolean;
+  deadLetters: number;
+}
+
+export class PluginRunner {
+  readonly channel: DeliveryChannel;
+  private state: PluginState = "stopped";
+  private launch: Launch | undefined;
+  private launches = 0;
+  private restarts = 0;
+  private attempt = 0;
+  private readyAt = 0;
+  private readonly window: RestartWindow;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private healthFailures = 0;
+  private stopping = false;
+  private lastExit: string | undefined;
+  private lastError: string | undefined;
+  private lastStderr: string[] = [];
+  private description: DescribeResponse | undefined;
+  private resumed = false;
+  private readonly log: Logger;
+
+  constructor(
+    readonly config: ResolvedPluginConfig,
+    private readonly ctx: RunnerContext,
+  ) {
+    this.log = ctx.logger.child({ plugin: config.name });
+    this.window = new RestartWindow(config.maxRestarts, config.restartWindowMs);
+    const labels = { plugin: config.name };
+    this.channel = new DeliveryChannel({
+      plugin: config.name,
+      maxInFlight: config.maxInFlight,
+      maxQueued: config.maxQueued,
+      overflow: config.overflow,
+      maxBatch: config.maxBatch,
+      maxDeadLetters: 1000,
+      performEffects: (entry, effects) => {
+        for (const effect of effects) {
+          if (effect.effect.case !== "sendDirect") continue;
+          if (!config.capabilities.includes("control")) {
+            this.log.warn({ seq: entry.seq }, "dropped a send effect: the plugin lacks the 'control' capability");
+            continue;
+          }
+          const { peer, frame } = effect.effect.value;
+          Promise.resolve(ctx.ports.control.sendDirect(peer, frame)).catch((e: unknown) =>
+            this.log.error({ seq: entry.seq, err: String(e) }, "control port failed to send a plugin's effect"),
+          );
+        }
+      },
+      onHandlerError: (entry, message) => {
+        ctx.metrics.handlerErrors.inc(labels);
+        this.log.warn({ seq: entry.seq, kind: entry.kind, error: message }, "payload handler failed");
+      },
+      onAcked: (entry) => {
+        ctx.metrics.acks.inc(labels);
+        ctx.metrics.latency.observe(labels, (performance.now() - entry.enqueuedAt) / 1000);
+      },
+      onOverflow: (policy) => {
+        ctx.metrics.overflow.inc({ ...labels, policy });
+        this.log.warn({ policy, queued: this.channel.queued }, "plugin queue full");
+      },
+      onDeadLetter: (letter) => {
+        ctx.metrics.deadLetters.inc(labels);
+        this.log.error({ seq: letter.seq, kind: letter.kind, reason: letter.reason }, "payload moved to dead letters");
+        ctx.emit("plugin:dead-letter", { plugin: config.name, letter });
+      },
+    });
+    ctx.metrics.setState(config.name, "stopped");
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  get currentState(): PluginState {
+    return this.state;
+  }
+
+  /** Payload kinds from the latest Describe. */
+  get kinds(): readonly string[] {
+    return this.description?.payloadKinds ?? [];
+  }
+
+  get statefulId(): string | undefined {
+    return this.description?.stateful?.id;
+  }
+
+  status(): PluginStatus {
+    return {
+      name: this.name,
+      state: this.state,
+      pid: this.launch && !this.launch.ended ? this.launch.proc.pid : undefined,
+      restarts: this.restarts,
+      queued: this.channel.queued,
+      inFlight: this.channel.inFlight,
+      lastAcked: this.channel.lastAcked,
+      lastExit: this.lastExit,
+      lastError: this.lastError,
+      kinds: this.kinds,
+      stateful: this.statefulId !== undefined,
+      deadLetters: this.channel.listDeadLetters().length,
+    };
+  }
+
+  /** First start: resolves when ready, rejects with the launch error. */
+  async start(): Promise<void> {
+    this.stopping = false;
+    this.setState("starting");
+    try {
+      await this.launchOnce();
+    } catch (e) {
+      const error = PlugwireError.from(e, "plugin_unavailable", this.name);
+      this.lastError = error.message;
+      this.setState("failed", error.message);
+      throw error;
+    }
+  }
+
+  /** Queues a payload for this plugin. */
+  dispatch(src: NodeId, kind: string, body: Uint8Array): Promise<void> {
+    if (this.state === "failed" || this.state === "stopped") return Promise.reject(this.unavailableError(kind));
+    this.ctx.metrics.deliveries.inc({ plugin: this.name });
+    return this.channel.dispatch(src, kind, body);
+  }
+
+  private unavailableError(kind: string): PlugwireError {
+    if (this.state === "failed") {
+      const tail = this.lastStderr.length ? `\nLast stderr lines:\n  ${this.lastStderr.join("\n  ")}` : "";
+      return new PlugwireError(
+        "plugin_failed",
+        `plugin '${this.name}' has failed (${this.lastError ?? "unknown reason"}), so payload kind '${kind}' cannot be delivered. ` +
+          `Fix the plugin and restart it with host.restart('${this.name}') or \`plugwire restart ${this.name}\`.${tail}`,
+        { plugin: this.name },
+      );
+    }
+    return new PlugwireError(
+      "plugin_unavailable",
+      `plugin '${this.name}' is stopped, so payload kind '${kind}' cannot be delivered; start the host or restart the plugin`,
+      { plugin: this.name },
+    );
+  }
+
+  /** Tells the plugin a peer was forgotten. */
+  async peerForgotten(peer: NodeId): Promise<void> {
+    const launch = this.launch;
+    if (!launch || launch.ended || this.state !== "ready") {
+      throw new PlugwireError("plugin_unavailable", `plugin '${this.name}' is ${this.state}, so it was not told about the forgotten peer`, {
+        plugin: this.name,
+      });
+    }
+    await launch.conn.plugin.peerForgotten({ nodeId: peer }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
+  }
+
+  /**
+   * Snapshots the plugin into the store and trims its replay buffer. Returns
+   * undefined for a plugin that is not stateful.
+   */
+  async snapshot(): Promise<SnapshotRecord | undefined> {
+    const id = this.statefulId;
+    if (id === undefined) return undefined;
+    const launch = this.launch;
+    if (!launch || launch.ended || this.state !== "ready") {
+      throw new PlugwireError("snapshot_failed", `plugin '${this.name}' is ${this.state}; only a ready plugin can be snapshotted`, { plugin: this.name });
+    }
+    const labels = { plugin: this.name };
+    try {
+      const record = await takeSnapshot(launch.conn.plugin, this.name, this.ctx.maxSnapshotBytes, SNAPSHOT_DEADLINE_MS);
+      if (record.id !== id) {
+        throw new PlugwireError("snapshot_failed", `plugin '${this.name}' sent a snapshot for id '${record.id}', but it described itself as '${id}'`, {
+          plugin: this.name,
+        });
+      }
+      // The plugin acks before it snapshots; wait for those acks so that the
+      // stored state never covers a payload whose effects the host lacks.
+      if (!(await this.channel.waitForAck(record.appliedSeq, SNAPSHOT_DEADLINE_MS))) {
+        throw new PlugwireError(
+          "snapshot_failed",
+          `plugin '${this.name}' snapshotted through seq ${record.appliedSeq} but never acked it; the snapshot was discarded`,
+          { plugin: this.name },
+        );
+      }
+      await this.ctx.store.save(record);
+      this.channel.trimReplay(record.appliedSeq);
+      this.ctx.metrics.snapshots.inc({ ...labels, result: "ok" });
+      this.ctx.emit("snapshot:taken", { plugin: this.name, id, version: record.version, appliedSeq: record.appliedSeq, sizeBytes: record.bytes.byteLength });
+      this.log.info({ id, version: record.version, appliedSeq: record.appliedSeq, bytes: record.bytes.byteLength }, "snapshot saved");
+      return record;
+    } catch (e) {
+      this.ctx.metrics.snapshots.inc({ ...labels, result: "failed" });
+      throw PlugwireError.from(e, "snapshot_failed", this.name);
+    }
+  }
+
+  /** Operator restart: also brings a failed plugin back. */
+  async restart(): Promise<void> {
+    if (this.state === "ready" && this.statefulId !== undefined) {
+      await this.snapshot().catch((e: unknown) => this.log.warn({ err: String(e) }, "snapshot before restart failed"));
+    }
+    await this.stop();
+    this.window.reset();
+    this.attempt = 0;
+    await this.start();
+  }
+
+  /** The shutdown ladder: Shutdown RPC, SIGTERM to the group, SIGKILL. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    this.stopHealth();
+    const launch = this.launch;
+    if (launch && !launch.ended) {
+      launch.endReason = "exit";
+      const { proc } = launch;
+      const exited = proc.exited.then(() => true);
+      const within = (ms: number): Promise<boolean> =>
+        Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
+      try {
+        await launch.conn.plugin.shutdown({ deadlineMs: this.config.shutdownTimeoutMs }, { deadlineMs: this.config.shutdownTimeoutMs });
+      } catch (e) {
+        this.log.warn({ err: String(e) }, "Shutdown RPC failed; escalating to SIGTERM");
+      }
+      if (!(await within(this.config.shutdownTimeoutMs))) {
+        proc.signalGroup("SIGTERM");
+        if (!(await within(this.config.killGraceMs))) {
+          this.log.warn("plugin ignored SIGTERM; sending SIGKILL to its process group");
+          proc.signalGroup("SIGKILL");
+        }
+      }
+      await exited;
+    }
+    if (launch) await this.endLaunch(launch);
+    if (this.state !== "failed") this.setState("stopped");
+  }
+
+  /** Rejects every pending payload; used when the host goes away. */
+  failPending(reason: string): void {
+    this.channel.failAll(
+      (entry) =>
+        new PlugwireError("plugin_unavailable", `payload of kind '${entry.kind}' for plugin '${this.name}' was not acked: ${reason}`, {
+          plugin: this.name,
+        }),
+    );
+  }
+
+  listDeadLetters(): readonly DeadLetter[] {
+    return this.channel.listDeadLetters();
+  }
+
+  private setState(state: PluginState, reason?: string): void {
+    if (state === this.state) return;
+    const previous = this.state;
+    this.state = state;
+    this.ctx.metrics.setState(this.name, state);
+    this.log.info({ state, previous, reason }, `plugin ${state}`);
+    this.ctx.emit("plugin:state", { plugin: this.name, state, previous, reason });
+  }
+
+  private async launchOnce(): Promise<void> {
+    const id = ++this.launches;
+    const instanceId = `${this.name}-${id}`;
+    const token = randomBytes(24).toString("base64url");
+    const dataDir = join(this.ctx.dataDir, "plugins", this.name);
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const proc = await launchPlugin(
+      { name: this.name, command: this.config.command, args: this.config.args, env: this.config.env, cwd: this.config.cwd },
+      {
+        runDir: this.ctx.runDir(),
+        hostAddress: this.ctx.hostAddress(),
+        token,
+        instanceId,
+        handshakeTimeoutMs: this.config.handshakeTimeoutMs,
+        maxLogLineBytes: this.config.maxLogLineBytes,
+        maxLogLinesPerSecond: this.config.maxLogLinesPerSecond,
+        stderrTailLines: 20,
+        logger: this.log,
+        onLog: (line) => this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream }),
+      },
+    );
+    const conn = dialPlugin(proc.handshake, token, this.name);
+    const launch: Launch = { id, token, proc, conn, ended: false };
+    this.launch = launch;
+    this.ctx.registerToken(token, {
+      name: this.name,
+      capabilities: new Set(this.config.capabilities),
+      sendRoutedOnce: (seq, index, send) => this.channel.sendRoutedOnce(seq, index, send),
+    });
+    void proc.exited.then((exit) => this.onExit(launch, exit));
+    try {
+      const description = await conn.plugin.describe({ protocolVersion: PROTOCOL_VERSION }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
+      this.checkDescription(description, proc.handshake.protocolVersion);
+      this.description = description;
+      await conn.plugin.start(
+        {
+          dataDir,
+          instanceId,
+          configJson: JSON.stringify(this.config.config),
+          capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]),
+        },
+        { deadlineMs: CONTROL_CALL_DEADLINE_MS },
+      );
+      const replayAfter = await this.restoreLatest(conn, description);
+      if (launch.ended) throw new PlugwireError("plugin_exited", `plugin '${this.name}' exited while starting`, { plugin: this.name });
+      const deliver = conn.plugin.deliver();
+      launch.deliver = deliver;
+      deliver.on("data", (response) => this.channel.onAck(response));
+      deliver.on("error", (e: Error) => this.onStreamBroken(launch, e.message));
+      deliver.on("end", () => this.onStreamBroken(launch, "the plugin ended the Deliver stream"));
+      const { replayed, redelivered } = this.channel.attach(
+        { write: (request: DeliverRequest) => deliver.write(request) },
+        id,
+        replayAfter,
+      );
+      if (replayed + redelivered > 0) this.log.info({ replayed, redelivered }, "payloads replayed to the new launch");
+      this.readyAt = Date.now();
+      this.healthFailures = 0;
+      this.setState("ready");
+      this.startHealth(launch);
+    } catch (e) {
+      launch.endReason = "launch-failed";
+      proc.signalGroup("SIGKILL");
+      await proc.exited;
+      await this.endLaunch(launch);
+      throw e;
+    }
+  }
+
+  private checkDescription(d: DescribeResponse, handshakeVersion: number): void {
+    const fail = (what: string): never => {
+      throw new PlugwireError("handshake_failed", `plugin '${this.name}' described itself wrongly: ${what}`, { plugin: this.name });
+    };
+    if (d.protocolVersion !== handshakeVersion) {
+      fail(`Describe says protocol ${d.protocolVersion} but its handshake said ${handshakeVersion}`);
+    }
+    if (!d.name) fail("Describe returned no name");
+    if (d.name !== this.name) this.log.info({ describedAs: d.name }, "plugin describes itself under another name");
+    if (d.stateful && (!d.stateful.id || d.stateful.snapshotVersions.length === 0)) {
+      fail("its stateful surface needs an id and at least one snapshot version");
+    }
+    const previous = this.description;
+    if (previous && previous.payloadKinds.join("\n") !== d.payloadKinds.join("\n")) {
+      this.log.warn({ before: previous.payloadKinds, now: d.payloadKinds }, "plugin claims different kinds after a restart; routing keeps the first claims");
+    }
+    this.channel.keepReplay = d.stateful !== undefined;
+  }
+
+  /** Restores the latest stored snapshot; returns the seq replay continues after. */
+  private async restoreLatest(conn: DialedPlugin, d: DescribeResponse): Promise<number | undefined> {
+    if (!d.stateful) return undefined;
+    const id = d.stateful.id;
+    const record = await this.ctx.store.load(id);
+    if (!this.resumed) {
+      this.resumed = true;
+      if (record) this.channel.resumeAfter(record.appliedSeq);
+    }
+    if (!record) return 0;
+    try {
+      await restoreSnapshot(conn.plugin, record, SNAPSHOT_DEADLINE_MS);
+    } catch (e) {
+      const error = PlugwireError.from(e, "restore_failed", this.name);
+      if (error.code !== "unsupported_version") throw error;
+      await this.ctx.store.discard(id);
+      this.ctx.metrics.snapshotResets.inc({ plugin: this.name });
+      this.log.warn({ id, version: record.version, err: error.message }, "snapshot discarded: the plugin does not read its version; continuing from default state");
+      this.ctx.emit("snapshot:reset", { plugin: this.name, id, reason: error.message });
+      return undefined;
+    }
+    const replayed = this.channel.replayCount;
+    this.ctx.emit("snapshot:restored", { plugin: this.name, id, version: record.version, appliedSeq: record.appliedSeq, sizeBytes: record.bytes.byteLength, replayed });
+    this.log.info({ id, version: record.version, appliedSeq: record.appliedSeq, bytes: record.bytes.byteLength }, "snapshot restored");
+    return record.appliedSeq;
+  }
+
+  private startHealth(launch: Launch): void {
+    this.stopHealth();
+    this.healthTimer = setInterval(() => void this.checkHealth(launch), this.config.healthIntervalMs);
+    this.healthTimer.unref();
+  }
+
+  private stopHealth(): void {
+    clearInterval(this.healthTimer);
+    this.healthTimer = undefined;
+  }
+
+  private async checkHealth(launch: Launch): Promise<void> {
+    if (launch.ended || this.state !== "ready") return;
+    const { ackTimeoutMs } = this.config;
+    if (ackTimeoutMs > 0 && this.channel.inFlight > 0 && Date.now() - this.channel.lastProgressAt > ackTimeoutMs) {
+      this.hung(launch, `no ack for ${ackTimeoutMs} ms with ${this.channel.inFlight} payloads in flight`);
+      return;
+    }
+    try {
+      const reply = await launch.conn.health.check({ service: "" }, { deadlineMs: this.config.healthTimeoutMs });
+      if (reply.status !== health.HealthCheckResponse_ServingStatus.SERVING) throw new Error(`status ${reply.status}`);
+      this.healthFailures = 0;
+    } catch (e) {
+      if (launch.ended) return;
+      this.healthFailures++;
+      this.log.warn({ failures: this.healthFailures, err: String(e) }, "health check failed");
+      if (this.healthFailures >= this.config.healthFailures) this.hung(launch, `${this.healthFailures} health checks failed in a row`);
+    }
+  }
+
+  private hung(launch: Launch, why: string): void {
+    this.log.error({ why }, "plugin is hung; killing its process group");
+    launch.endReason = "hung";
+    this.lastError = `hung: ${why}`;
+    launch.proc.signalGroup("SIGKILL");
+  }
+
+  private onStreamBroken(launch: Launch, why: string): void {
+    if (launch.ended || launch.endReason !== undefined || this.stopping) return;
+    this.log.warn({ why }, "Deliver stream broke; restarting the plugin");
+    launch.endReason = "stream-broken";
+    launch.proc.signalGroup("SIGKILL");
+  }
+
+  private async endLaunch(launch: Launch): Promise<boolean> {
+    if (launch.ended) return false;
+    launch.ended = true;
+    this.stopHealth();
+    launch.deliver?.removeAllListeners();
+    launch.deliver?.on("error", () => undefined);
+    launch.deliver?.cancel();
+    launch.conn.close();
+    this.ctx.unregisterToken(launch.token);
+    launch.proc.signalGroup("SIGKILL", true); // children the plugin left behind
+    const crashed = launch.endReason !== "exit";
+    this.channel.detach(crashed);
+    return true;
+  }
+
+  private async onExit(launch: Launch, exit: ExitInfo): Promise<void> {
+    if (launch.ended && launch.endReason === "launch-failed") return;
+    const reason: EndReason = launch.endReason ?? (exit.code === 0 && !exit.signal ? "exit" : "crash");
+    const planned = this.stopping;
+    if (!(await this.endLaunch(launch)) && !planned) return;
+    if (planned) return;
+    this.lastStderr = launch.proc.stderrTail().slice(-10);
+    this.lastExit = `${describeExit(exit)} (${reason})`;
+    this.lastError = reason === "hung" ? this.lastError : `${describeExit(exit)}`;
+    this.ctx.emit("plugin:exit", { plugin: this.name, pid: launch.proc.pid, code: exit.code, signal: exit.signal, reason, stderrTail: this.lastStderr });
+    this.log.error(
+      { code: exit.code, signal: exit.signal, reason, stderrTail: this.lastStderr },
+      `plugin ${describeExit(exit)} (${reason})`,
+    );
+    this.scheduleRestart(reason, exit);
+  }
+
+  private scheduleRestart(reason: EndReason, exit: ExitInfo): void {
+    if (!shouldRestart(this.config.restart, reason, exit.code, exit.signal)) {
+      this.setState("stopped", `restart policy '${this.config.restart}' does not restart after ${reason}`);
+      this.failPending(`the plugin ${reason === "exit" ? "exited" : "crashed"} and its restart policy is '${this.config.restart}'`);
+      return;
+    }
+    const now = Date.now();
+    if (this.readyAt > 0 && now - this.readyAt >= this.config.backoffResetMs) this.attempt = 0;
+    if (!this.window.allow(now)) {
+      const why = `crash loop: more than ${this.config.maxRestarts} restarts in ${this.config.restartWindowMs} ms; last: ${this.lastExit}`;
+      this.lastError = why;
+      this.setState("failed", why);
+      this.failPending(`plugin '${this.name}' failed (${why})`);
+      return;
+    }
+    const delayMs = backoffDelayMs(this.attempt, { initialMs: this.config.backoffInitialMs, maxMs: this.config.backoffMaxMs });
+    this.attempt++;
+    this.restarts++;
+    this.ctx.metrics.restarts.inc({ plugin: this.name });
+    this.setState("restarting", this.lastExit);
+    this.ctx.emit("plugin:restart", { plugin: this.name, attempt: this.attempt, delayMs, restarts: this.restarts });
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.stopping) return;
+      this.launchOnce().catch((e: unknown) => {
+        if (this.stopping) return;
+        const error = PlugwireError.from(e, "plugin_unavailable", this.name);
+        this.lastError = error.message;
+        this.lastExit = "failed to relaunch";
+        this.log.error({ err: error.message }, "relaunch failed");
+        this.scheduleRestart("launch-failed", { code: null, signal: null });
+      });
+    }, delayMs);
+  }
+}

@@ -1,0 +1,24 @@
+/** Turns a handshake address into typed gRPC clients; nothing else knows unix from tcp. */
+import { PluginService, connect, health } from "@plugwire/proto";
+import type { Handshake } from "../handshake/parse.js";
+
+export function targetOf(handshake: Handshake): string {
+  return handshake.network === "unix" ? `unix://${handshake.address}` : handshake.address;
+}
+
+/** Dials a plugin: its PluginService and its health service. */
+export function dialPlugin(handshake: Handshake, token: string, pluginName: string) {
+  const target = targetOf(handshake);
+  const plugin = connect(PluginService, target, { token, peerName: `plugin '${pluginName}'` });
+  const healthConn = connect(health.Health, target, { token, peerName: `plugin '${pluginName}'` });
+  return {
+    plugin: plugin.client,
+    health: healthConn.client,
+    close(): void {
+      plugin.close();
+      healthConn.close();
+    },
+  };
+}
+
+export type DialedPlugin = ReturnType<typeof dialPlugin>;

@@ -1,0 +1,232 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import {
+  FileSnapshotStore,
+  MemorySnapshotStore,
+  type CorruptSnapshot,
+  type SnapshotRecord,
+} from "../src/snapshot/store.js";
+
+let root: string;
+let dirCount = 0;
+
+before(() => {
+  root = fs.mkdtempSync(join(os.tmpdir(), "plugwire-snapshot-store-"));
+});
+
+after(() => {
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+/** A fresh store directory for one test, plus the corrupt reports it received. */
+function fileStore(generations?: number): { store: FileSnapshotStore; dir: string; corrupt: CorruptSnapshot[] } {
+  const dir = join(root, `store-${++dirCount}`);
+  const corrupt: CorruptSnapshot[] = [];
+  const store = new FileSnapshotStore({ dir, generations, onCorrupt: (c) => corrupt.push(c) });
+  return { store, dir, corrupt };
+}
+
+function record(appliedSeq: number, id = "example.counter"): SnapshotRecord {
+  return { id, version: 2, appliedSeq, bytes: Buffer.from(`state after ${appliedSeq}`) };
+}
+
+/** `r` with its bytes as a Buffer, so records compare with deepEqual whatever their byte type. */
+function plain(r: SnapshotRecord | undefined): SnapshotRecord | undefined {
+  return r && { ...r, bytes: Buffer.from(r.bytes) };
+}
+
+/** Generation files of `id` (all of them stored under `dir/id`), newest first. */
+function snapFiles(dir: string, id = "example.counter"): string[] {
+  return fs
+    .readdirSync(join(dir, id))
+    .sort()
+    .reverse()
+    .map((name) => join(dir, id, name));
+}
+
+/** Saves seq 1 and 2, returns the path of the newest generation (seq 2). */
+async function twoGenerations(store: FileSnapshotStore, dir: string): Promise<string> {
+  await store.save(record(1));
+  await store.save(record(2));
+  const [newest] = snapFiles(dir);
+  assert.ok(newest);
+  return newest;
+}
+
+describe("FileSnapshotStore", () => {
+  test("round trip, one .snap file per generation", async () => {
+    const { store, dir, corrupt } = fileStore();
+    const saved: SnapshotRecord = { id: "example.counter", version: 7, appliedSeq: 42, bytes: Buffer.from([0, 1, 2, 255]) };
+    await store.save(saved);
+    assert.deepEqual(plain(await store.load("example.counter")), saved);
+    assert.deepEqual(fs.readdirSync(join(dir, "example.counter")), ["000000000001.snap"]);
+    assert.equal(await store.load("other"), undefined);
+    assert.deepEqual(corrupt, []);
+  });
+
+  test("empty body round trips", async () => {
+    const { store } = fileStore();
+    await store.save({ id: "e", version: 0, appliedSeq: 0, bytes: new Uint8Array() });
+    assert.deepEqual(plain(await store.load("e")), { id: "e", version: 0, appliedSeq: 0, bytes: Buffer.alloc(0) });
+  });
+
+  test("keeps only the newest N generations", async () => {
+    const { store, dir } = fileStore(2);
+    for (let seq = 1; seq <= 5; seq++) await store.save(record(seq));
+    assert.deepEqual(fs.readdirSync(join(dir, "example.counter")).sort(), ["000000000004.snap", "000000000005.snap"]);
+    assert.equal((await store.load("example.counter"))?.appliedSeq, 5);
+  });
+
+  test("concurrent saves of one id are serialized in call order", async () => {
+    const { store, dir, corrupt } = fileStore();
+    await Promise.all([1, 2, 3, 4, 5].map((seq) => store.save(record(seq))));
+    assert.equal(snapFiles(dir).length, 3);
+    assert.equal((await store.load("example.counter"))?.appliedSeq, 5);
+    assert.deepEqual(corrupt, []);
+  });
+
+  test("truncated newest generation falls back to the previous one", async () => {
+    const { store, dir, corrupt } = fileStore();
+    const newest = await twoGenerations(store, dir);
+    fs.truncateSync(newest, fs.statSync(newest).size - 3);
+    assert.equal((await store.load("example.counter"))?.appliedSeq, 1);
+    assert.equal(corrupt.length, 1);
+    assert.equal(corrupt[0]?.id, "example.counter");
+    assert.equal(corrupt[0]?.path, newest);
+    assert.match(corrupt[0]?.reason ?? "", /truncated/);
+  });
+
+  test("newest generation truncated inside the header falls back too", async () => {
+    const { store, dir, corrupt } = fileStore();
+    const newest = await twoGenerations(store, dir);
+    fs.truncateSync(newest, 20);
+    assert.equal((await store.load("example.counter"))?.appliedSeq, 1);
+    assert.match(corrupt[0]?.reason ?? "", /truncated/);
+  });
+
+  test("one flipped body byte in the newest generation is caught by the checksum", async () => {
+    const { store, dir, corrupt } = fileStore();
+    const newest = await twoGenerations(store, dir);
+    const data = fs.readFileSync(newest);
+    data[data.length - 1]! ^= 0x01;
+    fs.writeFileSync(newest, data);
+    assert.equal((await store.load("example.counter"))?.appliedSeq, 1);
+    assert.equal(corrupt.length, 1);
+    assert.equal(corrupt[0]?.path, newest);
+    assert.match(corrupt[0]?.reason ?? "", /checksum/);
+  });
+
+  test("unknown record format version is skipped", async () => {
+    const { store, dir, corrupt } = fileStore();
+    const newest = await twoGenerations(store, dir);
+    const data = fs.readFileSync(newest);
+    data.writeUInt16BE(99, 6);
+    fs.writeFileSync(newest, data);
+    assert.equal((await store.load("example.counter"))?.appliedSeq, 1);
+    assert.equal(corrupt.length, 1);
+    assert.equal(corrupt[0]?.path, newest);
+    assert.match(corrupt[0]?.reason ?? "", /format version 99/);
+  });
+
+  test("a record of another id is skipped", async () => {
+    const { store, dir, corrupt } = fileStore();
+    await store.save(record(1, "a"));
+    await store.save(record(9, "b"));
+    fs.copyFileSync(snapFiles(dir, "b")[0]!, join(dir, "a", "000000000002.snap"));
+    assert.equal((await store.load("a"))?.appliedSeq, 1);
+    assert.match(corrupt[0]?.reason ?? "", /record is for id "b"/);
+  });
+
+  test("all generations corrupt → undefined, each one reported", async () => {
+    const { store, dir, corrupt } = fileStore();
+    await twoGenerations(store, dir);
+    const files = snapFiles(dir);
+    for (const path of files) fs.writeFileSync(path, "not a snapshot");
+    assert.equal(await store.load("example.counter"), undefined);
+    assert.deepEqual(
+      corrupt.map((c) => c.path),
+      files,
+    );
+    assert.match(corrupt[0]?.reason ?? "", /magic/);
+  });
+
+  test("leftover .tmp files are ignored and removed", async () => {
+    const { store, dir, corrupt } = fileStore();
+    await store.save(record(1));
+    const tmp = join(dir, "example.counter", "000000000002.snap.tmp");
+    fs.writeFileSync(tmp, "half-written");
+    assert.equal((await store.load("example.counter"))?.appliedSeq, 1);
+    assert.equal(fs.existsSync(tmp), false);
+    assert.deepEqual(corrupt, []);
+  });
+
+  test("discard drops every generation", async () => {
+    const { store, dir } = fileStore();
+    await twoGenerations(store, dir);
+    await store.save(record(1, "kept"));
+    await store.discard("example.counter");
+    assert.equal(await store.load("example.counter"), undefined);
+    assert.equal(fs.existsSync(join(dir, "example.counter")), false);
+    assert.equal((await store.load("kept"))?.appliedSeq, 1);
+    await store.discard("never-saved");
+  });
+
+  test("ids with odd characters round trip, each in its own directory under dir", async () => {
+    const { store, dir } = fileStore();
+    const ids = ["a/b c", "..", ".", "%2F", "a%2Fb%20c", "ünï/☃"];
+    for (const [i, id] of ids.entries()) await store.save(record(i + 1, id));
+    for (const [i, id] of ids.entries()) assert.deepEqual(plain(await store.load(id)), record(i + 1, id), id);
+    assert.ok(fs.statSync(join(dir, "a%2Fb%20c")).isDirectory());
+    assert.equal(fs.readdirSync(dir).length, ids.length);
+    assert.equal(fs.readdirSync(root).filter((n) => !n.startsWith("store-")).length, 0);
+  });
+
+  test("a 20 MB record round trips byte-exact", async () => {
+    const { store } = fileStore();
+    const bytes = randomBytes(20 * 1024 * 1024);
+    await store.save({ id: "big", version: 1, appliedSeq: 123456789, bytes });
+    const loaded = await store.load("big");
+    assert.equal(loaded?.appliedSeq, 123456789);
+    assert.ok(loaded && Buffer.from(loaded.bytes.buffer, loaded.bytes.byteOffset, loaded.bytes.byteLength).equals(bytes));
+  });
+
+  test("invalid records and options are rejected", async () => {
+    const { store } = fileStore();
+    assert.throws(() => store.save({ ...record(1), id: "" }), TypeError);
+    assert.throws(() => store.save({ ...record(1), appliedSeq: -1 }), RangeError);
+    assert.throws(() => store.save({ ...record(1), version: 1.5 }), RangeError);
+    assert.throws(() => new FileSnapshotStore({ dir: join(root, "bad"), generations: 0 }), RangeError);
+  });
+
+  test("without onCorrupt, a skipped file becomes a process warning", async () => {
+    const dir = join(root, `store-${++dirCount}`);
+    const store = new FileSnapshotStore({ dir });
+    await store.save(record(1));
+    fs.writeFileSync(join(dir, "example.counter", "000000000001.snap"), "");
+    const warning = once(process, "warning");
+    assert.equal(await store.load("example.counter"), undefined);
+    const [w] = (await warning) as [Error & { code?: string }];
+    assert.equal(w.code, "PLUGWIRE_CORRUPT_SNAPSHOT");
+    assert.match(w.message, /truncated/);
+  });
+});
+
+describe("MemorySnapshotStore", () => {
+  test("round trip keeps the latest record and copies bytes", async () => {
+    const store = new MemorySnapshotStore();
+    const first = record(1);
+    await store.save(first);
+    first.bytes[0] = 0; // caller reuses its buffer
+    assert.deepEqual(plain(await store.load("example.counter")), record(1));
+    await store.save(record(2));
+    assert.deepEqual(plain(await store.load("example.counter")), record(2));
+    assert.equal(await store.load("other"), undefined);
+    await store.discard("example.counter");
+    assert.equal(await store.load("example.counter"), undefined);
+  });
+});

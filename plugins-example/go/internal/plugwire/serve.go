@@ -1,0 +1,237 @@
+package plugwire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
+)
+
+var instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// Serve runs the plugin until the host stops it, then exits the process. It
+// never returns.
+func Serve(p Plugin) {
+	program := filepath.Base(os.Args[0])
+	if os.Getenv(EnvMagicCookie) != MagicCookieValue {
+		fmt.Fprintf(os.Stderr,
+			"This is a plugwire plugin (%s); it is started by a plugwire host, not run directly.\n"+
+				"Add it to a host config and run `plugwire run --config FILE`, or test it with `plugwire check -- COMMAND`.\n",
+			program)
+		os.Exit(1)
+	}
+	if p.Name == "" || p.HandlePayload == nil {
+		fatal("plugwire plugin %s: Plugin.Name and Plugin.HandlePayload are required", program)
+	}
+	version := pickVersion(p.Name, requireEnv(EnvProtocolVersions))
+	socketDir := requireEnv(EnvSocketDir)
+	token := requireEnv(EnvAuthToken)
+	instanceID := requireEnv(EnvInstanceID)
+	hostAddress := requireEnv(EnvHostAddress)
+	if !instanceIDPattern.MatchString(instanceID) {
+		fatal("plugwire plugin '%s': %s=%q may only use [A-Za-z0-9._-]", p.Name, EnvInstanceID, instanceID)
+	}
+	socketPath := filepath.Join(socketDir, instanceID+".sock")
+	if len(socketPath) > MaxSocketPathBytes {
+		fatal("plugwire plugin '%s': socket path %s is %d bytes, over the %d-byte unix socket limit. Give the host a shorter run dir.",
+			p.Name, socketPath, len(socketPath), MaxSocketPathBytes)
+	}
+
+	log := newLogger(os.Stderr)
+	host, err := dialHost(hostAddress, token)
+	if err != nil {
+		fatal("plugwire plugin '%s': %v", p.Name, err)
+	}
+	healthServer := health.NewServer()
+	life := newLifecycle(&p, log, host, healthServer, socketPath)
+
+	// Watch for the host's death from the very start, before the handshake.
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		life.stop("stdin closed")
+	}()
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-signals
+		life.stop(sig.String())
+	}()
+
+	auth := newTokenCheck(p.Name, token)
+	server := grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.UnaryInterceptor(auth.unary),
+		grpc.StreamInterceptor(auth.stream),
+	)
+	life.server = server
+	service := &pluginService{
+		plugin: &p,
+		life:   life,
+		pc:     &Context{Name: p.Name, InstanceID: instanceID, ConfigJSON: "{}", Capabilities: map[Capability]bool{}, Host: host, Log: log},
+	}
+	service.delivery = &delivery{plugin: &p, pc: service.context}
+	life.context = service.context
+	pb.RegisterPluginServiceServer(server, service)
+	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthServer.SetServingStatus(pb.PluginService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(server, healthServer)
+
+	listener, err := listenUnix(socketPath)
+	if err != nil {
+		fatal("plugwire plugin '%s': cannot listen on %s: %v", p.Name, socketPath, err)
+	}
+	go func() {
+		if err := server.Serve(listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			log.Error("gRPC server failed", "error", err.Error())
+			life.exit(1)
+		}
+	}()
+	fmt.Fprintf(os.Stdout, "%s protocol=%d network=unix address=%s transport=grpc\n", HandshakePrefix, version, socketPath)
+	select {} // the lifecycle exits the process
+}
+
+// listenUnix listens on socketPath with the socket file readable and
+// writable by this user only.
+func listenUnix(socketPath string) (net.Listener, error) {
+	if info, err := os.Lstat(socketPath); err == nil && info.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(socketPath) // a stale socket of an earlier process
+	}
+	old := syscall.Umask(0o177)
+	listener, err := net.Listen("unix", socketPath)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(socketPath, 0o600); err != nil {
+		_ = listener.Close()
+		return nil, err
+	}
+	return listener, nil
+}
+
+// pickVersion chooses the highest protocol version both sides speak.
+func pickVersion(plugin, offered string) uint32 {
+	var host []uint32
+	for _, field := range strings.Split(offered, ",") {
+		v, err := strconv.ParseUint(strings.TrimSpace(field), 10, 32)
+		if err != nil {
+			fatal("plugwire plugin '%s': %s=%q is not a comma-separated list of versions", plugin, EnvProtocolVersions, offered)
+		}
+		host = append(host, uint32(v))
+	}
+	best := uint32(0)
+	for _, v := range supportedVersions {
+		if slices.Contains(host, v) && v > best {
+			best = v
+		}
+	}
+	if best == 0 {
+		fatal("plugwire plugin '%s': the host accepts protocol versions %s, but this plugin speaks version %s. "+
+			"Upgrade the plugin or the host so they share a version.", plugin, joinVersions(host), joinVersions(supportedVersions))
+	}
+	return best
+}
+
+func requireEnv(name string) string {
+	value := os.Getenv(name)
+	if value == "" {
+		fatal("plugwire plugin: the host did not set %s; this plugin must be started by a plugwire host.", name)
+	}
+	return value
+}
+
+func fatal(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(1)
+}
+
+// lifecycle owns shutdown: the hook runs at most once, health turns
+// NOT_SERVING, the Start context is cancelled, and the process exits.
+type lifecycle struct {
+	plugin     *Plugin
+	log        *slog.Logger
+	host       *HostClient
+	health     *health.Server
+	socketPath string
+	server     *grpc.Server
+	context    func() *Context
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	hookOnce sync.Once
+	exitOnce sync.Once
+}
+
+func newLifecycle(p *Plugin, log *slog.Logger, host *HostClient, h *health.Server, socketPath string) *lifecycle {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &lifecycle{plugin: p, log: log, host: host, health: h, socketPath: socketPath, ctx: ctx, cancel: cancel}
+}
+
+// runShutdownHook runs the plugin's Shutdown hook once, for at most deadline.
+func (l *lifecycle) runShutdownHook(deadline time.Duration) {
+	l.hookOnce.Do(func() {
+		l.health.Shutdown() // every service NOT_SERVING from now on
+		l.cancel()
+		if l.plugin.Shutdown == nil || l.context == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- l.plugin.Shutdown(ctx, l.context()) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				l.log.Error("shutdown hook failed", "error", err.Error())
+			}
+		case <-ctx.Done():
+			l.log.Warn("shutdown hook did not finish in time", "deadline_ms", deadline.Milliseconds())
+		}
+	})
+}
+
+// stop is the graceful path for stdin EOF and signals.
+func (l *lifecycle) stop(reason string) {
+	l.log.Debug("stopping", "reason", reason)
+	l.runShutdownHook(exitGrace)
+	l.exit(0)
+}
+
+// exit lets in-flight calls finish for a moment, then exits the process.
+func (l *lifecycle) exit(code int) {
+	l.exitOnce.Do(func() {
+		if l.server != nil {
+			stopped := make(chan struct{})
+			go func() {
+				l.server.GracefulStop()
+				close(stopped)
+			}()
+			select {
+			case <-stopped:
+			case <-time.After(stopGrace):
+			}
+		}
+		l.host.close()
+		_ = os.Remove(l.socketPath)
+		os.Exit(code)
+	})
+}
