@@ -247,9 +247,10 @@ export class DeliveryChannel {
     const outcomes = new Map<number, DeliverResponse["outcomes"][number]>();
     for (const o of response.outcomes) outcomes.set(Number(o.seq), o);
     this.lastProgressAt = Date.now();
-    while (this.unacked.length > 0 && this.unacked.at(0)!.seq <= through) {
+    // Only the sent prefix of `unacked` can be acked; the rest has no seq yet.
+    while (this.sent > 0 && this.unacked.at(0)!.seq <= through) {
       const entry = this.unacked.shift()!;
-      if (this.sent > 0) this.sent--;
+      this.sent--;
       const outcome = outcomes.get(entry.seq);
       if (outcome && outcome.effects.length > 0) this.options.performEffects(entry, outcome.effects);
       if (outcome?.error) {

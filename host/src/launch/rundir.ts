@@ -15,13 +15,14 @@ export function removeRunDir(dir: string): void {
 }
 
 /** Throws socket_path_too_long when `path` does not fit in sun_path. */
-export function checkSocketPath(path: string, owner: string): void {
+export function checkSocketPath(path: string, owner: string, plugin?: string): void {
   const length = Buffer.byteLength(path);
   if (length > MAX_SOCKET_PATH_BYTES) {
     throw new PlugwireError(
       "socket_path_too_long",
       `${owner}: socket path ${path} is ${length} bytes, over the ${MAX_SOCKET_PATH_BYTES}-byte unix socket limit. ` +
-        `Set a shorter runDir (or TMPDIR) for the host, e.g. /tmp.`,
+        `Set a shorter runDirParent (or TMPDIR) for the host, e.g. /tmp.`,
+      { plugin },
     );
   }
 }

@@ -73,7 +73,7 @@ function tailText(lines: string[]): string {
 /** Launches a plugin and waits for its handshake line. */
 export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Promise<PluginProcess> {
   const who = `plugin '${spec.name}' (command: ${commandLine(spec)})`;
-  checkSocketPath(join(options.runDir, `${options.instanceId}.sock`), who);
+  checkSocketPath(join(options.runDir, `${options.instanceId}.sock`), who, spec.name);
   const env = pluginEnv(
     {
       [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
@@ -185,7 +185,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
           new PlugwireError(
             "handshake_timeout",
             `${who} did not print its handshake line within ${options.handshakeTimeoutMs} ms. ` +
-              `A plugin must call serve() (or print the PLUGWIRE_HANDSHAKE line) soon after it starts; raise handshakeTimeoutMs if it is just slow.${tailText(tail)}`,
+              `A plugin must call serve() (or print the PLUGWIRE_HANDSHAKE line) soon after it starts; raise handshakeTimeoutMs if it is just slow.`,
             { plugin: spec.name },
           ),
         ),
@@ -214,11 +214,13 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
       logs,
     };
   } catch (e) {
+    // The whole group, even when the leader has already exited: a plugin that
+    // exits before its handshake may leave children behind.
     signalGroup("SIGKILL");
     await exited;
     const error = e as PlugwireError;
-    // A bad handshake or timeout: add the stderr lines that arrived meanwhile.
-    if (error.code === "handshake_failed" || error.code === "protocol_mismatch") {
+    // A bad handshake or timeout: add the stderr lines, now that all have arrived.
+    if (error.code === "handshake_failed" || error.code === "protocol_mismatch" || error.code === "handshake_timeout") {
       throw new PlugwireError(error.code, `${error.message}${tailText(tail)}`, { plugin: spec.name });
     }
     throw error;

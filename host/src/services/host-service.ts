@@ -4,7 +4,7 @@
  * capability each call needs.
  */
 import { create } from "@bufbuild/protobuf";
-import type * as grpc from "@grpc/grpc-js";
+import * as grpc from "@grpc/grpc-js";
 import {
   HostService,
   PeerSource as WirePeerSource,
@@ -93,6 +93,9 @@ export class HostServiceServer {
           caller(call.metadata, "peers", "WatchPeers");
           const stream = call as unknown as grpc.ServerWritableStream<unknown, WatchPeersResponse>;
           this.watchers.add(stream);
+          // Response headers tell the plugin it is subscribed: every event
+          // published from now on reaches it.
+          call.sendMetadata(new grpc.Metadata());
           await new Promise<void>((resolve) => {
             call.once("cancelled", resolve);
             call.once("close", resolve);

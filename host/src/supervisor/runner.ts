@@ -97,6 +97,7 @@ export class PluginRunner {
   private lastStderr: string[] = [];
   private description: DescribeResponse | undefined;
   private resumed = false;
+  private snapshotQueue: Promise<unknown> = Promise.resolve();
   private readonly log: Logger;
 
   constructor(
@@ -234,7 +235,15 @@ export class PluginRunner {
    * Snapshots the plugin into the store and trims its replay buffer. Returns
    * undefined for a plugin that is not stateful.
    */
-  async snapshot(): Promise<SnapshotRecord | undefined> {
+  snapshot(): Promise<SnapshotRecord | undefined> {
+    // One at a time: two overlapping snapshots could store the older state as
+    // the newest generation after the replay buffer was trimmed past it.
+    const next = this.snapshotQueue.then(() => this.snapshotNow());
+    this.snapshotQueue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async snapshotNow(): Promise<SnapshotRecord | undefined> {
     const id = this.statefulId;
     if (id === undefined) return undefined;
     const launch = this.launch;

@@ -1,0 +1,71 @@
+/** `plugwire run --config FILE`: a host with in-memory peers and a logging control sender. */
+import { pino, type Logger } from "pino";
+import { createHost, type Host } from "../host.js";
+import { MemoryPeerDirectory, hex, type HostPorts } from "../ports.js";
+import { loadConfigFile } from "./config-file.js";
+
+/** The CLI's embedded ports: an in-memory directory and a sender that logs. */
+export function embeddedPorts(logger: Logger, directory = new MemoryPeerDirectory()): HostPorts & { peers: MemoryPeerDirectory } {
+  return {
+    peers: directory,
+    control: {
+      sendDirect(peer, frame) {
+        logger.info({ peer: hex(peer).slice(0, 16), bytes: frame.byteLength }, "send_direct");
+      },
+      sendRouted(dst, frame) {
+        const routed = directory.lookupName(dst) !== undefined;
+        logger.info({ dst: hex(dst).slice(0, 16), bytes: frame.byteLength, routed }, "send_routed");
+        return routed;
+      },
+    },
+    identity: {
+      signingSeed: () => new Uint8Array(32),
+    },
+  };
+}
+
+export interface RunOptions {
+  configPath: string;
+  logLevel: string;
+}
+
+/** Runs until SIGINT or SIGTERM, then stops every plugin. */
+export async function run(options: RunOptions): Promise<Host> {
+  const config = loadConfigFile(options.configPath);
+  const logger = pino({ name: "plugwire", level: options.logLevel });
+  const ports = embeddedPorts(logger);
+  for (const p of config.peers) {
+    ports.peers.apply({
+      type: "seen",
+      nodeId: Buffer.from(p.nodeId, "hex"),
+      name: p.name,
+      x25519Pub: Buffer.from(p.x25519, "hex"),
+      source: "direct",
+    });
+  }
+  const host = createHost({
+    plugins: config.plugins,
+    ports,
+    dataDir: config.dataDir,
+    logger,
+    snapshotIntervalMs: config.snapshotIntervalMs,
+    maxSnapshotBytes: config.maxSnapshotBytes,
+  });
+  await host.start();
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "stopping plugwire host");
+    host.stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        logger.error({ err: String(e) }, "stop failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  return host;
+}
