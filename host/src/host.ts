@@ -17,6 +17,7 @@ import { hex, type HostPorts, type NodeId, type PeerEvent } from "./ports.js";
 import { HostServiceServer, type Caller } from "./services/host-service.js";
 import { FileSnapshotStore, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
 import { PluginRunner, type PluginStatus } from "./supervisor/runner.js";
+import { AdminServer } from "./admin/server.js";
 
 export interface HostOptions {
   /** The plugins, in priority order: the first to claim a kind wins it. */
@@ -33,6 +34,12 @@ export interface HostOptions {
   snapshotIntervalMs?: number;
   /** Largest snapshot accepted, in bytes. Default 256 MiB. */
   maxSnapshotBytes?: number;
+  /**
+   * The operator admin API: always on a unix socket in the run dir
+   * (`host.adminSocketPath`); `tcpPort` adds a loopback listener (0 picks one).
+   * `false` turns it off.
+   */
+  admin?: { tcpPort?: number } | false;
 }
 
 /** Outcome of an operation that runs over every plugin. */
@@ -51,6 +58,7 @@ export class Host extends EventEmitter<HostEvents> {
   private readonly store: SnapshotStore;
   private runDir: string | undefined;
   private service: HostServiceServer | undefined;
+  private adminServer: AdminServer | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
   private started = false;
   private stopped = false;
@@ -118,6 +126,10 @@ export class Host extends EventEmitter<HostEvents> {
       );
     }
     this.buildRoutes();
+    if (this.options.admin !== false) {
+      this.adminServer = new AdminServer(this);
+      await this.adminServer.listen(this.adminSocketPath!, this.options.admin?.tcpPort);
+    }
     const interval = this.options.snapshotIntervalMs ?? 30_000;
     if (interval > 0) {
       this.snapshotTimer = setInterval(() => {
@@ -139,6 +151,16 @@ export class Host extends EventEmitter<HostEvents> {
         this.routes.set(kind, runner);
       }
     }
+  }
+
+  /** The admin API's unix socket, once started (undefined when disabled). */
+  get adminSocketPath(): string | undefined {
+    return this.runDir && this.options.admin !== false ? join(this.runDir, "admin.sock") : undefined;
+  }
+
+  /** The admin API's loopback TCP port, when one was asked for. */
+  get adminTcpPort(): number | undefined {
+    return this.adminServer?.tcpPort;
   }
 
   /** Which plugin handles `kind`, if any. */
@@ -195,6 +217,30 @@ export class Host extends EventEmitter<HostEvents> {
     await this.runner(name).restart();
   }
 
+  /** Stops one plugin through the shutdown ladder; `restart` brings it back. */
+  async stopPlugin(name: string): Promise<void> {
+    const runner = this.runner(name);
+    if (runner.statefulId !== undefined && runner.currentState === "ready") {
+      await runner.snapshot().catch((e: unknown) => this.logger.warn({ plugin: name, err: String(e) }, "snapshot before stop failed"));
+    }
+    await runner.stop();
+  }
+
+  /** Dispatches a dead letter again as a new payload and removes it from the list. */
+  replayDeadLetter(name: string, seq: number): Promise<void> {
+    const runner = this.runner(name);
+    const letter = runner.channel.takeDeadLetter(seq);
+    if (!letter) {
+      return Promise.reject(
+        new PlugwireError("invalid_argument", `plugin '${name}' has no dead letter with seq ${seq}; list them with listDeadLetters('${name}')`, {
+          plugin: name,
+        }),
+      );
+    }
+    this.logger.info({ plugin: name, seq, kind: letter.kind }, "replaying a dead letter");
+    return runner.dispatch(letter.src, letter.kind, letter.body);
+  }
+
   status(): PluginStatus[] {
     return this.runners.map((r) => r.status());
   }
@@ -209,6 +255,7 @@ export class Host extends EventEmitter<HostEvents> {
     this.stopped = true;
     clearInterval(this.snapshotTimer);
     if (this.routes.size > 0) await this.snapshotAll();
+    await this.adminServer?.close();
     await Promise.all(this.runners.map((r) => r.stop()));
     for (const r of this.runners) r.failPending("the host stopped");
     await this.service?.close();

@@ -4,13 +4,25 @@ import { parseArgs } from "node:util";
 import { PlugwireError } from "@plugwire/proto";
 import { demo } from "./demo.js";
 import { run } from "./run.js";
+import { deadLettersCommand, resolveAdmin, restartCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";
 
 const HELP = `plugwire: run plugins out of process
 
 Usage:
-  plugwire run --config FILE [--log-level LEVEL]   run a host from a YAML config until SIGINT/SIGTERM
-  plugwire demo [--duration-ms MS]                 run the demo mesh with the example plugins (npm start)
-  plugwire --help                                  show this help
+  plugwire run --config FILE [--log-level LEVEL] [--metrics-port PORT] [--admin-port PORT]
+                                     run a host from a YAML config until SIGINT/SIGTERM
+  plugwire status [--json]           state, pid, restarts, queue depth, last exit of each plugin
+  plugwire restart NAME              restart a plugin (snapshot first); brings back a failed plugin
+  plugwire stop NAME                 stop a plugin through the shutdown ladder
+  plugwire snapshot [NAME]           snapshot one stateful plugin, or all
+  plugwire dead-letters NAME [--replay SEQ]
+                                     list a plugin's dead letters, or dispatch one again
+  plugwire demo [--duration-ms MS]   run the demo mesh with the example plugins (npm start)
+  plugwire --help                    show this help
+
+status, restart, stop, snapshot and dead-letters talk to a running 'plugwire run':
+  --config FILE   the config it runs (default ./plugwire.yaml); its data dir holds the admin address
+  --admin ADDR    or the admin socket path / http://127.0.0.1:PORT directly
 
 Config file (YAML):
   dataDir: ./.plugwire             # plugin data dirs and snapshots (default .plugwire next to the file)
@@ -38,15 +50,71 @@ async function main(argv: string[]): Promise<number> {
     case "run": {
       const { values } = parseArgs({
         args: rest,
-        options: { config: { type: "string", short: "c" }, "log-level": { type: "string", default: "info" }, help: { type: "boolean", short: "h" } },
+        options: {
+          config: { type: "string", short: "c" },
+          "log-level": { type: "string", default: "info" },
+          "metrics-port": { type: "string" },
+          "admin-port": { type: "string" },
+          help: { type: "boolean", short: "h" },
+        },
       });
+      const port = (v: string | undefined, flag: string): number | undefined => {
+        if (v === undefined) return undefined;
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 65535) throw new PlugwireError("invalid_argument", `${flag} must be a port number 0-65535`);
+        return n;
+      };
       if (values.help) {
         process.stdout.write(HELP);
         return 0;
       }
       if (!values.config) throw new PlugwireError("invalid_argument", "plugwire run needs --config FILE (see plugwire --help)");
-      await run({ configPath: values.config, logLevel: values["log-level"] ?? "info" });
+      await run({
+        configPath: values.config,
+        logLevel: values["log-level"] ?? "info",
+        metricsPort: port(values["metrics-port"], "--metrics-port"),
+        adminPort: port(values["admin-port"], "--admin-port"),
+      });
       return -1; // keeps running until a signal
+    }
+    case "status":
+    case "restart":
+    case "stop":
+    case "snapshot":
+    case "dead-letters": {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          config: { type: "string", short: "c" },
+          admin: { type: "string" },
+          json: { type: "boolean" },
+          replay: { type: "string" },
+          help: { type: "boolean", short: "h" },
+        },
+      });
+      if (values.help) {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      const client = resolveAdmin({ admin: values.admin, config: values.config });
+      const name = positionals[0];
+      const needName = (): string => {
+        if (!name) throw new PlugwireError("invalid_argument", `plugwire ${command} needs a plugin NAME (see plugwire status)`);
+        return name;
+      };
+      let output: string;
+      if (command === "status") output = await statusCommand(client, values.json ?? false);
+      else if (command === "restart") output = await restartCommand(client, needName());
+      else if (command === "stop") output = await stopCommand(client, needName());
+      else if (command === "snapshot") output = await snapshotCommand(client, name);
+      else {
+        const replay = values.replay === undefined ? undefined : Number(values.replay);
+        if (replay !== undefined && !Number.isInteger(replay)) throw new PlugwireError("invalid_argument", "--replay takes a seq number");
+        output = await deadLettersCommand(client, needName(), replay);
+      }
+      process.stdout.write(output);
+      return 0;
     }
     case "demo": {
       const { values } = parseArgs({ args: rest, options: { "duration-ms": { type: "string", default: "15000" }, help: { type: "boolean", short: "h" } } });

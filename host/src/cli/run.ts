@@ -1,5 +1,8 @@
 /** `plugwire run --config FILE`: a host with in-memory peers and a logging control sender. */
+import { rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
 import { pino, type Logger } from "pino";
+import { adminPointerPath } from "./admin-commands.js";
 import { createHost, type Host } from "../host.js";
 import { MemoryPeerDirectory, hex, type HostPorts } from "../ports.js";
 import { loadConfigFile } from "./config-file.js";
@@ -27,6 +30,10 @@ export function embeddedPorts(logger: Logger, directory = new MemoryPeerDirector
 export interface RunOptions {
   configPath: string;
   logLevel: string;
+  /** Serve Prometheus metrics on 127.0.0.1:PORT/metrics. */
+  metricsPort?: number;
+  /** Also serve the admin API on 127.0.0.1:PORT. */
+  adminPort?: number;
 }
 
 /** Runs until SIGINT or SIGTERM, then stops every plugin. */
@@ -50,13 +57,34 @@ export async function run(options: RunOptions): Promise<Host> {
     logger,
     snapshotIntervalMs: config.snapshotIntervalMs,
     maxSnapshotBytes: config.maxSnapshotBytes,
+    admin: { tcpPort: options.adminPort },
   });
   await host.start();
+  const pointer = adminPointerPath(config.dataDir);
+  writeFileSync(pointer, `${host.adminSocketPath}\n`, { mode: 0o600 });
+  logger.info({ admin: host.adminSocketPath, adminPort: host.adminTcpPort }, "admin API listening; try 'plugwire status'");
+  let metrics: Server | undefined;
+  if (options.metricsPort !== undefined) {
+    metrics = createServer((req, res) => {
+      if (req.url !== "/metrics") {
+        res.writeHead(404).end("try /metrics\n");
+        return;
+      }
+      host.metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { "content-type": host.metrics.registry.contentType }).end(text),
+        (e: unknown) => res.writeHead(500).end(String(e)),
+      );
+    });
+    await new Promise<void>((resolve) => metrics!.listen(options.metricsPort, "127.0.0.1", resolve));
+    logger.info({ url: `http://127.0.0.1:${(metrics.address() as { port: number }).port}/metrics` }, "metrics listening");
+  }
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "stopping plugwire host");
+    metrics?.close();
+    rmSync(pointer, { force: true });
     host.stop().then(
       () => process.exit(0),
       (e: unknown) => {

@@ -56,8 +56,12 @@ export function parseHandshake(line: string, acceptedVersions: readonly number[]
   if (network === "unix" && !address.startsWith("/")) {
     return { ok: false, reason: `unix address '${address}' is not an absolute path` };
   }
-  if (network === "tcp" && !/^(127\.[0-9.]+|\[::1\]|localhost):[0-9]{1,5}$/.test(address)) {
-    return { ok: false, reason: `tcp address '${address}' is not a loopback host:port` };
+  if (network === "tcp") {
+    const loopback = /^(127(?:\.[0-9]{1,3}){3}|\[::1\]|localhost):([0-9]{1,5})$/.exec(address);
+    const port = Number(loopback?.[2]);
+    if (!loopback || loopback[1]!.split(".").some((octet) => Number(octet) > 255) || port < 1 || port > 65535) {
+      return { ok: false, reason: `tcp address '${address}' is not a loopback host:port` };
+    }
   }
   return { ok: true, handshake: { protocolVersion, network, address, transport } };
 }

@@ -66,6 +66,12 @@ function commandLine(spec: LaunchSpec): string {
   return [spec.command, ...spec.args].join(" ");
 }
 
+/**
+ * How long a plugin's output may keep arriving after it exits before its
+ * handshake; children it left behind can hold stdout and stderr open forever.
+ */
+const EXIT_OUTPUT_GRACE_MS = 250;
+
 function tailText(lines: string[]): string {
   return lines.length === 0 ? " It wrote nothing to stderr." : `\nLast stderr lines:\n  ${lines.join("\n  ")}`;
 }
@@ -152,20 +158,25 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
   });
 
   let hasExited = false;
+  let spawnFailure: PlugwireError | undefined;
   const exited: Promise<ExitInfo> = child.then(async (result) => {
     hasExited = true;
     await Promise.all([stdoutDone, stderrDone]);
     const spawnError = result.failed && result.exitCode === undefined && !result.signal ? result : undefined;
     if (spawnError && !handshake) {
-      settle?.reject(
-        new PlugwireError(
-          "plugin_exited",
-          `${who} could not be started: ${spawnError.originalMessage ?? spawnError.shortMessage}. Check the command and its path in the plugin config.`,
-          { plugin: spec.name, cause: spawnError },
-        ),
+      spawnFailure = new PlugwireError(
+        "plugin_exited",
+        `${who} could not be started: ${spawnError.originalMessage ?? spawnError.shortMessage}. Check the command and its path in the plugin config.`,
+        { plugin: spec.name, cause: spawnError },
       );
+      settle?.reject(spawnFailure);
     }
     return { code: result.exitCode ?? null, signal: result.signal ?? null };
+  });
+  // The leader's own exit: `exited` also waits for stdout and stderr to end,
+  // which children the plugin left behind can put off forever.
+  const leaderExited = new Promise<ExitInfo>((resolve) => {
+    child.once("exit", (code, signal) => resolve({ code, signal }));
   });
 
   const signalGroup = (signal: NodeJS.Signals, afterExit = false): void => {
@@ -192,10 +203,13 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
       options.handshakeTimeoutMs,
     );
   });
-  const exitedEarly = exited.then((exit): never => {
+  const exitedEarly = Promise.race([leaderExited, exited]).then(async (exit): Promise<never> => {
+    // Let the output written before the exit arrive: a handshake line still wins.
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, EXIT_OUTPUT_GRACE_MS).unref())]);
     throw new PlugwireError(
       "plugin_exited",
-      `${who} ${describeExit(exit)} before its handshake.${tailText(tail)}`,
+      `${who} ${describeExit(exit)} before its handshake. Its stderr should say why; ` +
+        `also check the command, args and env in the plugin config.`,
       { plugin: spec.name },
     );
   });
@@ -216,14 +230,12 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
   } catch (e) {
     // The whole group, even when the leader has already exited: a plugin that
     // exits before its handshake may leave children behind.
-    signalGroup("SIGKILL");
+    signalGroup("SIGKILL", true);
     await exited;
     const error = e as PlugwireError;
-    // A bad handshake or timeout: add the stderr lines, now that all have arrived.
-    if (error.code === "handshake_failed" || error.code === "protocol_mismatch" || error.code === "handshake_timeout") {
-      throw new PlugwireError(error.code, `${error.message}${tailText(tail)}`, { plugin: spec.name });
-    }
-    throw error;
+    if (error === spawnFailure) throw error;
+    // Add the plugin's last stderr lines, now that all of them have arrived.
+    throw new PlugwireError(error.code, `${error.message}${tailText(tail)}`, { plugin: spec.name });
   } finally {
     clearTimeout(timer);
     exitedEarly.catch(() => undefined);

@@ -1,0 +1,147 @@
+/**
+ * The operator admin API (plugwire.admin.v1.AdminService) over the Connect
+ * protocol: on a unix socket in the host's run dir, and optionally on a
+ * loopback TCP port. curl with JSON works as well as the typed client.
+ */
+import { createServer, type Server } from "node:http";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { PlugwireError, STATUS_OF_CODE, admin } from "@plugwire/proto";
+import type { Host } from "../host.js";
+import type { PluginStatus } from "../supervisor/runner.js";
+
+function info(s: PluginStatus): admin.PluginInfo {
+  return {
+    $typeName: "plugwire.admin.v1.PluginInfo",
+    name: s.name,
+    state: s.state,
+    pid: s.pid ?? 0,
+    restarts: s.restarts,
+    queued: s.queued,
+    inFlight: s.inFlight,
+    lastAckedSeq: BigInt(s.lastAcked),
+    lastExit: s.lastExit ?? "",
+    lastError: s.lastError ?? "",
+    payloadKinds: [...s.kinds],
+    stateful: s.stateful,
+    deadLetters: s.deadLetters,
+  };
+}
+
+/** Maps a PlugwireError to a Connect error; gRPC and Connect share status codes. */
+function toConnectError(e: unknown): ConnectError {
+  const err = PlugwireError.from(e);
+  return new ConnectError(err.message, STATUS_OF_CODE[err.code] as number as Code, undefined, undefined, err);
+}
+
+async function guarded<T>(op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (e) {
+    throw toConnectError(e);
+  }
+}
+
+export function adminRoutes(host: Host) {
+  const statusOf = (name: string): admin.PluginInfo => info(host.status().find((s) => s.name === name)!);
+  return (router: ConnectRouter): void => {
+    router.service(admin.AdminService, {
+      listPlugins: async () => ({ plugins: host.status().map(info) }),
+      restartPlugin: (req) => guarded(async () => {
+        await host.restart(req.name);
+        return { plugin: statusOf(req.name) };
+      }),
+      stopPlugin: (req) => guarded(async () => {
+        await host.stopPlugin(req.name);
+        return { plugin: statusOf(req.name) };
+      }),
+      snapshotNow: (req) => guarded(async () => {
+        if (req.name) {
+          const record = await host.snapshot(req.name).then(
+            (r) => ({ ok: true, record: r, error: "" }),
+            (e: unknown) => ({ ok: false, record: undefined, error: PlugwireError.from(e).message }),
+          );
+          return {
+            results: [
+              {
+                plugin: req.name,
+                ok: record.ok,
+                appliedSeq: BigInt(record.record?.appliedSeq ?? 0),
+                sizeBytes: BigInt(record.record?.bytes.byteLength ?? 0),
+                error: record.error,
+              },
+            ],
+          };
+        }
+        const all = await host.snapshotAll();
+        return {
+          results: [
+            ...all.ok.map((o) => ({ plugin: o.plugin, ok: true, appliedSeq: BigInt(o.value.appliedSeq), sizeBytes: BigInt(o.value.bytes.byteLength) })),
+            ...all.failed.map((f) => ({ plugin: f.plugin, ok: false, error: f.error.message })),
+          ],
+        };
+      }),
+      listDeadLetters: (req) => guarded(async () => ({
+        deadLetters: host.listDeadLetters(req.name).map((d) => ({
+          seq: BigInt(d.seq),
+          kind: d.kind,
+          src: d.src,
+          sizeBytes: BigInt(d.sizeBytes),
+          parkedAtMs: BigInt(d.parkedAt.getTime()),
+          reason: d.reason,
+        })),
+      })),
+      replayDeadLetter: (req) => guarded(async () => {
+        await host.replayDeadLetter(req.name, Number(req.seq));
+        return {};
+      }),
+    });
+  };
+}
+
+/** A running admin server (unix socket, plus TCP when asked). */
+export class AdminServer {
+  private readonly servers: Server[] = [];
+
+  constructor(private readonly host: Host) {}
+
+  async listen(socketPath: string, tcpPort?: number): Promise<void> {
+    const handler = connectNodeAdapter({ routes: adminRoutes(this.host) });
+    const listen = (server: Server, target: () => void): Promise<void> =>
+      new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.once("listening", () => {
+          server.off("error", reject);
+          resolve();
+        });
+        target();
+      });
+    const unix = createServer(handler);
+    await listen(unix, () => unix.listen(socketPath));
+    this.servers.push(unix);
+    if (tcpPort !== undefined) {
+      const tcp = createServer(handler);
+      await listen(tcp, () => tcp.listen(tcpPort, "127.0.0.1"));
+      this.servers.push(tcp);
+    }
+  }
+
+  /** The TCP port actually bound, if any (useful with port 0). */
+  get tcpPort(): number | undefined {
+    const address = this.servers[1]?.address();
+    return address && typeof address === "object" ? address.port : undefined;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      this.servers.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.close(() => resolve());
+            s.closeAllConnections();
+          }),
+      ),
+    );
+    this.servers.length = 0;
+  }
+}
