@@ -52,6 +52,10 @@ export interface PluginConfig {
   overflow?: OverflowPolicy;
   /** Payloads per Deliver message, at most. */
   maxBatch?: number;
+  /** Stateful plugins: acked payloads kept for replay before an early snapshot is taken. */
+  maxReplayPayloads?: number;
+  /** Stateful plugins: bytes of acked payloads kept for replay before an early snapshot is taken. */
+  maxReplayBytes?: number;
   maxLogLineBytes?: number;
   maxLogLinesPerSecond?: number;
 }
@@ -80,6 +84,8 @@ export const PLUGIN_DEFAULTS = {
   maxQueued: 10_000,
   overflow: "reject",
   maxBatch: 128,
+  maxReplayPayloads: 100_000,
+  maxReplayBytes: 64 * 1024 * 1024,
   maxLogLineBytes: 16 * 1024,
   maxLogLinesPerSecond: 1_000,
 } as const satisfies Omit<ResolvedPluginConfig, "name" | "command" | "cwd">;

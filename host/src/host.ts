@@ -60,6 +60,7 @@ export class Host extends EventEmitter<HostEvents> {
   private service: HostServiceServer | undefined;
   private adminServer: AdminServer | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
+  private removeRunDirOnExit: (() => void) | undefined;
   private started = false;
   private stopped = false;
 
@@ -101,6 +102,10 @@ export class Host extends EventEmitter<HostEvents> {
     if (this.started) throw new PlugwireError("invalid_argument", "host.start() was already called");
     this.started = true;
     this.runDir = createRunDir(this.options.runDirParent);
+    const runDir = this.runDir;
+    // Remove the socket dir even when the application exits without stop().
+    this.removeRunDirOnExit = () => removeRunDir(runDir);
+    process.once("exit", this.removeRunDirOnExit);
     const socketPath = join(this.runDir, "host.sock");
     try {
       checkSocketPath(socketPath, "plugwire host");
@@ -260,6 +265,7 @@ export class Host extends EventEmitter<HostEvents> {
     for (const r of this.runners) r.failPending("the host stopped");
     await this.service?.close();
     if (this.runDir) removeRunDir(this.runDir);
+    if (this.removeRunDirOnExit) process.off("exit", this.removeRunDirOnExit);
     this.logger.info("plugwire host stopped");
   }
 

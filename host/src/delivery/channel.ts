@@ -55,6 +55,10 @@ export interface DeliveryOptions {
   onAcked?: (entry: Entry) => void;
   onOverflow?: (policy: OverflowPolicy, dropped: Entry | undefined) => void;
   onDeadLetter?: (letter: DeadLetter) => void;
+  /** The replay buffer passed its bounds; a snapshot would let it be trimmed. */
+  onReplayPressure?: () => void;
+  maxReplayPayloads: number;
+  maxReplayBytes: number;
 }
 
 export interface DeliveryStream {
@@ -278,6 +282,9 @@ export class DeliveryChannel {
     // already performed: they are ignored here, which is what makes effects
     // exactly-once across replay.
     this.ackedThrough = Math.max(this.ackedThrough, through);
+    if (this.keepReplay && (this.replay.length > this.options.maxReplayPayloads || this.replayBytes > this.options.maxReplayBytes)) {
+      this.options.onReplayPressure?.();
+    }
     for (const waiter of this.ackWaiters) {
       if (waiter.seq <= this.ackedThrough) {
         this.ackWaiters.delete(waiter);

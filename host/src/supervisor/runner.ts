@@ -98,6 +98,7 @@ export class PluginRunner {
   private description: DescribeResponse | undefined;
   private resumed = false;
   private snapshotQueue: Promise<unknown> = Promise.resolve();
+  private earlySnapshot = false;
   private readonly log: Logger;
 
   constructor(
@@ -114,6 +115,18 @@ export class PluginRunner {
       overflow: config.overflow,
       maxBatch: config.maxBatch,
       maxDeadLetters: 1000,
+      maxReplayPayloads: config.maxReplayPayloads,
+      maxReplayBytes: config.maxReplayBytes,
+      onReplayPressure: () => {
+        if (this.earlySnapshot || this.state !== "ready") return;
+        this.earlySnapshot = true;
+        this.log.info({ replay: this.channel.replayCount, bytes: this.channel.replayBufferBytes }, "replay buffer is full; snapshotting early to trim it");
+        this.snapshot()
+          .catch((e: unknown) => this.log.error({ err: String(e) }, "early snapshot failed"))
+          .finally(() => {
+            this.earlySnapshot = false;
+          });
+      },
       performEffects: (entry, effects) => {
         for (const effect of effects) {
           if (effect.effect.case !== "sendDirect") continue;
