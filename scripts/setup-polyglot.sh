@@ -77,7 +77,7 @@ setup_go() {
   fi
 
   # go build is incremental: a rebuild with nothing changed takes well under a second.
-  (cd plugins-example/go && quietly go build -trimpath -o bin/presence-go .)
+  (cd plugins-example/go && quietly go build -trimpath -buildvcs=false -o bin/presence-go .)
 }
 
 setup_python

@@ -66,13 +66,13 @@ func Serve(p Plugin) {
 	// Watch for the host's death from the very start, before the handshake.
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin)
-		life.stop("stdin closed")
+		life.stop("stdin closed", 0) // no host left to answer
 	}()
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		sig := <-signals
-		life.stop(sig.String())
+		life.stop(sig.String(), stopGrace)
 	}()
 
 	auth := newTokenCheck(p.Name, token)
@@ -102,7 +102,7 @@ func Serve(p Plugin) {
 	go func() {
 		if err := server.Serve(listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			log.Error("gRPC server failed", "error", err.Error())
-			life.exit(1)
+			life.exit(1, 0)
 		}
 	}()
 	fmt.Fprintf(os.Stdout, "%s protocol=%d network=unix address=%s transport=grpc\n", HandshakePrefix, version, socketPath)
@@ -210,16 +210,16 @@ func (l *lifecycle) runShutdownHook(deadline time.Duration) {
 }
 
 // stop is the graceful path for stdin EOF and signals.
-func (l *lifecycle) stop(reason string) {
+func (l *lifecycle) stop(reason string, grace time.Duration) {
 	l.log.Debug("stopping", "reason", reason)
 	l.runShutdownHook(exitGrace)
-	l.exit(0)
+	l.exit(0, grace)
 }
 
-// exit lets in-flight calls finish for a moment, then exits the process.
-func (l *lifecycle) exit(code int) {
+// exit lets in-flight calls finish for at most grace, then exits the process.
+func (l *lifecycle) exit(code int, grace time.Duration) {
 	l.exitOnce.Do(func() {
-		if l.server != nil {
+		if l.server != nil && grace > 0 {
 			stopped := make(chan struct{})
 			go func() {
 				l.server.GracefulStop()
@@ -227,7 +227,7 @@ func (l *lifecycle) exit(code int) {
 			}()
 			select {
 			case <-stopped:
-			case <-time.After(stopGrace):
+			case <-time.After(grace):
 			}
 		}
 		l.host.close()

@@ -142,6 +142,7 @@ func (s *pluginService) Snapshot(_ *pb.SnapshotRequest, stream grpc.ServerStream
 }
 
 func (s *pluginService) Restore(stream grpc.ClientStreamingServer[pb.RestoreRequest, pb.RestoreResponse]) error {
+	fail := func(err error) error { return failStream(stream, s.plugin.Name, err, restoreFailure) }
 	var header *pb.SnapshotHeader
 	var data []byte
 	for {
@@ -155,11 +156,14 @@ func (s *pluginService) Restore(stream grpc.ClientStreamingServer[pb.RestoreRequ
 		switch part := m.Part.(type) {
 		case *pb.RestoreRequest_Header:
 			header = part.Header
+			data = make([]byte, 0, min(header.SizeBytes, 64<<20))
 		case *pb.RestoreRequest_Chunk:
 			data = append(data, part.Chunk...)
+			if header != nil && uint64(len(data)) > header.SizeBytes {
+				return fail(fmt.Errorf("snapshot is longer than its header says: over %d bytes", header.SizeBytes))
+			}
 		}
 	}
-	fail := func(err error) error { return failStream(stream, s.plugin.Name, err, restoreFailure) }
 	st := s.plugin.Stateful
 	switch {
 	case st == nil:
@@ -198,6 +202,6 @@ func (s *pluginService) Shutdown(_ context.Context, req *pb.ShutdownRequest) (*p
 	}
 	s.life.runShutdownHook(deadline)
 	// Reply first; the process exits once this call has finished.
-	go s.life.exit(0)
+	go s.life.exit(0, stopGrace)
 	return &pb.ShutdownResponse{}, nil
 }

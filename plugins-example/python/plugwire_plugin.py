@@ -1,0 +1,769 @@
+"""The protocol chores of a plugwire plugin in Python.
+
+A plugin subclasses :class:`Plugin` and calls :func:`serve`. This module does
+the rest, as docs/protocol.md specifies: the magic cookie, version
+negotiation, the unix socket and the handshake line, the auth token on every
+call (health checks included), grpc.health.v1, payloads handled one at a
+time in order with cumulative acks and per-payload outcomes, chunked
+snapshots and restores with typed errors, a HostService client, and exiting
+on Shutdown, SIGTERM or stdin EOF.
+
+Handlers run on gRPC worker threads, one payload at a time. Snapshot, restore
+and peer_forgotten never run while a payload handler runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import signal
+import stat
+import sys
+import threading
+import time
+import traceback
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence, Union
+
+_GEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen")
+if _GEN not in sys.path:
+    sys.path.insert(0, _GEN)
+
+import grpc  # noqa: E402
+
+# The generated grpc.health.v1 modules live in gen/grpc/health/v1. `grpc` is
+# grpcio's own (regular) package, which would hide gen/grpc, so its package
+# path is extended to include the generated subpackage.
+if os.path.join(_GEN, "grpc") not in grpc.__path__:
+    grpc.__path__.append(os.path.join(_GEN, "grpc"))
+
+from grpc.health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from plugwire.v1 import host_pb2, host_pb2_grpc, plugin_pb2, plugin_pb2_grpc, types_pb2  # noqa: E402
+
+# Constants of the plugwire v1 wire protocol (proto/src/wire.ts).
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
+MAGIC_COOKIE_VALUE = "d5b0c3b2-plugwire-v1-7a41f9e6"
+HANDSHAKE_PREFIX = "PLUGWIRE_HANDSHAKE"
+AUTH_METADATA_KEY = "authorization"
+ERROR_DETAIL_TRAILER = "plugwire-error-bin"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+MAX_SOCKET_PATH_BYTES = 103
+SDK_VERSION = "0.1.0"
+
+ENV_MAGIC_COOKIE = "PLUGWIRE_MAGIC_COOKIE"
+ENV_PROTOCOL_VERSIONS = "PLUGWIRE_PROTOCOL_VERSIONS"
+ENV_SOCKET_DIR = "PLUGWIRE_SOCKET_DIR"
+ENV_HOST_ADDRESS = "PLUGWIRE_HOST_ADDRESS"
+ENV_AUTH_TOKEN = "PLUGWIRE_AUTH_TOKEN"
+ENV_INSTANCE_ID = "PLUGWIRE_INSTANCE_ID"
+ENV_PLUGIN_NAME = "PLUGWIRE_PLUGIN_NAME"
+
+# Most payloads handled before an ack goes out even if the batch goes on.
+_MAX_UNACKED = 512
+# How long the shutdown hook may run on stdin EOF or SIGTERM, and when the
+# host's Shutdown deadline is 0, in seconds.
+_EXIT_GRACE_S = 0.5
+# How long in-flight calls may finish once the plugin decided to exit.
+_STOP_GRACE_S = 0.2
+
+_MESSAGE_LIMITS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+_CAPABILITY_NAMES = {
+    types_pb2.CAPABILITY_PEERS: "peers",
+    types_pb2.CAPABILITY_CONTROL: "control",
+    types_pb2.CAPABILITY_IDENTITY: "identity",
+}
+
+
+# --------------------------------------------------------------------------
+# What a plugin sees
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payload:
+    seq: int
+    src: bytes
+    kind: str
+    body: bytes
+    # True when an earlier launch received this payload but never acked it.
+    redelivered: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Stateful:
+    """The snapshot surface of a stateful plugin."""
+
+    id: str
+    versions: Sequence[int]
+
+
+@dataclass(frozen=True)
+class PeerSeen:
+    node_id: bytes
+    x25519_pub: bytes
+    name: str
+    source: str  # "direct", "routed" or "unspecified"
+
+
+@dataclass(frozen=True)
+class PeerForgotten:
+    node_id: bytes
+
+
+PeerEvent = Union[PeerSeen, PeerForgotten]
+
+
+class SnapshotFailed(Exception):
+    """The state could not be serialized."""
+
+
+class RestoreFailed(Exception):
+    """The snapshot bytes are corrupt or break an invariant."""
+
+
+class UnsupportedVersion(Exception):
+    """The snapshot is in a format version the plugin does not read. The host
+    discards it and the plugin keeps its default state."""
+
+    def __init__(self, version: int, expected: Sequence[int]):
+        self.version = version
+        self.expected = list(expected)
+        super().__init__(f"cannot read snapshot version {version} (it reads {_versions(self.expected)})")
+
+
+class HostCallError(Exception):
+    """A HostService call failed; `code` is the grpc.StatusCode."""
+
+    def __init__(self, method: str, code: grpc.StatusCode, details: str):
+        self.method = method
+        self.code = code
+        self.details = details
+        super().__init__(f"host refused {method}: {code.name}: {details}")
+
+
+class Logger:
+    """One JSON object per line on stderr: level, msg, time in ms, fields."""
+
+    def __init__(self, stream=None):
+        self._stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def _emit(self, level: str, msg: str, fields: dict) -> None:
+        record = {"level": level, "time": int(time.time() * 1000), "msg": msg, **fields}
+        line = json.dumps(record, default=_json_default, separators=(",", ":")) + "\n"
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # the host is gone; nothing left to tell
+
+    def debug(self, msg: str, **fields) -> None:
+        self._emit("debug", msg, fields)
+
+    def info(self, msg: str, **fields) -> None:
+        self._emit("info", msg, fields)
+
+    def warn(self, msg: str, **fields) -> None:
+        self._emit("warn", msg, fields)
+
+    def error(self, msg: str, **fields) -> None:
+        self._emit("error", msg, fields)
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return str(value)
+
+
+class HostClient:
+    """Client of the host's HostService. Every call carries the auth token.
+
+    Lookups answer None for a peer the host does not know. Calls that need a
+    capability the plugin was not granted raise HostCallError with
+    PERMISSION_DENIED.
+    """
+
+    def __init__(self, address: str, token: str):
+        self._channel = grpc.insecure_channel(address, options=_MESSAGE_LIMITS)
+        self._stub = host_pb2_grpc.HostServiceStub(self._channel)
+        self._metadata = ((AUTH_METADATA_KEY, f"Bearer {token}"),)
+
+    def _call(self, method: str, request):
+        try:
+            return getattr(self._stub, method)(request, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise HostCallError(method, e.code(), e.details() or "") from e
+
+    def lookup_x25519(self, node_id: bytes) -> Optional[bytes]:
+        r = self._call("LookupX25519", host_pb2.LookupX25519Request(node_id=node_id))
+        return r.x25519_pub if r.HasField("x25519_pub") else None
+
+    def lookup_name(self, node_id: bytes) -> Optional[str]:
+        r = self._call("LookupName", host_pb2.LookupNameRequest(node_id=node_id))
+        return r.name if r.HasField("name") else None
+
+    def watch_peers(self) -> "PeerWatch":
+        """Every peer event published from now on. Iterate it; cancel() ends it."""
+        call = self._stub.WatchPeers(host_pb2.WatchPeersRequest(), metadata=self._metadata)
+        return PeerWatch(call)
+
+    def send_direct(self, peer: bytes, frame: bytes) -> None:
+        """Best-effort send outside a payload handler. Inside one, use
+        HandlerContext.send_direct, which rides on the payload's ack."""
+        self._call("SendDirect", host_pb2.SendDirectRequest(send=plugin_pb2.SendDirect(peer=peer, frame=frame)))
+
+    def send_routed(self, dst: bytes, frame: bytes, origin: Optional[tuple[int, int]] = None) -> bool:
+        """Sends through the routing table; True if a route existed."""
+        request = host_pb2.SendRoutedRequest(dst=dst, frame=frame)
+        if origin is not None:
+            request.origin.seq, request.origin.index = origin
+        return self._call("SendRouted", request).routed
+
+    def signing_seed(self) -> bytes:
+        """The 32-byte Ed25519 signing seed; needs the identity capability."""
+        return self._call("GetSigningSeed", host_pb2.GetSigningSeedRequest()).seed
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class PeerWatch:
+    """An iterator of PeerSeen / PeerForgotten events from WatchPeers."""
+
+    _SOURCES = {
+        types_pb2.PEER_SOURCE_DIRECT: "direct",
+        types_pb2.PEER_SOURCE_ROUTED: "routed",
+    }
+
+    def __init__(self, call):
+        self._call = call
+        self._cancelled = False
+
+    def __iter__(self) -> Iterator[PeerEvent]:
+        try:
+            for response in self._call:
+                which = response.event.WhichOneof("event")
+                if which == "seen":
+                    s = response.event.seen
+                    yield PeerSeen(s.node_id, s.x25519_pub, s.name, self._SOURCES.get(s.source, "unspecified"))
+                elif which == "forgotten":
+                    yield PeerForgotten(response.event.forgotten.node_id)
+        except grpc.RpcError as e:
+            if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise HostCallError("WatchPeers", e.code(), e.details() or "") from e
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.cancel()
+
+
+class Context:
+    """What a plugin knows about its launch; filled in by Start."""
+
+    def __init__(self, name: str, instance_id: str, host: HostClient, log: Logger, stopping: threading.Event):
+        self.name = name
+        self.instance_id = instance_id
+        self.data_dir = ""
+        self.config: dict = {}
+        self.capabilities: frozenset[str] = frozenset()
+        self.host = host
+        self.log = log
+        # Set when the plugin begins to shut down; background threads stop on it.
+        self.stopping = stopping
+
+    def require(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            raise PermissionError(
+                f"plugin '{self.name}' was not granted the '{capability}' capability; "
+                "add it to the plugin's capabilities in the host config"
+            )
+
+
+class HandlerContext(Context):
+    """The context of one payload handler."""
+
+    def __init__(self, base: Context, seq: int):
+        self.__dict__.update(base.__dict__)
+        self.seq = seq
+        self._effects: list[plugin_pb2.Effect] = []
+        self._routed_index = 0
+
+    def send_direct(self, peer: bytes, frame: bytes) -> None:
+        """Asks the host to send frame to a directly connected peer. An effect:
+        the host performs it when it receives this payload's ack, exactly once
+        even if the payload is redelivered."""
+        self.require("control")
+        self._effects.append(plugin_pb2.Effect(send_direct=plugin_pb2.SendDirect(peer=bytes(peer), frame=bytes(frame))))
+
+    def send_routed(self, dst: bytes, frame: bytes) -> bool:
+        """Sends through the routing table and answers whether a route existed.
+        The call names this payload, so a replay does not send twice."""
+        origin = (self.seq, self._routed_index)
+        self._routed_index += 1
+        return self.host.send_routed(dst, frame, origin=origin)
+
+
+class Plugin:
+    """Base class of a plugin. Set `name` and `payload_kinds`, override
+    `handle_payload`; the other hooks are optional. A stateful plugin sets
+    `stateful` and overrides `snapshot` and `restore`."""
+
+    name: str = ""
+    payload_kinds: Sequence[str] = ()
+    stateful: Optional[Stateful] = None
+
+    def start(self, ctx: Context) -> None:
+        """Runs once the host has handed over the context."""
+
+    def handle_payload(self, payload: Payload, ctx: HandlerContext) -> None:
+        """Handles one payload. An exception is reported in the payload's ack;
+        the payload is not retried and its effects are dropped."""
+        raise NotImplementedError
+
+    def peer_forgotten(self, node_id: bytes, ctx: Context) -> None:
+        """Drops any state kept about a peer."""
+
+    def snapshot(self) -> Snapshot:
+        """Serializes the state. Raise SnapshotFailed (or anything) if impossible."""
+        raise SnapshotFailed("snapshot() is not implemented")
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replaces the state. Raise UnsupportedVersion for a format it does not
+        read (leaving the state untouched), RestoreFailed for bad bytes."""
+        raise RestoreFailed("restore() is not implemented")
+
+    def shutdown(self, ctx: Context) -> None:
+        """Cleans up before the process exits; keep it short."""
+
+
+# --------------------------------------------------------------------------
+# Serving
+# --------------------------------------------------------------------------
+
+
+def _versions(versions: Sequence[int]) -> str:
+    return ", ".join(str(v) for v in versions) or "none"
+
+
+def _fatal(message: str) -> None:
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _require_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        _fatal(f"plugwire plugin: the host did not set {name}; this plugin must be started by a plugwire host.")
+    return value
+
+
+def _pick_version(plugin: str, offered: str) -> int:
+    try:
+        host = [int(v.strip()) for v in offered.split(",")]
+    except ValueError:
+        _fatal(f"plugwire plugin '{plugin}': {ENV_PROTOCOL_VERSIONS}={offered!r} is not a comma-separated list of versions")
+    shared = set(host) & set(SUPPORTED_VERSIONS)
+    if not shared:
+        _fatal(
+            f"plugwire plugin '{plugin}': the host accepts protocol versions {_versions(host)}, but this plugin "
+            f"speaks version {_versions(SUPPORTED_VERSIONS)}. Upgrade the plugin or the host so they share a version."
+        )
+    return max(shared)
+
+
+def _abort_typed(context: grpc.ServicerContext, plugin: str, error: BaseException, fallback: str) -> None:
+    """Ends the call with a typed stateful error: status + plugwire-error-bin.
+    fallback ("snapshot" or "restore") says what a plain exception becomes."""
+    detail = types_pb2.ErrorDetail(plugin=plugin)
+    if isinstance(error, UnsupportedVersion):
+        code = grpc.StatusCode.FAILED_PRECONDITION
+        message = f"plugin '{plugin}' {error}"
+        detail.unsupported_version.version = error.version
+        detail.unsupported_version.expected.extend(error.expected)
+    elif isinstance(error, SnapshotFailed) or (fallback == "snapshot" and not isinstance(error, RestoreFailed)):
+        code = grpc.StatusCode.INTERNAL
+        message = f"plugin '{plugin}' failed to snapshot its state: {error}"
+        detail.snapshot_failed.details = str(error)
+    else:
+        code = grpc.StatusCode.INVALID_ARGUMENT
+        message = f"plugin '{plugin}' failed to restore its state: {error}"
+        detail.restore_failed.details = str(error)
+    context.set_trailing_metadata(((ERROR_DETAIL_TRAILER, detail.SerializeToString()),))
+    context.abort(code, message)
+
+
+class _Delivery:
+    """Runs payloads one at a time in seq order; acks cumulatively. Its lock
+    also keeps snapshot, restore and peer_forgotten between payloads."""
+
+    def __init__(self, plugin: Plugin, context: Callable[[], Context]):
+        self._plugin = plugin
+        self._context = context
+        self.lock = threading.RLock()
+        # Seq of the last payload whose handler finished, or of the restored snapshot.
+        self.applied_seq = 0
+
+    def process(self, request: plugin_pb2.DeliverRequest) -> Iterator[plugin_pb2.DeliverResponse]:
+        if not request.payloads:
+            return
+        outcomes: list[plugin_pb2.PayloadOutcome] = []
+        handled = 0
+        for p in request.payloads:
+            with self.lock:
+                if p.seq <= self.applied_seq:
+                    continue  # already handled by this process; the ack covers it
+                outcome = self._run(p)
+                if outcome is not None:
+                    outcomes.append(outcome)
+                self.applied_seq = p.seq
+            handled += 1
+            if handled % _MAX_UNACKED == 0:
+                yield plugin_pb2.DeliverResponse(acked_through=self.applied_seq, outcomes=outcomes)
+                outcomes = []
+        # The batch is drained: ack it, duplicates included.
+        yield plugin_pb2.DeliverResponse(acked_through=self.applied_seq, outcomes=outcomes)
+
+    def _run(self, p: plugin_pb2.Payload) -> Optional[plugin_pb2.PayloadOutcome]:
+        base = self._context()
+        ctx = HandlerContext(base, p.seq)
+        try:
+            if p.kind not in self._plugin.payload_kinds:
+                raise ValueError(f"plugin '{self._plugin.name}' does not claim payload kind '{p.kind}'")
+            self._plugin.handle_payload(Payload(p.seq, p.src, p.kind, p.body, p.redelivered), ctx)
+        except Exception as e:  # a failed handler is reported, not retried
+            message = str(e) or type(e).__name__
+            base.log.error("payload handler failed", seq=p.seq, kind=p.kind, error=message)
+            return plugin_pb2.PayloadOutcome(seq=p.seq, error=plugin_pb2.HandlerError(message=message))
+        if not ctx._effects:
+            return None
+        return plugin_pb2.PayloadOutcome(seq=p.seq, effects=ctx._effects)
+
+
+class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
+    def __init__(self, plugin: Plugin, runtime: "_Runtime"):
+        self._plugin = plugin
+        self._runtime = runtime
+        self._delivery = _Delivery(plugin, lambda: runtime.context)
+
+    def Describe(self, request, context):
+        response = plugin_pb2.DescribeResponse(
+            name=self._plugin.name,
+            payload_kinds=list(self._plugin.payload_kinds),
+            protocol_version=PROTOCOL_VERSION,
+            sdk=plugin_pb2.SdkInfo(language="python", version=SDK_VERSION),
+        )
+        if self._plugin.stateful is not None:
+            response.stateful.id = self._plugin.stateful.id
+            response.stateful.snapshot_versions.extend(self._plugin.stateful.versions)
+        return response
+
+    def Start(self, request, context):
+        try:
+            config = json.loads(request.config_json or "{}")
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"plugin '{self._plugin.name}' got config that is not JSON: {e}")
+        if not isinstance(config, dict):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"plugin '{self._plugin.name}' got config that is not a JSON object")
+        ctx = self._runtime.context
+        ctx.data_dir = request.data_dir
+        ctx.instance_id = request.instance_id or ctx.instance_id
+        ctx.config = config
+        ctx.capabilities = frozenset(_CAPABILITY_NAMES[c] for c in request.capabilities if c in _CAPABILITY_NAMES)
+        self._hook(context, "Start", lambda: self._plugin.start(ctx))
+        return plugin_pb2.StartResponse()
+
+    def Deliver(self, request_iterator, context):
+        for request in request_iterator:
+            yield from self._delivery.process(request)
+
+    def PeerForgotten(self, request, context):
+        with self._delivery.lock:
+            self._hook(context, "PeerForgotten", lambda: self._plugin.peer_forgotten(request.node_id, self._runtime.context))
+        return plugin_pb2.PeerForgottenResponse()
+
+    def Snapshot(self, request, context):
+        plugin = self._plugin
+        if plugin.stateful is None:
+            _abort_typed(context, plugin.name, SnapshotFailed("this plugin is not stateful (it declares no stateful hooks)"), "snapshot")
+        with self._delivery.lock:
+            try:
+                snap = plugin.snapshot()
+                applied_seq = self._delivery.applied_seq
+            except Exception as e:
+                _abort_typed(context, plugin.name, e, "snapshot")
+        data = bytes(snap.data)
+        yield plugin_pb2.SnapshotResponse(
+            header=plugin_pb2.SnapshotHeader(
+                id=plugin.stateful.id, version=snap.version, applied_seq=applied_seq, size_bytes=len(data)
+            )
+        )
+        for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
+            yield plugin_pb2.SnapshotResponse(chunk=data[offset : offset + SNAPSHOT_CHUNK_BYTES])
+
+    def Restore(self, request_iterator, context):
+        plugin = self._plugin
+        header = None
+        chunks: list[bytes] = []
+        received = 0
+        for message in request_iterator:
+            part = message.WhichOneof("part")
+            if part == "header":
+                header = message.header
+            elif part == "chunk":
+                chunks.append(message.chunk)
+                received += len(message.chunk)
+                if header is not None and received > header.size_bytes:
+                    _abort_typed(context, plugin.name, RestoreFailed(
+                        f"snapshot is longer than its header says: over {header.size_bytes} bytes"), "restore")
+        stateful = plugin.stateful
+        if stateful is None:
+            _abort_typed(context, plugin.name, RestoreFailed("this plugin is not stateful (it declares no stateful hooks)"), "restore")
+        if header is None:
+            _abort_typed(context, plugin.name, RestoreFailed("the restore stream carried no header"), "restore")
+        if header.id != stateful.id:
+            _abort_typed(context, plugin.name, RestoreFailed(f"snapshot id '{header.id}' is not this plugin's id '{stateful.id}'"), "restore")
+        if received != header.size_bytes:
+            _abort_typed(context, plugin.name, RestoreFailed(
+                f"snapshot was truncated: header says {header.size_bytes} bytes, got {received}"), "restore")
+        if header.version not in stateful.versions:
+            _abort_typed(context, plugin.name, UnsupportedVersion(header.version, stateful.versions), "restore")
+        with self._delivery.lock:
+            try:
+                plugin.restore(Snapshot(header.version, b"".join(chunks)))
+            except Exception as e:
+                _abort_typed(context, plugin.name, e, "restore")
+            self._delivery.applied_seq = header.applied_seq
+        return plugin_pb2.RestoreResponse()
+
+    def Shutdown(self, request, context):
+        self._runtime.run_shutdown_hook(request.deadline_ms / 1000 if request.deadline_ms else _EXIT_GRACE_S)
+        # Reply first; the process exits once this call has finished.
+        threading.Thread(target=self._runtime.exit, args=(0, _STOP_GRACE_S), daemon=True).start()
+        return plugin_pb2.ShutdownResponse()
+
+    def _hook(self, context, method: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as e:
+            self._runtime.context.log.error(f"{method} failed", error=str(e), traceback=traceback.format_exc())
+            context.abort(grpc.StatusCode.INTERNAL, f"plugin '{self._plugin.name}' failed {method}: {e}")
+
+
+class _HealthServicer(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1: SERVING until shutdown begins, NOT_SERVING after."""
+
+    SERVICES = ("", "plugwire.v1.PluginService")
+
+    def __init__(self, stopping: threading.Event):
+        self._stopping = stopping
+
+    def _status(self):
+        if self._stopping.is_set():
+            return health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse.SERVING
+
+    def Check(self, request, context):
+        if request.service not in self.SERVICES:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=self._status())
+
+    def Watch(self, request, context):
+        if request.service not in self.SERVICES:
+            yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            return
+        yield health_pb2.HealthCheckResponse(status=self._status())
+        while context.is_active() and not self._stopping.wait(0.5):
+            pass
+        if context.is_active():
+            yield health_pb2.HealthCheckResponse(status=self._status())
+
+
+class _TokenCheck(grpc.ServerInterceptor):
+    """Refuses, with UNAUTHENTICATED, every call without
+    `authorization: Bearer <token>`, health checks included."""
+
+    def __init__(self, plugin: str, token: str):
+        self._plugin = plugin
+        self._want = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        values = [v for k, v in handler_call_details.invocation_metadata or () if k == AUTH_METADATA_KEY]
+        if len(values) == 1 and isinstance(values[0], str) and hmac.compare_digest(values[0].encode(), self._want):
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        message = (
+            f"plugin '{self._plugin}' refused {method}: the call carried no valid plugwire auth token "
+            "(send 'authorization: Bearer <PLUGWIRE_AUTH_TOKEN>')"
+        )
+
+        def refuse(_request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+        # A refusal of the same shape as the method, so streams fail cleanly.
+        kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+        return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+
+class _Runtime:
+    """Owns shutdown: the hook runs at most once, health turns NOT_SERVING,
+    `stopping` is set, and the process exits."""
+
+    def __init__(self, plugin: Plugin, context: Context, socket_path: str):
+        self.plugin = plugin
+        self.context = context
+        self.socket_path = socket_path
+        self.server: Optional[grpc.Server] = None
+        self._hook_lock = threading.Lock()
+        self._hook_ran = False
+        self._exit_lock = threading.Lock()
+
+    def run_shutdown_hook(self, deadline_s: float) -> None:
+        with self._hook_lock:
+            if self._hook_ran:
+                return
+            self._hook_ran = True
+        self.context.stopping.set()
+        errors: list[BaseException] = []
+
+        def hook():
+            try:
+                self.plugin.shutdown(self.context)
+            except Exception as e:
+                errors.append(e)
+
+        worker = threading.Thread(target=hook, daemon=True)
+        worker.start()
+        worker.join(deadline_s)
+        if worker.is_alive():
+            self.context.log.warn("shutdown hook did not finish in time", deadline_ms=int(deadline_s * 1000))
+        elif errors:
+            self.context.log.error("shutdown hook failed", error=str(errors[0]))
+
+    def stop(self, reason: str, grace_s: float) -> None:
+        """The graceful path for stdin EOF and signals."""
+        self.context.log.debug("stopping", reason=reason)
+        self.run_shutdown_hook(_EXIT_GRACE_S)
+        self.exit(0, grace_s)
+
+    def exit(self, code: int, grace_s: float) -> None:
+        """Lets in-flight calls finish for at most grace_s, then exits."""
+        if not self._exit_lock.acquire(blocking=False):
+            threading.Event().wait()  # another thread is already exiting the process
+        if self.server is not None and grace_s > 0:
+            self.server.stop(grace=grace_s).wait(grace_s + 0.05)
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def serve(plugin: Plugin) -> None:
+    """Runs the plugin until the host stops it, then exits the process."""
+    program = os.path.basename(sys.argv[0] or plugin.name)
+    if os.environ.get(ENV_MAGIC_COOKIE) != MAGIC_COOKIE_VALUE:
+        sys.stderr.write(
+            f"This is a plugwire plugin ({program}); it is started by a plugwire host, not run directly.\n"
+            "Add it to a host config and run `plugwire run --config FILE`, or test it with `plugwire check -- COMMAND`.\n"
+        )
+        sys.exit(1)
+    if not plugin.name or not plugin.payload_kinds:
+        _fatal(f"plugwire plugin {program}: set the plugin's `name` and `payload_kinds`")
+    version = _pick_version(plugin.name, _require_env(ENV_PROTOCOL_VERSIONS))
+    socket_dir = _require_env(ENV_SOCKET_DIR)
+    token = _require_env(ENV_AUTH_TOKEN)
+    instance_id = _require_env(ENV_INSTANCE_ID)
+    host_address = _require_env(ENV_HOST_ADDRESS)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", instance_id):
+        _fatal(f"plugwire plugin '{plugin.name}': {ENV_INSTANCE_ID}={instance_id!r} may only use [A-Za-z0-9._-]")
+    socket_path = os.path.join(socket_dir, f"{instance_id}.sock")
+    size = len(socket_path.encode())
+    if size > MAX_SOCKET_PATH_BYTES:
+        _fatal(
+            f"plugwire plugin '{plugin.name}': socket path {socket_path} is {size} bytes, "
+            f"over the {MAX_SOCKET_PATH_BYTES}-byte unix socket limit. Give the host a shorter run dir."
+        )
+
+    log = Logger()
+    stopping = threading.Event()
+    host = HostClient(host_address, token)
+    runtime = _Runtime(plugin, Context(plugin.name, instance_id, host, log, stopping), socket_path)
+
+    # Watch for the host's death from the very start, before the handshake.
+    def watch_stdin():
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        runtime.stop("stdin closed", grace_s=0)  # no host left to answer
+
+    threading.Thread(target=watch_stdin, name="plugwire-stdin", daemon=True).start()
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    signal.signal(signal.SIGINT, lambda *_: stop_requested.set())
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="plugwire"),
+        interceptors=[_TokenCheck(plugin.name, token)],
+        options=_MESSAGE_LIMITS,
+    )
+    runtime.server = server
+    plugin_pb2_grpc.add_PluginServiceServicer_to_server(_PluginServicer(plugin, runtime), server)
+    health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(stopping), server)
+
+    try:
+        if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            os.unlink(socket_path)  # a stale socket of an earlier process
+    except FileNotFoundError:
+        pass
+    old_umask = os.umask(0o177)
+    try:
+        server.add_insecure_port(f"unix:{socket_path}")
+        server.start()
+    except RuntimeError as e:
+        _fatal(f"plugwire plugin '{plugin.name}': cannot listen on {socket_path}: {e}")
+    finally:
+        os.umask(old_umask)
+    os.chmod(socket_path, 0o600)
+
+    sys.stdout.write(f"{HANDSHAKE_PREFIX} protocol={version} network=unix address={socket_path} transport=grpc\n")
+    sys.stdout.flush()
+
+    # Signals are delivered to the main thread, so it waits here for them.
+    while not stop_requested.wait(1.0):
+        pass
+    runtime.stop("signal", grace_s=_STOP_GRACE_S)
