@@ -436,7 +436,9 @@ class _Delivery:
                     outcomes.append(outcome)
                 self.applied_seq = p.seq
             handled += 1
-            if handled % _MAX_UNACKED == 0:
+            # Redelivered payloads are acked one by one, so that after another
+            # crash the host knows exactly which payload was being handled.
+            if p.redelivered or handled % _MAX_UNACKED == 0:
                 yield plugin_pb2.DeliverResponse(acked_through=self.applied_seq, outcomes=outcomes)
                 outcomes = []
         # The batch is drained: ack it, duplicates included.

@@ -33,11 +33,14 @@ export const counter = definePlugin({
       if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
         throw new RestoreFailedError("snapshot is not a JSON object of counts");
       }
-      counts.clear();
+      const restored = new Map<string, number>();
       for (const [peer, n] of Object.entries(parsed)) {
         if (typeof n !== "number" || !Number.isInteger(n) || n < 0) throw new RestoreFailedError(`count for ${peer} is not a whole number`);
-        counts.set(peer, n);
+        restored.set(peer, n);
       }
+      // Replace the state only once every entry checked out.
+      counts.clear();
+      for (const [peer, n] of restored) counts.set(peer, n);
     },
   },
 });

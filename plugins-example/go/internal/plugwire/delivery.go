@@ -47,7 +47,9 @@ func (d *delivery) process(ctx context.Context, req *pb.DeliverRequest, send fun
 		d.applied = p.Seq
 		d.mu.Unlock()
 		handled++
-		if handled%maxUnacked == 0 {
+		// Redelivered payloads are acked one by one, so that after another
+		// crash the host knows exactly which payload was being handled.
+		if p.Redelivered || handled%maxUnacked == 0 {
 			if err := send(d.ack(outcomes)); err != nil {
 				return err
 			}
