@@ -83,10 +83,13 @@ export function testHost(plugins: PluginConfig[], options: Partial<HostOptions> 
     dataDir,
     pids,
     async close() {
-      await host.stop();
-      for (const s of host.status()) if (s.pid) pids.add(s.pid);
-      assertGone(pids);
-      if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+      try {
+        await host.stop();
+        for (const s of host.status()) if (s.pid) pids.add(s.pid);
+        assertGone(pids);
+      } finally {
+        if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+      }
     },
   };
 }

@@ -16,7 +16,9 @@ export interface Handshake {
   transport: "grpc";
 }
 
-export type HandshakeResult = { ok: true; handshake: Handshake } | { ok: false; reason: string };
+export type HandshakeResult =
+  | { ok: true; handshake: Handshake }
+  | { ok: false; reason: string; /** True when only the protocol version is unacceptable. */ versionMismatch?: boolean };
 
 /** True when the line is meant as a handshake (well-formed or not). */
 export function isHandshakeLine(line: string): boolean {
@@ -44,6 +46,7 @@ export function parseHandshake(line: string, acceptedVersions: readonly number[]
     return {
       ok: false,
       reason: `protocol version ${protocolVersion} is not one the host accepts (${acceptedVersions.join(", ")})`,
+      versionMismatch: true,
     };
   }
   const network = fields.get("network")!;

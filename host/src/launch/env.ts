@@ -1,7 +1,7 @@
 /** The allowlisted environment a plugin is started with. */
 
 /** Host variables passed through to every plugin when set. */
-export const ENV_ALLOWLIST = ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT"] as const;
+export const ENV_ALLOWLIST = ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"] as const;
 
 export function pluginEnv(
   plugwire: Record<string, string>,

@@ -139,7 +139,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
         settle?.resolve(parsed.handshake);
       } else {
         handshakeError = new PlugwireError(
-          parsed.reason.startsWith("protocol version") ? "protocol_mismatch" : "handshake_failed",
+          parsed.versionMismatch ? "protocol_mismatch" : "handshake_failed",
           `${who} printed a bad handshake line: ${parsed.reason}. Line: ${JSON.stringify(line)}. ` +
             `Plugins must print 'PLUGWIRE_HANDSHAKE protocol=${PROTOCOL_VERSION} network=unix address=<socket> transport=grpc' (see docs/protocol.md).`,
           { plugin: spec.name },
@@ -216,10 +216,18 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
 
   try {
     const result = await Promise.race([handshakePromise, timeout, exitedEarly]);
+    // A running plugin counts as exited when its leader exits (plus a short
+    // grace for its last output), even if children it left behind still hold
+    // its stdout or stderr open; the runner then kills the whole group.
+    const leaderGone = leaderExited.then(async (exit) => {
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, EXIT_OUTPUT_GRACE_MS).unref())]);
+      hasExited = true;
+      return exit;
+    });
     return {
       pid: child.pid!,
       handshake: result,
-      exited,
+      exited: leaderGone,
       stderrTail: () => [...tail],
       signalGroup,
       get hasExited() {

@@ -1,0 +1,124 @@
+/** Unit tests of the pure handshake-line parser (docs/protocol.md §5). */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { isHandshakeLine, parseHandshake, type HandshakeResult } from "../src/handshake/parse.js";
+
+const GOOD = "PLUGWIRE_HANDSHAKE protocol=1 network=unix address=/tmp/pw-k3x9/echo-1.sock transport=grpc";
+
+function failure(result: HandshakeResult): string {
+  assert.equal(result.ok, false, "expected the line to be rejected");
+  return (result as { ok: false; reason: string }).reason;
+}
+
+describe("isHandshakeLine", () => {
+  it("recognises the prefix followed by a space, or alone", () => {
+    assert.equal(isHandshakeLine(GOOD), true);
+    assert.equal(isHandshakeLine("PLUGWIRE_HANDSHAKE"), true);
+    assert.equal(isHandshakeLine("PLUGWIRE_HANDSHAKE this is not right"), true);
+  });
+
+  it("does not take other lines for a handshake", () => {
+    for (const line of ["", "loading libfoo 1.2", "PLUGWIRE_HANDSHAKEISH protocol=1", " PLUGWIRE_HANDSHAKE protocol=1", "plugwire_handshake protocol=1"]) {
+      assert.equal(isHandshakeLine(line), false, line);
+    }
+  });
+});
+
+describe("parseHandshake", () => {
+  it("parses a good line", () => {
+    assert.deepEqual(parseHandshake(GOOD, [1]), {
+      ok: true,
+      handshake: { protocolVersion: 1, network: "unix", address: "/tmp/pw-k3x9/echo-1.sock", transport: "grpc" },
+    });
+  });
+
+  it("accepts the fields in any order and extra spaces between them", () => {
+    const result = parseHandshake("PLUGWIRE_HANDSHAKE transport=grpc  address=/tmp/a.sock protocol=1 network=unix", [1]);
+    assert.deepEqual(result, { ok: true, handshake: { protocolVersion: 1, network: "unix", address: "/tmp/a.sock", transport: "grpc" } });
+  });
+
+  it("ignores unknown keys", () => {
+    const result = parseHandshake(`${GOOD} features=batch,effects future_key=x`, [1]);
+    assert.equal(result.ok, true);
+    assert.deepEqual(result.ok && result.handshake, { protocolVersion: 1, network: "unix", address: "/tmp/pw-k3x9/echo-1.sock", transport: "grpc" });
+  });
+
+  it("picks the version out of several accepted ones", () => {
+    const result = parseHandshake(GOOD.replace("protocol=1", "protocol=2"), [1, 2]);
+    assert.equal(result.ok && result.handshake.protocolVersion, 2);
+  });
+
+  it("rejects a line without the prefix", () => {
+    assert.equal(failure(parseHandshake("protocol=1 network=unix address=/tmp/a.sock transport=grpc", [1])), "the line does not start with PLUGWIRE_HANDSHAKE");
+  });
+
+  it("rejects a field that is not key=value", () => {
+    assert.equal(failure(parseHandshake("PLUGWIRE_HANDSHAKE this is not right", [1])), "field 'this' is not key=value");
+    assert.equal(failure(parseHandshake(`${GOOD} =x`, [1])), "field '=x' is not key=value");
+  });
+
+  it("names each missing or empty required field", () => {
+    for (const key of ["protocol", "network", "address", "transport"]) {
+      const without = GOOD.split(" ").filter((f) => !f.startsWith(`${key}=`)).join(" ");
+      assert.equal(failure(parseHandshake(without, [1])), `required field '${key}' is missing or empty`);
+      const empty = GOOD.replace(new RegExp(`${key}=\\S+`), `${key}=`);
+      assert.equal(failure(parseHandshake(empty, [1])), `required field '${key}' is missing or empty`);
+    }
+    assert.equal(failure(parseHandshake("PLUGWIRE_HANDSHAKE", [1])), "required field 'protocol' is missing or empty");
+  });
+
+  it("rejects a duplicate field, even with the same value", () => {
+    assert.equal(failure(parseHandshake(`${GOOD} protocol=1`, [1])), "field 'protocol' appears twice");
+    assert.equal(failure(parseHandshake(`${GOOD} address=/tmp/other.sock`, [1])), "field 'address' appears twice");
+  });
+
+  it("rejects a protocol that is not a whole number", () => {
+    for (const value of ["one", "1.0", "-1", "0x1", "1e0"]) {
+      assert.equal(failure(parseHandshake(GOOD.replace("protocol=1", `protocol=${value}`), [1])), `protocol '${value}' is not a whole number`);
+    }
+  });
+
+  it("rejects a version the host does not accept, naming the accepted ones", () => {
+    assert.equal(
+      failure(parseHandshake(GOOD.replace("protocol=1", "protocol=99"), [1])),
+      "protocol version 99 is not one the host accepts (1)",
+    );
+    assert.equal(
+      failure(parseHandshake(GOOD.replace("protocol=1", "protocol=3"), [1, 2])),
+      "protocol version 3 is not one the host accepts (1, 2)",
+    );
+  });
+
+  it("rejects an unsupported network or transport", () => {
+    assert.equal(
+      failure(parseHandshake(GOOD.replace("network=unix", "network=udp"), [1])),
+      "network 'udp' is not supported (use unix, or tcp on loopback)",
+    );
+    assert.equal(
+      failure(parseHandshake(GOOD.replace("network=unix", "network=UNIX"), [1])),
+      "network 'UNIX' is not supported (use unix, or tcp on loopback)",
+    );
+    assert.equal(failure(parseHandshake(GOOD.replace("transport=grpc", "transport=netrpc"), [1])), "transport 'netrpc' is not supported (use grpc)");
+  });
+
+  it("rejects a relative unix socket path", () => {
+    for (const address of ["echo.sock", "./echo.sock", "pw-k3x9/echo.sock", "unix:///tmp/a.sock"]) {
+      assert.equal(
+        failure(parseHandshake(GOOD.replace(/address=\S+/, `address=${address}`), [1])),
+        `unix address '${address}' is not an absolute path`,
+      );
+    }
+  });
+
+  it("accepts tcp only on loopback", () => {
+    const tcp = (address: string): HandshakeResult =>
+      parseHandshake(`PLUGWIRE_HANDSHAKE protocol=1 network=tcp address=${address} transport=grpc`, [1]);
+    for (const address of ["127.0.0.1:50051", "127.1.2.3:1", "[::1]:1234", "localhost:65535"]) {
+      assert.deepEqual(tcp(address), { ok: true, handshake: { protocolVersion: 1, network: "tcp", address, transport: "grpc" } }, address);
+    }
+    for (const address of ["10.0.0.7:50051", "0.0.0.0:50051", "example.com:443", "localhost.example.com:80", "127.0.0.1", "[::]:80", "/tmp/a.sock",
+      "127.0.0.1.evil.example:80", "127..:80", "127.0.0.256:80", "127.0.0.1:0", "127.0.0.1:65536", "localhost:99999"]) {
+      assert.equal(failure(tcp(address)), `tcp address '${address}' is not a loopback host:port`, address);
+    }
+  });
+});
