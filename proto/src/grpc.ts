@@ -18,6 +18,8 @@ import {
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { PlugwireError, toServiceStatus } from "./errors.js";
 import { AUTH_METADATA_KEY, MAX_MESSAGE_BYTES } from "./wire.js";
+import { DeliverRequestSchema, DeliverResponseSchema } from "./gen/plugwire/v1/plugin_pb.js";
+import { decodeDeliverRequest, decodeDeliverResponse, encodeDeliverRequest, encodeDeliverResponse } from "./codec.js";
 
 type MethodShape = GenServiceMethods[string];
 type In<T extends MethodShape> = MessageShape<T["input"]>;
@@ -61,17 +63,31 @@ export function messageLimitOptions(maxMessageBytes = MAX_MESSAGE_BYTES): grpc.C
   };
 }
 
+/**
+ * Hand-written codecs for the hot-path messages, byte-compatible with
+ * protobuf-es (see codec.ts and its property test); every other message uses
+ * the reflective codec.
+ */
+const FAST_CODECS: Record<string, { encode: (m: never) => Buffer; decode: (b: Uint8Array) => unknown }> = {
+  [DeliverRequestSchema.typeName]: { encode: encodeDeliverRequest, decode: decodeDeliverRequest },
+  [DeliverResponseSchema.typeName]: { encode: encodeDeliverResponse, decode: decodeDeliverResponse },
+};
+
 function serializer<D extends DescMessage>(schema: D): (value: MessageInitShape<D>) => Buffer {
+  const fast = FAST_CODECS[schema.typeName];
   return (value) => {
     const message = "$typeName" in value && value.$typeName === schema.typeName
       ? (value as MessageShape<D>)
       : create(schema, value);
+    if (fast) return fast.encode(message as never);
     const bytes = toBinary(schema, message);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };
 }
 
 function deserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
+  const fast = FAST_CODECS[schema.typeName];
+  if (fast) return (bytes) => fast.decode(bytes) as MessageShape<D>;
   return (bytes) => fromBinary(schema, bytes);
 }
 

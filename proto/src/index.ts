@@ -6,3 +6,4 @@ export * from "./wire.js";
 export * from "./errors.js";
 export * from "./grpc.js";
 export * as admin from "./gen/plugwire/admin/v1/admin_pb.js";
+export { decodeDeliverRequest, decodeDeliverResponse, encodeDeliverRequest, encodeDeliverResponse } from "./codec.js";

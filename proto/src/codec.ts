@@ -1,0 +1,412 @@
+/**
+ * Hand-written protobuf encoders and decoders for the two hot messages,
+ * DeliverRequest (host → plugin) and DeliverResponse (plugin → host). They
+ * produce exactly the bytes protobuf-es's toBinary produces and the messages
+ * its fromBinary produces (unknown fields are skipped, not kept); a
+ * property-based test holds them to that. The grpc binding uses them in place
+ * of the reflective codec for these two message types.
+ */
+import type { DeliverRequest, DeliverResponse, Effect, Payload, PayloadOutcome } from "./gen/plugwire/v1/plugin_pb.js";
+
+const utf8 = new TextEncoder();
+const EMPTY: Uint8Array = new Uint8Array(0);
+const utf8Decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+
+function varintSize(n: number): number {
+  if (n < 0x80) return 1;
+  if (n < 0x4000) return 2;
+  if (n < 0x200000) return 3;
+  if (n < 0x10000000) return 4;
+  let size = 4;
+  n = Math.floor(n / 0x10000000);
+  while (n > 0) {
+    size++;
+    n = Math.floor(n / 0x80);
+  }
+  return size;
+}
+
+/** Size of a uint64 varint given as bigint. */
+function varint64Size(n: bigint): number {
+  if (n <= 0xffffffffn) return varintSize(Number(n));
+  let size = 1;
+  while (n >= 0x80n) {
+    size++;
+    n >>= 7n;
+  }
+  return size;
+}
+
+class Writer {
+  pos = 0;
+  constructor(readonly buf: Buffer) {}
+
+  varint(n: number): void {
+    while (n >= 0x80) {
+      this.buf[this.pos++] = (n & 0x7f) | 0x80;
+      n = n >= 0x100000000 ? Math.floor(n / 0x80) : n >>> 7;
+    }
+    this.buf[this.pos++] = n;
+  }
+
+  varint64(n: bigint): void {
+    if (n <= 0xffffffffn) {
+      this.varint(Number(n));
+      return;
+    }
+    while (n >= 0x80n) {
+      this.buf[this.pos++] = Number(n & 0x7fn) | 0x80;
+      n >>= 7n;
+    }
+    this.buf[this.pos++] = Number(n);
+  }
+
+  bytes(b: Uint8Array): void {
+    this.varint(b.byteLength);
+    this.buf.set(b, this.pos);
+    this.pos += b.byteLength;
+  }
+}
+
+// ---- DeliverRequest ------------------------------------------------------
+
+interface PayloadSizes {
+  kind: Uint8Array;
+  size: number;
+}
+
+function payloadSize(p: Payload): PayloadSizes {
+  const kind = utf8.encode(p.kind);
+  let size = 0;
+  if (p.seq !== 0n) size += 1 + varint64Size(p.seq);
+  if (p.src.byteLength > 0) size += 1 + varintSize(p.src.byteLength) + p.src.byteLength;
+  if (kind.byteLength > 0) size += 1 + varintSize(kind.byteLength) + kind.byteLength;
+  if (p.body.byteLength > 0) size += 1 + varintSize(p.body.byteLength) + p.body.byteLength;
+  if (p.redelivered) size += 2;
+  return { kind, size };
+}
+
+/** Encodes a DeliverRequest exactly as protobuf-es toBinary would. */
+export function encodeDeliverRequest(message: DeliverRequest): Buffer {
+  const sizes = message.payloads.map(payloadSize);
+  let total = 0;
+  for (const s of sizes) total += 1 + varintSize(s.size) + s.size;
+  const w = new Writer(Buffer.allocUnsafe(total));
+  for (let i = 0; i < message.payloads.length; i++) {
+    const p = message.payloads[i]!;
+    const { kind, size } = sizes[i]!;
+    w.buf[w.pos++] = 0x0a;
+    w.varint(size);
+    if (p.seq !== 0n) {
+      w.buf[w.pos++] = 0x08;
+      w.varint64(p.seq);
+    }
+    if (p.src.byteLength > 0) {
+      w.buf[w.pos++] = 0x12;
+      w.bytes(p.src);
+    }
+    if (kind.byteLength > 0) {
+      w.buf[w.pos++] = 0x1a;
+      w.bytes(kind);
+    }
+    if (p.body.byteLength > 0) {
+      w.buf[w.pos++] = 0x22;
+      w.bytes(p.body);
+    }
+    if (p.redelivered) {
+      w.buf[w.pos++] = 0x28;
+      w.buf[w.pos++] = 0x01;
+    }
+  }
+  return w.buf;
+}
+
+class Reader {
+  pos = 0;
+  constructor(
+    readonly buf: Uint8Array,
+    readonly end = buf.byteLength,
+  ) {}
+
+  varint(): number {
+    let result = 0;
+    let shift = 1;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.end) throw new Error("premature end of varint");
+      const b = this.buf[this.pos++]!;
+      result += (b & 0x7f) * shift;
+      if (b < 0x80) return result;
+      shift *= 0x80;
+    }
+    throw new Error("varint is too long");
+  }
+
+  varint64(): bigint {
+    const start = this.pos;
+    let result = 0n;
+    let shift = 0n;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= this.end) throw new Error("premature end of varint");
+      const b = this.buf[this.pos++]!;
+      result |= BigInt(b & 0x7f) << shift;
+      if (b < 0x80) return BigInt.asUintN(64, result);
+      shift += 7n;
+    }
+    this.pos = start;
+    throw new Error("varint is too long");
+  }
+
+  /** A uint64 that usually fits in 2^53: fast path with a bigint fallback. */
+  uint64(): bigint {
+    const start = this.pos;
+    // Up to 7 bytes encode < 2^49, exact in a double.
+    for (let i = 0; i < 7 && this.pos < this.end; i++) {
+      if (this.buf[this.pos + i]! < 0x80) return BigInt(this.varint());
+    }
+    this.pos = start;
+    return this.varint64();
+  }
+
+  length(): number {
+    const n = this.varint();
+    if (this.pos + n > this.end) throw new Error("length-delimited field runs past the end");
+    return n;
+  }
+
+  bytes(): Uint8Array {
+    const n = this.length();
+    const b = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return b;
+  }
+
+  string(): string {
+    const n = this.length();
+    const s = utf8Decoder.decode(this.buf.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return s;
+  }
+
+  skip(wireType: number): void {
+    switch (wireType) {
+      case 0:
+        this.varint64();
+        return;
+      case 1:
+        this.pos += 8;
+        break;
+      case 2: {
+        const n = this.length();
+        this.pos += n;
+        return;
+      }
+      case 5:
+        this.pos += 4;
+        break;
+      default:
+        throw new Error(`unsupported wire type ${wireType}`);
+    }
+    if (this.pos > this.end) throw new Error("fixed-size field runs past the end");
+  }
+}
+
+function readPayload(r: Reader, end: number): Payload {
+  const p: Payload = { $typeName: "plugwire.v1.Payload", seq: 0n, src: EMPTY, kind: "", body: EMPTY, redelivered: false };
+  const sub = new Reader(r.buf, end);
+  sub.pos = r.pos;
+  while (sub.pos < end) {
+    const tag = sub.varint();
+    switch (tag) {
+      case 0x08:
+        p.seq = sub.uint64();
+        break;
+      case 0x12:
+        p.src = sub.bytes();
+        break;
+      case 0x1a:
+        p.kind = sub.string();
+        break;
+      case 0x22:
+        p.body = sub.bytes();
+        break;
+      case 0x28:
+        p.redelivered = sub.varint() !== 0;
+        break;
+      default:
+        sub.skip(tag & 7);
+    }
+  }
+  r.pos = end;
+  return p;
+}
+
+/** Decodes a DeliverRequest as protobuf-es fromBinary would (unknown fields dropped). */
+export function decodeDeliverRequest(bytes: Uint8Array): DeliverRequest {
+  const r = new Reader(bytes);
+  const payloads: Payload[] = [];
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    if (tag === 0x0a) {
+      const n = r.length();
+      payloads.push(readPayload(r, r.pos + n));
+    } else {
+      r.skip(tag & 7);
+    }
+  }
+  return { $typeName: "plugwire.v1.DeliverRequest", payloads };
+}
+
+// ---- DeliverResponse -----------------------------------------------------
+
+function sendDirectSize(peer: Uint8Array, frame: Uint8Array): number {
+  let size = 0;
+  if (peer.byteLength > 0) size += 1 + varintSize(peer.byteLength) + peer.byteLength;
+  if (frame.byteLength > 0) size += 1 + varintSize(frame.byteLength) + frame.byteLength;
+  return size;
+}
+
+function effectSize(e: Effect): number {
+  if (e.effect.case !== "sendDirect") return 0;
+  const inner = sendDirectSize(e.effect.value.peer, e.effect.value.frame);
+  return 1 + varintSize(inner) + inner;
+}
+
+interface OutcomeSizes {
+  size: number;
+  message: Uint8Array | undefined;
+  errorSize: number;
+  effects: number[];
+}
+
+function outcomeSize(o: PayloadOutcome): OutcomeSizes {
+  let size = 0;
+  if (o.seq !== 0n) size += 1 + varint64Size(o.seq);
+  let message: Uint8Array | undefined;
+  let errorSize = 0;
+  if (o.error) {
+    message = utf8.encode(o.error.message);
+    errorSize = message.byteLength > 0 ? 1 + varintSize(message.byteLength) + message.byteLength : 0;
+    size += 1 + varintSize(errorSize) + errorSize;
+  }
+  const effects = o.effects.map(effectSize);
+  for (const s of effects) size += 1 + varintSize(s) + s;
+  return { size, message, errorSize, effects };
+}
+
+/** Encodes a DeliverResponse exactly as protobuf-es toBinary would. */
+export function encodeDeliverResponse(message: DeliverResponse): Buffer {
+  const sizes = message.outcomes.map(outcomeSize);
+  let total = message.ackedThrough !== 0n ? 1 + varint64Size(message.ackedThrough) : 0;
+  for (const s of sizes) total += 1 + varintSize(s.size) + s.size;
+  const w = new Writer(Buffer.allocUnsafe(total));
+  if (message.ackedThrough !== 0n) {
+    w.buf[w.pos++] = 0x08;
+    w.varint64(message.ackedThrough);
+  }
+  for (let i = 0; i < message.outcomes.length; i++) {
+    const o = message.outcomes[i]!;
+    const s = sizes[i]!;
+    w.buf[w.pos++] = 0x12;
+    w.varint(s.size);
+    if (o.seq !== 0n) {
+      w.buf[w.pos++] = 0x08;
+      w.varint64(o.seq);
+    }
+    if (o.error) {
+      w.buf[w.pos++] = 0x12;
+      w.varint(s.errorSize);
+      if (s.message!.byteLength > 0) {
+        w.buf[w.pos++] = 0x0a;
+        w.bytes(s.message!);
+      }
+    }
+    for (let j = 0; j < o.effects.length; j++) {
+      const e = o.effects[j]!;
+      w.buf[w.pos++] = 0x1a;
+      w.varint(s.effects[j]!);
+      if (e.effect.case === "sendDirect") {
+        const { peer, frame } = e.effect.value;
+        w.buf[w.pos++] = 0x0a;
+        w.varint(sendDirectSize(peer, frame));
+        if (peer.byteLength > 0) {
+          w.buf[w.pos++] = 0x0a;
+          w.bytes(peer);
+        }
+        if (frame.byteLength > 0) {
+          w.buf[w.pos++] = 0x12;
+          w.bytes(frame);
+        }
+      }
+    }
+  }
+  return w.buf;
+}
+
+function readEffect(r: Reader, end: number): Effect {
+  const effect: Effect = { $typeName: "plugwire.v1.Effect", effect: { case: undefined } };
+  while (r.pos < end) {
+    const tag = r.varint();
+    if (tag === 0x0a) {
+      const n = r.length();
+      const stop = r.pos + n;
+      const value: { $typeName: "plugwire.v1.SendDirect"; peer: Uint8Array; frame: Uint8Array } = {
+        $typeName: "plugwire.v1.SendDirect",
+        peer: new Uint8Array(0),
+        frame: new Uint8Array(0),
+      };
+      while (r.pos < stop) {
+        const t = r.varint();
+        if (t === 0x0a) value.peer = r.bytes();
+        else if (t === 0x12) value.frame = r.bytes();
+        else r.skip(t & 7);
+      }
+      effect.effect = { case: "sendDirect", value };
+    } else {
+      r.skip(tag & 7);
+    }
+  }
+  return effect;
+}
+
+function readOutcome(r: Reader, end: number): PayloadOutcome {
+  const o: PayloadOutcome = { $typeName: "plugwire.v1.PayloadOutcome", seq: 0n, effects: [] };
+  while (r.pos < end) {
+    const tag = r.varint();
+    if (tag === 0x08) {
+      o.seq = r.uint64();
+    } else if (tag === 0x12) {
+      const stop = r.pos + r.length();
+      const error = o.error ?? { $typeName: "plugwire.v1.HandlerError" as const, message: "" };
+      while (r.pos < stop) {
+        const t = r.varint();
+        if (t === 0x0a) error.message = r.string();
+        else r.skip(t & 7);
+      }
+      o.error = error;
+    } else if (tag === 0x1a) {
+      const n = r.length();
+      o.effects.push(readEffect(r, r.pos + n));
+    } else {
+      r.skip(tag & 7);
+    }
+  }
+  return o;
+}
+
+/** Decodes a DeliverResponse as protobuf-es fromBinary would (unknown fields dropped). */
+export function decodeDeliverResponse(bytes: Uint8Array): DeliverResponse {
+  const r = new Reader(bytes);
+  const message: DeliverResponse = { $typeName: "plugwire.v1.DeliverResponse", ackedThrough: 0n, outcomes: [] };
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    if (tag === 0x08) {
+      message.ackedThrough = r.uint64();
+    } else if (tag === 0x12) {
+      const n = r.length();
+      message.outcomes.push(readOutcome(r, r.pos + n));
+    } else {
+      r.skip(tag & 7);
+    }
+  }
+  return message;
+}
