@@ -53,6 +53,7 @@ export function hostPorts(address: string, token: string, pluginName: string) {
       return {
         async *[Symbol.asyncIterator]() {
           const stream = host.watchPeers({});
+          if (options.onSubscribed) stream.once("metadata", options.onSubscribed);
           const onAbort = (): void => stream.cancel();
           options.signal?.addEventListener("abort", onAbort, { once: true });
           try {

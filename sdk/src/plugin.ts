@@ -7,8 +7,12 @@ export interface Peers {
   lookupX25519(peer: NodeId): Promise<Uint8Array | undefined>;
   /** The peer's latest friendly name, or undefined when unknown. */
   lookupName(peer: NodeId): Promise<string | undefined>;
-  /** Every peer event published from now on, until the signal aborts or the loop breaks. */
-  watch(options?: { signal?: AbortSignal }): AsyncIterable<PeerEvent>;
+  /**
+   * Every peer event published from now on, until the signal aborts or the
+   * loop breaks. The subscription starts when iteration starts; `onSubscribed`
+   * runs once the host has registered it, after which no event is missed.
+   */
+  watch(options?: { signal?: AbortSignal; onSubscribed?: () => void }): AsyncIterable<PeerEvent>;
 }
 
 /** Sending control frames (capability `control`). */

@@ -214,9 +214,20 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
           }),
         );
         for (let offset = 0; offset < bytes.byteLength; offset += SNAPSHOT_CHUNK_BYTES) {
+          // The host may give up (snapshot_too_large, deadline): a cancelled
+          // call never drains, so stop instead of holding the bytes forever.
+          if (call.cancelled) return;
           const chunk = bytes.subarray(offset, Math.min(offset + SNAPSHOT_CHUNK_BYTES, bytes.byteLength));
           if (!call.write(create(SnapshotResponseSchema, { part: { case: "chunk", value: chunk } }))) {
-            await new Promise<void>((resolve) => call.once("drain", resolve));
+            await new Promise<void>((resolve) => {
+              const done = (): void => {
+                call.off("drain", done);
+                call.off("cancelled", done);
+                resolve();
+              };
+              call.once("drain", done);
+              call.once("cancelled", done);
+            });
           }
         }
       },

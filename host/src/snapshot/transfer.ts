@@ -54,11 +54,25 @@ function tooLarge(plugin: string, size: number, max: number): PlugwireError {
 /** Streams a stored snapshot into the plugin in chunks. */
 export async function restoreSnapshot(client: DialedPlugin["plugin"], record: SnapshotRecord, deadlineMs: number): Promise<void> {
   const { stream, response } = client.restore({ deadlineMs });
-  const write = (message: Parameters<typeof stream.write>[0]): Promise<void> =>
-    new Promise((resolve) => {
-      if (stream.write(message)) resolve();
-      else stream.once("drain", () => resolve());
-    });
+  // The plugin may fail the call (or die) while chunks are still being
+  // written: stop writing then, and never leave `response` rejected and
+  // unobserved, which would crash the host with an unhandled rejection.
+  let settled = false;
+  const done = response.then(
+    () => {
+      settled = true;
+    },
+    () => {
+      settled = true;
+    },
+  );
+  const write = async (message: Parameters<typeof stream.write>[0]): Promise<void> => {
+    if (settled || stream.write(message)) return;
+    let onDrain!: () => void;
+    const drained = new Promise<void>((resolve) => stream.once("drain", (onDrain = resolve)));
+    await Promise.race([drained, done]);
+    stream.off("drain", onDrain);
+  };
   await write(
     create(RestoreRequestSchema, {
       part: {
@@ -72,7 +86,7 @@ export async function restoreSnapshot(client: DialedPlugin["plugin"], record: Sn
       },
     }),
   );
-  for (let offset = 0; offset < record.bytes.byteLength; offset += SNAPSHOT_CHUNK_BYTES) {
+  for (let offset = 0; offset < record.bytes.byteLength && !settled; offset += SNAPSHOT_CHUNK_BYTES) {
     await write(create(RestoreRequestSchema, { part: { case: "chunk", value: record.bytes.subarray(offset, offset + SNAPSHOT_CHUNK_BYTES) } }));
   }
   stream.end();
