@@ -197,8 +197,8 @@ export interface ClientOptions {
   token: string;
   /** Largest message either side may send, in bytes. */
   maxMessageBytes?: number;
-  /** Names the remote end in errors, e.g. the plugin name. */
-  peerName?: string;
+  /** The plugin the calls concern; set as `plugin` on every error. */
+  plugin?: string;
 }
 
 /** A typed client plus the channel it owns. */
@@ -223,7 +223,7 @@ export function connect<S extends GenServiceMethods>(
   };
   const callOptions = (o?: CallOptions): grpc.CallOptions =>
     o?.deadlineMs === undefined ? {} : { deadline: Date.now() + o.deadlineMs };
-  const wrapError = (e: unknown): PlugwireError => PlugwireError.from(e, "internal", options.peerName);
+  const wrapError = (e: unknown): PlugwireError => PlugwireError.from(e, "internal", options.plugin);
   const client: Record<string, unknown> = {};
   for (const method of service.methods) {
     const path = methodPath(service, method);

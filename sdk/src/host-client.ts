@@ -40,7 +40,7 @@ export function fromWirePeerEvent(e: WirePeerEvent): PeerEvent | undefined {
 
 /** Typed access to the host's HostService for one plugin launch. */
 export function hostPorts(address: string, token: string, pluginName: string) {
-  const conn = connect(HostService, address, { token, peerName: `host of plugin '${pluginName}'` });
+  const conn = connect(HostService, address, { token, plugin: pluginName });
   const host = conn.client;
   const peers: Peers = {
     async lookupX25519(peer) {

@@ -9,8 +9,8 @@ export function targetOf(handshake: Handshake): string {
 /** Dials a plugin: its PluginService and its health service. */
 export function dialPlugin(handshake: Handshake, token: string, pluginName: string) {
   const target = targetOf(handshake);
-  const plugin = connect(PluginService, target, { token, peerName: `plugin '${pluginName}'` });
-  const healthConn = connect(health.Health, target, { token, peerName: `plugin '${pluginName}'` });
+  const plugin = connect(PluginService, target, { token, plugin: pluginName });
+  const healthConn = connect(health.Health, target, { token, plugin: pluginName });
   return {
     plugin: plugin.client,
     health: healthConn.client,
