@@ -12,6 +12,13 @@ import type { Payload } from "./types.js";
 /** Handles one payload; returns the effects it produced, or throws. */
 export type PayloadRunner = (payload: Payload) => Promise<Effect[]> | Effect[];
 
+/**
+ * Writes an ack to the Deliver stream. It may return a promise that settles
+ * once the ack has been handed to the operating system (a stream write's
+ * callback); without one the processor yields one event-loop turn instead.
+ */
+export type AckSender = (r: DeliverResponse) => void | Promise<void>;
+
 /** Most payloads handled before an ack is sent even if more are queued. */
 const MAX_UNACKED = 512;
 
@@ -28,7 +35,7 @@ export class DeliveryProcessor {
   private lastAcked = 0;
   private outcomes: PayloadOutcome[] = [];
   private exclusive: Array<() => Promise<void>> = [];
-  private send: ((r: DeliverResponse) => void) | undefined;
+  private send: AckSender | undefined;
 
   constructor(private readonly run: PayloadRunner, private readonly onHandlerError: (p: Payload, e: unknown) => void) {}
 
@@ -38,12 +45,12 @@ export class DeliveryProcessor {
   }
 
   /** Attaches the stream acks are written to; replaces any earlier one. */
-  attach(send: (r: DeliverResponse) => void): void {
+  attach(send: AckSender): void {
     this.send = send;
     this.lastAcked = 0; // a new stream: re-ack what this process already handled
   }
 
-  detach(send: (r: DeliverResponse) => void): void {
+  detach(send: AckSender): void {
     if (this.send === send) this.send = undefined;
   }
 
@@ -97,8 +104,13 @@ export class DeliveryProcessor {
         }
         this.lastHandled = payload.seq;
         // Redelivered payloads are acked one by one, so that after another
-        // crash the host knows exactly which payload was being handled.
-        if (payload.redelivered || this.lastHandled - this.lastAcked >= MAX_UNACKED) this.flush();
+        // crash the host knows exactly which payload was being handled. The
+        // ack must have left the process before the next handler runs: if
+        // that handler kills the process (a poison pill), an ack still
+        // queued in this process is lost, and the host would blame this
+        // payload instead, and in the end park it as a dead letter.
+        if (payload.redelivered) await ackWritten(this.flush());
+        else if (this.lastHandled - this.lastAcked >= MAX_UNACKED) this.flush();
         if (this.head > 4096 && this.head * 2 > this.queue.length) {
           this.queue.splice(0, this.head);
           this.head = 0;
@@ -111,10 +123,17 @@ export class DeliveryProcessor {
     if (this.head < this.queue.length || this.exclusive.length > 0) this.kick();
   }
 
-  private flush(): void {
+  private flush(): void | Promise<void> {
     if (this.lastHandled === this.lastAcked || this.send === undefined) return;
-    this.send(create(DeliverResponseSchema, { ackedThrough: BigInt(this.lastHandled), outcomes: this.outcomes }));
+    const written = this.send(create(DeliverResponseSchema, { ackedThrough: BigInt(this.lastHandled), outcomes: this.outcomes }));
     this.lastAcked = this.lastHandled;
     this.outcomes = [];
+    return written;
   }
+}
+
+/** Resolves once an ack is written: on the sender's promise, else after one event-loop turn. */
+function ackWritten(written: void | Promise<void>): Promise<void> {
+  if (written instanceof Promise) return written.catch(() => undefined);
+  return new Promise((resolve) => setImmediate(resolve));
 }

@@ -75,11 +75,15 @@ export class DeliveryChannel {
   /** Acked payloads kept for replay after the latest durable snapshot. */
   private readonly replay = new Deque<Entry>();
   private replayBytes = 0;
-  private readonly routedAnswers = new Map<number, boolean[]>();
+  /** Answers (settled or pending) of SendRouted calls, by payload seq and call index. */
+  private readonly routedAnswers = new Map<number, Array<Promise<boolean>>>();
   private readonly deadLetters: DeadLetter[] = [];
   private readonly ackWaiters = new Set<{ seq: number; done: () => void }>();
   private stream: DeliveryStream | undefined;
   private launch = 0;
+  /** Highest seq replayed to the current launch (0 when none), and the highest seq it acked. */
+  private launchReplayThrough = 0;
+  private launchAckedThrough = 0;
   private flushScheduled = false;
   /** Time of the last ack, or of the first send after a quiet period, for hang detection. */
   lastProgressAt = Date.now();
@@ -186,6 +190,8 @@ export class DeliveryChannel {
     this.launch = launch;
     this.sent = 0;
     this.lastProgressAt = Date.now();
+    this.launchReplayThrough = 0;
+    this.launchAckedThrough = 0;
     let replayed = 0;
     if (replayAfter !== undefined) {
       let batch: Entry[] = [];
@@ -193,6 +199,7 @@ export class DeliveryChannel {
         if (entry.seq <= replayAfter) continue;
         batch.push(entry);
         replayed++;
+        this.launchReplayThrough = entry.seq;
         if (batch.length >= this.options.maxBatch) {
           this.write(batch, true);
           batch = [];
@@ -208,7 +215,8 @@ export class DeliveryChannel {
 
   /**
    * The launch is gone. When it crashed, the payload at the head of the
-   * window is suspected; after two crashes it is parked as a dead letter.
+   * window is suspected, if the launch had got to it (it acked every replayed
+   * payload); after two crashes it is parked as a dead letter.
    */
   detach(crashed: boolean): DeadLetter | undefined {
     this.stream = undefined;
@@ -216,6 +224,8 @@ export class DeliveryChannel {
     if (!crashed) return undefined;
     const head = this.unacked.at(0);
     if (!head || head.sentTo !== this.launch) return undefined;
+    // Still replaying: the crash cannot be the head's doing.
+    if (this.launchAckedThrough < this.launchReplayThrough) return undefined;
     head.crashes++;
     if (head.crashes < 2) return undefined;
     this.unacked.shift();
@@ -248,6 +258,7 @@ export class DeliveryChannel {
   /** Handles an ack from the plugin. */
   onAck(response: DeliverResponse): void {
     const through = Number(response.ackedThrough);
+    this.launchAckedThrough = Math.max(this.launchAckedThrough, through);
     const outcomes = new Map<number, DeliverResponse["outcomes"][number]>();
     for (const o of response.outcomes) outcomes.set(Number(o.seq), o);
     this.lastProgressAt = Date.now();
@@ -304,14 +315,19 @@ export class DeliveryChannel {
   }
 
   /** Answers a SendRouted from payload `seq`'s handler at most once per (seq, index). */
-  async sendRoutedOnce(seq: number, index: number, send: () => Promise<boolean>): Promise<boolean> {
-    const answers = this.routedAnswers.get(seq);
+  sendRoutedOnce(seq: number, index: number, send: () => Promise<boolean>): Promise<boolean> {
+    let answers = this.routedAnswers.get(seq);
     const known = answers?.[index];
+    // A call still pending counts too: a relaunch that redelivers the payload
+    // while the crashed launch's send is in progress must not send again.
     if (known !== undefined) return known;
-    const routed = await send();
-    const list = this.routedAnswers.get(seq) ?? [];
-    list[index] = routed;
-    this.routedAnswers.set(seq, list);
+    if (answers === undefined) this.routedAnswers.set(seq, (answers = []));
+    const routed = send();
+    answers[index] = routed;
+    // A failed send is not remembered, so a retry sends again.
+    routed.catch(() => {
+      if (answers[index] === routed) delete answers[index];
+    });
     return routed;
   }
 
