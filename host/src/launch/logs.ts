@@ -39,6 +39,8 @@ export interface LogForwarderOptions {
   maxLinesPerSecond: number;
   /** Called for every forwarded line, e.g. to emit `plugin:log`. */
   onLine?: (line: ParsedLine & { stream: "stdout" | "stderr" }) => void;
+  /** Called for every line the rate limit drops, e.g. to count it. */
+  onDropped?: () => void;
 }
 
 /** Rate-limited forwarding of plugin log lines; a flood cannot stall the host. */
@@ -64,6 +66,7 @@ export class LogForwarder {
     if (this.inWindow >= this.options.maxLinesPerSecond) {
       this.dropped++;
       this.droppedTotal++;
+      this.options.onDropped?.();
       return;
     }
     this.inWindow++;

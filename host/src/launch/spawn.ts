@@ -32,6 +32,8 @@ export interface LaunchOptions {
   stderrTailLines: number;
   logger: Logger;
   onLog?: LogForwarder["options"]["onLine"];
+  /** Called for each line the rate limit drops. */
+  onLogDropped?: () => void;
 }
 
 export interface ExitInfo {
@@ -110,6 +112,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     logger: options.logger,
     maxLinesPerSecond: options.maxLogLinesPerSecond,
     onLine: options.onLog,
+    onDropped: options.onLogDropped,
   });
   let handshake: Handshake | undefined;
   let settle: { resolve: (h: Handshake) => void; reject: (e: PlugwireError) => void } | undefined;

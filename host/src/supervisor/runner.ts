@@ -26,6 +26,10 @@ import { restoreSnapshot, takeSnapshot } from "../snapshot/transfer.js";
 import { dialPlugin, type DialedPlugin } from "../transport/dial.js";
 import { RestartWindow, backoffDelayMs, shouldRestart, type EndReason } from "./policy.js";
 
+function launchStderrTail(lines: readonly string[]): string {
+  return lines.length === 0 ? " It wrote nothing to stderr." : `\nLast stderr lines:\n  ${lines.join("\n  ")}`;
+}
+
 const WIRE_CAPABILITY: Record<Capability, WireCapability> = {
   peers: WireCapability.PEERS,
   control: WireCapability.CONTROL,
@@ -59,6 +63,8 @@ interface Launch {
   conn: DialedPlugin;
   deliver?: ReturnType<DialedPlugin["plugin"]["deliver"]>;
   ended: boolean;
+  /** Set once the launch is ready; until then launchOnce owns its failure. */
+  ready: boolean;
   /** Set when the host ends the launch on purpose (stop, restart, hang). */
   endReason?: EndReason;
 }
@@ -312,6 +318,8 @@ export class PluginRunner {
     if (launch && !launch.ended) {
       launch.endReason = "exit";
       const { proc } = launch;
+      // One deadline for the Shutdown RPC and the exit that should follow it.
+      const shutdownDeadline = performance.now() + this.config.shutdownTimeoutMs;
       const exited = proc.exited.then(() => true);
       const within = (ms: number): Promise<boolean> =>
         Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
@@ -320,7 +328,7 @@ export class PluginRunner {
       } catch (e) {
         this.log.warn({ err: String(e) }, "Shutdown RPC failed; escalating to SIGTERM");
       }
-      if (!(await within(this.config.shutdownTimeoutMs))) {
+      if (!(await within(Math.max(0, shutdownDeadline - performance.now())))) {
         proc.signalGroup("SIGTERM");
         if (!(await within(this.config.killGraceMs))) {
           this.log.warn("plugin ignored SIGTERM; sending SIGKILL to its process group");
@@ -375,10 +383,11 @@ export class PluginRunner {
         stderrTailLines: 20,
         logger: this.log,
         onLog: (line) => this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream }),
+        onLogDropped: () => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }),
       },
     );
     const conn = dialPlugin(proc.handshake, token, this.name);
-    const launch: Launch = { id, token, proc, conn, ended: false };
+    const launch: Launch = { id, token, proc, conn, ended: false, ready: false };
     this.launch = launch;
     this.ctx.registerToken(token, {
       name: this.name,
@@ -414,15 +423,31 @@ export class PluginRunner {
       if (replayed + redelivered > 0) this.log.info({ replayed, redelivered }, "payloads replayed to the new launch");
       this.readyAt = Date.now();
       this.healthFailures = 0;
+      launch.ready = true;
       this.setState("ready");
       this.startHealth(launch);
     } catch (e) {
       launch.endReason = "launch-failed";
       proc.signalGroup("SIGKILL");
-      await proc.exited;
+      const exit = await proc.exited;
       await this.endLaunch(launch);
+      // Not killed by us: it died by itself after its handshake, and the
+      // failed call ("Connection dropped") would not say which plugin or why.
+      if (exit.signal !== "SIGKILL" && !this.stopping) throw this.exitedWhileStarting(exit, proc.stderrTail().slice(-10), e);
       throw e;
     }
+  }
+
+  private exitedWhileStarting(exit: ExitInfo, stderrTail: readonly string[], cause: unknown): PlugwireError {
+    const command = [this.config.command, ...this.config.args].join(" ");
+    const tail = launchStderrTail(stderrTail);
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    return new PlugwireError(
+      "plugin_exited",
+      `plugin '${this.name}' (command: ${command}) ${describeExit(exit)} while starting, after its handshake (${detail}). ` +
+        `Its stderr should say why.${tail}`,
+      { plugin: this.name, cause },
+    );
   }
 
   private checkDescription(d: DescribeResponse, handshakeVersion: number): void {
@@ -483,7 +508,7 @@ export class PluginRunner {
   }
 
   private async checkHealth(launch: Launch): Promise<void> {
-    if (launch.ended || this.state !== "ready") return;
+    if (launch.ended || launch.endReason !== undefined || this.state !== "ready") return;
     const { ackTimeoutMs } = this.config;
     if (ackTimeoutMs > 0 && this.channel.inFlight > 0 && Date.now() - this.channel.lastProgressAt > ackTimeoutMs) {
       this.hung(launch, `no ack for ${ackTimeoutMs} ms with ${this.channel.inFlight} payloads in flight`);
@@ -494,7 +519,7 @@ export class PluginRunner {
       if (reply.status !== health.HealthCheckResponse_ServingStatus.SERVING) throw new Error(`status ${reply.status}`);
       this.healthFailures = 0;
     } catch (e) {
-      if (launch.ended) return;
+      if (launch.ended || launch.endReason !== undefined) return; // already being killed
       this.healthFailures++;
       this.log.warn({ failures: this.healthFailures, err: String(e) }, "health check failed");
       if (this.healthFailures >= this.config.healthFailures) this.hung(launch, `${this.healthFailures} health checks failed in a row`);
@@ -526,14 +551,27 @@ export class PluginRunner {
     this.ctx.unregisterToken(launch.token);
     launch.proc.signalGroup("SIGKILL", true); // children the plugin left behind
     const crashed = launch.endReason !== "exit";
-    this.channel.detach(crashed);
+    // A launch that never attached its stream had no payload in flight.
+    if (launch.deliver) this.channel.detach(crashed);
     return true;
   }
 
   private async onExit(launch: Launch, exit: ExitInfo): Promise<void> {
-    if (launch.ended && launch.endReason === "launch-failed") return;
-    const reason: EndReason = launch.endReason ?? (exit.code === 0 && !exit.signal ? "exit" : "crash");
     const planned = this.stopping;
+    if (!launch.ready) {
+      // launchOnce is still running: it sees the launch ended, fails, and its
+      // caller alone decides what follows (a restart from here as well would
+      // run two launches at once).
+      await this.endLaunch(launch);
+      if (planned) return;
+      this.lastStderr = launch.proc.stderrTail().slice(-10);
+      this.ctx.emit("plugin:exit", { plugin: this.name, pid: launch.proc.pid, code: exit.code, signal: exit.signal, reason: "launch-failed", stderrTail: this.lastStderr });
+      return;
+    }
+    const natural: EndReason = exit.code === 0 && !exit.signal ? "exit" : "crash";
+    // A broken Deliver stream is often just the first sign of an exit: unless
+    // the SIGKILL sent for the broken stream ended the process, its exit status says why.
+    const reason: EndReason = launch.endReason === "stream-broken" && exit.signal !== "SIGKILL" ? natural : (launch.endReason ?? natural);
     if (!(await this.endLaunch(launch)) && !planned) return;
     if (planned) return;
     this.lastStderr = launch.proc.stderrTail().slice(-10);
