@@ -2,6 +2,7 @@
 /** The plugwire CLI: argv → library calls. */
 import { parseArgs } from "node:util";
 import { PlugwireError } from "@plugwire/proto";
+import { checkCommand } from "../check/cli.js";
 import { demo } from "./demo.js";
 import { run } from "./run.js";
 import { deadLettersCommand, resolveAdmin, restartCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";
@@ -18,6 +19,8 @@ Usage:
   plugwire dead-letters NAME [--replay SEQ]
                                      list a plugin's dead letters, or dispatch one again
   plugwire demo [--duration-ms MS]   run the demo mesh with the example plugins (npm start)
+  plugwire check [--json] [--timeout-ms N] [--exit-margin-ms N] -- COMMAND [ARGS...]
+                                     run the conformance checks against a plugin (docs/conformance.md)
   plugwire --help                    show this help
 
 status, restart, stop, snapshot and dead-letters talk to a running 'plugwire run':
@@ -126,6 +129,8 @@ async function main(argv: string[]): Promise<number> {
       if (!Number.isFinite(durationMs) || durationMs < 1000) throw new PlugwireError("invalid_argument", "--duration-ms must be at least 1000");
       return demo({ durationMs, out: process.stdout });
     }
+    case "check":
+      return checkCommand(rest);
     default:
       throw new PlugwireError("invalid_argument", `unknown command '${command}'; run plugwire --help`);
   }

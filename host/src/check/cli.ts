@@ -1,0 +1,79 @@
+/** `plugwire check [--json] [--timeout-ms N] -- COMMAND [ARGS…]`: argv → runCheck → output and exit code. */
+import { parseArgs } from "node:util";
+import { PlugwireError } from "@plugwire/proto";
+import { formatJson, formatResult, formatSummary } from "./report.js";
+import { DEFAULT_EXIT_MARGIN_MS, DEFAULT_TIMEOUT_MS, runCheck } from "./runner.js";
+
+export const CHECK_USAGE = "plugwire check [--json] [--timeout-ms N] [--exit-margin-ms N] -- COMMAND [ARGS...]";
+
+const HELP = `Usage: ${CHECK_USAGE}
+
+Runs the plugwire conformance checks against a plugin: the kit acts as a
+host, launches COMMAND several times, serves HostService, and reports each
+check as ✓ (passed), ✗ (failed) or - (skipped). Exits 0 only when no check
+failed. See docs/conformance.md.
+
+  --json            print a machine-readable report instead
+  --timeout-ms N    handshake timeout, call deadline and ack wait (default ${DEFAULT_TIMEOUT_MS})
+  --exit-margin-ms N  slack on top of the exit limits for a loaded machine (default ${DEFAULT_EXIT_MARGIN_MS});
+                    a time within the margin passes, and the report says it was over
+`;
+
+function parseMs(value: string | undefined, flag: string, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n) || n < min) {
+    throw new PlugwireError("invalid_argument", `${flag} must be a whole number of milliseconds, at least ${min}; got '${value}'`);
+  }
+  return n;
+}
+
+/** Runs `plugwire check`; resolves with the process exit code. */
+export async function checkCommand(argv: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+  const dashes = argv.indexOf("--");
+  const own = dashes === -1 ? [...argv] : argv.slice(0, dashes);
+  const { values, positionals } = parseArgs({
+    args: own,
+    allowPositionals: true,
+    options: {
+      json: { type: "boolean" },
+      "timeout-ms": { type: "string" },
+      "exit-margin-ms": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    out.write(HELP);
+    return 0;
+  }
+  const command = dashes === -1 ? positionals : argv.slice(dashes + 1);
+  if (command.length === 0 || (dashes !== -1 && positionals.length > 0)) {
+    throw new PlugwireError("invalid_argument", `give the plugin's command after --: ${CHECK_USAGE} (e.g. plugwire check -- node my-plugin.js)`);
+  }
+  const json = values.json ?? false;
+  const timeoutMs = parseMs(values["timeout-ms"], "--timeout-ms", 1);
+  const exitMarginMs = parseMs(values["exit-margin-ms"], "--exit-margin-ms", 0);
+  const controller = new AbortController();
+  const interrupted = (signal: NodeJS.Signals): void => {
+    controller.abort(); // kills every plugin process the kit started
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
+  try {
+    if (!json) out.write(`plugwire check -- ${command.join(" ")}\n`);
+    const report = await runCheck({
+      command: command[0]!,
+      args: command.slice(1),
+      timeoutMs,
+      exitMarginMs,
+      signal: controller.signal,
+      onResult: json ? undefined : (r) => out.write(formatResult(r)),
+    });
+    out.write(json ? formatJson(report) : formatSummary(report));
+    return report.failed === 0 ? 0 : 1;
+  } finally {
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+  }
+}

@@ -1,0 +1,91 @@
+/** The unary control calls a host makes: Describe, Start (plus Health), PeerForgotten. */
+import { PROTOCOL_VERSION, health, type DescribeResponse } from "@plugwire/proto";
+import { KNOWN_PEER } from "./host-stub.js";
+import type { Session } from "./session.js";
+import { fail, pass, skip, type Check, type Outcome } from "./types.js";
+import { describeFailure, ms } from "./util.js";
+import { performance } from "node:perf_hooks";
+
+const SERVING = health.HealthCheckResponse_ServingStatus.SERVING;
+
+/** What is wrong with a Describe answer, one phrase per problem. */
+function describeProblems(d: DescribeResponse, handshakeVersion: number): string[] {
+  const problems: string[] = [];
+  if (!d.name) problems.push("name is empty (return a stable name such as 'my-plugin')");
+  if (d.payloadKinds.length === 0) problems.push("payload_kinds is empty (claim at least one kind)");
+  else if (d.payloadKinds.some((k) => k === "")) problems.push("payload_kinds contains an empty string");
+  if (d.protocolVersion !== handshakeVersion) {
+    problems.push(`protocol_version is ${d.protocolVersion} but the handshake said protocol=${handshakeVersion} (report the version you chose)`);
+  }
+  if (d.stateful) {
+    if (!d.stateful.id) problems.push("stateful.id is empty (set a stable id, or leave stateful out if the plugin keeps no state)");
+    if (d.stateful.snapshotVersions.length === 0) problems.push("stateful.snapshot_versions is empty (list the versions Restore reads)");
+  }
+  if (!d.sdk?.language) problems.push("sdk.language is not set (e.g. 'python', 'go')");
+  return problems;
+}
+
+export const describeCheck: Check = {
+  id: "describe",
+  title: "Describe answers with a valid description",
+  needs: ["handshake"],
+  mainLaunch: true,
+  async run(session: Session): Promise<Outcome> {
+    const main = session.main!;
+    const version = main.seen!.handshake.protocolVersion;
+    let d: DescribeResponse;
+    try {
+      d = await main.conn!.plugin.describe({ protocolVersion: PROTOCOL_VERSION }, { deadlineMs: session.timeoutMs });
+    } catch (e) {
+      return fail(`Describe failed: ${describeFailure(e)}`);
+    }
+    main.description = d;
+    const problems = describeProblems(d, version);
+    if (problems.length > 0) return fail(`Describe: ${problems.join("; ")}`);
+    const stateful = d.stateful ? `stateful '${d.stateful.id}' v${d.stateful.snapshotVersions.join(",")}` : "not stateful";
+    return pass(`'${d.name}' claims ${d.payloadKinds.join(", ")}; ${stateful}; sdk ${d.sdk!.language} ${d.sdk!.version}`);
+  },
+};
+
+export const startCheck: Check = {
+  id: "start",
+  title: "accepts Start and then reports SERVING",
+  needs: ["handshake"],
+  mainLaunch: true,
+  async run(session: Session): Promise<Outcome> {
+    const main = session.main!;
+    if (!main.description) return skip("Describe did not answer, and a host never calls Start before it");
+    const conn = main.conn!;
+    try {
+      await session.start(main.proc, conn);
+    } catch (e) {
+      return fail(`Start (config "{}", capabilities peers+control+identity) failed: ${describeFailure(e)}.${main.proc.stderrHint()}`);
+    }
+    try {
+      const r = await conn.health.check({ service: "" }, { deadlineMs: session.timeoutMs });
+      if (r.status !== SERVING) {
+        return fail(`Health.Check("") answered ${health.HealthCheckResponse_ServingStatus[r.status]} after Start; answer SERVING until Shutdown begins`);
+      }
+    } catch (e) {
+      return fail(`Health.Check("") failed after Start: ${describeFailure(e)}; serve grpc.health.v1.Health on the plugin's socket`);
+    }
+    return pass(`ready ${ms(main.proc.readyAfterMs!)} after spawn; Health SERVING`);
+  },
+};
+
+export const peerForgottenCheck: Check = {
+  id: "peer-forgotten",
+  title: "answers PeerForgotten",
+  needs: ["start"],
+  mainLaunch: true,
+  async run(session: Session): Promise<Outcome> {
+    const conn = session.main!.conn!;
+    const since = performance.now();
+    try {
+      await conn.plugin.peerForgotten({ nodeId: KNOWN_PEER }, { deadlineMs: session.timeoutMs });
+    } catch (e) {
+      return fail(`PeerForgotten failed: ${describeFailure(e)}; drop any state about the peer and answer OK within the deadline`);
+    }
+    return pass(`OK after ${ms(performance.now() - since)}`);
+  },
+};

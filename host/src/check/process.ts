@@ -1,0 +1,217 @@
+/**
+ * Launches the plugin under test the way the host does (its own process
+ * group, the allowlisted environment plus the PLUGWIRE_* variables, stdin a
+ * pipe held open), and exposes what the host's launcher keeps to itself:
+ * stdin, the raw handshake line, and exact spawn and exit times.
+ */
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION } from "@plugwire/proto";
+import { isHandshakeLine, parseHandshake, type Handshake } from "../handshake/parse.js";
+import { pluginEnv } from "../launch/env.js";
+import { readLines } from "../launch/lines.js";
+
+const STDERR_TAIL_LINES = 40;
+const STDERR_HINT_SCAN_LINES = 15;
+const STDERR_HINT_LINES = 2;
+/** Stderr lines that probably say what went wrong. */
+const ERRORISH = /error|exception|traceback|panic|fatal|cannot|failed|refused|denied|not found/i;
+const MAX_LINE_BYTES = 16 * 1024;
+
+export interface LaunchRequest {
+  command: string;
+  args: readonly string[];
+  name: string;
+  instanceId: string;
+  token: string;
+  socketDir: string;
+  hostAddress: string;
+  /** Leave PLUGWIRE_MAGIC_COOKIE out, as a user running the plugin by hand would. */
+  withoutCookie?: boolean;
+}
+
+export interface HandshakeSeen {
+  line: string;
+  handshake: Handshake;
+  /** Spawn → handshake line, in ms. */
+  afterMs: number;
+  /** Lines the plugin printed on stdout before its handshake (ignored, as a host does). */
+  linesBefore: number;
+}
+
+export interface ExitSeen {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** performance.now() when the process exited. */
+  at: number;
+  /** Set when the command could not be started at all. */
+  spawnError?: string;
+}
+
+/** Why the handshake did not arrive; the message is written for the plugin's author. */
+export class HandshakeProblem extends Error {
+  override name = "HandshakeProblem";
+  constructor(
+    message: string,
+    /** A bad line, or a process that ended before printing one. */
+    readonly kind: "malformed" | "exited",
+  ) {
+    super(message);
+  }
+}
+
+export function describeExit(exit: ExitSeen): string {
+  if (exit.spawnError) return `could not be started (${exit.spawnError})`;
+  return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+}
+
+export class PluginProcess {
+  readonly spawnedAt = performance.now();
+  readonly socketPath: string;
+  /** Resolves on the first handshake line; rejects with a HandshakeProblem on a bad one or an early exit. */
+  readonly handshake: Promise<HandshakeSeen>;
+  /** Resolves when the leader process has exited. */
+  readonly exited: Promise<ExitSeen>;
+  /** Spawn → handshake line, once it has arrived. */
+  handshakeAfterMs: number | undefined;
+  /** Spawn → Start answered, once a check has brought the launch up. */
+  readyAfterMs: number | undefined;
+  private exit: ExitSeen | undefined;
+  private readonly tail: string[] = [];
+  private readonly child: ReturnType<typeof spawn>;
+
+  constructor(readonly request: LaunchRequest) {
+    this.socketPath = join(request.socketDir, `${request.instanceId}.sock`);
+    const env = pluginEnv({
+      [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
+      [ENV.protocolVersions]: String(PROTOCOL_VERSION),
+      [ENV.socketDir]: request.socketDir,
+      [ENV.hostAddress]: request.hostAddress,
+      [ENV.authToken]: request.token,
+      [ENV.instanceId]: request.instanceId,
+      [ENV.pluginName]: request.name,
+    });
+    if (request.withoutCookie) delete env[ENV.magicCookie];
+    this.child = spawn(request.command, [...request.args], { env, detached: true, stdio: ["pipe", "pipe", "pipe"] });
+    // The kit never writes to stdin; a broken pipe only means the plugin is gone.
+    this.child.stdin!.on("error", () => undefined);
+
+    this.exited = new Promise<ExitSeen>((resolve) => {
+      this.child.once("exit", (code, signal) => resolve((this.exit = { code, signal, at: performance.now() })));
+      this.child.on("error", (e) => {
+        if (this.child.pid === undefined) resolve((this.exit = { code: null, signal: null, at: performance.now(), spawnError: e.message }));
+      });
+    });
+    readLines(this.child.stderr!, {
+      maxLineBytes: MAX_LINE_BYTES,
+      onLine: (line) => {
+        this.tail.push(line);
+        if (this.tail.length > STDERR_TAIL_LINES) this.tail.shift();
+      },
+    });
+    this.handshake = this.watchHandshake();
+    this.handshake.catch(() => undefined); // awaited by the checks that need it
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get hasExited(): boolean {
+    return this.exit !== undefined;
+  }
+
+  /** How the process exited, once it has. */
+  get exitInfo(): ExitSeen | undefined {
+    return this.exit;
+  }
+
+  /** The exit, if the process exits within `ms` (or already has); otherwise undefined. */
+  async exitedWithin(ms: number): Promise<ExitSeen | undefined> {
+    if (this.exit) return this.exit;
+    let timer: NodeJS.Timeout | undefined;
+    const result = await Promise.race([
+      this.exited,
+      new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), ms);
+      }),
+    ]);
+    clearTimeout(timer);
+    return result;
+  }
+
+  /** The last lines the plugin wrote to stderr. */
+  stderrTail(lines = 8): string[] {
+    return this.tail.slice(-lines);
+  }
+
+  /**
+   * The telling part of the stderr tail as one line for a detail, or "" when
+   * there is none: the last lines that look like an error, else the last lines.
+   */
+  stderrHint(): string {
+    const tail = this.stderrTail(STDERR_HINT_SCAN_LINES)
+      .map((l) => l.replace(/[^\x20-\x7e\u00a0-\ufffc]/gu, "?").trim())
+      .filter((l) => l !== "");
+    const telling = tail.filter((l) => ERRORISH.test(l));
+    const shown = (telling.length > 0 ? telling : tail).slice(-STDERR_HINT_LINES).map((l) => (l.length > 200 ? `${l.slice(0, 199)}…` : l));
+    if (shown.length === 0) return "";
+    const said = shown.join(" | ");
+    return ` Its stderr says: ${said}${/[.!?]$/.test(said) ? "" : "."}`;
+  }
+
+  /** Closes the plugin's stdin, as a dying host does. */
+  closeStdin(): void {
+    this.child.stdin!.end();
+  }
+
+  /** Signals the plugin's whole process group; after the leader exited, to reach children it left. */
+  signalGroup(signal: NodeJS.Signals): void {
+    if (this.child.pid === undefined) return;
+    try {
+      process.kill(-this.child.pid, signal);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
+    }
+  }
+
+  /** SIGKILLs the whole group and waits for the leader to be gone. */
+  async kill(): Promise<void> {
+    this.signalGroup("SIGKILL");
+    this.child.stdin!.destroy();
+    await this.exited;
+  }
+
+  private watchHandshake(): Promise<HandshakeSeen> {
+    return new Promise<HandshakeSeen>((resolve, reject) => {
+      let linesBefore = 0;
+      let settled = false;
+      readLines(this.child.stdout!, {
+        maxLineBytes: MAX_LINE_BYTES,
+        onLine: (line) => {
+          if (settled) return;
+          if (!isHandshakeLine(line)) {
+            linesBefore++;
+            return;
+          }
+          settled = true;
+          const parsed = parseHandshake(line, [PROTOCOL_VERSION]);
+          if (parsed.ok) {
+            this.handshakeAfterMs = performance.now() - this.spawnedAt;
+            resolve({ line, handshake: parsed.handshake, afterMs: this.handshakeAfterMs, linesBefore });
+          } else {
+            reject(new HandshakeProblem(`its handshake line is malformed: ${parsed.reason}. Line: ${JSON.stringify(line)}`, "malformed"));
+          }
+        },
+      }).then(() => {
+        // stdout ended (the plugin exited or closed it) before any handshake line.
+        if (settled) return;
+        settled = true;
+        void this.exited.then((exit) =>
+          reject(new HandshakeProblem(`it ${describeExit(exit)} before printing its handshake line.${this.stderrHint()}`, "exited")),
+        );
+      });
+    });
+  }
+}
