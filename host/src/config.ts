@@ -112,7 +112,7 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
     throw invalid(name, `overflow must be reject or drop-oldest, not '${resolved.overflow}'`);
   }
   for (const [key, value] of Object.entries(resolved)) {
-    if (/(Ms|Bytes|PerSecond|^max[A-Z].*)$/.test(key) && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
+    if (/(Ms|Bytes|PerSecond|^max[A-Z].*|Failures|Payloads)$/.test(key) && (typeof value !== "number" || !Number.isFinite(value) || value < 0)) {
       throw invalid(name, `${key} must be a non-negative number, not ${JSON.stringify(value)}`);
     }
   }

@@ -49,7 +49,7 @@ export interface FanOutResult<T = void> {
 }
 
 export class Host extends EventEmitter<HostEvents> {
-  readonly metrics = new HostMetrics();
+  readonly metrics = new HostMetrics(() => this.runners.map((r) => ({ plugin: r.name, queued: r.channel.queued, inFlight: r.channel.inFlight })));
   readonly logger: Logger;
   private readonly runners: PluginRunner[];
   private readonly byName = new Map<string, PluginRunner>();
@@ -138,7 +138,7 @@ export class Host extends EventEmitter<HostEvents> {
     const interval = this.options.snapshotIntervalMs ?? 30_000;
     if (interval > 0) {
       this.snapshotTimer = setInterval(() => {
-        void this.snapshotAll();
+        void this.snapshotEach((r) => r.snapshotIfIdle());
       }, interval);
       this.snapshotTimer.unref();
     }
@@ -179,6 +179,9 @@ export class Host extends EventEmitter<HostEvents> {
    * the kind, the handler failed, or the plugin is failed.
    */
   dispatch(src: NodeId, kind: string, body: Uint8Array): Promise<void> {
+    if (this.stopped) {
+      return Promise.reject(new PlugwireError("plugin_unavailable", `payload of kind '${kind}' was not accepted: the host is stopping or stopped`));
+    }
     const runner = this.routes.get(kind);
     if (!runner) {
       return Promise.reject(
@@ -206,10 +209,15 @@ export class Host extends EventEmitter<HostEvents> {
 
   /** Snapshots every stateful plugin. One plugin's failure does not stop the others. */
   async snapshotAll(): Promise<FanOutResult<SnapshotRecord>> {
+    return this.snapshotEach((r) => r.snapshot());
+  }
+
+  private async snapshotEach(take: (r: PluginRunner) => Promise<SnapshotRecord | undefined>): Promise<FanOutResult<SnapshotRecord>> {
     const stateful = this.readyRunners().filter((r) => r.statefulId !== undefined);
-    const result = await this.fanOut(stateful, async (r) => (await r.snapshot())!, "snapshot_failed");
+    const result = await this.fanOut(stateful, take, "snapshot_failed");
     for (const f of result.failed) this.logger.error({ plugin: f.plugin, err: f.error.message }, "snapshot failed");
-    return result;
+    // A skipped background snapshot (one was already pending) is no result.
+    return { ok: result.ok.filter((o): o is { plugin: string; value: SnapshotRecord } => o.value !== undefined), failed: result.failed };
   }
 
   /** Snapshots one plugin now. */
@@ -259,8 +267,20 @@ export class Host extends EventEmitter<HostEvents> {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.snapshotTimer);
-    if (this.routes.size > 0) await this.snapshotAll();
     await this.adminServer?.close();
+    // Refuse new payloads, fail those never sent, and let the plugins ack
+    // what they already have: the final snapshot then covers every payload
+    // whose dispatch resolved, and nothing acked after it is lost.
+    const stopping = (entry: { kind: string }, plugin: string): PlugwireError =>
+      new PlugwireError("plugin_unavailable", `payload of kind '${entry.kind}' for plugin '${plugin}' was not delivered: the host is stopping`, {
+        plugin,
+      });
+    for (const r of this.runners) r.channel.failUnsent((e) => stopping(e, r.name));
+    const drained = await Promise.all(this.readyRunners().map(async (r) => [r.name, await r.channel.drainInFlight(r.config.shutdownTimeoutMs)] as const));
+    for (const [plugin, ok] of drained) {
+      if (!ok) this.logger.warn({ plugin }, "plugin did not ack its in-flight payloads before the shutdown deadline");
+    }
+    if (this.routes.size > 0) await this.snapshotAll();
     await Promise.all(this.runners.map((r) => r.stop()));
     for (const r of this.runners) r.failPending("the host stopped");
     await this.service?.close();

@@ -13,8 +13,8 @@ export class HostMetrics {
   readonly handlerErrors = new Counter({ name: "plugwire_handler_errors_total", help: "Payloads whose handler failed", labelNames: ["plugin"], registers: [this.registry] });
   readonly deadLetters = new Counter({ name: "plugwire_dead_letters_total", help: "Payloads parked as dead letters", labelNames: ["plugin"], registers: [this.registry] });
   readonly overflow = new Counter({ name: "plugwire_queue_overflow_total", help: "Payloads rejected or dropped because a queue was full", labelNames: ["plugin", "policy"], registers: [this.registry] });
-  readonly queueDepth = new Gauge({ name: "plugwire_queue_depth", help: "Payloads waiting to be sent to the plugin", labelNames: ["plugin"], registers: [this.registry] });
-  readonly inFlight = new Gauge({ name: "plugwire_in_flight", help: "Payloads sent and not yet acked", labelNames: ["plugin"], registers: [this.registry] });
+  readonly queueDepth: Gauge;
+  readonly inFlight: Gauge;
   readonly snapshots = new Counter({ name: "plugwire_snapshots_total", help: "Snapshot attempts by result", labelNames: ["plugin", "result"], registers: [this.registry] });
   readonly snapshotResets = new Counter({ name: "plugwire_snapshot_resets_total", help: "Snapshots discarded for an unsupported version", labelNames: ["plugin"], registers: [this.registry] });
   readonly logLinesDropped = new Counter({ name: "plugwire_log_lines_dropped_total", help: "Plugin log lines dropped by the rate limit", labelNames: ["plugin"], registers: [this.registry] });
@@ -25,6 +25,29 @@ export class HostMetrics {
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [this.registry],
   });
+
+  /** `sample` reports queue depth and in-flight counts when metrics are scraped. */
+  constructor(sample: () => Array<{ plugin: string; queued: number; inFlight: number }> = () => []) {
+    const metrics = this;
+    this.queueDepth = new Gauge({
+      name: "plugwire_queue_depth",
+      help: "Payloads waiting to be sent to the plugin, redeliveries included",
+      labelNames: ["plugin"],
+      registers: [this.registry],
+      collect() {
+        for (const s of sample()) metrics.queueDepth.set({ plugin: s.plugin }, s.queued);
+      },
+    });
+    this.inFlight = new Gauge({
+      name: "plugwire_in_flight",
+      help: "Payloads sent and not yet acked",
+      labelNames: ["plugin"],
+      registers: [this.registry],
+      collect() {
+        for (const s of sample()) metrics.inFlight.set({ plugin: s.plugin }, s.inFlight);
+      },
+    });
+  }
 
   setState(plugin: string, state: PluginState): void {
     for (const s of STATES) this.state.set({ plugin, state: s }, s === state ? 1 : 0);

@@ -259,7 +259,9 @@ describe("delivery guarantees across crashes", { timeout: 120_000 }, () => {
 
       const relaunches = lines.filter((l) => l.msg === "payloads replayed to the new launch");
       assert.equal(relaunches.length, 2);
-      assert.equal(relaunches[0]!.replayed, 150, "the handlers of the payloads acked after the snapshot ran again");
+      // At least the 150 acked after the snapshot; more when the plugin acked
+      // part of the in-flight batch before the kill (it acks every 20 ms).
+      assert.ok(Number(relaunches[0]!.replayed) >= 150, "the handlers of the payloads acked after the snapshot ran again");
       assert.ok(Number(relaunches[0]!.redelivered) > 0);
       assert.ok(Number(relaunches[1]!.replayed) > 150, "the second relaunch replayed those again, and more");
 

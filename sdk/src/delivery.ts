@@ -21,6 +21,8 @@ export type AckSender = (r: DeliverResponse) => void | Promise<void>;
 
 /** Most payloads handled before an ack is sent even if more are queued. */
 const MAX_UNACKED = 512;
+/** While the queue stays busy, an ack also goes out at least this often (checked every 16 payloads). */
+const ACK_INTERVAL_MS = 20;
 
 /**
  * Runs payloads one at a time in seq order and acks them cumulatively. Acks
@@ -33,6 +35,7 @@ export class DeliveryProcessor {
   private running = false;
   private lastHandled = 0;
   private lastAcked = 0;
+  private lastFlushAt = 0;
   private outcomes: PayloadOutcome[] = [];
   private exclusive: Array<() => Promise<void>> = [];
   private send: AckSender | undefined;
@@ -95,7 +98,8 @@ export class DeliveryProcessor {
         if (this.head >= this.queue.length) break;
         const payload = this.queue[this.head++]!;
         try {
-          const effects = await this.run(payload);
+          const ran = this.run(payload);
+          const effects = ran instanceof Promise ? await ran : ran;
           if (effects.length > 0) this.outcomes.push(create(PayloadOutcomeSchema, { seq: BigInt(payload.seq), effects }));
         } catch (e) {
           this.onHandlerError(payload, e);
@@ -111,6 +115,7 @@ export class DeliveryProcessor {
         // payload instead, and in the end park it as a dead letter.
         if (payload.redelivered) await ackWritten(this.flush());
         else if (this.lastHandled - this.lastAcked >= MAX_UNACKED) this.flush();
+        else if ((payload.seq & 15) === 0 && performance.now() - this.lastFlushAt >= ACK_INTERVAL_MS) this.flush();
         if (this.head > 4096 && this.head * 2 > this.queue.length) {
           this.queue.splice(0, this.head);
           this.head = 0;
@@ -125,6 +130,7 @@ export class DeliveryProcessor {
 
   private flush(): void | Promise<void> {
     if (this.lastHandled === this.lastAcked || this.send === undefined) return;
+    this.lastFlushAt = performance.now();
     const written = this.send(create(DeliverResponseSchema, { ackedThrough: BigInt(this.lastHandled), outcomes: this.outcomes }));
     this.lastAcked = this.lastHandled;
     this.outcomes = [];

@@ -25,12 +25,15 @@ import {
   type Effect,
 } from "@plugwire/proto";
 import { DeliveryProcessor } from "./delivery.js";
+import { PayloadContext } from "./handler-context.js";
 import { RestoreFailedError, SnapshotFailedError, UnsupportedVersionError } from "./errors.js";
 import { CAPABILITY_NAMES, hostPorts } from "./host-client.js";
 import { createLogger } from "./log.js";
 import type { HandlerContext, PluginContext, PluginDefinition } from "./plugin.js";
 import type { Capability } from "./types.js";
 import { SDK_VERSION } from "./version.js";
+
+const NO_EFFECTS: Effect[] = [];
 
 /** How long shutdown hooks may run when stdin closes or SIGTERM arrives. */
 const EXIT_GRACE_MS = 500;
@@ -105,26 +108,15 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   };
 
   const processor = new DeliveryProcessor(
-    async (payload) => {
+    (payload) => {
       if (!plugin.payloadKinds.includes(payload.kind)) {
         throw new Error(`plugin '${plugin.name}' does not claim payload kind '${payload.kind}'`);
       }
-      const effects: Effect[] = [];
-      let routedIndex = 0;
-      const handlerContext: HandlerContext = {
-        ...context,
-        seq: payload.seq,
-        control: {
-          sendDirect: async (peer, frame) => {
-            requireCapability("control");
-            effects.push(create(EffectSchema, { effect: { case: "sendDirect", value: { peer, frame } } }));
-          },
-          sendRouted: (dst, frame) => ports.sendRoutedFrom(dst, frame, payload.seq, routedIndex++),
-        },
-      };
+      const handlerContext = new PayloadContext(context, payload.seq, ports.sendRoutedFrom, requireCapability);
       const result = plugin.handlePayload(payload, handlerContext);
-      if (result instanceof Promise) await result;
-      return effects;
+      // Synchronous handlers cost no promise.
+      if (result instanceof Promise) return result.then(() => handlerContext.effects ?? NO_EFFECTS);
+      return handlerContext.effects ?? NO_EFFECTS;
     },
     (payload, e) =>
       log.error("payload handler failed", {
@@ -175,9 +167,15 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         return {};
       },
       deliver(call) {
-        const send = (r: DeliverResponse): void => {
-          call.write(r);
-        };
+        const closed = new Promise<void>((resolve) => {
+          call.once("close", resolve);
+          call.once("cancelled", resolve);
+          call.once("error", () => resolve());
+        });
+        // Settles once the ack is handed to the socket (or the call is gone,
+        // since grpc-js never calls back for a cancelled call).
+        const send = (r: DeliverResponse): Promise<void> =>
+          Promise.race([new Promise<void>((resolve) => call.write(r, () => resolve())), closed]);
         deliverCalls.add(call);
         call.on("close", () => deliverCalls.delete(call));
         processor.attach(send);

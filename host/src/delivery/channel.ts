@@ -72,9 +72,13 @@ export class DeliveryChannel {
   /** Un-acked payloads in seq order: the first `sent` were written to the current stream. */
   private readonly unacked = new Deque<Entry>();
   private sent = 0;
+  /** How many of `unacked` have a seq (were sent to some launch); always a prefix. */
+  private numbered = 0;
   /** Acked payloads kept for replay after the latest durable snapshot. */
   private readonly replay = new Deque<Entry>();
   private replayBytes = 0;
+  /** Highest applied_seq the replay buffer was trimmed to: older snapshots cannot be replayed to the present. */
+  trimmedThrough = 0;
   /** Answers (settled or pending) of SendRouted calls, by payload seq and call index. */
   private readonly routedAnswers = new Map<number, Array<Promise<boolean>>>();
   private readonly deadLetters: DeadLetter[] = [];
@@ -97,9 +101,14 @@ export class DeliveryChannel {
     return this.sent;
   }
 
-  /** Payloads waiting to be sent. */
+  /** Payloads waiting to be sent, redeliveries included. */
   get queued(): number {
     return this.unacked.length - this.sent;
+  }
+
+  /** New payloads never sent to any launch: what maxQueued bounds. */
+  private get waiting(): number {
+    return this.unacked.length - this.numbered;
   }
 
   get replayCount(): number {
@@ -129,19 +138,20 @@ export class DeliveryChannel {
 
   /** Queues a payload; resolves when the plugin acks it, rejects on a handler error. */
   dispatch(src: Uint8Array, kind: string, body: Uint8Array): Promise<void> {
-    if (this.queued >= this.options.maxQueued) {
+    // Payloads awaiting redelivery are not counted: they are never dropped.
+    if (this.waiting >= this.options.maxQueued) {
       if (this.options.overflow === "reject") {
         this.options.onOverflow?.("reject", undefined);
         return Promise.reject(
           new PlugwireError(
             "queue_full",
-            `plugin '${this.options.plugin}' has ${this.queued} payloads waiting (maxQueued ${this.options.maxQueued}); ` +
+            `plugin '${this.options.plugin}' has ${this.waiting} payloads waiting (maxQueued ${this.options.maxQueued}); ` +
               `payload of kind '${kind}' was rejected. Retry later, raise maxQueued, or use overflow: drop-oldest.`,
             { plugin: this.options.plugin },
           ),
         );
       }
-      const dropped = this.unacked.removeAt(this.sent);
+      const dropped = this.unacked.removeAt(this.numbered);
       if (dropped) {
         this.options.onOverflow?.("drop-oldest", dropped);
         dropped.settle?.reject(
@@ -229,6 +239,7 @@ export class DeliveryChannel {
     head.crashes++;
     if (head.crashes < 2) return undefined;
     this.unacked.shift();
+    this.numbered--;
     const letter: DeadLetter = {
       seq: head.seq,
       kind: head.kind,
@@ -266,6 +277,7 @@ export class DeliveryChannel {
     while (this.sent > 0 && this.unacked.at(0)!.seq <= through) {
       const entry = this.unacked.shift()!;
       this.sent--;
+      this.numbered--;
       const outcome = outcomes.get(entry.seq);
       if (outcome && outcome.effects.length > 0) this.options.performEffects(entry, outcome.effects);
       if (outcome?.error) {
@@ -307,6 +319,7 @@ export class DeliveryChannel {
 
   /** Forgets replay entries a durable snapshot now covers. */
   trimReplay(appliedSeq: number): void {
+    this.trimmedThrough = Math.max(this.trimmedThrough, appliedSeq);
     while (this.replay.length > 0 && this.replay.at(0)!.seq <= appliedSeq) {
       const entry = this.replay.shift()!;
       this.replayBytes -= entry.body.byteLength;
@@ -345,6 +358,24 @@ export class DeliveryChannel {
   failAll(error: (entry: Entry) => PlugwireError): void {
     for (const entry of this.unacked.clear()) entry.settle?.reject(error(entry));
     this.sent = 0;
+    this.numbered = 0;
+  }
+
+  /** Rejects the payloads never sent to any launch; the rest stay. */
+  failUnsent(error: (entry: Entry) => PlugwireError): number {
+    let failed = 0;
+    while (this.unacked.length > this.numbered) {
+      const entry = this.unacked.removeAt(this.numbered)!;
+      entry.settle?.reject(error(entry));
+      failed++;
+    }
+    return failed;
+  }
+
+  /** Resolves true once every payload sent to the current launch is acked, false after `timeoutMs`. */
+  drainInFlight(timeoutMs: number): Promise<boolean> {
+    if (this.sent === 0) return Promise.resolve(true);
+    return this.waitForAck(this.unacked.at(this.sent - 1)!.seq, timeoutMs);
   }
 
   private scheduleFlush(): void {
@@ -376,7 +407,10 @@ export class DeliveryChannel {
   private write(batch: Entry[], replay: boolean): void {
     const payloads = batch.map((e) => {
       const redelivered = replay || e.sentTo > 0;
-      if (e.seq === 0) e.seq = this.nextSeq++;
+      if (e.seq === 0) {
+        e.seq = this.nextSeq++;
+        this.numbered++;
+      }
       if (!replay) e.sentTo = this.launch;
       return create(PayloadSchema, { seq: BigInt(e.seq), src: e.src, kind: e.kind, body: e.body, redelivered });
     });

@@ -38,6 +38,10 @@ const WIRE_CAPABILITY: Record<Capability, WireCapability> = {
 
 /** Deadline of Describe, Start and PeerForgotten calls. */
 const CONTROL_CALL_DEADLINE_MS = 10_000;
+/** How long a plugin whose Deliver stream broke may take to exit on its own. */
+const STREAM_BROKEN_GRACE_MS = 250;
+/** Wait after a failed early snapshot before trying another. */
+const EARLY_SNAPSHOT_RETRY_MS = 1_000;
 /** Deadline of a Snapshot or Restore stream. */
 const SNAPSHOT_DEADLINE_MS = 120_000;
 
@@ -65,6 +69,8 @@ interface Launch {
   ended: boolean;
   /** Set once the launch is ready; until then launchOnce owns its failure. */
   ready: boolean;
+  /** The Deliver stream broke; the launch is about to end. */
+  streamBroken?: boolean;
   /** Set when the host ends the launch on purpose (stop, restart, hang). */
   endReason?: EndReason;
 }
@@ -104,7 +110,8 @@ export class PluginRunner {
   private description: DescribeResponse | undefined;
   private resumed = false;
   private snapshotQueue: Promise<unknown> = Promise.resolve();
-  private earlySnapshot = false;
+  private snapshotsPending = 0;
+  private earlySnapshotRetryAt = 0;
   private readonly log: Logger;
 
   constructor(
@@ -124,14 +131,13 @@ export class PluginRunner {
       maxReplayPayloads: config.maxReplayPayloads,
       maxReplayBytes: config.maxReplayBytes,
       onReplayPressure: () => {
-        if (this.earlySnapshot || this.state !== "ready") return;
-        this.earlySnapshot = true;
+        const now = Date.now();
+        if (this.snapshotsPending > 0 || this.state !== "ready" || now < this.earlySnapshotRetryAt) return;
         this.log.info({ replay: this.channel.replayCount, bytes: this.channel.replayBufferBytes }, "replay buffer is full; snapshotting early to trim it");
-        this.snapshot()
-          .catch((e: unknown) => this.log.error({ err: String(e) }, "early snapshot failed"))
-          .finally(() => {
-            this.earlySnapshot = false;
-          });
+        this.snapshot().catch((e: unknown) => {
+          this.earlySnapshotRetryAt = Date.now() + EARLY_SNAPSHOT_RETRY_MS;
+          this.log.error({ err: String(e) }, `early snapshot failed; retrying in ${EARLY_SNAPSHOT_RETRY_MS} ms at the earliest`);
+        });
       },
       performEffects: (entry, effects) => {
         for (const effect of effects) {
@@ -141,9 +147,11 @@ export class PluginRunner {
             continue;
           }
           const { peer, frame } = effect.effect.value;
-          Promise.resolve(ctx.ports.control.sendDirect(peer, frame)).catch((e: unknown) =>
-            this.log.error({ seq: entry.seq, err: String(e) }, "control port failed to send a plugin's effect"),
-          );
+          // The application's port may throw or reject; either way the host
+          // logs it and carries on (sendDirect is best-effort).
+          Promise.resolve()
+            .then(() => ctx.ports.control.sendDirect(peer, frame))
+            .catch((e: unknown) => this.log.error({ seq: entry.seq, err: String(e) }, "control port failed to send a plugin's effect"));
         }
       },
       onHandlerError: (entry, message) => {
@@ -257,9 +265,17 @@ export class PluginRunner {
   snapshot(): Promise<SnapshotRecord | undefined> {
     // One at a time: two overlapping snapshots could store the older state as
     // the newest generation after the replay buffer was trimmed past it.
-    const next = this.snapshotQueue.then(() => this.snapshotNow());
+    this.snapshotsPending++;
+    const next = this.snapshotQueue.then(() => this.snapshotNow()).finally(() => {
+      this.snapshotsPending--;
+    });
     this.snapshotQueue = next.catch(() => undefined);
     return next;
+  }
+
+  /** A background snapshot: skipped (undefined) when one is already queued or running. */
+  snapshotIfIdle(): Promise<SnapshotRecord | undefined> {
+    return this.snapshotsPending > 0 ? Promise.resolve(undefined) : this.snapshot();
   }
 
   private async snapshotNow(): Promise<SnapshotRecord | undefined> {
@@ -478,6 +494,13 @@ export class PluginRunner {
       this.resumed = true;
       if (record) this.channel.resumeAfter(record.appliedSeq);
     }
+    if (record && record.appliedSeq < this.channel.trimmedThrough) {
+      this.log.error(
+        { id, restored: record.appliedSeq, trimmedThrough: this.channel.trimmedThrough },
+        `the newest readable snapshot (seq ${record.appliedSeq}) is older than the one the replay buffer was trimmed to (seq ${this.channel.trimmedThrough}): ` +
+          `payloads ${record.appliedSeq + 1}..${this.channel.trimmedThrough} are missing from the restored state. A newer snapshot file was unreadable; check the snapshot store.`,
+      );
+    }
     if (!record) return 0;
     try {
       await restoreSnapshot(conn.plugin, record, SNAPSHOT_DEADLINE_MS);
@@ -534,10 +557,16 @@ export class PluginRunner {
   }
 
   private onStreamBroken(launch: Launch, why: string): void {
-    if (launch.ended || launch.endReason !== undefined || this.stopping) return;
-    this.log.warn({ why }, "Deliver stream broke; restarting the plugin");
-    launch.endReason = "stream-broken";
-    launch.proc.signalGroup("SIGKILL");
+    if (launch.ended || launch.endReason !== undefined || this.stopping || launch.streamBroken) return;
+    launch.streamBroken = true;
+    // A crashing plugin usually breaks the stream a moment before its exit is
+    // seen: give the exit a chance to tell the real reason first.
+    setTimeout(() => {
+      if (launch.ended || launch.endReason !== undefined || this.stopping) return;
+      this.log.warn({ why }, "Deliver stream broke but the plugin is still running; killing it to restart");
+      launch.endReason = "stream-broken";
+      launch.proc.signalGroup("SIGKILL");
+    }, STREAM_BROKEN_GRACE_MS).unref();
   }
 
   private async endLaunch(launch: Launch): Promise<boolean> {
