@@ -111,6 +111,7 @@ export class PluginRunner {
   private resumed = false;
   private snapshotQueue: Promise<unknown> = Promise.resolve();
   private snapshotsPending = 0;
+  private readonly dispatched: { inc(): void };
   private earlySnapshotRetryAt = 0;
   private readonly log: Logger;
 
@@ -121,6 +122,10 @@ export class PluginRunner {
     this.log = ctx.logger.child({ plugin: config.name });
     this.window = new RestartWindow(config.maxRestarts, config.restartWindowMs);
     const labels = { plugin: config.name };
+    // Label lookups cost on the hot path: bind the per-plugin series once.
+    const acks = ctx.metrics.acks.labels(labels);
+    const latency = ctx.metrics.latency.labels(labels);
+    this.dispatched = ctx.metrics.deliveries.labels(labels);
     this.channel = new DeliveryChannel({
       plugin: config.name,
       maxInFlight: config.maxInFlight,
@@ -159,8 +164,8 @@ export class PluginRunner {
         this.log.warn({ seq: entry.seq, kind: entry.kind, error: message }, "payload handler failed");
       },
       onAcked: (entry) => {
-        ctx.metrics.acks.inc(labels);
-        ctx.metrics.latency.observe(labels, (performance.now() - entry.enqueuedAt) / 1000);
+        acks.inc();
+        latency.observe((performance.now() - entry.enqueuedAt) / 1000);
       },
       onOverflow: (policy) => {
         ctx.metrics.overflow.inc({ ...labels, policy });
@@ -226,7 +231,7 @@ export class PluginRunner {
   /** Queues a payload for this plugin. */
   dispatch(src: NodeId, kind: string, body: Uint8Array): Promise<void> {
     if (this.state === "failed" || this.state === "stopped") return Promise.reject(this.unavailableError(kind));
-    this.ctx.metrics.deliveries.inc({ plugin: this.name });
+    this.dispatched.inc();
     return this.channel.dispatch(src, kind, body);
   }
 
