@@ -49,7 +49,15 @@ export interface FanOutResult<T = void> {
 }
 
 export class Host extends EventEmitter<HostEvents> {
-  readonly metrics = new HostMetrics(() => this.runners.map((r) => ({ plugin: r.name, queued: r.channel.queued, inFlight: r.channel.inFlight })));
+  readonly metrics = new HostMetrics(() =>
+    this.runners.map((r) => ({
+      plugin: r.name,
+      queued: r.channel.queued,
+      inFlight: r.channel.inFlight,
+      dispatched: r.channel.dispatchedTotal,
+      acked: r.channel.ackedTotal,
+    })),
+  );
   readonly logger: Logger;
   private readonly runners: PluginRunner[];
   private readonly byName = new Map<string, PluginRunner>();

@@ -8,8 +8,8 @@ export class HostMetrics {
   readonly registry = new Registry();
   readonly restarts = new Counter({ name: "plugwire_plugin_restarts_total", help: "Plugin restarts", labelNames: ["plugin"], registers: [this.registry] });
   readonly state = new Gauge({ name: "plugwire_plugin_state", help: "1 for the plugin's current state", labelNames: ["plugin", "state"], registers: [this.registry] });
-  readonly deliveries = new Counter({ name: "plugwire_payloads_dispatched_total", help: "Payloads accepted by dispatch", labelNames: ["plugin"], registers: [this.registry] });
-  readonly acks = new Counter({ name: "plugwire_payloads_acked_total", help: "Payloads acked by plugins", labelNames: ["plugin"], registers: [this.registry] });
+  readonly deliveries: Counter;
+  readonly acks: Counter;
   readonly handlerErrors = new Counter({ name: "plugwire_handler_errors_total", help: "Payloads whose handler failed", labelNames: ["plugin"], registers: [this.registry] });
   readonly deadLetters = new Counter({ name: "plugwire_dead_letters_total", help: "Payloads parked as dead letters", labelNames: ["plugin"], registers: [this.registry] });
   readonly overflow = new Counter({ name: "plugwire_queue_overflow_total", help: "Payloads rejected or dropped because a queue was full", labelNames: ["plugin", "policy"], registers: [this.registry] });
@@ -20,15 +20,41 @@ export class HostMetrics {
   readonly logLinesDropped = new Counter({ name: "plugwire_log_lines_dropped_total", help: "Plugin log lines dropped by the rate limit", labelNames: ["plugin"], registers: [this.registry] });
   readonly latency = new Histogram({
     name: "plugwire_dispatch_latency_seconds",
-    help: "Time from dispatch to ack",
+    help: "Time from dispatch to ack of the oldest payload each ack covers (one observation per ack message)",
     labelNames: ["plugin"],
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [this.registry],
   });
 
   /** `sample` reports queue depth and in-flight counts when metrics are scraped. */
-  constructor(sample: () => Array<{ plugin: string; queued: number; inFlight: number }> = () => []) {
+  constructor(sample: () => Array<{ plugin: string; queued: number; inFlight: number; dispatched: number; acked: number }> = () => []) {
     const metrics = this;
+    // The hot path keeps plain totals; scrapes turn them into counter increments.
+    const seen = new Map<string, number>();
+    const catchUp = (counter: Counter, name: string, plugin: string, total: number): void => {
+      const key = `${name}\u0000${plugin}`;
+      const delta = total - (seen.get(key) ?? 0);
+      if (delta > 0) counter.inc({ plugin }, delta);
+      seen.set(key, total);
+    };
+    this.deliveries = new Counter({
+      name: "plugwire_payloads_dispatched_total",
+      help: "Payloads accepted by dispatch",
+      labelNames: ["plugin"],
+      registers: [this.registry],
+      collect() {
+        for (const s of sample()) catchUp(metrics.deliveries, "dispatched", s.plugin, s.dispatched);
+      },
+    });
+    this.acks = new Counter({
+      name: "plugwire_payloads_acked_total",
+      help: "Payloads acked by plugins",
+      labelNames: ["plugin"],
+      registers: [this.registry],
+      collect() {
+        for (const s of sample()) catchUp(metrics.acks, "acked", s.plugin, s.acked);
+      },
+    });
     this.queueDepth = new Gauge({
       name: "plugwire_queue_depth",
       help: "Payloads waiting to be sent to the plugin, redeliveries included",

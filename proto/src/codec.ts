@@ -75,8 +75,20 @@ interface PayloadSizes {
   size: number;
 }
 
+/** Kinds are few and repeat: their UTF-8 bytes are cached (bounded). */
+const kindBytes = new Map<string, Uint8Array>();
+function encodeKind(kind: string): Uint8Array {
+  let bytes = kindBytes.get(kind);
+  if (bytes === undefined) {
+    bytes = utf8.encode(kind);
+    if (kindBytes.size >= 1024) kindBytes.clear();
+    kindBytes.set(kind, bytes);
+  }
+  return bytes;
+}
+
 function payloadSize(p: Payload): PayloadSizes {
-  const kind = utf8.encode(p.kind);
+  const kind = encodeKind(p.kind);
   let size = 0;
   if (p.seq !== 0n) size += 1 + varint64Size(p.seq);
   if (p.src.byteLength > 0) size += 1 + varintSize(p.src.byteLength) + p.src.byteLength;

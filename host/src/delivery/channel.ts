@@ -50,13 +50,16 @@ export interface DeliveryOptions {
   /** Performs a payload's effects; called once per payload, at its first ack. */
   performEffects: (entry: Entry, effects: Effect[]) => void;
   onHandlerError: (entry: Entry, message: string) => void;
-  onAcked?: (entry: Entry) => void;
+  /** Once per ack message: how many payloads it acked, and when the oldest of them was dispatched. */
+  onAcked?: (count: number, oldestEnqueuedAt: number) => void;
   onOverflow?: (policy: OverflowPolicy, dropped: Entry | undefined) => void;
   onDeadLetter?: (letter: DeadLetter) => void;
   /** The replay buffer passed its bounds; a snapshot would let it be trimmed. */
   onReplayPressure?: () => void;
   maxReplayPayloads: number;
   maxReplayBytes: number;
+  /** While payloads are in flight, new ones wait up to this long for an ack to carry them (0: next tick). */
+  coalesceMs?: number;
 }
 
 export interface DeliveryStream {
@@ -91,6 +94,9 @@ export class DeliveryChannel {
   lastProgressAt = Date.now();
   /** Keep acked payloads until a snapshot covers them (stateful plugins). */
   keepReplay = false;
+  /** Payloads accepted and acked, ever; read by the metrics when scraped. */
+  dispatchedTotal = 0;
+  ackedTotal = 0;
 
   constructor(private readonly options: DeliveryOptions) {}
 
@@ -161,6 +167,7 @@ export class DeliveryChannel {
         );
       }
     }
+    this.dispatchedTotal++;
     return new Promise<void>((resolve, reject) => {
       const entry: Entry = {
         seq: 0,
@@ -271,6 +278,8 @@ export class DeliveryChannel {
     const outcomes = new Map<number, DeliverResponse["outcomes"][number]>();
     for (const o of response.outcomes) outcomes.set(Number(o.seq), o);
     this.lastProgressAt = Date.now();
+    let ackedCount = 0;
+    const oldestEnqueuedAt = this.sent > 0 ? this.unacked.at(0)!.enqueuedAt : 0;
     // Only the sent prefix of `unacked` can be acked; the rest has no seq yet.
     while (this.sent > 0 && this.unacked.at(0)!.seq <= through) {
       const entry = this.unacked.shift()!;
@@ -291,13 +300,17 @@ export class DeliveryChannel {
         entry.settle?.resolve();
       }
       entry.settle = undefined;
-      this.options.onAcked?.(entry);
+      ackedCount++;
       if (this.keepReplay) {
         this.replay.push(entry);
         this.replayBytes += entry.body.byteLength;
       } else {
         this.routedAnswers.delete(entry.seq);
       }
+    }
+    if (ackedCount > 0) {
+      this.ackedTotal += ackedCount;
+      this.options.onAcked?.(ackedCount, oldestEnqueuedAt);
     }
     // Acks of replayed payloads (seq <= ackedThrough) carry effects that were
     // already performed: they are ignored here, which is what makes effects
@@ -382,11 +395,18 @@ export class DeliveryChannel {
       this.flush();
       return;
     }
+    // Adaptive micro-batching: while less than a batch is in flight, send on
+    // the next turn of the event loop (lowest latency, and the plugin never
+    // runs dry). Once the plugin has a full batch to chew on, let new payloads
+    // gather: its next ack flushes them as one batch, and a short timer is the
+    // backstop should that ack be slow.
     this.flushScheduled = true;
-    setImmediate(() => {
+    const run = (): void => {
       this.flushScheduled = false;
       this.flush();
-    });
+    };
+    if (this.sent < this.options.maxBatch || !this.options.coalesceMs) setImmediate(run);
+    else setTimeout(run, this.options.coalesceMs);
   }
 
   private flush(): void {

@@ -111,7 +111,6 @@ export class PluginRunner {
   private resumed = false;
   private snapshotQueue: Promise<unknown> = Promise.resolve();
   private snapshotsPending = 0;
-  private readonly dispatched: { inc(): void };
   private earlySnapshotRetryAt = 0;
   private readonly log: Logger;
 
@@ -122,10 +121,8 @@ export class PluginRunner {
     this.log = ctx.logger.child({ plugin: config.name });
     this.window = new RestartWindow(config.maxRestarts, config.restartWindowMs);
     const labels = { plugin: config.name };
-    // Label lookups cost on the hot path: bind the per-plugin series once.
-    const acks = ctx.metrics.acks.labels(labels);
+    // Once per ack message, not per payload: label hashing is costly on the hot path.
     const latency = ctx.metrics.latency.labels(labels);
-    this.dispatched = ctx.metrics.deliveries.labels(labels);
     this.channel = new DeliveryChannel({
       plugin: config.name,
       maxInFlight: config.maxInFlight,
@@ -133,6 +130,7 @@ export class PluginRunner {
       overflow: config.overflow,
       maxBatch: config.maxBatch,
       maxDeadLetters: 1000,
+      coalesceMs: Number(process.env.PLUGWIRE_COALESCE_MS ?? 1),
       maxReplayPayloads: config.maxReplayPayloads,
       maxReplayBytes: config.maxReplayBytes,
       onReplayPressure: () => {
@@ -163,9 +161,8 @@ export class PluginRunner {
         ctx.metrics.handlerErrors.inc(labels);
         this.log.warn({ seq: entry.seq, kind: entry.kind, error: message }, "payload handler failed");
       },
-      onAcked: (entry) => {
-        acks.inc();
-        latency.observe((performance.now() - entry.enqueuedAt) / 1000);
+      onAcked: (_count, oldestEnqueuedAt) => {
+        latency.observe((performance.now() - oldestEnqueuedAt) / 1000);
       },
       onOverflow: (policy) => {
         ctx.metrics.overflow.inc({ ...labels, policy });
@@ -231,7 +228,6 @@ export class PluginRunner {
   /** Queues a payload for this plugin. */
   dispatch(src: NodeId, kind: string, body: Uint8Array): Promise<void> {
     if (this.state === "failed" || this.state === "stopped") return Promise.reject(this.unavailableError(kind));
-    this.dispatched.inc();
     return this.channel.dispatch(src, kind, body);
   }
 
