@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from "node:events";
 import { mkdirSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { PlugwireError } from "@plugwire/proto";
@@ -17,6 +18,7 @@ import { hex, type HostPorts, type NodeId, type PeerEvent } from "./ports.js";
 import { HostServiceServer, type Caller } from "./services/host-service.js";
 import { FileSnapshotStore, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
 import { PluginRunner, type PluginStatus } from "./supervisor/runner.js";
+import { Semaphore } from "./supervisor/semaphore.js";
 import { AdminServer } from "./admin/server.js";
 
 export interface HostOptions {
@@ -34,6 +36,8 @@ export interface HostOptions {
   snapshotIntervalMs?: number;
   /** Largest snapshot accepted, in bytes. Default 256 MiB. */
   maxSnapshotBytes?: number;
+  /** Plugins between spawn and handshake at once, at most. Default: twice the CPU count, at least 2. */
+  maxConcurrentLaunches?: number;
   /**
    * The operator admin API: always on a unix socket in the run dir
    * (`host.adminSocketPath`); `tcpPort` adds a loopback listener (0 picks one).
@@ -76,6 +80,7 @@ export class Host extends EventEmitter<HostEvents> {
     super();
     this.logger = options.logger ?? pino({ name: "plugwire" });
     const configs = resolvePlugins(options.plugins);
+    const launchSlots = new Semaphore(options.maxConcurrentLaunches ?? Math.max(2, 2 * availableParallelism()));
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     this.store =
       options.store ??
@@ -95,6 +100,7 @@ export class Host extends EventEmitter<HostEvents> {
           ports: options.ports,
           metrics: this.metrics,
           emit: (event, ...args) => (this.emit as (e: string, ...a: unknown[]) => boolean)(event, ...args),
+          launchSlots,
           registerToken: (token, caller) => this.tokens.set(token, caller),
           unregisterToken: (token) => this.tokens.delete(token),
         }),

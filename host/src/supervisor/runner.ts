@@ -25,6 +25,7 @@ import type { SnapshotRecord, SnapshotStore } from "../snapshot/store.js";
 import { restoreSnapshot, takeSnapshot } from "../snapshot/transfer.js";
 import { dialPlugin, type DialedPlugin } from "../transport/dial.js";
 import { RestartWindow, backoffDelayMs, shouldRestart, type EndReason } from "./policy.js";
+import type { Semaphore } from "./semaphore.js";
 
 function launchStderrTail(lines: readonly string[]): string {
   return lines.length === 0 ? " It wrote nothing to stderr." : `\nLast stderr lines:\n  ${lines.join("\n  ")}`;
@@ -55,6 +56,8 @@ export interface RunnerContext {
   ports: HostPorts;
   metrics: HostMetrics;
   emit: <K extends keyof HostEvents>(event: K, ...args: HostEvents[K]) => void;
+  /** Bounds how many plugins are between spawn and handshake at once. */
+  launchSlots: Semaphore;
   registerToken(token: string, caller: Caller): void;
   unregisterToken(token: string): void;
 }
@@ -387,6 +390,10 @@ export class PluginRunner {
     const token = randomBytes(24).toString("base64url");
     const dataDir = join(this.ctx.dataDir, "plugins", this.name);
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    // At most a few plugins start at once (module loading is CPU-bound): the
+    // handshake timeout runs from when this launch got its slot, so a large
+    // host on a small machine does not time out plugins that merely waited.
+    const releaseSlot = await this.ctx.launchSlots.acquire();
     const proc = await launchPlugin(
       { name: this.name, command: this.config.command, args: this.config.args, env: this.config.env, cwd: this.config.cwd },
       {
@@ -402,7 +409,7 @@ export class PluginRunner {
         onLog: (line) => this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream }),
         onLogDropped: () => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }),
       },
-    );
+    ).finally(releaseSlot);
     const conn = dialPlugin(proc.handshake, token, this.name);
     const launch: Launch = { id, token, proc, conn, ended: false, ready: false };
     this.launch = launch;
