@@ -140,6 +140,16 @@ export class DeliveryProcessor {
 
 /** Resolves once an ack is written: on the sender's promise, else after one event-loop turn. */
 function ackWritten(written: void | Promise<void>): Promise<void> {
-  if (written instanceof Promise) return written.catch(() => undefined);
-  return new Promise((resolve) => setImmediate(resolve));
+  if (!(written instanceof Promise)) return new Promise((resolve) => setImmediate(resolve));
+  // Never wait on a write confirmation forever: the delivery loop must not
+  // stall behind one (a 60 s chaos run once saw a plugin stop acking until
+  // the host's hang detection restarted it).
+  let timer: NodeJS.Timeout | undefined;
+  const bounded = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ACK_WRITE_WAIT_MS);
+  });
+  return Promise.race([written.catch(() => undefined), bounded]).finally(() => clearTimeout(timer));
 }
+
+/** Longest wait for an ack of a redelivered payload to reach the socket. */
+const ACK_WRITE_WAIT_MS = 100;
