@@ -52,6 +52,8 @@ export interface PluginConfig {
   overflow?: OverflowPolicy;
   /** Payloads per Deliver message, at most. */
   maxBatch?: number;
+  /** Once a full batch is in flight, new payloads wait up to this long for the next ack to carry them (0: send on the next tick). */
+  coalesceMs?: number;
   /** Stateful plugins: acked payloads kept for replay before an early snapshot is taken. */
   maxReplayPayloads?: number;
   /** Stateful plugins: bytes of acked payloads kept for replay before an early snapshot is taken. */
@@ -84,6 +86,7 @@ export const PLUGIN_DEFAULTS = {
   maxQueued: 10_000,
   overflow: "reject",
   maxBatch: 128,
+  coalesceMs: 1,
   maxReplayPayloads: 100_000,
   maxReplayBytes: 64 * 1024 * 1024,
   maxLogLineBytes: 16 * 1024,

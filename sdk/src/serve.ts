@@ -12,7 +12,6 @@ import {
   PlugwireError,
   SNAPSHOT_CHUNK_BYTES,
   SnapshotResponseSchema,
-  EffectSchema,
   addService,
   bearerToken,
   createServer,
@@ -29,7 +28,7 @@ import { PayloadContext } from "./handler-context.js";
 import { RestoreFailedError, SnapshotFailedError, UnsupportedVersionError } from "./errors.js";
 import { CAPABILITY_NAMES, hostPorts } from "./host-client.js";
 import { createLogger } from "./log.js";
-import type { HandlerContext, PluginContext, PluginDefinition } from "./plugin.js";
+import type { PluginContext, PluginDefinition } from "./plugin.js";
 import type { Capability } from "./types.js";
 import { SDK_VERSION } from "./version.js";
 

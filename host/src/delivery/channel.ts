@@ -58,8 +58,8 @@ export interface DeliveryOptions {
   onReplayPressure?: () => void;
   maxReplayPayloads: number;
   maxReplayBytes: number;
-  /** While payloads are in flight, new ones wait up to this long for an ack to carry them (0: next tick). */
-  coalesceMs?: number;
+  /** Once a full batch is in flight, new payloads wait up to this long for an ack to carry them (0: next tick). */
+  coalesceMs: number;
 }
 
 export interface DeliveryStream {
@@ -275,8 +275,9 @@ export class DeliveryChannel {
   onAck(response: DeliverResponse): void {
     const through = Number(response.ackedThrough);
     this.launchAckedThrough = Math.max(this.launchAckedThrough, through);
-    const outcomes = new Map<number, DeliverResponse["outcomes"][number]>();
-    for (const o of response.outcomes) outcomes.set(Number(o.seq), o);
+    // Most acks carry no outcome: build the lookup only when there are some.
+    const outcomes =
+      response.outcomes.length === 0 ? undefined : new Map(response.outcomes.map((o) => [Number(o.seq), o] as const));
     this.lastProgressAt = Date.now();
     let ackedCount = 0;
     const oldestEnqueuedAt = this.sent > 0 ? this.unacked.at(0)!.enqueuedAt : 0;
@@ -285,7 +286,7 @@ export class DeliveryChannel {
       const entry = this.unacked.shift()!;
       this.sent--;
       this.numbered--;
-      const outcome = outcomes.get(entry.seq);
+      const outcome = outcomes?.get(entry.seq);
       if (outcome && outcome.effects.length > 0) this.options.performEffects(entry, outcome.effects);
       if (outcome?.error) {
         this.options.onHandlerError(entry, outcome.error.message);
@@ -405,7 +406,7 @@ export class DeliveryChannel {
       this.flushScheduled = false;
       this.flush();
     };
-    if (this.sent < this.options.maxBatch || !this.options.coalesceMs) setImmediate(run);
+    if (this.sent < this.options.maxBatch || this.options.coalesceMs === 0) setImmediate(run);
     else setTimeout(run, this.options.coalesceMs);
   }
 

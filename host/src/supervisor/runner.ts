@@ -133,7 +133,7 @@ export class PluginRunner {
       overflow: config.overflow,
       maxBatch: config.maxBatch,
       maxDeadLetters: 1000,
-      coalesceMs: Number(process.env.PLUGWIRE_COALESCE_MS ?? 1),
+      coalesceMs: config.coalesceMs,
       maxReplayPayloads: config.maxReplayPayloads,
       maxReplayBytes: config.maxReplayBytes,
       onReplayPressure: () => {
