@@ -17,8 +17,14 @@ const u64 = fc.oneof(fc.constant(0n), fc.bigInt({ min: 0n, max: 2n ** 32n }), fc
 const bytes = fc.uint8Array({ maxLength: 300 });
 const text = fc.string({ unit: "grapheme", maxLength: 40 });
 
-const payload = fc.record({ seq: u64, src: bytes, kind: text, body: bytes, redelivered: fc.boolean() });
-const deliverRequest = fc.array(payload, { maxLength: 20 }).map((payloads) => create(DeliverRequestSchema, { payloads }));
+const payload = fc.record({ src: bytes, kind: text, body: bytes }).map((value) => ({ case: "payload" as const, value }));
+const forgotten = fc.record({ nodeId: bytes }).map((value) => ({ case: "peerForgotten" as const, value }));
+const item = fc.record({
+  seq: u64,
+  redelivered: fc.boolean(),
+  item: fc.oneof({ weight: 4, arbitrary: payload }, { weight: 1, arbitrary: forgotten }, { weight: 1, arbitrary: fc.constant({ case: undefined }) }),
+});
+const deliverRequest = fc.array(item, { maxLength: 20 }).map((items) => create(DeliverRequestSchema, { items }));
 
 const effect = fc.oneof(
   fc.record({ peer: bytes, frame: bytes }).map((value) => ({ effect: { case: "sendDirect" as const, value } })),
@@ -75,16 +81,19 @@ test("decodeDeliverResponse reads what protobuf-es reads", () => {
 test("the decoders skip unknown fields of every wire type", () => {
   // field 9 varint, field 10 fixed64, field 11 bytes, field 12 fixed32, then a payload
   const unknown = Uint8Array.from([0x48, 0x96, 0x01, 0x51, 1, 2, 3, 4, 5, 6, 7, 8, 0x5a, 2, 9, 9, 0x65, 1, 2, 3, 4]);
-  const known = toBinary(DeliverRequestSchema, create(DeliverRequestSchema, { payloads: [{ seq: 7n, kind: "k" }] }));
+  const known = toBinary(
+    DeliverRequestSchema,
+    create(DeliverRequestSchema, { items: [{ seq: 7n, item: { case: "payload", value: { kind: "k" } } }] }),
+  );
   const wire = new Uint8Array([...unknown, ...known]);
   const decoded = decodeDeliverRequest(wire);
-  assert.equal(decoded.payloads.length, 1);
-  assert.equal(decoded.payloads[0]!.seq, 7n);
-  assert.equal(decoded.payloads[0]!.kind, "k");
+  assert.equal(decoded.items.length, 1);
+  assert.equal(decoded.items[0]!.seq, 7n);
+  assert.equal(decoded.items[0]!.item.case === "payload" && decoded.items[0]!.item.value.kind, "k");
   assert.equal(decodeDeliverResponse(unknown).outcomes.length, 0);
 });
 
 test("the decoders reject truncated input instead of reading past it", () => {
-  const wire = toBinary(DeliverRequestSchema, create(DeliverRequestSchema, { payloads: [{ seq: 1n, body: new Uint8Array(50) }] }));
+  const wire = toBinary(DeliverRequestSchema, create(DeliverRequestSchema, { items: [{ seq: 1n, item: { case: "payload", value: { body: new Uint8Array(50) } } }] }));
   assert.throws(() => decodeDeliverRequest(wire.subarray(0, wire.length - 10)), /past the end|premature end/);
 });

@@ -6,7 +6,7 @@
  * property-based test holds them to that. The grpc binding uses them in place
  * of the reflective codec for these two message types.
  */
-import type { DeliverRequest, DeliverResponse, Effect, Payload, PayloadOutcome } from "./gen/plugwire/v1/plugin_pb.js";
+import type { DeliverRequest, DeliverResponse, DeliveryItem, Effect, ItemOutcome, Payload, PeerForgotten } from "./gen/plugwire/v1/plugin_pb.js";
 
 const utf8 = new TextEncoder();
 const EMPTY: Uint8Array = new Uint8Array(0);
@@ -70,8 +70,12 @@ class Writer {
 
 // ---- DeliverRequest ------------------------------------------------------
 
-interface PayloadSizes {
+interface ItemSizes {
+  /** The payload's kind as UTF-8, for payload items. */
   kind: Uint8Array;
+  /** Size of the nested Payload or PeerForgotten message. */
+  inner: number;
+  /** Size of the DeliveryItem message. */
   size: number;
 }
 
@@ -87,47 +91,70 @@ function encodeKind(kind: string): Uint8Array {
   return bytes;
 }
 
-function payloadSize(p: Payload): PayloadSizes {
-  const kind = encodeKind(p.kind);
+function lenField(n: number): number {
+  return n > 0 ? 1 + varintSize(n) + n : 0;
+}
+
+function itemSize(it: DeliveryItem): ItemSizes {
   let size = 0;
-  if (p.seq !== 0n) size += 1 + varint64Size(p.seq);
-  if (p.src.byteLength > 0) size += 1 + varintSize(p.src.byteLength) + p.src.byteLength;
-  if (kind.byteLength > 0) size += 1 + varintSize(kind.byteLength) + kind.byteLength;
-  if (p.body.byteLength > 0) size += 1 + varintSize(p.body.byteLength) + p.body.byteLength;
-  if (p.redelivered) size += 2;
-  return { kind, size };
+  if (it.seq !== 0n) size += 1 + varint64Size(it.seq);
+  if (it.redelivered) size += 2;
+  let kind = EMPTY;
+  let inner = 0;
+  if (it.item.case === "payload") {
+    const p = it.item.value;
+    kind = encodeKind(p.kind);
+    inner = lenField(p.src.byteLength) + lenField(kind.byteLength) + lenField(p.body.byteLength);
+    size += 1 + varintSize(inner) + inner;
+  } else if (it.item.case === "peerForgotten") {
+    inner = lenField(it.item.value.nodeId.byteLength);
+    size += 1 + varintSize(inner) + inner;
+  }
+  return { kind, inner, size };
 }
 
 /** Encodes a DeliverRequest exactly as protobuf-es toBinary would. */
 export function encodeDeliverRequest(message: DeliverRequest): Buffer {
-  const sizes = message.payloads.map(payloadSize);
+  const sizes = message.items.map(itemSize);
   let total = 0;
   for (const s of sizes) total += 1 + varintSize(s.size) + s.size;
   const w = new Writer(Buffer.allocUnsafe(total));
-  for (let i = 0; i < message.payloads.length; i++) {
-    const p = message.payloads[i]!;
-    const { kind, size } = sizes[i]!;
+  for (let i = 0; i < message.items.length; i++) {
+    const it = message.items[i]!;
+    const { kind, inner, size } = sizes[i]!;
     w.buf[w.pos++] = 0x0a;
     w.varint(size);
-    if (p.seq !== 0n) {
+    if (it.seq !== 0n) {
       w.buf[w.pos++] = 0x08;
-      w.varint64(p.seq);
+      w.varint64(it.seq);
     }
-    if (p.src.byteLength > 0) {
-      w.buf[w.pos++] = 0x12;
-      w.bytes(p.src);
-    }
-    if (kind.byteLength > 0) {
-      w.buf[w.pos++] = 0x1a;
-      w.bytes(kind);
-    }
-    if (p.body.byteLength > 0) {
-      w.buf[w.pos++] = 0x22;
-      w.bytes(p.body);
-    }
-    if (p.redelivered) {
-      w.buf[w.pos++] = 0x28;
+    if (it.redelivered) {
+      w.buf[w.pos++] = 0x10;
       w.buf[w.pos++] = 0x01;
+    }
+    if (it.item.case === "payload") {
+      const p = it.item.value;
+      w.buf[w.pos++] = 0x1a;
+      w.varint(inner);
+      if (p.src.byteLength > 0) {
+        w.buf[w.pos++] = 0x0a;
+        w.bytes(p.src);
+      }
+      if (kind.byteLength > 0) {
+        w.buf[w.pos++] = 0x12;
+        w.bytes(kind);
+      }
+      if (p.body.byteLength > 0) {
+        w.buf[w.pos++] = 0x1a;
+        w.bytes(p.body);
+      }
+    } else if (it.item.case === "peerForgotten") {
+      w.buf[w.pos++] = 0x22;
+      w.varint(inner);
+      if (it.item.value.nodeId.byteLength > 0) {
+        w.buf[w.pos++] = 0x0a;
+        w.bytes(it.item.value.nodeId);
+      }
     }
   }
   return w.buf;
@@ -222,50 +249,76 @@ class Reader {
   }
 }
 
-function readPayload(r: Reader, end: number): Payload {
-  const p: Payload = { $typeName: "plugwire.v1.Payload", seq: 0n, src: EMPTY, kind: "", body: EMPTY, redelivered: false };
+function readPayload(r: Reader, end: number, into: Payload | undefined): Payload {
+  // A repeated oneof member merges into the one already read, as protobuf-es does.
+  const p: Payload = into ?? { $typeName: "plugwire.v1.Payload", src: EMPTY, kind: "", body: EMPTY };
+  while (r.pos < end) {
+    const tag = r.varint();
+    if (tag === 0x0a) p.src = r.bytes();
+    else if (tag === 0x12) p.kind = r.string();
+    else if (tag === 0x1a) p.body = r.bytes();
+    else r.skip(tag & 7);
+  }
+  return p;
+}
+
+function readForgotten(r: Reader, end: number, into: PeerForgotten | undefined): PeerForgotten {
+  const f: PeerForgotten = into ?? { $typeName: "plugwire.v1.PeerForgotten", nodeId: EMPTY };
+  while (r.pos < end) {
+    const tag = r.varint();
+    if (tag === 0x0a) f.nodeId = r.bytes();
+    else r.skip(tag & 7);
+  }
+  return f;
+}
+
+function readItem(r: Reader, end: number): DeliveryItem {
+  const it: DeliveryItem = { $typeName: "plugwire.v1.DeliveryItem", seq: 0n, redelivered: false, item: { case: undefined } };
   const sub = new Reader(r.buf, end);
   sub.pos = r.pos;
   while (sub.pos < end) {
     const tag = sub.varint();
     switch (tag) {
       case 0x08:
-        p.seq = sub.uint64();
+        it.seq = sub.uint64();
         break;
-      case 0x12:
-        p.src = sub.bytes();
+      case 0x10:
+        it.redelivered = sub.varint() !== 0;
         break;
-      case 0x1a:
-        p.kind = sub.string();
+      case 0x1a: {
+        const stop = sub.pos + sub.length();
+        const value = readPayload(sub, stop, it.item.case === "payload" ? it.item.value : undefined);
+        it.item = { case: "payload", value };
         break;
-      case 0x22:
-        p.body = sub.bytes();
+      }
+      case 0x22: {
+        const stop = sub.pos + sub.length();
+        const value = readForgotten(sub, stop, it.item.case === "peerForgotten" ? it.item.value : undefined);
+        it.item = { case: "peerForgotten", value };
         break;
-      case 0x28:
-        p.redelivered = sub.varint() !== 0;
-        break;
+      }
       default:
         sub.skip(tag & 7);
     }
   }
   r.pos = end;
-  return p;
+  return it;
 }
 
 /** Decodes a DeliverRequest as protobuf-es fromBinary would (unknown fields dropped). */
 export function decodeDeliverRequest(bytes: Uint8Array): DeliverRequest {
   const r = new Reader(bytes);
-  const payloads: Payload[] = [];
+  const items: DeliveryItem[] = [];
   while (r.pos < r.end) {
     const tag = r.varint();
     if (tag === 0x0a) {
       const n = r.length();
-      payloads.push(readPayload(r, r.pos + n));
+      items.push(readItem(r, r.pos + n));
     } else {
       r.skip(tag & 7);
     }
   }
-  return { $typeName: "plugwire.v1.DeliverRequest", payloads };
+  return { $typeName: "plugwire.v1.DeliverRequest", items };
 }
 
 // ---- DeliverResponse -----------------------------------------------------
@@ -290,7 +343,7 @@ interface OutcomeSizes {
   effects: number[];
 }
 
-function outcomeSize(o: PayloadOutcome): OutcomeSizes {
+function outcomeSize(o: ItemOutcome): OutcomeSizes {
   let size = 0;
   if (o.seq !== 0n) size += 1 + varint64Size(o.seq);
   let message: Uint8Array | undefined;
@@ -380,8 +433,8 @@ function readEffect(r: Reader, end: number): Effect {
   return effect;
 }
 
-function readOutcome(r: Reader, end: number): PayloadOutcome {
-  const o: PayloadOutcome = { $typeName: "plugwire.v1.PayloadOutcome", seq: 0n, effects: [] };
+function readOutcome(r: Reader, end: number): ItemOutcome {
+  const o: ItemOutcome = { $typeName: "plugwire.v1.ItemOutcome", seq: 0n, effects: [] };
   while (r.pos < end) {
     const tag = r.varint();
     if (tag === 0x08) {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plugwire/v1/plugin.proto.
  */
 export const file_plugwire_v1_plugin: GenFile = /*@__PURE__*/
-  fileDesc("ChhwbHVnd2lyZS92MS9wbHVnaW4ucHJvdG8SC3BsdWd3aXJlLnYxIisKD0Rlc2NyaWJlUmVxdWVzdBIYChBwcm90b2NvbF92ZXJzaW9uGAEgASgNIqQBChBEZXNjcmliZVJlc3BvbnNlEgwKBG5hbWUYASABKAkSFQoNcGF5bG9hZF9raW5kcxgCIAMoCRIYChBwcm90b2NvbF92ZXJzaW9uGAMgASgNEi4KCHN0YXRlZnVsGAQgASgLMhwucGx1Z3dpcmUudjEuU3RhdGVmdWxTdXJmYWNlEiEKA3NkaxgFIAEoCzIULnBsdWd3aXJlLnYxLlNka0luZm8iOAoPU3RhdGVmdWxTdXJmYWNlEgoKAmlkGAEgASgJEhkKEXNuYXBzaG90X3ZlcnNpb25zGAIgAygNIiwKB1Nka0luZm8SEAoIbGFuZ3VhZ2UYASABKAkSDwoHdmVyc2lvbhgCIAEoCSJ5CgxTdGFydFJlcXVlc3QSEAoIZGF0YV9kaXIYASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSEwoLY29uZmlnX2pzb24YAyABKAkSLQoMY2FwYWJpbGl0aWVzGAQgAygOMhcucGx1Z3dpcmUudjEuQ2FwYWJpbGl0eSIPCg1TdGFydFJlc3BvbnNlIjgKDkRlbGl2ZXJSZXF1ZXN0EiYKCHBheWxvYWRzGAEgAygLMhQucGx1Z3dpcmUudjEuUGF5bG9hZCJUCgdQYXlsb2FkEgsKA3NlcRgBIAEoBBILCgNzcmMYAiABKAwSDAoEa2luZBgDIAEoCRIMCgRib2R5GAQgASgMEhMKC3JlZGVsaXZlcmVkGAUgASgIIlcKD0RlbGl2ZXJSZXNwb25zZRIVCg1hY2tlZF90aHJvdWdoGAEgASgEEi0KCG91dGNvbWVzGAIgAygLMhsucGx1Z3dpcmUudjEuUGF5bG9hZE91dGNvbWUibQoOUGF5bG9hZE91dGNvbWUSCwoDc2VxGAEgASgEEigKBWVycm9yGAIgASgLMhkucGx1Z3dpcmUudjEuSGFuZGxlckVycm9yEiQKB2VmZmVjdHMYAyADKAsyEy5wbHVnd2lyZS52MS5FZmZlY3QiHwoMSGFuZGxlckVycm9yEg8KB21lc3NhZ2UYASABKAkiQgoGRWZmZWN0Ei4KC3NlbmRfZGlyZWN0GAEgASgLMhcucGx1Z3dpcmUudjEuU2VuZERpcmVjdEgAQggKBmVmZmVjdCIpCgpTZW5kRGlyZWN0EgwKBHBlZXIYASABKAwSDQoFZnJhbWUYAiABKAwiJwoUUGVlckZvcmdvdHRlblJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoDCIXChVQZWVyRm9yZ290dGVuUmVzcG9uc2UiEQoPU25hcHNob3RSZXF1ZXN0IloKEFNuYXBzaG90UmVzcG9uc2USLQoGaGVhZGVyGAEgASgLMhsucGx1Z3dpcmUudjEuU25hcHNob3RIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQiVgoOU25hcHNob3RIZWFkZXISCgoCaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoDRITCgthcHBsaWVkX3NlcRgDIAEoBBISCgpzaXplX2J5dGVzGAQgASgEIlgKDlJlc3RvcmVSZXF1ZXN0Ei0KBmhlYWRlchgBIAEoCzIbLnBsdWd3aXJlLnYxLlNuYXBzaG90SGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0IhEKD1Jlc3RvcmVSZXNwb25zZSImCg9TaHV0ZG93blJlcXVlc3QSEwoLZGVhZGxpbmVfbXMYASABKA0iEgoQU2h1dGRvd25SZXNwb25zZTKWBAoNUGx1Z2luU2VydmljZRJHCghEZXNjcmliZRIcLnBsdWd3aXJlLnYxLkRlc2NyaWJlUmVxdWVzdBodLnBsdWd3aXJlLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoFU3RhcnQSGS5wbHVnd2lyZS52MS5TdGFydFJlcXVlc3QaGi5wbHVnd2lyZS52MS5TdGFydFJlc3BvbnNlEkgKB0RlbGl2ZXISGy5wbHVnd2lyZS52MS5EZWxpdmVyUmVxdWVzdBocLnBsdWd3aXJlLnYxLkRlbGl2ZXJSZXNwb25zZSgBMAESVgoNUGVlckZvcmdvdHRlbhIhLnBsdWd3aXJlLnYxLlBlZXJGb3Jnb3R0ZW5SZXF1ZXN0GiIucGx1Z3dpcmUudjEuUGVlckZvcmdvdHRlblJlc3BvbnNlEkkKCFNuYXBzaG90EhwucGx1Z3dpcmUudjEuU25hcHNob3RSZXF1ZXN0Gh0ucGx1Z3dpcmUudjEuU25hcHNob3RSZXNwb25zZTABEkYKB1Jlc3RvcmUSGy5wbHVnd2lyZS52MS5SZXN0b3JlUmVxdWVzdBocLnBsdWd3aXJlLnYxLlJlc3RvcmVSZXNwb25zZSgBEkcKCFNodXRkb3duEhwucGx1Z3dpcmUudjEuU2h1dGRvd25SZXF1ZXN0Gh0ucGx1Z3dpcmUudjEuU2h1dGRvd25SZXNwb25zZWIGcHJvdG8z", [file_plugwire_v1_types]);
+  fileDesc("ChhwbHVnd2lyZS92MS9wbHVnaW4ucHJvdG8SC3BsdWd3aXJlLnYxIisKD0Rlc2NyaWJlUmVxdWVzdBIYChBwcm90b2NvbF92ZXJzaW9uGAEgASgNIqQBChBEZXNjcmliZVJlc3BvbnNlEgwKBG5hbWUYASABKAkSFQoNcGF5bG9hZF9raW5kcxgCIAMoCRIYChBwcm90b2NvbF92ZXJzaW9uGAMgASgNEi4KCHN0YXRlZnVsGAQgASgLMhwucGx1Z3dpcmUudjEuU3RhdGVmdWxTdXJmYWNlEiEKA3NkaxgFIAEoCzIULnBsdWd3aXJlLnYxLlNka0luZm8iOAoPU3RhdGVmdWxTdXJmYWNlEgoKAmlkGAEgASgJEhkKEXNuYXBzaG90X3ZlcnNpb25zGAIgAygNIiwKB1Nka0luZm8SEAoIbGFuZ3VhZ2UYASABKAkSDwoHdmVyc2lvbhgCIAEoCSJ5CgxTdGFydFJlcXVlc3QSEAoIZGF0YV9kaXIYASABKAkSEwoLaW5zdGFuY2VfaWQYAiABKAkSEwoLY29uZmlnX2pzb24YAyABKAkSLQoMY2FwYWJpbGl0aWVzGAQgAygOMhcucGx1Z3dpcmUudjEuQ2FwYWJpbGl0eSIPCg1TdGFydFJlc3BvbnNlIjoKDkRlbGl2ZXJSZXF1ZXN0EigKBWl0ZW1zGAEgAygLMhkucGx1Z3dpcmUudjEuRGVsaXZlcnlJdGVtIpcBCgxEZWxpdmVyeUl0ZW0SCwoDc2VxGAEgASgEEhMKC3JlZGVsaXZlcmVkGAIgASgIEicKB3BheWxvYWQYAyABKAsyFC5wbHVnd2lyZS52MS5QYXlsb2FkSAASNAoOcGVlcl9mb3Jnb3R0ZW4YBCABKAsyGi5wbHVnd2lyZS52MS5QZWVyRm9yZ290dGVuSABCBgoEaXRlbSIyCgdQYXlsb2FkEgsKA3NyYxgBIAEoDBIMCgRraW5kGAIgASgJEgwKBGJvZHkYAyABKAwiIAoNUGVlckZvcmdvdHRlbhIPCgdub2RlX2lkGAEgASgMIlQKD0RlbGl2ZXJSZXNwb25zZRIVCg1hY2tlZF90aHJvdWdoGAEgASgEEioKCG91dGNvbWVzGAIgAygLMhgucGx1Z3dpcmUudjEuSXRlbU91dGNvbWUiagoLSXRlbU91dGNvbWUSCwoDc2VxGAEgASgEEigKBWVycm9yGAIgASgLMhkucGx1Z3dpcmUudjEuSGFuZGxlckVycm9yEiQKB2VmZmVjdHMYAyADKAsyEy5wbHVnd2lyZS52MS5FZmZlY3QiHwoMSGFuZGxlckVycm9yEg8KB21lc3NhZ2UYASABKAkiQgoGRWZmZWN0Ei4KC3NlbmRfZGlyZWN0GAEgASgLMhcucGx1Z3dpcmUudjEuU2VuZERpcmVjdEgAQggKBmVmZmVjdCIpCgpTZW5kRGlyZWN0EgwKBHBlZXIYASABKAwSDQoFZnJhbWUYAiABKAwiEQoPU25hcHNob3RSZXF1ZXN0IloKEFNuYXBzaG90UmVzcG9uc2USLQoGaGVhZGVyGAEgASgLMhsucGx1Z3dpcmUudjEuU25hcHNob3RIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQiVgoOU25hcHNob3RIZWFkZXISCgoCaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoDRITCgthcHBsaWVkX3NlcRgDIAEoBBISCgpzaXplX2J5dGVzGAQgASgEIlgKDlJlc3RvcmVSZXF1ZXN0Ei0KBmhlYWRlchgBIAEoCzIbLnBsdWd3aXJlLnYxLlNuYXBzaG90SGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0IhEKD1Jlc3RvcmVSZXNwb25zZSImCg9TaHV0ZG93blJlcXVlc3QSEwoLZGVhZGxpbmVfbXMYASABKA0iEgoQU2h1dGRvd25SZXNwb25zZTK+AwoNUGx1Z2luU2VydmljZRJHCghEZXNjcmliZRIcLnBsdWd3aXJlLnYxLkRlc2NyaWJlUmVxdWVzdBodLnBsdWd3aXJlLnYxLkRlc2NyaWJlUmVzcG9uc2USPgoFU3RhcnQSGS5wbHVnd2lyZS52MS5TdGFydFJlcXVlc3QaGi5wbHVnd2lyZS52MS5TdGFydFJlc3BvbnNlEkgKB0RlbGl2ZXISGy5wbHVnd2lyZS52MS5EZWxpdmVyUmVxdWVzdBocLnBsdWd3aXJlLnYxLkRlbGl2ZXJSZXNwb25zZSgBMAESSQoIU25hcHNob3QSHC5wbHVnd2lyZS52MS5TbmFwc2hvdFJlcXVlc3QaHS5wbHVnd2lyZS52MS5TbmFwc2hvdFJlc3BvbnNlMAESRgoHUmVzdG9yZRIbLnBsdWd3aXJlLnYxLlJlc3RvcmVSZXF1ZXN0GhwucGx1Z3dpcmUudjEuUmVzdG9yZVJlc3BvbnNlKAESRwoIU2h1dGRvd24SHC5wbHVnd2lyZS52MS5TaHV0ZG93blJlcXVlc3QaHS5wbHVnd2lyZS52MS5TaHV0ZG93blJlc3BvbnNlYgZwcm90bzM", [file_plugwire_v1_types]);
 
 /**
  * @generated from message plugwire.v1.DescribeRequest
@@ -192,12 +192,13 @@ export const StartResponseSchema: GenMessage<StartResponse> = /*@__PURE__*/
  */
 export type DeliverRequest = Message<"plugwire.v1.DeliverRequest"> & {
   /**
-   * Payloads in increasing seq order. Seqs are per plugin, start at 1 and
-   * have no gaps across the life of the host.
+   * Items in increasing seq order. Seqs are per plugin, start at 1 and have
+   * no gaps across the life of the host; payloads and forgotten peers share
+   * one seq space.
    *
-   * @generated from field: repeated plugwire.v1.Payload payloads = 1;
+   * @generated from field: repeated plugwire.v1.DeliveryItem items = 1;
    */
-  payloads: Payload[];
+  items: DeliveryItem[];
 };
 
 /**
@@ -208,40 +209,76 @@ export const DeliverRequestSchema: GenMessage<DeliverRequest> = /*@__PURE__*/
   messageDesc(file_plugwire_v1_plugin, 6);
 
 /**
- * One inbound plugin payload.
+ * One sequenced item of the delivery stream.
  *
- * @generated from message plugwire.v1.Payload
+ * @generated from message plugwire.v1.DeliveryItem
  */
-export type Payload = Message<"plugwire.v1.Payload"> & {
+export type DeliveryItem = Message<"plugwire.v1.DeliveryItem"> & {
   /**
    * @generated from field: uint64 seq = 1;
    */
   seq: bigint;
 
   /**
+   * True when the host delivered this item to an earlier launch of the
+   * plugin, or replays it after a restore, and is delivering it again.
+   *
+   * @generated from field: bool redelivered = 2;
+   */
+  redelivered: boolean;
+
+  /**
+   * @generated from oneof plugwire.v1.DeliveryItem.item
+   */
+  item: {
+    /**
+     * An inbound payload: the seed's handle_payload.
+     *
+     * @generated from field: plugwire.v1.Payload payload = 3;
+     */
+    value: Payload;
+    case: "payload";
+  } | {
+    /**
+     * A peer the daemon forgot: the seed's on_peer_forgotten. Drop any
+     * per-peer state. Replayed after a restore like any other item.
+     *
+     * @generated from field: plugwire.v1.PeerForgotten peer_forgotten = 4;
+     */
+    value: PeerForgotten;
+    case: "peerForgotten";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message plugwire.v1.DeliveryItem.
+ * Use `create(DeliveryItemSchema)` to create a new message.
+ */
+export const DeliveryItemSchema: GenMessage<DeliveryItem> = /*@__PURE__*/
+  messageDesc(file_plugwire_v1_plugin, 7);
+
+/**
+ * One inbound plugin payload.
+ *
+ * @generated from message plugwire.v1.Payload
+ */
+export type Payload = Message<"plugwire.v1.Payload"> & {
+  /**
    * Node id of the peer the payload came from.
    *
-   * @generated from field: bytes src = 2;
+   * @generated from field: bytes src = 1;
    */
   src: Uint8Array;
 
   /**
-   * @generated from field: string kind = 3;
+   * @generated from field: string kind = 2;
    */
   kind: string;
 
   /**
-   * @generated from field: bytes body = 4;
+   * @generated from field: bytes body = 3;
    */
   body: Uint8Array;
-
-  /**
-   * True when the host delivered this payload to an earlier launch of the
-   * plugin and is delivering it again.
-   *
-   * @generated from field: bool redelivered = 5;
-   */
-  redelivered: boolean;
 };
 
 /**
@@ -249,26 +286,45 @@ export type Payload = Message<"plugwire.v1.Payload"> & {
  * Use `create(PayloadSchema)` to create a new message.
  */
 export const PayloadSchema: GenMessage<Payload> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_plugin, 7);
+  messageDesc(file_plugwire_v1_plugin, 8);
+
+/**
+ * A peer was forgotten by the daemon.
+ *
+ * @generated from message plugwire.v1.PeerForgotten
+ */
+export type PeerForgotten = Message<"plugwire.v1.PeerForgotten"> & {
+  /**
+   * @generated from field: bytes node_id = 1;
+   */
+  nodeId: Uint8Array;
+};
+
+/**
+ * Describes the message plugwire.v1.PeerForgotten.
+ * Use `create(PeerForgottenSchema)` to create a new message.
+ */
+export const PeerForgottenSchema: GenMessage<PeerForgotten> = /*@__PURE__*/
+  messageDesc(file_plugwire_v1_plugin, 9);
 
 /**
  * @generated from message plugwire.v1.DeliverResponse
  */
 export type DeliverResponse = Message<"plugwire.v1.DeliverResponse"> & {
   /**
-   * Cumulative ack: every payload with seq <= acked_through is done.
+   * Cumulative ack: every item with seq <= acked_through is done.
    *
    * @generated from field: uint64 acked_through = 1;
    */
   ackedThrough: bigint;
 
   /**
-   * Outcomes of acked payloads that failed or produced effects. Payloads that
+   * Outcomes of acked items that failed or produced effects. Items that
    * succeeded without effects need no outcome.
    *
-   * @generated from field: repeated plugwire.v1.PayloadOutcome outcomes = 2;
+   * @generated from field: repeated plugwire.v1.ItemOutcome outcomes = 2;
    */
-  outcomes: PayloadOutcome[];
+  outcomes: ItemOutcome[];
 };
 
 /**
@@ -276,19 +332,19 @@ export type DeliverResponse = Message<"plugwire.v1.DeliverResponse"> & {
  * Use `create(DeliverResponseSchema)` to create a new message.
  */
 export const DeliverResponseSchema: GenMessage<DeliverResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_plugin, 8);
+  messageDesc(file_plugwire_v1_plugin, 10);
 
 /**
- * @generated from message plugwire.v1.PayloadOutcome
+ * @generated from message plugwire.v1.ItemOutcome
  */
-export type PayloadOutcome = Message<"plugwire.v1.PayloadOutcome"> & {
+export type ItemOutcome = Message<"plugwire.v1.ItemOutcome"> & {
   /**
    * @generated from field: uint64 seq = 1;
    */
   seq: bigint;
 
   /**
-   * Set when the handler failed. The payload is still acked, not retried.
+   * Set when the handler failed. The item is still acked, not retried.
    *
    * @generated from field: plugwire.v1.HandlerError error = 2;
    */
@@ -304,11 +360,11 @@ export type PayloadOutcome = Message<"plugwire.v1.PayloadOutcome"> & {
 };
 
 /**
- * Describes the message plugwire.v1.PayloadOutcome.
- * Use `create(PayloadOutcomeSchema)` to create a new message.
+ * Describes the message plugwire.v1.ItemOutcome.
+ * Use `create(ItemOutcomeSchema)` to create a new message.
  */
-export const PayloadOutcomeSchema: GenMessage<PayloadOutcome> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_plugin, 9);
+export const ItemOutcomeSchema: GenMessage<ItemOutcome> = /*@__PURE__*/
+  messageDesc(file_plugwire_v1_plugin, 11);
 
 /**
  * @generated from message plugwire.v1.HandlerError
@@ -325,7 +381,7 @@ export type HandlerError = Message<"plugwire.v1.HandlerError"> & {
  * Use `create(HandlerErrorSchema)` to create a new message.
  */
 export const HandlerErrorSchema: GenMessage<HandlerError> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_plugin, 10);
+  messageDesc(file_plugwire_v1_plugin, 12);
 
 /**
  * Something a payload handler asked the host to do.
@@ -350,7 +406,7 @@ export type Effect = Message<"plugwire.v1.Effect"> & {
  * Use `create(EffectSchema)` to create a new message.
  */
 export const EffectSchema: GenMessage<Effect> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_plugin, 11);
+  messageDesc(file_plugwire_v1_plugin, 13);
 
 /**
  * Send a control frame to a directly connected peer.
@@ -374,36 +430,6 @@ export type SendDirect = Message<"plugwire.v1.SendDirect"> & {
  * Use `create(SendDirectSchema)` to create a new message.
  */
 export const SendDirectSchema: GenMessage<SendDirect> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_plugin, 12);
-
-/**
- * @generated from message plugwire.v1.PeerForgottenRequest
- */
-export type PeerForgottenRequest = Message<"plugwire.v1.PeerForgottenRequest"> & {
-  /**
-   * @generated from field: bytes node_id = 1;
-   */
-  nodeId: Uint8Array;
-};
-
-/**
- * Describes the message plugwire.v1.PeerForgottenRequest.
- * Use `create(PeerForgottenRequestSchema)` to create a new message.
- */
-export const PeerForgottenRequestSchema: GenMessage<PeerForgottenRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_plugin, 13);
-
-/**
- * @generated from message plugwire.v1.PeerForgottenResponse
- */
-export type PeerForgottenResponse = Message<"plugwire.v1.PeerForgottenResponse"> & {
-};
-
-/**
- * Describes the message plugwire.v1.PeerForgottenResponse.
- * Use `create(PeerForgottenResponseSchema)` to create a new message.
- */
-export const PeerForgottenResponseSchema: GenMessage<PeerForgottenResponse> = /*@__PURE__*/
   messageDesc(file_plugwire_v1_plugin, 14);
 
 /**
@@ -601,8 +627,9 @@ export const PluginService: GenService<{
     output: typeof StartResponseSchema;
   },
   /**
-   * The payload stream. The host sends batches of payloads; the plugin
-   * answers with cumulative acks that carry per-payload errors and effects.
+   * The delivery stream. The host sends batches of sequenced items, each a
+   * payload or a forgotten peer; the plugin applies them in seq order and
+   * answers with cumulative acks that carry per-item errors and effects.
    *
    * @generated from rpc plugwire.v1.PluginService.Deliver
    */
@@ -610,16 +637,6 @@ export const PluginService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof DeliverRequestSchema;
     output: typeof DeliverResponseSchema;
-  },
-  /**
-   * A peer was forgotten by the daemon; drop any per-peer state.
-   *
-   * @generated from rpc plugwire.v1.PluginService.PeerForgotten
-   */
-  peerForgotten: {
-    methodKind: "unary";
-    input: typeof PeerForgottenRequestSchema;
-    output: typeof PeerForgottenResponseSchema;
   },
   /**
    * Stream the plugin's state: one header, then chunks of bytes.
