@@ -50,8 +50,12 @@ export interface PluginConfig {
   /** Payloads waiting while the plugin is restarting or its window is full, at most. */
   maxQueued?: number;
   overflow?: OverflowPolicy;
+  /** Bytes of payloads sent but not yet acked, at most (one payload is always allowed, up to the 16 MiB message limit). */
+  maxInFlightBytes?: number;
   /** Payloads per Deliver message, at most. */
   maxBatch?: number;
+  /** Bytes of payloads per Deliver message, at most (one payload is always allowed). */
+  maxBatchBytes?: number;
   /** Once a full batch is in flight, new payloads wait up to this long for the next ack to carry them (0: send on the next tick). */
   coalesceMs?: number;
   /** Stateful plugins: acked payloads kept for replay before an early snapshot is taken. */
@@ -86,6 +90,8 @@ export const PLUGIN_DEFAULTS = {
   maxQueued: 10_000,
   overflow: "reject",
   maxBatch: 128,
+  maxInFlightBytes: 4 * 1024 * 1024,
+  maxBatchBytes: 1024 * 1024,
   coalesceMs: 1,
   maxReplayPayloads: 100_000,
   maxReplayBytes: 64 * 1024 * 1024,

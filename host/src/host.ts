@@ -209,9 +209,17 @@ export class Host extends EventEmitter<HostEvents> {
     return runner.dispatch(src, kind, body);
   }
 
-  /** Tells every plugin that a peer was forgotten. One plugin's failure does not stop the others. */
+  /**
+   * Tells every plugin that a peer was forgotten, as a sequenced item of its
+   * Deliver stream (replayed after a crash like a payload). Resolves once
+   * every plugin acked it or failed; a restarting plugin is told once it is
+   * back. One plugin's failure does not stop the others.
+   */
   async peerForgotten(peer: NodeId): Promise<FanOutResult> {
-    const result = await this.fanOut(this.readyRunners(), (r) => r.peerForgotten(peer), "plugin_unavailable");
+    if (this.stopped) {
+      return { ok: [], failed: this.runners.map((r) => ({ plugin: r.name, error: new PlugwireError("plugin_unavailable", `plugin '${r.name}' was not told about the forgotten peer: the host is stopping or stopped`, { plugin: r.name }) })) };
+    }
+    const result = await this.fanOut(this.runners, (r) => r.peerForgotten(peer), "plugin_unavailable");
     for (const f of result.failed) this.logger.warn({ plugin: f.plugin, err: f.error.message }, "plugin failed to handle a forgotten peer");
     return result;
   }

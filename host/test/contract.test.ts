@@ -200,7 +200,7 @@ describe("contract, end to end with probe plugins", { timeout: 60_000 }, () => {
     ]);
   });
 
-  test("PeerForgotten reaches every plugin even when one of them throws", async () => {
+  test("a forgotten peer reaches every plugin through its Deliver stream even when one of them throws", async () => {
     const result = await t.host.peerForgotten(peer(7));
     assert.deepEqual(result.ok.map((o) => o.plugin).sort(), ["alpha", "beta"]);
     assert.equal(result.failed.length, 1);
@@ -240,7 +240,7 @@ describe("contract, end to end with probe plugins", { timeout: 60_000 }, () => {
       const e2 = await rejection(() => badPlugin.describe({ protocolVersion: 1 }));
       assert.equal(e2.code, "unauthenticated");
       assert.match(e2.message, /^plugin 'alpha' refused Describe: the call carried no valid plugwire auth token/);
-      assert.equal((await rejection(() => badPlugin.peerForgotten({ nodeId: peer(1) }))).code, "unauthenticated");
+      assert.equal((await rejection(() => badPlugin.start({}))).code, "unauthenticated");
       const badHealth = open(connect(health.Health, target, { token: "wrong" })).client;
       assert.equal((await rejection(() => badHealth.check({ service: "" }))).code, "unauthenticated");
 

@@ -21,6 +21,7 @@ export type ErrorCode =
   | "plugin_unavailable"
   | "plugin_failed"
   | "queue_full"
+  | "payload_too_large"
   | "unauthenticated"
   | "permission_denied"
   | "snapshot_failed"
@@ -45,6 +46,7 @@ export const STATUS_OF_CODE: Readonly<Record<ErrorCode, grpc.status>> = {
   plugin_unavailable: grpc.status.UNAVAILABLE,
   plugin_failed: grpc.status.UNAVAILABLE,
   queue_full: grpc.status.RESOURCE_EXHAUSTED,
+  payload_too_large: grpc.status.RESOURCE_EXHAUSTED,
   unauthenticated: grpc.status.UNAUTHENTICATED,
   permission_denied: grpc.status.PERMISSION_DENIED,
   snapshot_failed: grpc.status.INTERNAL,

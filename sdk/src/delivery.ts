@@ -1,46 +1,52 @@
 import { create } from "@bufbuild/protobuf";
 import {
   DeliverResponseSchema,
-  PayloadOutcomeSchema,
+  ItemOutcomeSchema,
   type DeliverRequest,
   type DeliverResponse,
   type Effect,
-  type PayloadOutcome,
+  type ItemOutcome,
 } from "@plugwire/proto";
-import type { Payload } from "./types.js";
+import type { NodeId, Payload } from "./types.js";
 
-/** Handles one payload; returns the effects it produced, or throws. */
-export type PayloadRunner = (payload: Payload) => Promise<Effect[]> | Effect[];
+/** One sequenced item of the Deliver stream, as the processor runs it. */
+export type Item =
+  | { readonly seq: number; readonly redelivered: boolean; readonly payload: Payload; readonly forgotten?: undefined }
+  | { readonly seq: number; readonly redelivered: boolean; readonly payload?: undefined; readonly forgotten: NodeId };
 
-/**
- * Writes an ack to the Deliver stream. It may return a promise that settles
- * once the ack has been handed to the operating system (a stream write's
- * callback); without one the processor yields one event-loop turn instead.
- */
-export type AckSender = (r: DeliverResponse) => void | Promise<void>;
+/** Handles one item; returns the effects it produced, or throws. */
+export type ItemRunner = (item: Item) => Promise<Effect[]> | Effect[];
 
-/** Most payloads handled before an ack is sent even if more are queued. */
+/** Writes an ack to the Deliver stream. */
+export type AckSender = (r: DeliverResponse) => void;
+
+/** Most items handled before an ack is sent even if more are queued. */
 const MAX_UNACKED = 512;
-/** While the queue stays busy, an ack also goes out at least this often (checked every 16 payloads). */
+/** While the queue stays busy, an ack also goes out at least this often (checked every 16 items). */
 const ACK_INTERVAL_MS = 20;
 
 /**
- * Runs payloads one at a time in seq order and acks them cumulatively. Acks
- * go out when the queue drains or every MAX_UNACKED payloads. Exclusive tasks
- * (snapshot, restore) run between payloads, never during one.
+ * Runs items (payloads and forgotten peers) one at a time in seq order and
+ * acks them cumulatively. Acks go out when the queue drains, every
+ * MAX_UNACKED items, and every ACK_INTERVAL_MS while busy. Exclusive tasks
+ * (snapshot, restore) run between items, never during one.
+ *
+ * Redelivered items need no special treatment: after a crash the host sends
+ * them one at a time, each once the one before it is acked, and an ack goes
+ * out as soon as the queue drains.
  */
 export class DeliveryProcessor {
-  private readonly queue: Payload[] = [];
+  private readonly queue: Item[] = [];
   private head = 0;
   private running = false;
   private lastHandled = 0;
   private lastAcked = 0;
   private lastFlushAt = 0;
-  private outcomes: PayloadOutcome[] = [];
+  private outcomes: ItemOutcome[] = [];
   private exclusive: Array<() => Promise<void>> = [];
   private send: AckSender | undefined;
 
-  constructor(private readonly run: PayloadRunner, private readonly onHandlerError: (p: Payload, e: unknown) => void) {}
+  constructor(private readonly run: ItemRunner, private readonly onHandlerError: (item: Item, e: unknown) => void) {}
 
   /** Seq of the last payload whose handler has finished. */
   get appliedSeq(): number {
@@ -58,10 +64,19 @@ export class DeliveryProcessor {
   }
 
   push(request: DeliverRequest): void {
-    for (const p of request.payloads) {
-      const seq = Number(p.seq);
+    for (const it of request.items) {
+      const seq = Number(it.seq);
       if (seq <= this.lastHandled) continue; // already applied by this process
-      this.queue.push({ seq, src: p.src, kind: p.kind, body: p.body, redelivered: p.redelivered });
+      const redelivered = it.redelivered;
+      if (it.item.case === "payload") {
+        const p = it.item.value;
+        this.queue.push({ seq, redelivered, payload: { seq, src: p.src, kind: p.kind, body: p.body, redelivered } });
+      } else if (it.item.case === "peerForgotten") {
+        this.queue.push({ seq, redelivered, forgotten: it.item.value.nodeId });
+      } else {
+        // An item of a kind this SDK does not know (a newer host): acked, with an error outcome.
+        this.queue.push({ seq, redelivered, payload: { seq, src: new Uint8Array(0), kind: "", body: new Uint8Array(0), redelivered } });
+      }
     }
     this.kick();
   }
@@ -96,26 +111,26 @@ export class DeliveryProcessor {
           await this.exclusive.shift()!();
         }
         if (this.head >= this.queue.length) break;
-        const payload = this.queue[this.head++]!;
+        const item = this.queue[this.head++]!;
         try {
-          const ran = this.run(payload);
+          const ran = this.run(item);
           const effects = ran instanceof Promise ? await ran : ran;
-          if (effects.length > 0) this.outcomes.push(create(PayloadOutcomeSchema, { seq: BigInt(payload.seq), effects }));
+          if (effects.length > 0) this.outcomes.push(create(ItemOutcomeSchema, { seq: BigInt(item.seq), effects }));
         } catch (e) {
-          this.onHandlerError(payload, e);
+          this.onHandlerError(item, e);
           const message = e instanceof Error ? e.message : String(e);
-          this.outcomes.push(create(PayloadOutcomeSchema, { seq: BigInt(payload.seq), error: { message } }));
+          this.outcomes.push(create(ItemOutcomeSchema, { seq: BigInt(item.seq), error: { message } }));
         }
-        this.lastHandled = payload.seq;
-        // Redelivered payloads are acked one by one, so that after another
-        // crash the host knows exactly which payload was being handled. The
-        // ack must have left the process before the next handler runs: if
-        // that handler kills the process (a poison pill), an ack still
-        // queued in this process is lost, and the host would blame this
-        // payload instead, and in the end park it as a dead letter.
-        if (payload.redelivered) await ackWritten(this.flush());
-        else if (this.lastHandled - this.lastAcked >= MAX_UNACKED) this.flush();
-        else if ((payload.seq & 15) === 0 && performance.now() - this.lastFlushAt >= ACK_INTERVAL_MS) this.flush();
+        this.lastHandled = item.seq;
+        if (
+          this.lastHandled - this.lastAcked >= MAX_UNACKED ||
+          ((item.seq & 15) === 0 && performance.now() - this.lastFlushAt >= ACK_INTERVAL_MS)
+        ) {
+          this.flush();
+          // Let the ack reach the socket, and health checks and new items in,
+          // even when every handler is synchronous.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
         if (this.head > 4096 && this.head * 2 > this.queue.length) {
           this.queue.splice(0, this.head);
           this.head = 0;
@@ -128,28 +143,11 @@ export class DeliveryProcessor {
     if (this.head < this.queue.length || this.exclusive.length > 0) this.kick();
   }
 
-  private flush(): void | Promise<void> {
+  private flush(): void {
     if (this.lastHandled === this.lastAcked || this.send === undefined) return;
     this.lastFlushAt = performance.now();
-    const written = this.send(create(DeliverResponseSchema, { ackedThrough: BigInt(this.lastHandled), outcomes: this.outcomes }));
+    this.send(create(DeliverResponseSchema, { ackedThrough: BigInt(this.lastHandled), outcomes: this.outcomes }));
     this.lastAcked = this.lastHandled;
     this.outcomes = [];
-    return written;
   }
 }
-
-/** Resolves once an ack is written: on the sender's promise, else after one event-loop turn. */
-function ackWritten(written: void | Promise<void>): Promise<void> {
-  if (!(written instanceof Promise)) return new Promise((resolve) => setImmediate(resolve));
-  // Never wait on a write confirmation forever: the delivery loop must not
-  // stall behind one (a 60 s chaos run once saw a plugin stop acking until
-  // the host's hang detection restarted it).
-  let timer: NodeJS.Timeout | undefined;
-  const bounded = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ACK_WRITE_WAIT_MS);
-  });
-  return Promise.race([written.catch(() => undefined), bounded]).finally(() => clearTimeout(timer));
-}
-
-/** Longest wait for an ack of a redelivered payload to reach the socket. */
-const ACK_WRITE_WAIT_MS = 100;

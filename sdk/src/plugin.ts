@@ -81,8 +81,13 @@ export interface PluginDefinition {
   start?(ctx: PluginContext): void | Promise<void>;
   /** Handle one payload. Payloads arrive one at a time, in seq order. */
   handlePayload(payload: Payload, ctx: HandlerContext): void | Promise<void>;
-  /** The daemon forgot this peer; drop any per-peer state. */
-  onPeerForgotten?(peer: NodeId, ctx: PluginContext): void | Promise<void>;
+  /**
+   * The daemon forgot this peer; drop any per-peer state. Runs in seq order
+   * among the payloads, and is replayed after a restore like them, so state
+   * restored from an older snapshot forgets the peer again. Its `ctx` is a
+   * handler context: sends made here travel with its ack.
+   */
+  onPeerForgotten?(peer: NodeId, ctx: HandlerContext): void | Promise<void>;
   /** Best-effort cleanup before the plugin exits. */
   shutdown?(ctx: PluginContext): void | Promise<void>;
   /** Present when the plugin keeps state the host should snapshot. */

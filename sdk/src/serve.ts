@@ -107,20 +107,25 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   };
 
   const processor = new DeliveryProcessor(
-    (payload) => {
-      if (!plugin.payloadKinds.includes(payload.kind)) {
-        throw new Error(`plugin '${plugin.name}' does not claim payload kind '${payload.kind}'`);
+    (item) => {
+      const handlerContext = new PayloadContext(context, item.seq, ports.sendRoutedFrom, requireCapability);
+      let result: void | Promise<void>;
+      if (item.forgotten !== undefined) {
+        result = plugin.onPeerForgotten?.(item.forgotten, handlerContext);
+      } else {
+        if (!plugin.payloadKinds.includes(item.payload.kind)) {
+          throw new Error(`plugin '${plugin.name}' does not claim payload kind '${item.payload.kind}'`);
+        }
+        result = plugin.handlePayload(item.payload, handlerContext);
       }
-      const handlerContext = new PayloadContext(context, payload.seq, ports.sendRoutedFrom, requireCapability);
-      const result = plugin.handlePayload(payload, handlerContext);
       // Synchronous handlers cost no promise.
       if (result instanceof Promise) return result.then(() => handlerContext.effects ?? NO_EFFECTS);
       return handlerContext.effects ?? NO_EFFECTS;
     },
-    (payload, e) =>
-      log.error("payload handler failed", {
-        seq: payload.seq,
-        kind: payload.kind,
+    (item, e) =>
+      log.error(item.forgotten !== undefined ? "onPeerForgotten failed" : "payload handler failed", {
+        seq: item.seq,
+        ...(item.payload ? { kind: item.payload.kind } : { peer: Buffer.from(item.forgotten!).toString("hex") }),
         error: e instanceof Error ? e.message : String(e),
       }),
   );
@@ -166,15 +171,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         return {};
       },
       deliver(call) {
-        const closed = new Promise<void>((resolve) => {
-          call.once("close", resolve);
-          call.once("cancelled", resolve);
-          call.once("error", () => resolve());
-        });
-        // Settles once the ack is handed to the socket (or the call is gone,
-        // since grpc-js never calls back for a cancelled call).
-        const send = (r: DeliverResponse): Promise<void> =>
-          Promise.race([new Promise<void>((resolve) => call.write(r, () => resolve())), closed]);
+        const send = (r: DeliverResponse): void => void call.write(r);
         deliverCalls.add(call);
         call.on("close", () => deliverCalls.delete(call));
         processor.attach(send);
@@ -185,10 +182,6 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         });
         call.on("error", () => processor.detach(send));
         call.on("cancelled", () => processor.detach(send));
-      },
-      async peerForgotten(request) {
-        await plugin.onPeerForgotten?.(request.nodeId, context);
-        return {};
       },
       async snapshot(_request, call) {
         if (!stateful) {

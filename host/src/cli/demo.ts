@@ -19,8 +19,13 @@ const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..
 
 export interface DemoOptions {
   durationMs: number;
+  /** From the start: past it the demo reports what is stuck and exits 1. */
+  deadlineMs: number;
   out: NodeJS.WriteStream;
 }
+
+/** How long the deadline report waits for the host to stop before exiting anyway. */
+const DEADLINE_STOP_MS = 5_000;
 
 interface DemoPeer {
   name: string;
@@ -91,6 +96,34 @@ export async function demo(options: DemoOptions): Promise<number> {
     createHost({ plugins: list, ports, dataDir, logger, snapshotIntervalMs: 3_000 });
 
   const host = createDemoHost(plugins);
+  let dispatched = 0;
+  let acked = 0;
+  let failed = 0;
+  let outstanding = 0;
+  let phase = "starting the plugins";
+  // The demo must always finish: past the deadline, say what is stuck and exit 1.
+  let expired = false;
+  let statusTimer: NodeJS.Timeout | undefined;
+  const watchdog = setTimeout(() => {
+    expired = true;
+    clearInterval(statusTimer);
+    say("");
+    say(`plugwire demo: DEADLINE: not finished after ${Math.round(options.deadlineMs / 1000)} s, while ${phase}.`);
+    say(`  dispatches not settled: ${outstanding} of ${dispatched}`);
+    for (const s of host.status()) {
+      const stuck = s.queued + s.inFlight > 0 || s.state !== "ready";
+      say(
+        `  ${stuck ? "STUCK" : "ok   "} ${s.name.padEnd(12)} state ${s.state}, ${s.inFlight} in flight, ${s.queued} queued, ` +
+          `acked through seq ${s.lastAcked}, restarts ${s.restarts}${s.lastError ? `, last error: ${s.lastError}` : ""}`,
+      );
+    }
+    say(`  the host log has the details: ${logFile}`);
+    logger.flush();
+    const stopped = host.stop().catch(() => undefined);
+    const bound = new Promise((resolve) => setTimeout(resolve, DEADLINE_STOP_MS).unref());
+    void Promise.race([stopped, bound]).finally(() => process.exit(1));
+  }, options.deadlineMs);
+  watchdog.unref();
   const readyAt = new Map<string, number>();
   const restarts = new Map<string, number>();
   let crashReadyMs: number | undefined;
@@ -98,6 +131,7 @@ export async function demo(options: DemoOptions): Promise<number> {
   let restored: { appliedSeq: number; replayed: number } | undefined;
   const t0 = performance.now();
   host.on("plugin:state", ({ plugin, state }) => {
+    if (expired) return;
     if (state === "ready" && !readyAt.has(plugin)) readyAt.set(plugin, performance.now() - t0);
     if (state === "ready" && killedAt > 0 && crashReadyMs === undefined && plugin === "counter") crashReadyMs = performance.now() - killedAt;
     if (!out.isTTY || state !== "ready") say(`  [${elapsed()}] ${plugin} → ${state}`);
@@ -109,15 +143,12 @@ export async function demo(options: DemoOptions): Promise<number> {
   const elapsed = (): string => `${((performance.now() - t0) / 1000).toFixed(1)}s`;
 
   await host.start();
+  phase = "dispatching payloads";
   say(`  ${plugins.length} plugins ready in ${Math.round(performance.now() - t0)} ms: ${[...readyAt].map(([p, ms]) => `${p} ${Math.round(ms)} ms`).join(", ")}`);
 
   const peers = ["alice", "bob", "carol", "dave", "erin", "frank"].map(makePeer);
   const online: DemoPeer[] = [];
   const expected = new Map<string, number>();
-  let dispatched = 0;
-  let acked = 0;
-  let failed = 0;
-  let outstanding = 0;
   const kinds = host.status().flatMap((s) => s.kinds);
   const send = (peer: DemoPeer, kind: string, body: Uint8Array): void => {
     if (!kinds.includes(kind)) return;
@@ -132,7 +163,7 @@ export async function demo(options: DemoOptions): Promise<number> {
       (e: unknown) => {
         failed++;
         outstanding--;
-        say(`  [${elapsed()}] dispatch failed: ${(e as Error).message}`);
+        if (!expired) say(`  [${elapsed()}] dispatch failed: ${(e as Error).message}`);
       },
     );
   };
@@ -155,7 +186,7 @@ export async function demo(options: DemoOptions): Promise<number> {
       say([head, ...rows].join("\n"));
     }
   };
-  const statusTimer = setInterval(render, out.isTTY ? 250 : 3_000);
+  statusTimer = setInterval(render, out.isTTY ? 250 : 3_000);
 
   const body = new Uint8Array(256);
   const duration = options.durationMs;
@@ -163,7 +194,7 @@ export async function demo(options: DemoOptions): Promise<number> {
   let nextPeer = 0;
   let forgotten = false;
   let killed = false;
-  while (performance.now() - start < duration) {
+  while (performance.now() - start < duration && !expired) {
     const t = performance.now() - start;
     if (nextPeer < peers.length && t >= nextPeer * 600) {
       const p = peers[nextPeer++]!;
@@ -177,13 +208,12 @@ export async function demo(options: DemoOptions): Promise<number> {
       const erin = online.find((p) => p.name === "erin");
       if (erin) {
         online.splice(online.indexOf(erin), 1);
-        while (outstanding > 0) await until(5);
+        // The forget is a sequenced item of each plugin's stream, after every
+        // payload dispatched so far: no need to wait for them. The kill below
+        // comes before the next snapshot, so counter's recovery replays it.
         const told = await host.peerForgotten(erin.id);
         publish({ type: "forgotten", nodeId: erin.id });
         expected.delete(hex(erin.id));
-        // The forget changes counter's state outside the payload stream, so
-        // snapshot now: a later replay must not bring erin's hits back.
-        await host.snapshotAll();
         if (out.isTTY) lines = 0;
         say(`  [${elapsed()}] peer erin forgotten: ${told.ok.length} plugins told, ${told.failed.length} failed`);
       }
@@ -210,11 +240,15 @@ export async function demo(options: DemoOptions): Promise<number> {
     }
     await until(20);
   }
+  // Past the deadline the watchdog reports and exits; nothing more to say here.
+  if (expired) return new Promise<number>(() => undefined);
+  phase = "waiting for every dispatch to settle";
   while (outstanding > 0) await until(10);
   const wall = (performance.now() - start) / 1000;
   clearInterval(statusTimer);
   render();
 
+  phase = "taking the final snapshot";
   const final = await host.snapshotAll();
   const counterSnap = final.ok.find((o) => o.plugin === "counter")?.value;
   const counts = counterSnap ? (JSON.parse(Buffer.from(counterSnap.bytes).toString()) as Record<string, number>) : {};
@@ -223,6 +257,7 @@ export async function demo(options: DemoOptions): Promise<number> {
   await host.stop();
 
   // A second host on the same data dir restores counter's snapshot.
+  phase = "restoring the final snapshot in a fresh host";
   const again = createDemoHost(plugins.filter((p) => p.name === "counter"));
   let restoredAgain: number | undefined;
   again.on("snapshot:restored", ({ appliedSeq }) => {
@@ -247,6 +282,7 @@ export async function demo(options: DemoOptions): Promise<number> {
   }
   say(`  counter's counts equal what was dispatched: ${exact ? "yes" : "NO"} (${Object.values(counts).reduce((a, b) => a + b, 0)} hits over ${Object.keys(counts).length} peers)`);
   say(`  snapshot restored by a fresh host at seq ${restoredAgain ?? "?"}: counts identical ${sameAfterRestart ? "yes" : "NO"}`);
+  clearTimeout(watchdog);
   logger.flush();
   return exact && sameAfterRestart && failed === 0 ? 0 : 1;
 }

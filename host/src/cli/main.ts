@@ -18,7 +18,10 @@ Usage:
   plugwire snapshot [NAME]           snapshot one stateful plugin, or all
   plugwire dead-letters NAME [--replay SEQ]
                                      list a plugin's dead letters, or dispatch one again
-  plugwire demo [--duration-ms MS]   run the demo mesh with the example plugins (npm start)
+  plugwire demo [--duration-ms MS] [--deadline-ms MS]
+                                     run the demo mesh with the example plugins (npm start);
+                                     exits 1 naming what is stuck if it has not finished by the
+                                     deadline (default: duration + 60 s)
   plugwire check [--json] [--timeout-ms N] [--exit-margin-ms N] -- COMMAND [ARGS...]
                                      run the conformance checks against a plugin (docs/conformance.md)
   plugwire --help                    show this help
@@ -120,14 +123,21 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "demo": {
-      const { values } = parseArgs({ args: rest, options: { "duration-ms": { type: "string", default: "15000" }, help: { type: "boolean", short: "h" } } });
+      const { values } = parseArgs({
+        args: rest,
+        options: { "duration-ms": { type: "string", default: "15000" }, "deadline-ms": { type: "string" }, help: { type: "boolean", short: "h" } },
+      });
       if (values.help) {
         process.stdout.write(HELP);
         return 0;
       }
       const durationMs = Number(values["duration-ms"]);
       if (!Number.isFinite(durationMs) || durationMs < 1000) throw new PlugwireError("invalid_argument", "--duration-ms must be at least 1000");
-      return demo({ durationMs, out: process.stdout });
+      const deadlineMs = values["deadline-ms"] === undefined ? durationMs + 60_000 : Number(values["deadline-ms"]);
+      if (!Number.isFinite(deadlineMs) || deadlineMs <= durationMs) {
+        throw new PlugwireError("invalid_argument", "--deadline-ms must be a number of ms larger than --duration-ms");
+      }
+      return demo({ durationMs, deadlineMs, out: process.stdout });
     }
     case "check":
       return checkCommand(rest);

@@ -1,37 +1,55 @@
 /**
  * Per-plugin delivery: sequence numbers, batching onto the Deliver stream, a
- * bounded in-flight window, cumulative acks with their outcomes and effects,
- * redelivery after a crash, dead letters for poison pills, and the replay
- * buffer of a stateful plugin. It outlives every launch of the plugin.
+ * bounded in-flight window (in items and in bytes), cumulative acks with
+ * their outcomes and effects, redelivery after a crash, dead letters for
+ * poison pills, and the replay buffer of a stateful plugin. It outlives every
+ * launch of the plugin.
+ *
+ * Items are payloads or forgotten peers; both take a seq from one space, are
+ * acked, kept for replay and redelivered alike.
  */
 import {
+  MAX_MESSAGE_BYTES,
   PlugwireError,
-  type Payload,
   type DeliverRequest,
   type DeliverResponse,
+  type DeliveryItem,
   type Effect,
 } from "@plugwire/proto";
 import type { OverflowPolicy } from "../config.js";
 import { Deque } from "./deque.js";
 
+/** Wire overhead of one item beyond its src, kind and body, generously counted. */
+const ITEM_OVERHEAD_BYTES = 32;
+
+/** The largest payload (src + kind + body) a Deliver message can carry. */
+export const MAX_ITEM_BYTES = MAX_MESSAGE_BYTES - 1024;
+
 export interface Entry {
-  /** Assigned when the payload is first written to a plugin; 0 until then. */
+  /** Assigned when the item is first written to a plugin; 0 until then. */
   seq: number;
+  /** A forgotten peer (src is its node id) rather than a payload. */
+  readonly forget: boolean;
   readonly src: Uint8Array;
+  /** The payload kind; "" for a forget. */
   readonly kind: string;
   readonly body: Uint8Array;
+  /** Bytes this item counts for in the in-flight and batch bounds. */
+  readonly size: number;
   readonly enqueuedAt: number;
-  /** Crashes of the plugin while this payload was at the head of the in-flight window. */
+  /** Crashes of the plugin while this item was at the head of the in-flight window. */
   crashes: number;
   /** Launch this entry was last sent to; 0 when never sent. */
   sentTo: number;
   settle?: { resolve: () => void; reject: (e: PlugwireError) => void };
 }
 
-/** A payload parked because it crashed its plugin repeatedly. */
+/** An item parked because it crashed its plugin repeatedly. */
 export interface DeadLetter {
   seq: number;
+  /** The payload kind, or "(peer forgotten)" for a forget. */
   kind: string;
+  forget: boolean;
   src: Uint8Array;
   body: Uint8Array;
   sizeBytes: number;
@@ -39,26 +57,36 @@ export interface DeadLetter {
   reason: string;
 }
 
+export const FORGET_KIND_LABEL = "(peer forgotten)";
+
 export interface DeliveryOptions {
   plugin: string;
+  /** Items sent but not yet acked, at most. */
   maxInFlight: number;
+  /** Bytes of items sent but not yet acked, at most (one item is always allowed). */
+  maxInFlightBytes: number;
   maxQueued: number;
   overflow: OverflowPolicy;
+  /** Items per Deliver message, at most. */
   maxBatch: number;
+  /** Bytes per Deliver message, at most (one item is always allowed). */
+  maxBatchBytes: number;
   /** Dead letters kept, at most; the oldest go first. */
   maxDeadLetters: number;
-  /** Performs a payload's effects; called once per payload, at its first ack. */
+  /** Performs an item's effects; called once per item, at its first ack. */
   performEffects: (entry: Entry, effects: Effect[]) => void;
   onHandlerError: (entry: Entry, message: string) => void;
-  /** Once per ack message: how many payloads it acked, and when the oldest of them was dispatched. */
+  /** Once per ack message: how many items it acked, and when the oldest of them was dispatched. */
   onAcked?: (count: number, oldestEnqueuedAt: number) => void;
   onOverflow?: (policy: OverflowPolicy, dropped: Entry | undefined) => void;
   onDeadLetter?: (letter: DeadLetter) => void;
   /** The replay buffer passed its bounds; a snapshot would let it be trimmed. */
   onReplayPressure?: () => void;
+  /** The replay buffer reached twice its bounds: new items wait until a snapshot trims it. */
+  onReplayFull?: (full: boolean) => void;
   maxReplayPayloads: number;
   maxReplayBytes: number;
-  /** Once a full batch is in flight, new payloads wait up to this long for an ack to carry them (0: next tick). */
+  /** Once a full batch is in flight, new items wait up to this long for an ack to carry them (0: next tick). */
   coalesceMs: number;
 }
 
@@ -66,21 +94,45 @@ export interface DeliveryStream {
   write(request: DeliverRequest): boolean;
 }
 
+/** What `attach` found to send to a new launch. */
+export interface AttachResult {
+  /** Acked items after the restored snapshot, to be replayed. */
+  replayed: number;
+  /** Un-acked items an earlier launch had, to be redelivered one at a time. */
+  redelivered: number;
+}
+
+function entrySize(src: Uint8Array, kind: string, body: Uint8Array): number {
+  return src.byteLength + Buffer.byteLength(kind) + body.byteLength + ITEM_OVERHEAD_BYTES;
+}
+
 export class DeliveryChannel {
   private nextSeq = 1;
   /** Highest cumulative ack received, ever. */
   private ackedThrough = 0;
-  /** Un-acked payloads in seq order: the first `sent` were written to the current stream. */
+  /** Un-acked items in seq order: the first `sent` were written to the current stream. */
   private readonly unacked = new Deque<Entry>();
   private sent = 0;
   /** How many of `unacked` have a seq (were sent to some launch); always a prefix. */
   private numbered = 0;
-  /** Acked payloads kept for replay after the latest durable snapshot. */
+  /** Acked items kept for replay after the latest durable snapshot. */
   private readonly replay = new Deque<Entry>();
   private replayBytes = 0;
   /** Highest applied_seq the replay buffer was trimmed to: older snapshots cannot be replayed to the present. */
   trimmedThrough = 0;
-  /** Answers (settled or pending) of SendRouted calls, by payload seq and call index. */
+  /** The current launch's replay: what is left to send, and what was sent and not yet acked. */
+  private replayQueue: Entry[] = [];
+  private replayNext = 0;
+  private readonly replayInFlight = new Deque<Entry>();
+  /** Bytes of items written to the current launch and not yet acked. */
+  private inFlightBytes = 0;
+  /**
+   * Items up to this seq were in flight when a launch crashed. They are
+   * redelivered one at a time, each only once the one before it is acked,
+   * so a second crash names the item that caused it exactly.
+   */
+  private suspectThrough = 0;
+  /** Answers (settled or pending) of SendRouted calls, by item seq and call index. */
   private readonly routedAnswers = new Map<number, Array<Promise<boolean>>>();
   private readonly deadLetters: DeadLetter[] = [];
   private readonly ackWaiters = new Set<{ seq: number; done: () => void }>();
@@ -89,28 +141,31 @@ export class DeliveryChannel {
   /** Highest seq replayed to the current launch (0 when none), and the highest seq it acked. */
   private launchReplayThrough = 0;
   private launchAckedThrough = 0;
+  /** Highest seq written to the current launch. */
+  private launchSentThrough = 0;
   private flushScheduled = false;
+  private replayIsFull = false;
   /** Time of the last ack, or of the first send after a quiet period, for hang detection. */
   lastProgressAt = Date.now();
-  /** Keep acked payloads until a snapshot covers them (stateful plugins). */
+  /** Keep acked items until a snapshot covers them (stateful plugins). */
   keepReplay = false;
-  /** Payloads accepted and acked, ever; read by the metrics when scraped. */
+  /** Items accepted and acked, ever; read by the metrics when scraped. */
   dispatchedTotal = 0;
   ackedTotal = 0;
 
   constructor(private readonly options: DeliveryOptions) {}
 
-  /** Payloads sent to the plugin and not yet acked. */
+  /** Items sent to the current launch and not yet acked, replayed ones included. */
   get inFlight(): number {
-    return this.sent;
+    return this.sent + this.replayInFlight.length;
   }
 
-  /** Payloads waiting to be sent, redeliveries included. */
+  /** Items waiting to be sent, redeliveries and replays included. */
   get queued(): number {
-    return this.unacked.length - this.sent;
+    return this.unacked.length - this.sent + (this.replayQueue.length - this.replayNext);
   }
 
-  /** New payloads never sent to any launch: what maxQueued bounds. */
+  /** New items never sent to any launch: what maxQueued bounds. */
   private get waiting(): number {
     return this.unacked.length - this.numbered;
   }
@@ -127,7 +182,22 @@ export class DeliveryChannel {
     return this.ackedThrough;
   }
 
-  /** Resolves once every payload up to `seq` is acked, or after `timeoutMs` with false. */
+  /** Highest seq ever given to an item; a snapshot can never cover more. */
+  get highestSeq(): number {
+    return this.nextSeq - 1;
+  }
+
+  /** True while the replay buffer is at its hard bound and new items wait for a snapshot. */
+  get replayFull(): boolean {
+    return this.replayIsFull;
+  }
+
+  /** The item a hang detector would name: the oldest one in flight. */
+  oldestInFlight(): Entry | undefined {
+    return this.replayInFlight.at(0) ?? (this.sent > 0 ? this.unacked.at(0) : undefined);
+  }
+
+  /** Resolves once every item up to `seq` is acked, or after `timeoutMs` with false. */
   waitForAck(seq: number, timeoutMs: number): Promise<boolean> {
     if (this.ackedThrough >= seq) return Promise.resolve(true);
     return new Promise((resolve) => {
@@ -142,38 +212,63 @@ export class DeliveryChannel {
 
   /** Queues a payload; resolves when the plugin acks it, rejects on a handler error. */
   dispatch(src: Uint8Array, kind: string, body: Uint8Array): Promise<void> {
-    // Payloads awaiting redelivery are not counted: they are never dropped.
+    const size = entrySize(src, kind, body);
+    if (size > MAX_ITEM_BYTES) {
+      return Promise.reject(
+        new PlugwireError(
+          "payload_too_large",
+          `payload of kind '${kind}' for plugin '${this.options.plugin}' is ${size - ITEM_OVERHEAD_BYTES} bytes, ` +
+            `over the ${MAX_ITEM_BYTES}-byte limit of one Deliver message; it was not queued. Split it, or send a reference to data the plugin can fetch.`,
+          { plugin: this.options.plugin },
+        ),
+      );
+    }
+    return this.enqueue(false, src, kind, body, size);
+  }
+
+  /** Queues a forgotten peer as a sequenced item; resolves when the plugin acks it. */
+  forget(peer: Uint8Array): Promise<void> {
+    return this.enqueue(true, peer, "", new Uint8Array(0), entrySize(peer, "", new Uint8Array(0)));
+  }
+
+  private enqueue(forget: boolean, src: Uint8Array, kind: string, body: Uint8Array, size: number): Promise<void> {
+    const label = forget ? "a forgotten peer" : `payload of kind '${kind}'`;
+    // Items awaiting redelivery are not counted: they are never dropped.
     if (this.waiting >= this.options.maxQueued) {
-      if (this.options.overflow === "reject") {
+      const victimIndex = this.options.overflow === "drop-oldest" ? this.oldestDroppable() : -1;
+      if (victimIndex < 0) {
         this.options.onOverflow?.("reject", undefined);
+        const why = this.replayIsFull
+          ? ` Its replay buffer is full and waits for a snapshot that advances; check the plugin's snapshots (see its status).`
+          : "";
         return Promise.reject(
           new PlugwireError(
             "queue_full",
             `plugin '${this.options.plugin}' has ${this.waiting} payloads waiting (maxQueued ${this.options.maxQueued}); ` +
-              `payload of kind '${kind}' was rejected. Retry later, raise maxQueued, or use overflow: drop-oldest.`,
+              `${label} was rejected. Retry later, raise maxQueued, or use overflow: drop-oldest.${why}`,
             { plugin: this.options.plugin },
           ),
         );
       }
-      const dropped = this.unacked.removeAt(this.numbered);
-      if (dropped) {
-        this.options.onOverflow?.("drop-oldest", dropped);
-        dropped.settle?.reject(
-          new PlugwireError(
-            "queue_full",
-            `plugin '${this.options.plugin}' dropped a queued payload of kind '${dropped.kind}' because its queue was full (overflow: drop-oldest)`,
-            { plugin: this.options.plugin },
-          ),
-        );
-      }
+      const dropped = this.unacked.removeAt(victimIndex)!;
+      this.options.onOverflow?.("drop-oldest", dropped);
+      dropped.settle?.reject(
+        new PlugwireError(
+          "queue_full",
+          `plugin '${this.options.plugin}' dropped a queued payload of kind '${dropped.kind}' because its queue was full (overflow: drop-oldest)`,
+          { plugin: this.options.plugin },
+        ),
+      );
     }
     this.dispatchedTotal++;
     return new Promise<void>((resolve, reject) => {
       const entry: Entry = {
         seq: 0,
+        forget,
         src,
         kind,
         body,
+        size,
         enqueuedAt: performance.now(),
         crashes: 0,
         sentTo: 0,
@@ -184,9 +279,15 @@ export class DeliveryChannel {
     });
   }
 
+  /** Index in `unacked` of the oldest never-sent payload; forgets are never dropped. -1 if none. */
+  private oldestDroppable(): number {
+    for (let i = this.numbered; i < this.unacked.length; i++) if (!this.unacked.at(i)!.forget) return i;
+    return -1;
+  }
+
   /**
    * Continues the seq space of a stored snapshot, so that a restarted host
-   * numbers new payloads after what the restored state already includes.
+   * numbers new items after what the restored state already includes.
    * Call before the first attach.
    */
   resumeAfter(appliedSeq: number): void {
@@ -197,57 +298,62 @@ export class DeliveryChannel {
   }
 
   /**
-   * Connects a new launch's Deliver stream. Replays acked payloads after
-   * `replayAfter` (stateful restore), then re-sends every un-acked payload.
+   * Connects a new launch's Deliver stream. Replays acked items after
+   * `replayAfter` (stateful restore), then redelivers every un-acked item,
+   * then sends new ones; all under the in-flight window, as acks come in.
    */
-  attach(stream: DeliveryStream, launch: number, replayAfter: number | undefined): { replayed: number; redelivered: number } {
+  attach(stream: DeliveryStream, launch: number, replayAfter: number | undefined): AttachResult {
     this.stream = stream;
     this.launch = launch;
     this.sent = 0;
+    this.inFlightBytes = 0;
     this.lastProgressAt = Date.now();
     this.launchReplayThrough = 0;
     this.launchAckedThrough = 0;
-    let replayed = 0;
+    this.launchSentThrough = 0;
+    this.replayQueue = [];
+    this.replayNext = 0;
+    this.replayInFlight.clear();
     if (replayAfter !== undefined) {
-      let batch: Entry[] = [];
-      for (const entry of this.replay) {
-        if (entry.seq <= replayAfter) continue;
-        batch.push(entry);
-        replayed++;
-        this.launchReplayThrough = entry.seq;
-        if (batch.length >= this.options.maxBatch) {
-          this.write(batch, true);
-          batch = [];
-        }
-      }
-      if (batch.length > 0) this.write(batch, true);
+      for (const entry of this.replay) if (entry.seq > replayAfter) this.replayQueue.push(entry);
+      this.launchReplayThrough = this.replayQueue.at(-1)?.seq ?? 0;
     }
     let redelivered = 0;
-    for (const entry of this.unacked) if (entry.sentTo > 0) redelivered++;
+    for (let i = 0; i < this.numbered; i++) if (this.unacked.at(i)!.sentTo > 0) redelivered++;
     this.flush();
-    return { replayed, redelivered };
+    return { replayed: this.replayQueue.length, redelivered };
   }
 
   /**
-   * The launch is gone. When it crashed, the payload at the head of the
-   * window is suspected, if the launch had got to it (it acked every replayed
-   * payload); after two crashes it is parked as a dead letter.
+   * The launch is gone. When it crashed, the item at the head of the window
+   * is suspected, if the launch had got to it (it acked every replayed
+   * item); an item that was alone in flight at its second crash is parked as
+   * a dead letter. Everything that was in flight is redelivered one at a
+   * time to the next launch.
    */
   detach(crashed: boolean): DeadLetter | undefined {
+    const aloneInFlight = this.sent === 1 && this.replayInFlight.length === 0;
+    const launchSentThrough = this.launchSentThrough;
     this.stream = undefined;
     this.sent = 0;
+    this.inFlightBytes = 0;
+    this.replayQueue = [];
+    this.replayNext = 0;
+    this.replayInFlight.clear();
     if (!crashed) return undefined;
+    this.suspectThrough = Math.max(this.suspectThrough, launchSentThrough);
     const head = this.unacked.at(0);
     if (!head || head.sentTo !== this.launch) return undefined;
     // Still replaying: the crash cannot be the head's doing.
     if (this.launchAckedThrough < this.launchReplayThrough) return undefined;
     head.crashes++;
-    if (head.crashes < 2) return undefined;
+    if (head.crashes < 2 || !aloneInFlight) return undefined;
     this.unacked.shift();
     this.numbered--;
     const letter: DeadLetter = {
       seq: head.seq,
-      kind: head.kind,
+      kind: head.forget ? FORGET_KIND_LABEL : head.kind,
+      forget: head.forget,
       src: head.src,
       body: head.body,
       sizeBytes: head.body.byteLength,
@@ -262,7 +368,7 @@ export class DeliveryChannel {
     head.settle?.reject(
       new PlugwireError(
         "handler_failed",
-        `payload seq ${head.seq} (kind '${head.kind}') crashed plugin '${this.options.plugin}' twice and was moved to its dead letters; ` +
+        `${head.forget ? "forgotten-peer item" : "payload"} seq ${head.seq} (kind '${letter.kind}') crashed plugin '${this.options.plugin}' twice and was moved to its dead letters; ` +
           `inspect it with listDeadLetters('${this.options.plugin}')`,
         { plugin: this.options.plugin },
       ),
@@ -273,12 +379,17 @@ export class DeliveryChannel {
 
   /** Handles an ack from the plugin. */
   onAck(response: DeliverResponse): void {
-    const through = Number(response.ackedThrough);
-    this.launchAckedThrough = Math.max(this.launchAckedThrough, through);
+    // An ack past what this launch was sent is a plugin bug; it acks no more than was sent.
+    const through = Math.min(Number(response.ackedThrough), this.launchSentThrough);
+    if (through > this.launchAckedThrough) this.launchAckedThrough = through;
     // Most acks carry no outcome: build the lookup only when there are some.
     const outcomes =
       response.outcomes.length === 0 ? undefined : new Map(response.outcomes.map((o) => [Number(o.seq), o] as const));
     this.lastProgressAt = Date.now();
+    // Replayed items were acked before: their effects were performed then.
+    while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) {
+      this.inFlightBytes -= this.replayInFlight.shift()!.size;
+    }
     let ackedCount = 0;
     const oldestEnqueuedAt = this.sent > 0 ? this.unacked.at(0)!.enqueuedAt : 0;
     // Only the sent prefix of `unacked` can be acked; the rest has no seq yet.
@@ -286,6 +397,7 @@ export class DeliveryChannel {
       const entry = this.unacked.shift()!;
       this.sent--;
       this.numbered--;
+      this.inFlightBytes -= entry.size;
       const outcome = outcomes?.get(entry.seq);
       if (outcome && outcome.effects.length > 0) this.options.performEffects(entry, outcome.effects);
       if (outcome?.error) {
@@ -293,7 +405,8 @@ export class DeliveryChannel {
         entry.settle?.reject(
           new PlugwireError(
             "handler_failed",
-            `plugin '${this.options.plugin}' failed to handle payload seq ${entry.seq} (kind '${entry.kind}'): ${outcome.error.message}`,
+            `plugin '${this.options.plugin}' failed to handle ${entry.forget ? "a forgotten peer" : "payload"} seq ${entry.seq}` +
+              `${entry.forget ? "" : ` (kind '${entry.kind}')`}: ${outcome.error.message}`,
             { plugin: this.options.plugin },
           ),
         );
@@ -304,7 +417,7 @@ export class DeliveryChannel {
       ackedCount++;
       if (this.keepReplay) {
         this.replay.push(entry);
-        this.replayBytes += entry.body.byteLength;
+        this.replayBytes += entry.size;
       } else {
         this.routedAnswers.delete(entry.seq);
       }
@@ -313,13 +426,8 @@ export class DeliveryChannel {
       this.ackedTotal += ackedCount;
       this.options.onAcked?.(ackedCount, oldestEnqueuedAt);
     }
-    // Acks of replayed payloads (seq <= ackedThrough) carry effects that were
-    // already performed: they are ignored here, which is what makes effects
-    // exactly-once across replay.
     this.ackedThrough = Math.max(this.ackedThrough, through);
-    if (this.keepReplay && (this.replay.length > this.options.maxReplayPayloads || this.replayBytes > this.options.maxReplayBytes)) {
-      this.options.onReplayPressure?.();
-    }
+    if (this.keepReplay) this.checkReplayBounds();
     for (const waiter of this.ackWaiters) {
       if (waiter.seq <= this.ackedThrough) {
         this.ackWaiters.delete(waiter);
@@ -329,21 +437,33 @@ export class DeliveryChannel {
     this.flush();
   }
 
+  private checkReplayBounds(): void {
+    const { maxReplayPayloads, maxReplayBytes } = this.options;
+    if (this.replay.length > maxReplayPayloads || this.replayBytes > maxReplayBytes) this.options.onReplayPressure?.();
+    const full = this.replay.length >= 2 * maxReplayPayloads || this.replayBytes >= 2 * maxReplayBytes;
+    if (full !== this.replayIsFull) {
+      this.replayIsFull = full;
+      this.options.onReplayFull?.(full);
+    }
+  }
+
   /** Forgets replay entries a durable snapshot now covers. */
   trimReplay(appliedSeq: number): void {
     this.trimmedThrough = Math.max(this.trimmedThrough, appliedSeq);
     while (this.replay.length > 0 && this.replay.at(0)!.seq <= appliedSeq) {
       const entry = this.replay.shift()!;
-      this.replayBytes -= entry.body.byteLength;
+      this.replayBytes -= entry.size;
       this.routedAnswers.delete(entry.seq);
     }
+    if (this.keepReplay) this.checkReplayBounds();
+    this.flush();
   }
 
-  /** Answers a SendRouted from payload `seq`'s handler at most once per (seq, index). */
+  /** Answers a SendRouted from item `seq`'s handler at most once per (seq, index). */
   sendRoutedOnce(seq: number, index: number, send: () => Promise<boolean>): Promise<boolean> {
     let answers = this.routedAnswers.get(seq);
     const known = answers?.[index];
-    // A call still pending counts too: a relaunch that redelivers the payload
+    // A call still pending counts too: a relaunch that redelivers the item
     // while the crashed launch's send is in progress must not send again.
     if (known !== undefined) return known;
     if (answers === undefined) this.routedAnswers.set(seq, (answers = []));
@@ -356,11 +476,16 @@ export class DeliveryChannel {
     return routed;
   }
 
+  /** True when item `seq` is in flight to the current launch: the only origins a SendRouted may name. */
+  isInFlight(seq: number): boolean {
+    return seq > this.launchAckedThrough && seq <= this.launchSentThrough;
+  }
+
   listDeadLetters(): readonly DeadLetter[] {
     return this.deadLetters;
   }
 
-  /** Takes a dead letter out of the list, by seq, for replay as a new payload. */
+  /** Takes a dead letter out of the list, by seq, for replay as a new item. */
   takeDeadLetter(seq: number): DeadLetter | undefined {
     const index = this.deadLetters.findIndex((d) => d.seq === seq);
     return index === -1 ? undefined : this.deadLetters.splice(index, 1)[0];
@@ -371,9 +496,10 @@ export class DeliveryChannel {
     for (const entry of this.unacked.clear()) entry.settle?.reject(error(entry));
     this.sent = 0;
     this.numbered = 0;
+    this.inFlightBytes = 0;
   }
 
-  /** Rejects the payloads never sent to any launch; the rest stay. */
+  /** Rejects the items never sent to any launch; the rest stay. */
   failUnsent(error: (entry: Entry) => PlugwireError): number {
     let failed = 0;
     while (this.unacked.length > this.numbered) {
@@ -384,10 +510,11 @@ export class DeliveryChannel {
     return failed;
   }
 
-  /** Resolves true once every payload sent to the current launch is acked, false after `timeoutMs`. */
+  /** Resolves true once every item sent to the current launch is acked, false after `timeoutMs`. */
   drainInFlight(timeoutMs: number): Promise<boolean> {
-    if (this.sent === 0) return Promise.resolve(true);
-    return this.waitForAck(this.unacked.at(this.sent - 1)!.seq, timeoutMs);
+    if (this.sent === 0 && this.numbered === 0) return Promise.resolve(true);
+    const last = this.unacked.at(Math.max(this.sent, this.numbered) - 1);
+    return last ? this.waitForAck(last.seq, timeoutMs) : Promise.resolve(true);
   }
 
   private scheduleFlush(): void {
@@ -398,7 +525,7 @@ export class DeliveryChannel {
     }
     // Adaptive micro-batching: while less than a batch is in flight, send on
     // the next turn of the event loop (lowest latency, and the plugin never
-    // runs dry). Once the plugin has a full batch to chew on, let new payloads
+    // runs dry). Once the plugin has a full batch to chew on, let new items
     // gather: its next ack flushes them as one batch, and a short timer is the
     // backstop should that ack be slow.
     this.flushScheduled = true;
@@ -410,21 +537,61 @@ export class DeliveryChannel {
     else setTimeout(run, this.options.coalesceMs);
   }
 
+  /** Whether the window has room for `entry`; an empty window takes any one item. */
+  private fits(entry: Entry): boolean {
+    const inFlight = this.inFlight;
+    if (inFlight === 0) return true;
+    return inFlight < this.options.maxInFlight && this.inFlightBytes + entry.size <= this.options.maxInFlightBytes;
+  }
+
+  /**
+   * Writes what the window allows, in seq order: the replay first, then
+   * redeliveries (one at a time while they are suspects), then new items
+   * (unless the replay buffer is full).
+   */
   private flush(): void {
     if (this.stream === undefined) return;
-    if (this.sent === 0 && this.queued > 0) this.lastProgressAt = Date.now();
-    while (this.sent < this.unacked.length && this.sent < this.options.maxInFlight) {
+    if (this.inFlight === 0 && this.queued > 0) this.lastProgressAt = Date.now();
+    const { maxBatch, maxBatchBytes } = this.options;
+    while (this.replayNext < this.replayQueue.length) {
       const batch: Entry[] = [];
-      while (batch.length < this.options.maxBatch && this.sent < this.unacked.length && this.sent < this.options.maxInFlight) {
-        batch.push(this.unacked.at(this.sent)!);
-        this.sent++;
+      let bytes = 0;
+      while (this.replayNext < this.replayQueue.length && batch.length < maxBatch) {
+        const entry = this.replayQueue[this.replayNext]!;
+        if ((batch.length > 0 && bytes + entry.size > maxBatchBytes) || !this.fits(entry)) break;
+        batch.push(entry);
+        bytes += entry.size;
+        this.inFlightBytes += entry.size;
+        this.replayInFlight.push(entry);
+        this.replayNext++;
       }
+      if (batch.length === 0) return;
+      this.write(batch, true);
+    }
+    while (this.sent < this.unacked.length) {
+      const batch: Entry[] = [];
+      let bytes = 0;
+      while (this.sent < this.unacked.length && batch.length < maxBatch) {
+        const entry = this.unacked.at(this.sent)!;
+        // A suspect goes alone, into an empty window.
+        const suspect = entry.seq !== 0 && entry.seq <= this.suspectThrough;
+        if (suspect && (batch.length > 0 || this.inFlight > 0)) break;
+        // New items wait while the replay buffer is at its hard bound.
+        if (entry.seq === 0 && this.replayIsFull) break;
+        if ((batch.length > 0 && bytes + entry.size > maxBatchBytes) || !this.fits(entry)) break;
+        batch.push(entry);
+        bytes += entry.size;
+        this.inFlightBytes += entry.size;
+        this.sent++;
+        if (suspect) break;
+      }
+      if (batch.length === 0) return;
       this.write(batch, false);
     }
   }
 
   private write(batch: Entry[], replay: boolean): void {
-    const payloads = batch.map((e) => {
+    const items = batch.map((e) => {
       const redelivered = replay || e.sentTo > 0;
       if (e.seq === 0) {
         e.seq = this.nextSeq++;
@@ -432,10 +599,23 @@ export class DeliveryChannel {
       }
       if (!replay) e.sentTo = this.launch;
       // Complete message literals: no reflective create() on the hot path.
-      const payload: Payload = { $typeName: "plugwire.v1.Payload", seq: BigInt(e.seq), src: e.src, kind: e.kind, body: e.body, redelivered };
-      return payload;
+      const item: DeliveryItem = e.forget
+        ? {
+            $typeName: "plugwire.v1.DeliveryItem",
+            seq: BigInt(e.seq),
+            redelivered,
+            item: { case: "peerForgotten", value: { $typeName: "plugwire.v1.PeerForgotten", nodeId: e.src } },
+          }
+        : {
+            $typeName: "plugwire.v1.DeliveryItem",
+            seq: BigInt(e.seq),
+            redelivered,
+            item: { case: "payload", value: { $typeName: "plugwire.v1.Payload", src: e.src, kind: e.kind, body: e.body } },
+          };
+      return item;
     });
-    const request: DeliverRequest = { $typeName: "plugwire.v1.DeliverRequest", payloads };
+    this.launchSentThrough = Math.max(this.launchSentThrough, batch[batch.length - 1]!.seq);
+    const request: DeliverRequest = { $typeName: "plugwire.v1.DeliverRequest", items };
     this.stream!.write(request);
   }
 }

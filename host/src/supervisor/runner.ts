@@ -41,8 +41,9 @@ const WIRE_CAPABILITY: Record<Capability, WireCapability> = {
 const CONTROL_CALL_DEADLINE_MS = 10_000;
 /** How long a plugin whose Deliver stream broke may take to exit on its own. */
 const STREAM_BROKEN_GRACE_MS = 250;
-/** Wait after a failed early snapshot before trying another. */
+/** Wait after an early snapshot that failed or did not trim the replay buffer; it doubles up to the max. */
 const EARLY_SNAPSHOT_RETRY_MS = 1_000;
+const EARLY_SNAPSHOT_MAX_BACKOFF_MS = 30_000;
 /** Deadline of a Snapshot or Restore stream. */
 const SNAPSHOT_DEADLINE_MS = 120_000;
 
@@ -115,6 +116,7 @@ export class PluginRunner {
   private snapshotQueue: Promise<unknown> = Promise.resolve();
   private snapshotsPending = 0;
   private earlySnapshotRetryAt = 0;
+  private earlySnapshotBackoffMs = 0;
   private readonly log: Logger;
 
   constructor(
@@ -129,6 +131,8 @@ export class PluginRunner {
     this.channel = new DeliveryChannel({
       plugin: config.name,
       maxInFlight: config.maxInFlight,
+      maxInFlightBytes: config.maxInFlightBytes,
+      maxBatchBytes: config.maxBatchBytes,
       maxQueued: config.maxQueued,
       overflow: config.overflow,
       maxBatch: config.maxBatch,
@@ -136,14 +140,21 @@ export class PluginRunner {
       coalesceMs: config.coalesceMs,
       maxReplayPayloads: config.maxReplayPayloads,
       maxReplayBytes: config.maxReplayBytes,
-      onReplayPressure: () => {
-        const now = Date.now();
-        if (this.snapshotsPending > 0 || this.state !== "ready" || now < this.earlySnapshotRetryAt) return;
-        this.log.info({ replay: this.channel.replayCount, bytes: this.channel.replayBufferBytes }, "replay buffer is full; snapshotting early to trim it");
-        this.snapshot().catch((e: unknown) => {
-          this.earlySnapshotRetryAt = Date.now() + EARLY_SNAPSHOT_RETRY_MS;
-          this.log.error({ err: String(e) }, `early snapshot failed; retrying in ${EARLY_SNAPSHOT_RETRY_MS} ms at the earliest`);
-        });
+      onReplayPressure: () => this.earlySnapshot(),
+      onReplayFull: (full) => {
+        if (full) {
+          this.lastError =
+            `replay buffer full (${this.channel.replayCount} payloads, ${this.channel.replayBufferBytes} bytes): ` +
+            `snapshots do not advance past seq ${this.channel.trimmedThrough}, so new payloads wait`;
+          this.log.error(
+            { replay: this.channel.replayCount, bytes: this.channel.replayBufferBytes, trimmedThrough: this.channel.trimmedThrough },
+            `plugin '${config.name}': its replay buffer reached twice its bound (maxReplayPayloads ${config.maxReplayPayloads}, ` +
+              `maxReplayBytes ${config.maxReplayBytes}) because its snapshots do not cover the payloads it acked. ` +
+              `New payloads wait (and overflow per its policy) until a snapshot trims the buffer. Check that its Snapshot reports the applied_seq of its state.`,
+          );
+        } else {
+          this.log.info({ replay: this.channel.replayCount }, "replay buffer trimmed below its hard bound; new payloads flow again");
+        }
       },
       performEffects: (entry, effects) => {
         for (const effect of effects) {
@@ -251,15 +262,51 @@ export class PluginRunner {
     );
   }
 
-  /** Tells the plugin a peer was forgotten. */
-  async peerForgotten(peer: NodeId): Promise<void> {
-    const launch = this.launch;
-    if (!launch || launch.ended || this.state !== "ready") {
-      throw new PlugwireError("plugin_unavailable", `plugin '${this.name}' is ${this.state}, so it was not told about the forgotten peer`, {
-        plugin: this.name,
-      });
+  /**
+   * Tells the plugin a peer was forgotten, as a sequenced item of its
+   * Deliver stream: resolves once the plugin acked it. A restarting plugin
+   * is told once it is back; a stopped or failed one is not told.
+   */
+  peerForgotten(peer: NodeId): Promise<void> {
+    if (this.state === "failed" || this.state === "stopped") {
+      const why = this.state === "failed" ? `has failed (${this.lastError ?? "unknown reason"})` : "is stopped";
+      return Promise.reject(
+        new PlugwireError(
+          this.state === "failed" ? "plugin_failed" : "plugin_unavailable",
+          `plugin '${this.name}' ${why}, so it was not told about the forgotten peer; ` +
+            `it will hold state about that peer until it is restarted and the peer is forgotten again`,
+          { plugin: this.name },
+        ),
+      );
     }
-    await launch.conn.plugin.peerForgotten({ nodeId: peer }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
+    return this.channel.forget(peer);
+  }
+
+  /** A snapshot to trim a replay buffer past its bounds; backs off while snapshots do not trim it. */
+  private earlySnapshot(): void {
+    const now = Date.now();
+    if (this.snapshotsPending > 0 || this.state !== "ready" || now < this.earlySnapshotRetryAt) return;
+    this.log.info({ replay: this.channel.replayCount, bytes: this.channel.replayBufferBytes }, "replay buffer is full; snapshotting early to trim it");
+    const overBound = (): boolean =>
+      this.channel.replayCount > this.config.maxReplayPayloads || this.channel.replayBufferBytes > this.config.maxReplayBytes;
+    const backOff = (why: string): void => {
+      this.earlySnapshotBackoffMs = Math.min(EARLY_SNAPSHOT_MAX_BACKOFF_MS, Math.max(EARLY_SNAPSHOT_RETRY_MS, this.earlySnapshotBackoffMs * 2));
+      this.earlySnapshotRetryAt = Date.now() + this.earlySnapshotBackoffMs;
+      this.log.error({ retryInMs: this.earlySnapshotBackoffMs }, `${why}; next early snapshot in ${this.earlySnapshotBackoffMs} ms at the earliest`);
+    };
+    this.snapshot().then(
+      (record) => {
+        if (!overBound()) {
+          this.earlySnapshotBackoffMs = 0;
+          return;
+        }
+        backOff(
+          `plugin '${this.name}': an early snapshot covered seq ${record?.appliedSeq ?? "?"} but ${this.channel.replayCount} acked payloads ` +
+            `are still kept for replay after it: its snapshots do not advance with the payloads it handles`,
+        );
+      },
+      (e: unknown) => backOff(`early snapshot failed: ${String(e)}`),
+    );
   }
 
   /**
@@ -292,6 +339,14 @@ export class PluginRunner {
     const labels = { plugin: this.name };
     try {
       const record = await takeSnapshot(launch.conn.plugin, this.name, this.ctx.maxSnapshotBytes, SNAPSHOT_DEADLINE_MS);
+      if (record.appliedSeq > this.channel.highestSeq) {
+        throw new PlugwireError(
+          "snapshot_failed",
+          `plugin '${this.name}' sent a snapshot with applied_seq ${record.appliedSeq}, but the host has sent it nothing past seq ${this.channel.highestSeq}; ` +
+            `the snapshot was discarded. Its Snapshot must report the seq of the last item its state includes.`,
+          { plugin: this.name },
+        );
+      }
       if (record.id !== id) {
         throw new PlugwireError("snapshot_failed", `plugin '${this.name}' sent a snapshot for id '${record.id}', but it described itself as '${id}'`, {
           plugin: this.name,
@@ -416,7 +471,9 @@ export class PluginRunner {
     this.ctx.registerToken(token, {
       name: this.name,
       capabilities: new Set(this.config.capabilities),
-      sendRoutedOnce: (seq, index, send) => this.channel.sendRoutedOnce(seq, index, send),
+      // Only an item in flight to this launch can be an origin; any other
+      // origin (forged, or long acked) is sent without being remembered.
+      sendRoutedOnce: (seq, index, send) => (this.channel.isInFlight(seq) ? this.channel.sendRoutedOnce(seq, index, send) : send()),
     });
     void proc.exited.then((exit) => this.onExit(launch, exit));
     try {
