@@ -3,12 +3,13 @@
 // plugwire host: it plays the host itself with @plugwire/proto (build it once
 // with `npx tsc -b proto`). It serves a HostService stub, launches the plugin
 // with the PLUGWIRE_* environment, reads the handshake and drives every RPC:
-// Describe, Start, Deliver (acks, effects, errors, duplicates), PeerForgotten,
+// Describe, Start, Deliver (payloads and forgotten peers in one seq space:
+// acks, effects, errors, duplicates, the replay of a forget after a Restore),
 // Snapshot/Restore with typed errors, Health, the auth token on all four call
 // shapes, and exiting on stdin EOF, Shutdown and SIGTERM.
 //
 //   node plugins-example/smoke-test.mjs            # every plugin below
-//   node plugins-example/smoke-test.mjs python go  # some of them
+//   node plugins-example/smoke-test.mjs python go  # some of them (python, go, go-counter)
 //
 // A plugin whose executable is missing (scripts/setup-polyglot.sh skipped
 // it) is reported as skipped. Exits non-zero on any failure and says what
@@ -55,6 +56,15 @@ const PLUGINS = {
     otherKind: "presence-go.who",
     watchesPeers: true,
     looksUpSenders: true,
+  },
+  "go-counter": {
+    name: "counter-go",
+    command: [join(root, "plugins-example/go/bin/counter-go")],
+    kinds: ["counter-go.hit", "counter-go.ping"],
+    language: "go",
+    stateful: { id: "example.counter-go", versions: [1] },
+    echoKind: "counter-go.ping",
+    otherKind: "counter-go.hit",
   },
 };
 
@@ -273,7 +283,7 @@ function expectDetail(e, plugin, kindCase) {
   return err.detail.kind.value;
 }
 
-/** Collects Deliver acks and checks they never go down. */
+/** Collects Deliver acks and checks they never go down (except across a Restore: see rewind). */
 class Acks {
   constructor(stream) {
     this.through = 0n;
@@ -298,6 +308,12 @@ class Acks {
     });
   }
 
+  /** After a Restore to `appliedSeq`: acks start again from there, and replayed items get outcomes again. */
+  rewind(appliedSeq) {
+    this.through = appliedSeq;
+    this.outcomes = [];
+  }
+
   /** Resolves once everything through `seq` is acked. */
   until(seq) {
     return withTimeout(
@@ -316,8 +332,19 @@ class Acks {
   }
 }
 
-function payload(seq, src, kind, body = "") {
-  return { seq: BigInt(seq), src, kind, body: Buffer.from(body), redelivered: false };
+/** A DeliveryItem carrying a payload. */
+function payload(seq, src, kind, body = "", redelivered = false) {
+  return { seq: BigInt(seq), redelivered, item: { case: "payload", value: { src, kind, body: Buffer.from(body) } } };
+}
+
+/** A DeliveryItem carrying a forgotten peer. */
+function forgotten(seq, nodeId, redelivered = false) {
+  return { seq: BigInt(seq), redelivered, item: { case: "peerForgotten", value: { nodeId } } };
+}
+
+/** A DeliveryItem with no item set, as a newer host's unknown item kind reaches an older plugin. */
+function unknownItem(seq, redelivered = false) {
+  return { seq: BigInt(seq), redelivered };
 }
 
 /** Checks the outcomes acked so far against {seq: "effect:<frame>" | "error"}. */
@@ -487,7 +514,7 @@ async function testPlugin(key, plugin) {
           stream.on("data", () => reject(new Failure("Deliver without a token got an ack")));
           stream.on("end", () => reject(new Failure("Deliver without a token ended without an error")));
         });
-        stream.write({ payloads: [payload(1, PEER_A, plugin.otherKind)] });
+        stream.write({ items: [payload(1, PEER_A, plugin.otherKind)] });
         await expectStatus(ended.then((e) => Promise.reject(e)), grpc.status.UNAUTHENTICATED, "Deliver (bidi stream)");
       });
 
@@ -521,10 +548,10 @@ async function testPlugin(key, plugin) {
       // Deliver: effects, errors, no outcome for plain successes, duplicates skipped.
       const deliver = client.deliver();
       const acks = new Acks(deliver);
-      const peerOf = { 1: PEER_A, 2: PEER_A, 3: PEER_A, 4: PEER_B, 5: PEER_A, 6: PEER_B, 7: PEER_A };
-      await step("Deliver: one batch, acked cumulatively with per-payload outcomes", async () => {
+      const peerOf = { 1: PEER_A, 2: PEER_A, 3: PEER_A, 4: PEER_B, 5: PEER_A, 6: PEER_B, 8: PEER_A, 10: PEER_A };
+      await step("Deliver: one batch, acked cumulatively with per-item outcomes", async () => {
         deliver.write({
-          payloads: [
+          items: [
             payload(1, PEER_A, plugin.otherKind),
             payload(2, PEER_A, plugin.echoKind, "hi"),
             payload(3, PEER_A, "nope.unclaimed"),
@@ -538,7 +565,7 @@ async function testPlugin(key, plugin) {
         check(/does not claim|nope\.unclaimed/.test(error), `the error for an unclaimed kind does not name it: ${error}`);
       });
       await step("Deliver: a second batch with duplicates handles only the new payload", async () => {
-        deliver.write({ payloads: [payload(4, PEER_B, plugin.otherKind), payload(5, PEER_A, plugin.otherKind), payload(6, PEER_B, plugin.echoKind)] });
+        deliver.write({ items: [payload(4, PEER_B, plugin.otherKind), payload(5, PEER_A, plugin.otherKind), payload(6, PEER_B, plugin.echoKind)] });
         await acks.until(6n);
         checkOutcomes(acks, { 4: "none", 5: "none", 6: "effect:pong:" }, peerOf);
       });
@@ -569,17 +596,24 @@ async function testPlugin(key, plugin) {
         });
       }
 
-      await step("PeerForgotten", async () => {
-        await client.peerForgotten({ nodeId: PEER_A }, { deadlineMs: CALL_DEADLINE_MS });
+      await step("Deliver: a forgotten peer is an item in seq order among the payloads, acked like them", async () => {
+        deliver.write({ items: [forgotten(7, PEER_A), payload(8, PEER_A, plugin.echoKind, "after")] });
+        await acks.until(8n);
+        checkOutcomes(acks, { 7: "none", 8: "effect:pong:after" }, peerOf);
+      });
+      await step("Deliver: an item that is neither a payload nor a forgotten peer is acked with an error outcome", async () => {
+        deliver.write({ items: [unknownItem(9)] });
+        await acks.until(9n);
+        checkOutcomes(acks, { 9: "error" }, peerOf);
       });
 
       if (plugin.stateful) {
         const { id } = plugin.stateful;
         const hexA = PEER_A.toString("hex");
         const hexB = PEER_B.toString("hex");
-        await step("Snapshot: header then chunks; the forgotten peer is gone", async () => {
+        await step("Snapshot: header then chunks; applied_seq counts the forget; the forgotten peer is gone", async () => {
           const snap = await readSnapshot(client);
-          checkEqual({ id: snap.header.id, version: snap.header.version, appliedSeq: snap.header.appliedSeq }, { id, version: 1, appliedSeq: 6n }, "header");
+          checkEqual({ id: snap.header.id, version: snap.header.version, appliedSeq: snap.header.appliedSeq }, { id, version: 1, appliedSeq: 9n }, "header");
           checkEqual(JSON.parse(snap.bytes.toString()), { [hexB]: 1 }, "counts");
         });
         const big = { [hexA]: 7 };
@@ -593,14 +627,21 @@ async function testPlugin(key, plugin) {
           checkEqual(snap.header.appliedSeq, 6n, "applied_seq after restore");
           check(snap.chunks > 1, `a ${snap.bytes.length}-byte snapshot came in ${snap.chunks} chunk(s)`);
           check(isDeepStrictEqual(JSON.parse(snap.bytes.toString()), big), "the snapshot differs from what was restored");
+          acks.rewind(6n);
         });
         let before;
-        await step("Deliver after Restore continues from the restored state", async () => {
-          deliver.write({ payloads: [payload(7, PEER_A, plugin.otherKind)] });
-          await acks.until(7n);
+        await step("Replay after Restore: items after applied_seq are applied again, the forget in its place", async () => {
+          // As the host does after a crash: the items after the snapshot's
+          // applied_seq again (redelivered), then a new one.
+          deliver.write({ items: [forgotten(7, PEER_A, true), payload(8, PEER_A, plugin.echoKind, "after", true), unknownItem(9, true)] });
+          deliver.write({ items: [payload(10, PEER_A, plugin.otherKind)] });
+          await acks.until(10n);
+          checkOutcomes(acks, { 7: "none", 8: "effect:pong:after", 9: "error", 10: "none" }, peerOf);
           before = await readSnapshot(client);
-          checkEqual(before.header.appliedSeq, 7n, "applied_seq");
-          checkEqual(JSON.parse(before.bytes.toString())[hexA], 8, "count of the restored peer after one more hit");
+          checkEqual(before.header.appliedSeq, 10n, "applied_seq");
+          const counts = JSON.parse(before.bytes.toString());
+          checkEqual(counts[hexA], 1, "count of the restored peer (7), forgotten by the replay, then hit once");
+          check(isDeepStrictEqual(counts, { ...big, [hexA]: 1 }), "the replay changed other peers' counts");
         });
         await step("Restore of version 99: FAILED_PRECONDITION + UnsupportedVersion trailer; state untouched", async () => {
           const body = Buffer.from("{}");
@@ -612,7 +653,7 @@ async function testPlugin(key, plugin) {
           const uv = expectDetail(e, plugin.name, "unsupportedVersion");
           checkEqual({ version: uv.version, expected: [...uv.expected] }, { version: 99, expected: [1] }, "UnsupportedVersion");
           const after = await readSnapshot(client);
-          check(after.bytes.equals(before.bytes) && after.header.appliedSeq === 7n, "the state changed after a refused restore");
+          check(after.bytes.equals(before.bytes) && after.header.appliedSeq === 10n, "the state changed after a refused restore");
         });
         await step("Restore of garbage: INVALID_ARGUMENT + RestoreFailed trailer", async () => {
           const body = Buffer.from("not json {");
@@ -724,7 +765,7 @@ for (const key of selected.length ? selected : Object.keys(PLUGINS)) {
 clearTimeout(guard);
 if (timings.length) {
   console.log("timings:");
-  for (const t of timings) console.log(`  ${t.plugin.padEnd(7)} ${t.what.padEnd(32)} ${t.ms.toFixed(1)} ms`);
+  for (const t of timings) console.log(`  ${t.plugin.padEnd(10)} ${t.what.padEnd(32)} ${t.ms.toFixed(1)} ms`);
 }
 console.log(`smoke: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

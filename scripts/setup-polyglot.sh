@@ -3,7 +3,7 @@
 #
 #   plugins-example/python/.venv   grpcio, grpcio-tools, protobuf (requirements.txt)
 #   .tools/bin                     protoc-gen-go, protoc-gen-go-grpc (for generate-polyglot.sh)
-#   plugins-example/go/bin         the presence-go plugin binary
+#   plugins-example/go/bin         the presence-go and counter-go plugin binaries
 #
 # Idempotent and quiet on success. A language whose toolchain is missing is
 # skipped with a notice on stderr; the script still exits 0.
@@ -77,7 +77,11 @@ setup_go() {
   fi
 
   # go build is incremental: a rebuild with nothing changed takes well under a second.
-  (cd plugins-example/go && quietly go build -trimpath -buildvcs=false -o bin/presence-go .)
+  (
+    cd plugins-example/go
+    quietly go build -trimpath -buildvcs=false -o bin/presence-go .
+    quietly go build -trimpath -buildvcs=false -o bin/counter-go ./cmd/counter-go
+  )
 }
 
 setup_python

@@ -6,6 +6,8 @@
 //     and logs them.
 //   - From Start on, it watches the host's peer directory and keeps the names
 //     it has seen.
+//   - A forgotten peer (an item of the Deliver stream, in seq order among the
+//     payloads) drops that peer's name.
 //
 // The host runs it as plugins-example/go/bin/presence-go (built by
 // scripts/setup-polyglot.sh) and grants it the peers and control capabilities.
@@ -72,10 +74,13 @@ func (p *presence) handlePayload(ctx context.Context, payload plugwire.Payload, 
 	return nil
 }
 
-func (p *presence) peerForgotten(_ context.Context, nodeID []byte, _ *plugwire.Context) error {
+func (p *presence) peerForgotten(_ context.Context, nodeID []byte, h *plugwire.Handler) error {
+	id := hex.EncodeToString(nodeID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.names, hex.EncodeToString(nodeID))
+	_, known := p.names[id]
+	delete(p.names, id)
+	h.Log.Info("dropped a forgotten peer", "peer", id, "seq", h.Seq, "was_known", known, "known_peers", len(p.names))
 	return nil
 }
 

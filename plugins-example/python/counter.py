@@ -4,9 +4,12 @@
 - counter-py.hit counts hits per peer (by the hex of the sender's node id).
 - counter-py.ping answers the sender with "pong:" + body, as an effect that
   rides on the payload's ack.
-- PeerForgotten wipes that peer's count.
+- A forgotten peer (an item of the Deliver stream, in seq order among the
+  payloads) wipes that peer's count.
 - The counts are snapshotted as JSON (id example.counter-py, version 1), so
-  they survive restarts of the plugin.
+  they survive restarts and crashes of the plugin: after a crash the host
+  restores the latest snapshot and replays the items after it, forgets
+  included, so the counts end exactly as if no crash had happened.
 
 The host runs it as
     plugins-example/python/.venv/bin/python plugins-example/python/counter.py
@@ -16,7 +19,6 @@ The host runs it as
 import json
 
 from plugwire_plugin import (
-    Context,
     HandlerContext,
     Payload,
     Plugin,
@@ -35,7 +37,7 @@ class Counter(Plugin):
     payload_kinds = ("counter-py.hit", "counter-py.ping")
     stateful = Stateful(id="example.counter-py", versions=(SNAPSHOT_VERSION,))
 
-    # plugwire_plugin never runs a handler, peer_forgotten, snapshot or
+    # plugwire_plugin never runs handle_payload, peer_forgotten, snapshot or
     # restore at the same time as another, so the counts need no lock.
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
@@ -47,7 +49,7 @@ class Counter(Plugin):
         peer = payload.src.hex()
         self.counts[peer] = self.counts.get(peer, 0) + 1
 
-    def peer_forgotten(self, node_id: bytes, ctx: Context) -> None:
+    def peer_forgotten(self, node_id: bytes, ctx: HandlerContext) -> None:
         peer = node_id.hex()
         if self.counts.pop(peer, None) is not None:
             ctx.log.info("wiped a forgotten peer's count", peer=peer)

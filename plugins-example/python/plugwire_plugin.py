@@ -3,13 +3,14 @@
 A plugin subclasses :class:`Plugin` and calls :func:`serve`. This module does
 the rest, as docs/protocol.md specifies: the magic cookie, version
 negotiation, the unix socket and the handshake line, the auth token on every
-call (health checks included), grpc.health.v1, payloads handled one at a
-time in order with cumulative acks and per-payload outcomes, chunked
-snapshots and restores with typed errors, a HostService client, and exiting
-on Shutdown, SIGTERM or stdin EOF.
+call (health checks included), grpc.health.v1, the items of the Deliver
+stream (payloads and forgotten peers) applied one at a time in seq order with
+cumulative acks and per-item outcomes, chunked snapshots and restores with
+typed errors, a HostService client, and exiting on Shutdown, SIGTERM or stdin
+EOF.
 
-Handlers run on gRPC worker threads, one payload at a time. Snapshot, restore
-and peer_forgotten never run while a payload handler runs.
+Handlers (handle_payload and peer_forgotten) run on a gRPC worker thread, one
+item at a time. Snapshot and restore run between items, never during one.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ ENV_AUTH_TOKEN = "PLUGWIRE_AUTH_TOKEN"
 ENV_INSTANCE_ID = "PLUGWIRE_INSTANCE_ID"
 ENV_PLUGIN_NAME = "PLUGWIRE_PLUGIN_NAME"
 
-# Most payloads handled before an ack goes out even if the batch goes on.
+# While a batch of items is being applied, an ack goes out after this many
+# items or this many seconds, whichever comes first; and always once the
+# batch is drained.
 _MAX_UNACKED = 512
+_ACK_INTERVAL_S = 0.020
 # How long the shutdown hook may run on stdin EOF or SIGTERM, and when the
 # host's Shutdown deadline is 0, in seconds.
 _EXIT_GRACE_S = 0.5
@@ -94,7 +98,8 @@ class Payload:
     src: bytes
     kind: str
     body: bytes
-    # True when an earlier launch received this payload but never acked it.
+    # True when the host delivered this payload before (to an earlier launch
+    # that never acked it, or as a replay after a restore).
     redelivered: bool
 
 
@@ -298,7 +303,8 @@ class Context:
 
 
 class HandlerContext(Context):
-    """The context of one payload handler."""
+    """The context of one handler run: handle_payload or peer_forgotten.
+    `seq` is the seq of the item being applied."""
 
     def __init__(self, base: Context, seq: int):
         self.__dict__.update(base.__dict__)
@@ -308,14 +314,14 @@ class HandlerContext(Context):
 
     def send_direct(self, peer: bytes, frame: bytes) -> None:
         """Asks the host to send frame to a directly connected peer. An effect:
-        the host performs it when it receives this payload's ack, exactly once
-        even if the payload is redelivered."""
+        the host performs it when it receives this item's ack, exactly once
+        even if the item is redelivered or replayed."""
         self.require("control")
         self._effects.append(plugin_pb2.Effect(send_direct=plugin_pb2.SendDirect(peer=bytes(peer), frame=bytes(frame))))
 
     def send_routed(self, dst: bytes, frame: bytes) -> bool:
         """Sends through the routing table and answers whether a route existed.
-        The call names this payload, so a replay does not send twice."""
+        The call names this item (seq, index), so a replay does not send twice."""
         origin = (self.seq, self._routed_index)
         self._routed_index += 1
         return self.host.send_routed(dst, frame, origin=origin)
@@ -338,8 +344,11 @@ class Plugin:
         the payload is not retried and its effects are dropped."""
         raise NotImplementedError
 
-    def peer_forgotten(self, node_id: bytes, ctx: Context) -> None:
-        """Drops any state kept about a peer."""
+    def peer_forgotten(self, node_id: bytes, ctx: HandlerContext) -> None:
+        """The daemon forgot this peer: drop any state kept about it. Runs in
+        seq order among the payloads, and is replayed after a restore like
+        them, so state restored from an older snapshot forgets the peer again.
+        An exception is reported in the item's ack; it is not retried."""
 
     def snapshot(self) -> Snapshot:
         """Serializes the state. Raise SnapshotFailed (or anything) if impossible."""
@@ -412,52 +421,75 @@ def _abort_typed(context: grpc.ServicerContext, plugin: str, error: BaseExceptio
 
 
 class _Delivery:
-    """Runs payloads one at a time in seq order; acks cumulatively. Its lock
-    also keeps snapshot, restore and peer_forgotten between payloads."""
+    """Applies the items of the Deliver stream (payloads and forgotten peers)
+    one at a time in seq order and acks them cumulatively. Its lock also
+    keeps snapshot and restore between items."""
 
     def __init__(self, plugin: Plugin, context: Callable[[], Context]):
         self._plugin = plugin
         self._context = context
         self.lock = threading.RLock()
-        # Seq of the last payload whose handler finished, or of the restored snapshot.
+        # Seq of the last item applied, or of the restored snapshot.
         self.applied_seq = 0
 
-    def process(self, request: plugin_pb2.DeliverRequest) -> Iterator[plugin_pb2.DeliverResponse]:
-        if not request.payloads:
+    def process(
+        self, request: plugin_pb2.DeliverRequest, clock: Callable[[], float] = time.monotonic
+    ) -> Iterator[plugin_pb2.DeliverResponse]:
+        """Applies one DeliverRequest and yields its acks: after every
+        _MAX_UNACKED items or _ACK_INTERVAL_S while the batch goes on, and
+        once the batch is drained (which also covers items skipped as already
+        applied)."""
+        if not request.items:
             return
-        outcomes: list[plugin_pb2.PayloadOutcome] = []
-        handled = 0
-        for p in request.payloads:
+        outcomes: list[plugin_pb2.ItemOutcome] = []
+        unacked = 0
+        last_ack = clock()
+        for item in request.items:
             with self.lock:
-                if p.seq <= self.applied_seq:
-                    continue  # already handled by this process; the ack covers it
-                outcome = self._run(p)
+                if item.seq <= self.applied_seq:
+                    continue  # applied already (by this process, or in a restored snapshot)
+                outcome = self._run(item)
                 if outcome is not None:
                     outcomes.append(outcome)
-                self.applied_seq = p.seq
-            handled += 1
-            # Redelivered payloads are acked one by one, so that after another
-            # crash the host knows exactly which payload was being handled.
-            if p.redelivered or handled % _MAX_UNACKED == 0:
+                self.applied_seq = item.seq
+            unacked += 1
+            if unacked >= _MAX_UNACKED or clock() - last_ack >= _ACK_INTERVAL_S:
                 yield plugin_pb2.DeliverResponse(acked_through=self.applied_seq, outcomes=outcomes)
-                outcomes = []
-        # The batch is drained: ack it, duplicates included.
+                outcomes, unacked, last_ack = [], 0, clock()
         yield plugin_pb2.DeliverResponse(acked_through=self.applied_seq, outcomes=outcomes)
 
-    def _run(self, p: plugin_pb2.Payload) -> Optional[plugin_pb2.PayloadOutcome]:
+    def _run(self, item: plugin_pb2.DeliveryItem) -> Optional[plugin_pb2.ItemOutcome]:
+        """Runs one item's handler; returns its outcome, or None for a success
+        without effects. A failed handler is reported, not retried, and its
+        effects are dropped."""
         base = self._context()
-        ctx = HandlerContext(base, p.seq)
+        ctx = HandlerContext(base, item.seq)
+        which = item.WhichOneof("item")
         try:
-            if p.kind not in self._plugin.payload_kinds:
-                raise ValueError(f"plugin '{self._plugin.name}' does not claim payload kind '{p.kind}'")
-            self._plugin.handle_payload(Payload(p.seq, p.src, p.kind, p.body, p.redelivered), ctx)
-        except Exception as e:  # a failed handler is reported, not retried
+            if which == "payload":
+                p = item.payload
+                if p.kind not in self._plugin.payload_kinds:
+                    raise ValueError(f"plugin '{self._plugin.name}' does not claim payload kind '{p.kind}'")
+                self._plugin.handle_payload(Payload(item.seq, p.src, p.kind, p.body, item.redelivered), ctx)
+            elif which == "peer_forgotten":
+                self._plugin.peer_forgotten(bytes(item.peer_forgotten.node_id), ctx)
+            else:
+                raise ValueError(
+                    f"plugin '{self._plugin.name}' does not understand delivery item seq {item.seq} "
+                    "(neither a payload nor a forgotten peer; is the host newer than this plugin?)"
+                )
+        except Exception as e:
             message = str(e) or type(e).__name__
-            base.log.error("payload handler failed", seq=p.seq, kind=p.kind, error=message)
-            return plugin_pb2.PayloadOutcome(seq=p.seq, error=plugin_pb2.HandlerError(message=message))
+            if which == "payload":
+                base.log.error("payload handler failed", seq=item.seq, kind=item.payload.kind, error=message)
+            elif which == "peer_forgotten":
+                base.log.error("peer_forgotten handler failed", seq=item.seq, peer=item.peer_forgotten.node_id, error=message)
+            else:
+                base.log.error("unknown delivery item", seq=item.seq, error=message)
+            return plugin_pb2.ItemOutcome(seq=item.seq, error=plugin_pb2.HandlerError(message=message))
         if not ctx._effects:
             return None
-        return plugin_pb2.PayloadOutcome(seq=p.seq, effects=ctx._effects)
+        return plugin_pb2.ItemOutcome(seq=item.seq, effects=ctx._effects)
 
 
 class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
@@ -496,11 +528,6 @@ class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
     def Deliver(self, request_iterator, context):
         for request in request_iterator:
             yield from self._delivery.process(request)
-
-    def PeerForgotten(self, request, context):
-        with self._delivery.lock:
-            self._hook(context, "PeerForgotten", lambda: self._plugin.peer_forgotten(request.node_id, self._runtime.context))
-        return plugin_pb2.PeerForgottenResponse()
 
     def Snapshot(self, request, context):
         plugin = self._plugin

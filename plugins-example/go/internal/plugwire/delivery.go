@@ -2,92 +2,118 @@ package plugwire
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
 )
 
-// delivery runs payloads one at a time in seq order and acks them
-// cumulatively. Its mutex also serializes snapshot, restore and
-// PeerForgotten against handlers, so those always run between payloads.
+// delivery applies the items of the Deliver stream (payloads and forgotten
+// peers) one at a time in seq order and acks them cumulatively. Its mutex
+// also serializes snapshot and restore against handlers, so those always
+// run between items.
 type delivery struct {
 	plugin *Plugin
 	pc     func() *Context
+	// now is the clock of the ack cadence; time.Now outside tests.
+	now func() time.Time
 
 	mu      sync.Mutex
-	applied uint64 // seq of the last payload whose handler finished (or of the restored snapshot)
+	applied uint64 // seq of the last item applied (or of the restored snapshot)
 }
 
-// exclusive runs fn between payloads and gives it the applied seq.
+// exclusive runs fn between items and gives it the applied seq.
 func (d *delivery) exclusive(fn func(applied *uint64) error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return fn(&d.applied)
 }
 
-// process handles one DeliverRequest and sends its acks: every maxUnacked
-// payloads, and once at the end, which covers payloads skipped as duplicates.
+// process applies one DeliverRequest and sends its acks: every maxUnacked
+// items or ackInterval while the batch goes on, and once the batch is
+// drained, which also covers items skipped as already applied.
+//
+// Redelivered items need nothing special: after a crash the host sends them
+// one at a time, each once the one before it is acked.
 func (d *delivery) process(ctx context.Context, req *pb.DeliverRequest, send func(*pb.DeliverResponse) error) error {
-	if len(req.Payloads) == 0 {
+	if len(req.Items) == 0 {
 		return nil
 	}
-	var outcomes []*pb.PayloadOutcome
-	handled := 0
-	for _, p := range req.Payloads {
+	var outcomes []*pb.ItemOutcome
+	unacked := 0
+	lastAck := d.now()
+	for _, item := range req.Items {
 		d.mu.Lock()
-		if p.Seq <= d.applied { // already handled by this process
+		if item.Seq <= d.applied { // applied already (by this process, or in a restored snapshot)
 			d.mu.Unlock()
 			continue
 		}
-		if outcome := d.run(ctx, p); outcome != nil {
+		if outcome := d.run(ctx, item); outcome != nil {
 			outcomes = append(outcomes, outcome)
 		}
-		d.applied = p.Seq
+		d.applied = item.Seq
 		d.mu.Unlock()
-		handled++
-		// Redelivered payloads are acked one by one, so that after another
-		// crash the host knows exactly which payload was being handled.
-		if p.Redelivered || handled%maxUnacked == 0 {
+		unacked++
+		if unacked >= maxUnacked || d.now().Sub(lastAck) >= ackInterval {
 			if err := send(d.ack(outcomes)); err != nil {
 				return err
 			}
-			outcomes = nil
+			outcomes, unacked, lastAck = nil, 0, d.now()
 		}
 	}
 	return send(d.ack(outcomes))
 }
 
-func (d *delivery) ack(outcomes []*pb.PayloadOutcome) *pb.DeliverResponse {
+func (d *delivery) ack(outcomes []*pb.ItemOutcome) *pb.DeliverResponse {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return &pb.DeliverResponse{AckedThrough: d.applied, Outcomes: outcomes}
 }
 
-// run handles one payload and returns its outcome, or nil for a success
-// without effects. Called with d.mu held.
-func (d *delivery) run(ctx context.Context, p *pb.Payload) (outcome *pb.PayloadOutcome) {
+// run applies one item and returns its outcome, or nil for a success without
+// effects. A failed (or panicking) handler is reported, not retried, and its
+// effects are dropped. Called with d.mu held.
+func (d *delivery) run(ctx context.Context, item *pb.DeliveryItem) (outcome *pb.ItemOutcome) {
 	pc := d.pc()
-	h := &Handler{Context: pc, Seq: p.Seq}
-	fail := func(err error) *pb.PayloadOutcome {
-		pc.Log.Error("payload handler failed", "seq", p.Seq, "kind", p.Kind, "error", err.Error())
-		return &pb.PayloadOutcome{Seq: p.Seq, Error: &pb.HandlerError{Message: err.Error()}}
-	}
-	if !slices.Contains(d.plugin.PayloadKinds, p.Kind) {
-		return fail(fmt.Errorf("plugin '%s' does not claim payload kind '%s'", d.plugin.Name, p.Kind))
+	h := &Handler{Context: pc, Seq: item.Seq}
+	var what []any // log fields naming the item
+	fail := func(err error) *pb.ItemOutcome {
+		pc.Log.Error("handler failed", append(what, "error", err.Error())...)
+		return &pb.ItemOutcome{Seq: item.Seq, Error: &pb.HandlerError{Message: err.Error()}}
 	}
 	defer func() {
 		if r := recover(); r != nil {
 			outcome = fail(fmt.Errorf("handler panicked: %v", r))
 		}
 	}()
-	payload := Payload{Seq: p.Seq, Src: p.Src, Kind: p.Kind, Body: p.Body, Redelivered: p.Redelivered}
-	if err := d.plugin.HandlePayload(ctx, payload, h); err != nil {
+	var err error
+	switch it := item.Item.(type) {
+	case *pb.DeliveryItem_Payload:
+		p := it.Payload
+		what = []any{"seq", item.Seq, "kind", p.Kind}
+		if !slices.Contains(d.plugin.PayloadKinds, p.Kind) {
+			return fail(fmt.Errorf("plugin '%s' does not claim payload kind '%s'", d.plugin.Name, p.Kind))
+		}
+		err = d.plugin.HandlePayload(ctx, Payload{Seq: item.Seq, Src: p.Src, Kind: p.Kind, Body: p.Body, Redelivered: item.Redelivered}, h)
+	case *pb.DeliveryItem_PeerForgotten:
+		nodeID := it.PeerForgotten.NodeId
+		what = []any{"seq", item.Seq, "forgotten_peer", hex.EncodeToString(nodeID)}
+		if d.plugin.PeerForgotten != nil {
+			err = d.plugin.PeerForgotten(ctx, nodeID, h)
+		}
+	default:
+		what = []any{"seq", item.Seq}
+		return fail(fmt.Errorf("plugin '%s' does not understand delivery item seq %d "+
+			"(neither a payload nor a forgotten peer; is the host newer than this plugin?)", d.plugin.Name, item.Seq))
+	}
+	if err != nil {
 		return fail(err)
 	}
 	if len(h.effects) == 0 {
 		return nil
 	}
-	return &pb.PayloadOutcome{Seq: p.Seq, Effects: h.effects}
+	return &pb.ItemOutcome{Seq: item.Seq, Effects: h.effects}
 }

@@ -1,8 +1,8 @@
 // Package plugwire does the protocol chores of a plugwire plugin written in
 // Go, so that a plugin's main package reads like a plugin: the magic cookie,
 // version negotiation, the unix socket and handshake line, the auth token on
-// every call, grpc.health.v1, ordered delivery with cumulative acks and
-// effects, chunked snapshots with typed errors, and exiting on Shutdown,
+// every call, grpc.health.v1, the Deliver stream's items (payloads and
+// forgotten peers) applied in seq order with cumulative acks and effects, chunked snapshots with typed errors, and exiting on Shutdown,
 // SIGTERM or stdin EOF. docs/protocol.md is the specification it follows.
 package plugwire
 
@@ -28,8 +28,13 @@ type Plugin struct {
 	// seq order. A returned error is reported in the payload's ack and the
 	// payload is not retried; effects recorded on h are then dropped.
 	HandlePayload func(ctx context.Context, p Payload, h *Handler) error
-	// PeerForgotten drops any state kept about a peer.
-	PeerForgotten func(ctx context.Context, nodeID []byte, pc *Context) error
+	// PeerForgotten is told that the daemon forgot a peer: drop any state
+	// kept about it. Forgotten peers are items of the Deliver stream, so it
+	// runs in seq order among the payloads, never during one, and is replayed
+	// after a restore like them: state restored from an older snapshot
+	// forgets the peer again. A returned error is reported in the item's ack
+	// and not retried. Effects recorded on h travel with that ack.
+	PeerForgotten func(ctx context.Context, nodeID []byte, h *Handler) error
 	// Shutdown cleans up; ctx carries the host's deadline.
 	Shutdown func(ctx context.Context, pc *Context) error
 	// Stateful is set only by plugins whose state the host should snapshot.
@@ -37,7 +42,7 @@ type Plugin struct {
 }
 
 // Stateful is the snapshot surface of a stateful plugin. Snapshot and Restore
-// never run while a payload handler runs.
+// never run while a handler (HandlePayload, PeerForgotten) runs.
 type Stateful struct {
 	// Stable id the host keys stored snapshots by.
 	ID string
@@ -64,7 +69,8 @@ type Payload struct {
 	Src  []byte
 	Kind string
 	Body []byte
-	// True when an earlier launch received this payload but never acked it.
+	// True when the host delivered this payload before: to an earlier launch
+	// that never acked it, or as a replay after a restore.
 	Redelivered bool
 }
 
@@ -100,18 +106,19 @@ type Context struct {
 // Has reports whether the host granted the capability.
 func (c *Context) Has(capability Capability) bool { return c.Capabilities[capability] }
 
-// Handler is the context of one payload handler.
+// Handler is the context of one handler run (HandlePayload or
+// PeerForgotten).
 type Handler struct {
 	*Context
-	// Seq of the payload being handled.
+	// Seq of the item being applied.
 	Seq         uint64
 	effects     []*pb.Effect
 	routedIndex uint32
 }
 
 // SendDirect asks the host to send frame to a directly connected peer. It is
-// an effect: the host performs it when it receives this payload's ack, and
-// exactly once even if the payload is redelivered.
+// an effect: the host performs it when it receives this item's ack, and
+// exactly once even if the item is redelivered or replayed.
 func (h *Handler) SendDirect(peer, frame []byte) error {
 	if !h.Has(CapabilityControl) {
 		return errMissingCapability(h.Name, CapabilityControl)
@@ -121,8 +128,8 @@ func (h *Handler) SendDirect(peer, frame []byte) error {
 }
 
 // SendRouted sends frame through the host's routing table and reports whether
-// a route existed. The call names this payload so that the host answers a
-// replayed payload's call without sending twice.
+// a route existed. The call names this item (seq, index) so that the host
+// answers a replayed item's call without sending twice.
 func (h *Handler) SendRouted(ctx context.Context, dst, frame []byte) (bool, error) {
 	origin := &pb.EffectOrigin{Seq: h.Seq, Index: h.routedIndex}
 	h.routedIndex++

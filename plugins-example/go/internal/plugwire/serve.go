@@ -88,7 +88,7 @@ func Serve(p Plugin) {
 		life:   life,
 		pc:     &Context{Name: p.Name, InstanceID: instanceID, ConfigJSON: "{}", Capabilities: map[Capability]bool{}, Host: host, Log: log},
 	}
-	service.delivery = &delivery{plugin: &p, pc: service.context}
+	service.delivery = &delivery{plugin: &p, pc: service.context, now: time.Now}
 	life.context = service.context
 	pb.RegisterPluginServiceServer(server, service)
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

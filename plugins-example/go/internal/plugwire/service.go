@@ -97,16 +97,6 @@ func (s *pluginService) Deliver(stream grpc.BidiStreamingServer[pb.DeliverReques
 	}
 }
 
-func (s *pluginService) PeerForgotten(ctx context.Context, req *pb.PeerForgottenRequest) (*pb.PeerForgottenResponse, error) {
-	if s.plugin.PeerForgotten != nil {
-		err := s.delivery.exclusive(func(*uint64) error { return s.plugin.PeerForgotten(ctx, req.NodeId, s.context()) })
-		if err != nil {
-			return nil, internalError(s.plugin.Name, "PeerForgotten", err)
-		}
-	}
-	return &pb.PeerForgottenResponse{}, nil
-}
-
 func (s *pluginService) Snapshot(_ *pb.SnapshotRequest, stream grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
 	st := s.plugin.Stateful
 	if st == nil {

@@ -30,8 +30,11 @@ const (
 
 // Timings of this implementation.
 const (
-	// Most payloads handled before an ack goes out even if the batch goes on.
-	maxUnacked = 512
+	// While a batch of items is being applied, an ack goes out after this
+	// many items or this long, whichever comes first; and always once the
+	// batch is drained.
+	maxUnacked  = 512
+	ackInterval = 20 * time.Millisecond
 	// How long the Shutdown hook may run on stdin EOF or SIGTERM, and when
 	// the host's Shutdown deadline is 0.
 	exitGrace = 500 * time.Millisecond

@@ -367,9 +367,10 @@ func (*StartResponse) Descriptor() ([]byte, []int) {
 
 type DeliverRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Payloads in increasing seq order. Seqs are per plugin, start at 1 and
-	// have no gaps across the life of the host.
-	Payloads      []*Payload `protobuf:"bytes,1,rep,name=payloads,proto3" json:"payloads,omitempty"`
+	// Items in increasing seq order. Seqs are per plugin, start at 1 and have
+	// no gaps across the life of the host; payloads and forgotten peers share
+	// one seq space.
+	Items         []*DeliveryItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -404,31 +405,131 @@ func (*DeliverRequest) Descriptor() ([]byte, []int) {
 	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *DeliverRequest) GetPayloads() []*Payload {
+func (x *DeliverRequest) GetItems() []*DeliveryItem {
 	if x != nil {
-		return x.Payloads
+		return x.Items
 	}
 	return nil
 }
 
+// One sequenced item of the delivery stream.
+type DeliveryItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// True when the host delivered this item to an earlier launch of the
+	// plugin, or replays it after a restore, and is delivering it again.
+	Redelivered bool `protobuf:"varint,2,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
+	// Types that are valid to be assigned to Item:
+	//
+	//	*DeliveryItem_Payload
+	//	*DeliveryItem_PeerForgotten
+	Item          isDeliveryItem_Item `protobuf_oneof:"item"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryItem) Reset() {
+	*x = DeliveryItem{}
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryItem) ProtoMessage() {}
+
+func (x *DeliveryItem) ProtoReflect() protoreflect.Message {
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryItem.ProtoReflect.Descriptor instead.
+func (*DeliveryItem) Descriptor() ([]byte, []int) {
+	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeliveryItem) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *DeliveryItem) GetRedelivered() bool {
+	if x != nil {
+		return x.Redelivered
+	}
+	return false
+}
+
+func (x *DeliveryItem) GetItem() isDeliveryItem_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *DeliveryItem) GetPayload() *Payload {
+	if x != nil {
+		if x, ok := x.Item.(*DeliveryItem_Payload); ok {
+			return x.Payload
+		}
+	}
+	return nil
+}
+
+func (x *DeliveryItem) GetPeerForgotten() *PeerForgotten {
+	if x != nil {
+		if x, ok := x.Item.(*DeliveryItem_PeerForgotten); ok {
+			return x.PeerForgotten
+		}
+	}
+	return nil
+}
+
+type isDeliveryItem_Item interface {
+	isDeliveryItem_Item()
+}
+
+type DeliveryItem_Payload struct {
+	// An inbound payload: the seed's handle_payload.
+	Payload *Payload `protobuf:"bytes,3,opt,name=payload,proto3,oneof"`
+}
+
+type DeliveryItem_PeerForgotten struct {
+	// A peer the daemon forgot: the seed's on_peer_forgotten. Drop any
+	// per-peer state. Replayed after a restore like any other item.
+	PeerForgotten *PeerForgotten `protobuf:"bytes,4,opt,name=peer_forgotten,json=peerForgotten,proto3,oneof"`
+}
+
+func (*DeliveryItem_Payload) isDeliveryItem_Item() {}
+
+func (*DeliveryItem_PeerForgotten) isDeliveryItem_Item() {}
+
 // One inbound plugin payload.
 type Payload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// Node id of the peer the payload came from.
-	Src  []byte `protobuf:"bytes,2,opt,name=src,proto3" json:"src,omitempty"`
-	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
-	Body []byte `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
-	// True when the host delivered this payload to an earlier launch of the
-	// plugin and is delivering it again.
-	Redelivered   bool `protobuf:"varint,5,opt,name=redelivered,proto3" json:"redelivered,omitempty"`
+	Src           []byte `protobuf:"bytes,1,opt,name=src,proto3" json:"src,omitempty"`
+	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Body          []byte `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Payload) Reset() {
 	*x = Payload{}
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[7]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +541,7 @@ func (x *Payload) String() string {
 func (*Payload) ProtoMessage() {}
 
 func (x *Payload) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[7]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,14 +554,7 @@ func (x *Payload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Payload.ProtoReflect.Descriptor instead.
 func (*Payload) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *Payload) GetSeq() uint64 {
-	if x != nil {
-		return x.Seq
-	}
-	return 0
+	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Payload) GetSrc() []byte {
@@ -484,27 +578,65 @@ func (x *Payload) GetBody() []byte {
 	return nil
 }
 
-func (x *Payload) GetRedelivered() bool {
+// A peer was forgotten by the daemon.
+type PeerForgotten struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerForgotten) Reset() {
+	*x = PeerForgotten{}
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerForgotten) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerForgotten) ProtoMessage() {}
+
+func (x *PeerForgotten) ProtoReflect() protoreflect.Message {
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[9]
 	if x != nil {
-		return x.Redelivered
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
 	}
-	return false
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerForgotten.ProtoReflect.Descriptor instead.
+func (*PeerForgotten) Descriptor() ([]byte, []int) {
+	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PeerForgotten) GetNodeId() []byte {
+	if x != nil {
+		return x.NodeId
+	}
+	return nil
 }
 
 type DeliverResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Cumulative ack: every payload with seq <= acked_through is done.
+	// Cumulative ack: every item with seq <= acked_through is done.
 	AckedThrough uint64 `protobuf:"varint,1,opt,name=acked_through,json=ackedThrough,proto3" json:"acked_through,omitempty"`
-	// Outcomes of acked payloads that failed or produced effects. Payloads that
+	// Outcomes of acked items that failed or produced effects. Items that
 	// succeeded without effects need no outcome.
-	Outcomes      []*PayloadOutcome `protobuf:"bytes,2,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	Outcomes      []*ItemOutcome `protobuf:"bytes,2,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[8]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +648,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[8]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +661,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeliverResponse) GetAckedThrough() uint64 {
@@ -539,17 +671,17 @@ func (x *DeliverResponse) GetAckedThrough() uint64 {
 	return 0
 }
 
-func (x *DeliverResponse) GetOutcomes() []*PayloadOutcome {
+func (x *DeliverResponse) GetOutcomes() []*ItemOutcome {
 	if x != nil {
 		return x.Outcomes
 	}
 	return nil
 }
 
-type PayloadOutcome struct {
+type ItemOutcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	// Set when the handler failed. The payload is still acked, not retried.
+	// Set when the handler failed. The item is still acked, not retried.
 	Error *HandlerError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	// Effects the handler produced, in the order it produced them. The host
 	// performs them when it receives this ack, and never twice.
@@ -558,21 +690,21 @@ type PayloadOutcome struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PayloadOutcome) Reset() {
-	*x = PayloadOutcome{}
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[9]
+func (x *ItemOutcome) Reset() {
+	*x = ItemOutcome{}
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PayloadOutcome) String() string {
+func (x *ItemOutcome) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PayloadOutcome) ProtoMessage() {}
+func (*ItemOutcome) ProtoMessage() {}
 
-func (x *PayloadOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[9]
+func (x *ItemOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,26 +715,26 @@ func (x *PayloadOutcome) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PayloadOutcome.ProtoReflect.Descriptor instead.
-func (*PayloadOutcome) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{9}
+// Deprecated: Use ItemOutcome.ProtoReflect.Descriptor instead.
+func (*ItemOutcome) Descriptor() ([]byte, []int) {
+	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *PayloadOutcome) GetSeq() uint64 {
+func (x *ItemOutcome) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
 	}
 	return 0
 }
 
-func (x *PayloadOutcome) GetError() *HandlerError {
+func (x *ItemOutcome) GetError() *HandlerError {
 	if x != nil {
 		return x.Error
 	}
 	return nil
 }
 
-func (x *PayloadOutcome) GetEffects() []*Effect {
+func (x *ItemOutcome) GetEffects() []*Effect {
 	if x != nil {
 		return x.Effects
 	}
@@ -618,7 +750,7 @@ type HandlerError struct {
 
 func (x *HandlerError) Reset() {
 	*x = HandlerError{}
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[10]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -630,7 +762,7 @@ func (x *HandlerError) String() string {
 func (*HandlerError) ProtoMessage() {}
 
 func (x *HandlerError) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[10]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -643,7 +775,7 @@ func (x *HandlerError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandlerError.ProtoReflect.Descriptor instead.
 func (*HandlerError) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HandlerError) GetMessage() string {
@@ -666,7 +798,7 @@ type Effect struct {
 
 func (x *Effect) Reset() {
 	*x = Effect{}
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[11]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +810,7 @@ func (x *Effect) String() string {
 func (*Effect) ProtoMessage() {}
 
 func (x *Effect) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[11]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +823,7 @@ func (x *Effect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Effect.ProtoReflect.Descriptor instead.
 func (*Effect) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Effect) GetEffect() isEffect_Effect {
@@ -731,7 +863,7 @@ type SendDirect struct {
 
 func (x *SendDirect) Reset() {
 	*x = SendDirect{}
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[12]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +875,7 @@ func (x *SendDirect) String() string {
 func (*SendDirect) ProtoMessage() {}
 
 func (x *SendDirect) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[12]
+	mi := &file_plugwire_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +888,7 @@ func (x *SendDirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDirect.ProtoReflect.Descriptor instead.
 func (*SendDirect) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendDirect) GetPeer() []byte {
@@ -771,86 +903,6 @@ func (x *SendDirect) GetFrame() []byte {
 		return x.Frame
 	}
 	return nil
-}
-
-type PeerForgottenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerForgottenRequest) Reset() {
-	*x = PeerForgottenRequest{}
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[13]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerForgottenRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerForgottenRequest) ProtoMessage() {}
-
-func (x *PeerForgottenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[13]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerForgottenRequest.ProtoReflect.Descriptor instead.
-func (*PeerForgottenRequest) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{13}
-}
-
-func (x *PeerForgottenRequest) GetNodeId() []byte {
-	if x != nil {
-		return x.NodeId
-	}
-	return nil
-}
-
-type PeerForgottenResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PeerForgottenResponse) Reset() {
-	*x = PeerForgottenResponse{}
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PeerForgottenResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PeerForgottenResponse) ProtoMessage() {}
-
-func (x *PeerForgottenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_plugin_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PeerForgottenResponse.ProtoReflect.Descriptor instead.
-func (*PeerForgottenResponse) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 type SnapshotRequest struct {
@@ -1272,19 +1324,25 @@ const file_plugwire_v1_plugin_proto_rawDesc = "" +
 	"\vconfig_json\x18\x03 \x01(\tR\n" +
 	"configJson\x12;\n" +
 	"\fcapabilities\x18\x04 \x03(\x0e2\x17.plugwire.v1.CapabilityR\fcapabilities\"\x0f\n" +
-	"\rStartResponse\"B\n" +
-	"\x0eDeliverRequest\x120\n" +
-	"\bpayloads\x18\x01 \x03(\v2\x14.plugwire.v1.PayloadR\bpayloads\"w\n" +
+	"\rStartResponse\"A\n" +
+	"\x0eDeliverRequest\x12/\n" +
+	"\x05items\x18\x01 \x03(\v2\x19.plugwire.v1.DeliveryItemR\x05items\"\xc1\x01\n" +
+	"\fDeliveryItem\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12 \n" +
+	"\vredelivered\x18\x02 \x01(\bR\vredelivered\x120\n" +
+	"\apayload\x18\x03 \x01(\v2\x14.plugwire.v1.PayloadH\x00R\apayload\x12C\n" +
+	"\x0epeer_forgotten\x18\x04 \x01(\v2\x1a.plugwire.v1.PeerForgottenH\x00R\rpeerForgottenB\x06\n" +
+	"\x04item\"C\n" +
 	"\aPayload\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
-	"\x03src\x18\x02 \x01(\fR\x03src\x12\x12\n" +
-	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
-	"\x04body\x18\x04 \x01(\fR\x04body\x12 \n" +
-	"\vredelivered\x18\x05 \x01(\bR\vredelivered\"o\n" +
+	"\x03src\x18\x01 \x01(\fR\x03src\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"(\n" +
+	"\rPeerForgotten\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\fR\x06nodeId\"l\n" +
 	"\x0fDeliverResponse\x12#\n" +
-	"\racked_through\x18\x01 \x01(\x04R\fackedThrough\x127\n" +
-	"\boutcomes\x18\x02 \x03(\v2\x1b.plugwire.v1.PayloadOutcomeR\boutcomes\"\x82\x01\n" +
-	"\x0ePayloadOutcome\x12\x10\n" +
+	"\racked_through\x18\x01 \x01(\x04R\fackedThrough\x124\n" +
+	"\boutcomes\x18\x02 \x03(\v2\x18.plugwire.v1.ItemOutcomeR\boutcomes\"\x7f\n" +
+	"\vItemOutcome\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
 	"\x05error\x18\x02 \x01(\v2\x19.plugwire.v1.HandlerErrorR\x05error\x12-\n" +
 	"\aeffects\x18\x03 \x03(\v2\x13.plugwire.v1.EffectR\aeffects\"(\n" +
@@ -1297,10 +1355,7 @@ const file_plugwire_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"SendDirect\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\fR\x04peer\x12\x14\n" +
-	"\x05frame\x18\x02 \x01(\fR\x05frame\"/\n" +
-	"\x14PeerForgottenRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\fR\x06nodeId\"\x17\n" +
-	"\x15PeerForgottenResponse\"\x11\n" +
+	"\x05frame\x18\x02 \x01(\fR\x05frame\"\x11\n" +
 	"\x0fSnapshotRequest\"i\n" +
 	"\x10SnapshotResponse\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.plugwire.v1.SnapshotHeaderH\x00R\x06header\x12\x16\n" +
@@ -1321,12 +1376,11 @@ const file_plugwire_v1_plugin_proto_rawDesc = "" +
 	"\x0fShutdownRequest\x12\x1f\n" +
 	"\vdeadline_ms\x18\x01 \x01(\rR\n" +
 	"deadlineMs\"\x12\n" +
-	"\x10ShutdownResponse2\x96\x04\n" +
+	"\x10ShutdownResponse2\xbe\x03\n" +
 	"\rPluginService\x12G\n" +
 	"\bDescribe\x12\x1c.plugwire.v1.DescribeRequest\x1a\x1d.plugwire.v1.DescribeResponse\x12>\n" +
 	"\x05Start\x12\x19.plugwire.v1.StartRequest\x1a\x1a.plugwire.v1.StartResponse\x12H\n" +
-	"\aDeliver\x12\x1b.plugwire.v1.DeliverRequest\x1a\x1c.plugwire.v1.DeliverResponse(\x010\x01\x12V\n" +
-	"\rPeerForgotten\x12!.plugwire.v1.PeerForgottenRequest\x1a\".plugwire.v1.PeerForgottenResponse\x12I\n" +
+	"\aDeliver\x12\x1b.plugwire.v1.DeliverRequest\x1a\x1c.plugwire.v1.DeliverResponse(\x010\x01\x12I\n" +
 	"\bSnapshot\x12\x1c.plugwire.v1.SnapshotRequest\x1a\x1d.plugwire.v1.SnapshotResponse0\x01\x12F\n" +
 	"\aRestore\x12\x1b.plugwire.v1.RestoreRequest\x1a\x1c.plugwire.v1.RestoreResponse(\x01\x12G\n" +
 	"\bShutdown\x12\x1c.plugwire.v1.ShutdownRequest\x1a\x1d.plugwire.v1.ShutdownResponseB\xb7\x01\n" +
@@ -1346,60 +1400,60 @@ func file_plugwire_v1_plugin_proto_rawDescGZIP() []byte {
 
 var file_plugwire_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_plugwire_v1_plugin_proto_goTypes = []any{
-	(*DescribeRequest)(nil),       // 0: plugwire.v1.DescribeRequest
-	(*DescribeResponse)(nil),      // 1: plugwire.v1.DescribeResponse
-	(*StatefulSurface)(nil),       // 2: plugwire.v1.StatefulSurface
-	(*SdkInfo)(nil),               // 3: plugwire.v1.SdkInfo
-	(*StartRequest)(nil),          // 4: plugwire.v1.StartRequest
-	(*StartResponse)(nil),         // 5: plugwire.v1.StartResponse
-	(*DeliverRequest)(nil),        // 6: plugwire.v1.DeliverRequest
-	(*Payload)(nil),               // 7: plugwire.v1.Payload
-	(*DeliverResponse)(nil),       // 8: plugwire.v1.DeliverResponse
-	(*PayloadOutcome)(nil),        // 9: plugwire.v1.PayloadOutcome
-	(*HandlerError)(nil),          // 10: plugwire.v1.HandlerError
-	(*Effect)(nil),                // 11: plugwire.v1.Effect
-	(*SendDirect)(nil),            // 12: plugwire.v1.SendDirect
-	(*PeerForgottenRequest)(nil),  // 13: plugwire.v1.PeerForgottenRequest
-	(*PeerForgottenResponse)(nil), // 14: plugwire.v1.PeerForgottenResponse
-	(*SnapshotRequest)(nil),       // 15: plugwire.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),      // 16: plugwire.v1.SnapshotResponse
-	(*SnapshotHeader)(nil),        // 17: plugwire.v1.SnapshotHeader
-	(*RestoreRequest)(nil),        // 18: plugwire.v1.RestoreRequest
-	(*RestoreResponse)(nil),       // 19: plugwire.v1.RestoreResponse
-	(*ShutdownRequest)(nil),       // 20: plugwire.v1.ShutdownRequest
-	(*ShutdownResponse)(nil),      // 21: plugwire.v1.ShutdownResponse
-	(Capability)(0),               // 22: plugwire.v1.Capability
+	(*DescribeRequest)(nil),  // 0: plugwire.v1.DescribeRequest
+	(*DescribeResponse)(nil), // 1: plugwire.v1.DescribeResponse
+	(*StatefulSurface)(nil),  // 2: plugwire.v1.StatefulSurface
+	(*SdkInfo)(nil),          // 3: plugwire.v1.SdkInfo
+	(*StartRequest)(nil),     // 4: plugwire.v1.StartRequest
+	(*StartResponse)(nil),    // 5: plugwire.v1.StartResponse
+	(*DeliverRequest)(nil),   // 6: plugwire.v1.DeliverRequest
+	(*DeliveryItem)(nil),     // 7: plugwire.v1.DeliveryItem
+	(*Payload)(nil),          // 8: plugwire.v1.Payload
+	(*PeerForgotten)(nil),    // 9: plugwire.v1.PeerForgotten
+	(*DeliverResponse)(nil),  // 10: plugwire.v1.DeliverResponse
+	(*ItemOutcome)(nil),      // 11: plugwire.v1.ItemOutcome
+	(*HandlerError)(nil),     // 12: plugwire.v1.HandlerError
+	(*Effect)(nil),           // 13: plugwire.v1.Effect
+	(*SendDirect)(nil),       // 14: plugwire.v1.SendDirect
+	(*SnapshotRequest)(nil),  // 15: plugwire.v1.SnapshotRequest
+	(*SnapshotResponse)(nil), // 16: plugwire.v1.SnapshotResponse
+	(*SnapshotHeader)(nil),   // 17: plugwire.v1.SnapshotHeader
+	(*RestoreRequest)(nil),   // 18: plugwire.v1.RestoreRequest
+	(*RestoreResponse)(nil),  // 19: plugwire.v1.RestoreResponse
+	(*ShutdownRequest)(nil),  // 20: plugwire.v1.ShutdownRequest
+	(*ShutdownResponse)(nil), // 21: plugwire.v1.ShutdownResponse
+	(Capability)(0),          // 22: plugwire.v1.Capability
 }
 var file_plugwire_v1_plugin_proto_depIdxs = []int32{
 	2,  // 0: plugwire.v1.DescribeResponse.stateful:type_name -> plugwire.v1.StatefulSurface
 	3,  // 1: plugwire.v1.DescribeResponse.sdk:type_name -> plugwire.v1.SdkInfo
 	22, // 2: plugwire.v1.StartRequest.capabilities:type_name -> plugwire.v1.Capability
-	7,  // 3: plugwire.v1.DeliverRequest.payloads:type_name -> plugwire.v1.Payload
-	9,  // 4: plugwire.v1.DeliverResponse.outcomes:type_name -> plugwire.v1.PayloadOutcome
-	10, // 5: plugwire.v1.PayloadOutcome.error:type_name -> plugwire.v1.HandlerError
-	11, // 6: plugwire.v1.PayloadOutcome.effects:type_name -> plugwire.v1.Effect
-	12, // 7: plugwire.v1.Effect.send_direct:type_name -> plugwire.v1.SendDirect
-	17, // 8: plugwire.v1.SnapshotResponse.header:type_name -> plugwire.v1.SnapshotHeader
-	17, // 9: plugwire.v1.RestoreRequest.header:type_name -> plugwire.v1.SnapshotHeader
-	0,  // 10: plugwire.v1.PluginService.Describe:input_type -> plugwire.v1.DescribeRequest
-	4,  // 11: plugwire.v1.PluginService.Start:input_type -> plugwire.v1.StartRequest
-	6,  // 12: plugwire.v1.PluginService.Deliver:input_type -> plugwire.v1.DeliverRequest
-	13, // 13: plugwire.v1.PluginService.PeerForgotten:input_type -> plugwire.v1.PeerForgottenRequest
-	15, // 14: plugwire.v1.PluginService.Snapshot:input_type -> plugwire.v1.SnapshotRequest
-	18, // 15: plugwire.v1.PluginService.Restore:input_type -> plugwire.v1.RestoreRequest
-	20, // 16: plugwire.v1.PluginService.Shutdown:input_type -> plugwire.v1.ShutdownRequest
-	1,  // 17: plugwire.v1.PluginService.Describe:output_type -> plugwire.v1.DescribeResponse
-	5,  // 18: plugwire.v1.PluginService.Start:output_type -> plugwire.v1.StartResponse
-	8,  // 19: plugwire.v1.PluginService.Deliver:output_type -> plugwire.v1.DeliverResponse
-	14, // 20: plugwire.v1.PluginService.PeerForgotten:output_type -> plugwire.v1.PeerForgottenResponse
+	7,  // 3: plugwire.v1.DeliverRequest.items:type_name -> plugwire.v1.DeliveryItem
+	8,  // 4: plugwire.v1.DeliveryItem.payload:type_name -> plugwire.v1.Payload
+	9,  // 5: plugwire.v1.DeliveryItem.peer_forgotten:type_name -> plugwire.v1.PeerForgotten
+	11, // 6: plugwire.v1.DeliverResponse.outcomes:type_name -> plugwire.v1.ItemOutcome
+	12, // 7: plugwire.v1.ItemOutcome.error:type_name -> plugwire.v1.HandlerError
+	13, // 8: plugwire.v1.ItemOutcome.effects:type_name -> plugwire.v1.Effect
+	14, // 9: plugwire.v1.Effect.send_direct:type_name -> plugwire.v1.SendDirect
+	17, // 10: plugwire.v1.SnapshotResponse.header:type_name -> plugwire.v1.SnapshotHeader
+	17, // 11: plugwire.v1.RestoreRequest.header:type_name -> plugwire.v1.SnapshotHeader
+	0,  // 12: plugwire.v1.PluginService.Describe:input_type -> plugwire.v1.DescribeRequest
+	4,  // 13: plugwire.v1.PluginService.Start:input_type -> plugwire.v1.StartRequest
+	6,  // 14: plugwire.v1.PluginService.Deliver:input_type -> plugwire.v1.DeliverRequest
+	15, // 15: plugwire.v1.PluginService.Snapshot:input_type -> plugwire.v1.SnapshotRequest
+	18, // 16: plugwire.v1.PluginService.Restore:input_type -> plugwire.v1.RestoreRequest
+	20, // 17: plugwire.v1.PluginService.Shutdown:input_type -> plugwire.v1.ShutdownRequest
+	1,  // 18: plugwire.v1.PluginService.Describe:output_type -> plugwire.v1.DescribeResponse
+	5,  // 19: plugwire.v1.PluginService.Start:output_type -> plugwire.v1.StartResponse
+	10, // 20: plugwire.v1.PluginService.Deliver:output_type -> plugwire.v1.DeliverResponse
 	16, // 21: plugwire.v1.PluginService.Snapshot:output_type -> plugwire.v1.SnapshotResponse
 	19, // 22: plugwire.v1.PluginService.Restore:output_type -> plugwire.v1.RestoreResponse
 	21, // 23: plugwire.v1.PluginService.Shutdown:output_type -> plugwire.v1.ShutdownResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_plugwire_v1_plugin_proto_init() }
@@ -1408,7 +1462,11 @@ func file_plugwire_v1_plugin_proto_init() {
 		return
 	}
 	file_plugwire_v1_types_proto_init()
-	file_plugwire_v1_plugin_proto_msgTypes[11].OneofWrappers = []any{
+	file_plugwire_v1_plugin_proto_msgTypes[7].OneofWrappers = []any{
+		(*DeliveryItem_Payload)(nil),
+		(*DeliveryItem_PeerForgotten)(nil),
+	}
+	file_plugwire_v1_plugin_proto_msgTypes[13].OneofWrappers = []any{
 		(*Effect_SendDirect)(nil),
 	}
 	file_plugwire_v1_plugin_proto_msgTypes[16].OneofWrappers = []any{

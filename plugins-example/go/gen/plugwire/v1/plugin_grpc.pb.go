@@ -19,13 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PluginService_Describe_FullMethodName      = "/plugwire.v1.PluginService/Describe"
-	PluginService_Start_FullMethodName         = "/plugwire.v1.PluginService/Start"
-	PluginService_Deliver_FullMethodName       = "/plugwire.v1.PluginService/Deliver"
-	PluginService_PeerForgotten_FullMethodName = "/plugwire.v1.PluginService/PeerForgotten"
-	PluginService_Snapshot_FullMethodName      = "/plugwire.v1.PluginService/Snapshot"
-	PluginService_Restore_FullMethodName       = "/plugwire.v1.PluginService/Restore"
-	PluginService_Shutdown_FullMethodName      = "/plugwire.v1.PluginService/Shutdown"
+	PluginService_Describe_FullMethodName = "/plugwire.v1.PluginService/Describe"
+	PluginService_Start_FullMethodName    = "/plugwire.v1.PluginService/Start"
+	PluginService_Deliver_FullMethodName  = "/plugwire.v1.PluginService/Deliver"
+	PluginService_Snapshot_FullMethodName = "/plugwire.v1.PluginService/Snapshot"
+	PluginService_Restore_FullMethodName  = "/plugwire.v1.PluginService/Restore"
+	PluginService_Shutdown_FullMethodName = "/plugwire.v1.PluginService/Shutdown"
 )
 
 // PluginServiceClient is the client API for PluginService service.
@@ -42,11 +41,10 @@ type PluginServiceClient interface {
 	// Hand the plugin its context. The plugin is ready when this returns and
 	// the host has restored its latest snapshot, if any.
 	Start(ctx context.Context, in *StartRequest, opts ...grpc.CallOption) (*StartResponse, error)
-	// The payload stream. The host sends batches of payloads; the plugin
-	// answers with cumulative acks that carry per-payload errors and effects.
+	// The delivery stream. The host sends batches of sequenced items, each a
+	// payload or a forgotten peer; the plugin applies them in seq order and
+	// answers with cumulative acks that carry per-item errors and effects.
 	Deliver(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DeliverRequest, DeliverResponse], error)
-	// A peer was forgotten by the daemon; drop any per-peer state.
-	PeerForgotten(ctx context.Context, in *PeerForgottenRequest, opts ...grpc.CallOption) (*PeerForgottenResponse, error)
 	// Stream the plugin's state: one header, then chunks of bytes.
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error)
 	// Restore a previously taken snapshot: one header, then chunks of bytes.
@@ -96,16 +94,6 @@ func (c *pluginServiceClient) Deliver(ctx context.Context, opts ...grpc.CallOpti
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PluginService_DeliverClient = grpc.BidiStreamingClient[DeliverRequest, DeliverResponse]
-
-func (c *pluginServiceClient) PeerForgotten(ctx context.Context, in *PeerForgottenRequest, opts ...grpc.CallOption) (*PeerForgottenResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(PeerForgottenResponse)
-	err := c.cc.Invoke(ctx, PluginService_PeerForgotten_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
 
 func (c *pluginServiceClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -163,11 +151,10 @@ type PluginServiceServer interface {
 	// Hand the plugin its context. The plugin is ready when this returns and
 	// the host has restored its latest snapshot, if any.
 	Start(context.Context, *StartRequest) (*StartResponse, error)
-	// The payload stream. The host sends batches of payloads; the plugin
-	// answers with cumulative acks that carry per-payload errors and effects.
+	// The delivery stream. The host sends batches of sequenced items, each a
+	// payload or a forgotten peer; the plugin applies them in seq order and
+	// answers with cumulative acks that carry per-item errors and effects.
 	Deliver(grpc.BidiStreamingServer[DeliverRequest, DeliverResponse]) error
-	// A peer was forgotten by the daemon; drop any per-peer state.
-	PeerForgotten(context.Context, *PeerForgottenRequest) (*PeerForgottenResponse, error)
 	// Stream the plugin's state: one header, then chunks of bytes.
 	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error
 	// Restore a previously taken snapshot: one header, then chunks of bytes.
@@ -193,9 +180,6 @@ func (UnimplementedPluginServiceServer) Start(context.Context, *StartRequest) (*
 }
 func (UnimplementedPluginServiceServer) Deliver(grpc.BidiStreamingServer[DeliverRequest, DeliverResponse]) error {
 	return status.Error(codes.Unimplemented, "method Deliver not implemented")
-}
-func (UnimplementedPluginServiceServer) PeerForgotten(context.Context, *PeerForgottenRequest) (*PeerForgottenResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method PeerForgotten not implemented")
 }
 func (UnimplementedPluginServiceServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
@@ -270,24 +254,6 @@ func _PluginService_Deliver_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PluginService_DeliverServer = grpc.BidiStreamingServer[DeliverRequest, DeliverResponse]
 
-func _PluginService_PeerForgotten_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(PeerForgottenRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(PluginServiceServer).PeerForgotten(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: PluginService_PeerForgotten_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PluginServiceServer).PeerForgotten(ctx, req.(*PeerForgottenRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 func _PluginService_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(SnapshotRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -338,10 +304,6 @@ var PluginService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Start",
 			Handler:    _PluginService_Start_Handler,
-		},
-		{
-			MethodName: "PeerForgotten",
-			Handler:    _PluginService_PeerForgotten_Handler,
 		},
 		{
 			MethodName: "Shutdown",

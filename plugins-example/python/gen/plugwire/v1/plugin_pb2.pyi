@@ -60,34 +60,48 @@ class StartResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class DeliverRequest(_message.Message):
-    __slots__ = ("payloads",)
-    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
-    payloads: _containers.RepeatedCompositeFieldContainer[Payload]
-    def __init__(self, payloads: _Optional[_Iterable[_Union[Payload, _Mapping]]] = ...) -> None: ...
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[DeliveryItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[DeliveryItem, _Mapping]]] = ...) -> None: ...
+
+class DeliveryItem(_message.Message):
+    __slots__ = ("seq", "redelivered", "payload", "peer_forgotten")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REDELIVERED_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PEER_FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    redelivered: bool
+    payload: Payload
+    peer_forgotten: PeerForgotten
+    def __init__(self, seq: _Optional[int] = ..., redelivered: _Optional[bool] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ..., peer_forgotten: _Optional[_Union[PeerForgotten, _Mapping]] = ...) -> None: ...
 
 class Payload(_message.Message):
-    __slots__ = ("seq", "src", "kind", "body", "redelivered")
-    SEQ_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("src", "kind", "body")
     SRC_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
-    REDELIVERED_FIELD_NUMBER: _ClassVar[int]
-    seq: int
     src: bytes
     kind: str
     body: bytes
-    redelivered: bool
-    def __init__(self, seq: _Optional[int] = ..., src: _Optional[bytes] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ..., redelivered: _Optional[bool] = ...) -> None: ...
+    def __init__(self, src: _Optional[bytes] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
+
+class PeerForgotten(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: bytes
+    def __init__(self, node_id: _Optional[bytes] = ...) -> None: ...
 
 class DeliverResponse(_message.Message):
     __slots__ = ("acked_through", "outcomes")
     ACKED_THROUGH_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     acked_through: int
-    outcomes: _containers.RepeatedCompositeFieldContainer[PayloadOutcome]
-    def __init__(self, acked_through: _Optional[int] = ..., outcomes: _Optional[_Iterable[_Union[PayloadOutcome, _Mapping]]] = ...) -> None: ...
+    outcomes: _containers.RepeatedCompositeFieldContainer[ItemOutcome]
+    def __init__(self, acked_through: _Optional[int] = ..., outcomes: _Optional[_Iterable[_Union[ItemOutcome, _Mapping]]] = ...) -> None: ...
 
-class PayloadOutcome(_message.Message):
+class ItemOutcome(_message.Message):
     __slots__ = ("seq", "error", "effects")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -116,16 +130,6 @@ class SendDirect(_message.Message):
     peer: bytes
     frame: bytes
     def __init__(self, peer: _Optional[bytes] = ..., frame: _Optional[bytes] = ...) -> None: ...
-
-class PeerForgottenRequest(_message.Message):
-    __slots__ = ("node_id",)
-    NODE_ID_FIELD_NUMBER: _ClassVar[int]
-    node_id: bytes
-    def __init__(self, node_id: _Optional[bytes] = ...) -> None: ...
-
-class PeerForgottenResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()

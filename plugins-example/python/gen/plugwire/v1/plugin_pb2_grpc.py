@@ -52,11 +52,6 @@ class PluginServiceStub:
                 request_serializer=plugwire_dot_v1_dot_plugin__pb2.DeliverRequest.SerializeToString,
                 response_deserializer=plugwire_dot_v1_dot_plugin__pb2.DeliverResponse.FromString,
                 _registered_method=True)
-        self.PeerForgotten = channel.unary_unary(
-                '/plugwire.v1.PluginService/PeerForgotten',
-                request_serializer=plugwire_dot_v1_dot_plugin__pb2.PeerForgottenRequest.SerializeToString,
-                response_deserializer=plugwire_dot_v1_dot_plugin__pb2.PeerForgottenResponse.FromString,
-                _registered_method=True)
         self.Snapshot = channel.unary_stream(
                 '/plugwire.v1.PluginService/Snapshot',
                 request_serializer=plugwire_dot_v1_dot_plugin__pb2.SnapshotRequest.SerializeToString,
@@ -97,15 +92,9 @@ class PluginServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Deliver(self, request_iterator, context):
-        """The payload stream. The host sends batches of payloads; the plugin
-        answers with cumulative acks that carry per-payload errors and effects.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PeerForgotten(self, request, context):
-        """A peer was forgotten by the daemon; drop any per-peer state.
+        """The delivery stream. The host sends batches of sequenced items, each a
+        payload or a forgotten peer; the plugin applies them in seq order and
+        answers with cumulative acks that carry per-item errors and effects.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,11 +139,6 @@ def add_PluginServiceServicer_to_server(servicer, server):
                     servicer.Deliver,
                     request_deserializer=plugwire_dot_v1_dot_plugin__pb2.DeliverRequest.FromString,
                     response_serializer=plugwire_dot_v1_dot_plugin__pb2.DeliverResponse.SerializeToString,
-            ),
-            'PeerForgotten': grpc.unary_unary_rpc_method_handler(
-                    servicer.PeerForgotten,
-                    request_deserializer=plugwire_dot_v1_dot_plugin__pb2.PeerForgottenRequest.FromString,
-                    response_serializer=plugwire_dot_v1_dot_plugin__pb2.PeerForgottenResponse.SerializeToString,
             ),
             'Snapshot': grpc.unary_stream_rpc_method_handler(
                     servicer.Snapshot,
@@ -256,33 +240,6 @@ class PluginService:
             '/plugwire.v1.PluginService/Deliver',
             plugwire_dot_v1_dot_plugin__pb2.DeliverRequest.SerializeToString,
             plugwire_dot_v1_dot_plugin__pb2.DeliverResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PeerForgotten(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/plugwire.v1.PluginService/PeerForgotten',
-            plugwire_dot_v1_dot_plugin__pb2.PeerForgottenRequest.SerializeToString,
-            plugwire_dot_v1_dot_plugin__pb2.PeerForgottenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,202 @@
+package plugwire
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
+)
+
+var (
+	peerA = bytes.Repeat([]byte{0xaa}, 32)
+	peerB = bytes.Repeat([]byte{0xbb}, 32)
+)
+
+type call struct {
+	what        string
+	seq         uint64
+	redelivered bool
+}
+
+type recorder struct {
+	calls      []call
+	failForget bool
+}
+
+func newDelivery(r *recorder, now func() time.Time) *delivery {
+	p := &Plugin{
+		Name:         "recorder",
+		PayloadKinds: []string{"t.hit", "t.ping", "t.boom"},
+		HandlePayload: func(_ context.Context, p Payload, h *Handler) error {
+			r.calls = append(r.calls, call{"payload", p.Seq, p.Redelivered})
+			switch p.Kind {
+			case "t.ping":
+				return h.SendDirect(p.Src, []byte("pong"))
+			case "t.boom":
+				_ = h.SendDirect(p.Src, []byte("dropped"))
+				panic("boom")
+			}
+			return nil
+		},
+		PeerForgotten: func(_ context.Context, nodeID []byte, h *Handler) error {
+			r.calls = append(r.calls, call{"forget", h.Seq, false})
+			if r.failForget {
+				return errors.New("cannot forget")
+			}
+			return h.SendDirect(nodeID, []byte("bye"))
+		},
+	}
+	pc := &Context{Name: p.Name, Capabilities: map[Capability]bool{CapabilityControl: true}, Log: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+	if now == nil {
+		now = func() time.Time { return time.Time{} }
+	}
+	return &delivery{plugin: p, pc: func() *Context { return pc }, now: now}
+}
+
+func payload(seq uint64, src []byte, kind string, redelivered bool) *pb.DeliveryItem {
+	return &pb.DeliveryItem{Seq: seq, Redelivered: redelivered, Item: &pb.DeliveryItem_Payload{Payload: &pb.Payload{Src: src, Kind: kind}}}
+}
+
+func forget(seq uint64, nodeID []byte, redelivered bool) *pb.DeliveryItem {
+	return &pb.DeliveryItem{Seq: seq, Redelivered: redelivered, Item: &pb.DeliveryItem_PeerForgotten{PeerForgotten: &pb.PeerForgotten{NodeId: nodeID}}}
+}
+
+func deliver(t *testing.T, d *delivery, items ...*pb.DeliveryItem) []*pb.DeliverResponse {
+	t.Helper()
+	var acks []*pb.DeliverResponse
+	err := d.process(context.Background(), &pb.DeliverRequest{Items: items}, func(r *pb.DeliverResponse) error {
+		acks = append(acks, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acks
+}
+
+func throughs(acks []*pb.DeliverResponse) []uint64 {
+	var out []uint64
+	for _, a := range acks {
+		out = append(out, a.AckedThrough)
+	}
+	return out
+}
+
+func TestPayloadsAndForgetsRunInSeqOrderWithOneCumulativeAck(t *testing.T) {
+	r := &recorder{}
+	acks := deliver(t, newDelivery(r, nil), payload(1, peerA, "t.hit", false), forget(2, peerA, false), payload(3, peerB, "t.ping", false))
+	if want := []call{{"payload", 1, false}, {"forget", 2, false}, {"payload", 3, false}}; !slices.Equal(r.calls, want) {
+		t.Fatalf("calls %v, want %v", r.calls, want)
+	}
+	if len(acks) != 1 || acks[0].AckedThrough != 3 {
+		t.Fatalf("acks through %v, want [3]", throughs(acks))
+	}
+	o := acks[0].Outcomes
+	if len(o) != 2 || o[0].Seq != 2 || string(o[0].Effects[0].GetSendDirect().Frame) != "bye" || o[1].Seq != 3 || string(o[1].Effects[0].GetSendDirect().Frame) != "pong" {
+		t.Fatalf("outcomes %v", o)
+	}
+}
+
+func TestAFailingForgetIsAnErrorOutcomeAckedAndNotRetried(t *testing.T) {
+	r := &recorder{failForget: true}
+	d := newDelivery(r, nil)
+	acks := deliver(t, d, forget(1, peerA, false), payload(2, peerB, "t.hit", false))
+	last := acks[len(acks)-1]
+	if last.AckedThrough != 2 || len(last.Outcomes) != 1 {
+		t.Fatalf("ack %v", last)
+	}
+	o := last.Outcomes[0]
+	if o.Seq != 1 || o.Error.GetMessage() != "cannot forget" || len(o.Effects) != 0 {
+		t.Fatalf("outcome %v", o)
+	}
+}
+
+func TestAPanickingHandlerIsAnErrorOutcomeWithoutEffects(t *testing.T) {
+	acks := deliver(t, newDelivery(&recorder{}, nil), payload(1, peerA, "t.boom", false))
+	o := acks[0].Outcomes[0]
+	if o.Seq != 1 || !strings.Contains(o.Error.GetMessage(), "boom") || len(o.Effects) != 0 {
+		t.Fatalf("outcome %v", o)
+	}
+}
+
+func TestItemsAtOrBelowTheAppliedSeqAreSkippedButAcked(t *testing.T) {
+	r := &recorder{}
+	d := newDelivery(r, nil)
+	deliver(t, d, payload(1, peerA, "t.hit", false), forget(2, peerA, false))
+	acks := deliver(t, d, payload(1, peerA, "t.hit", false), forget(2, peerA, false), payload(3, peerB, "t.hit", false))
+	if len(r.calls) != 3 || r.calls[2].seq != 3 {
+		t.Fatalf("calls %v", r.calls)
+	}
+	if got := throughs(acks); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("acks through %v", got)
+	}
+	acks = deliver(t, d, forget(2, peerA, false))
+	if len(acks) != 1 || acks[0].AckedThrough != 3 || len(acks[0].Outcomes) != 0 {
+		t.Fatalf("acks %v", acks)
+	}
+}
+
+func TestAfterARestoreTheReplayedForgetIsAppliedAgain(t *testing.T) {
+	r := &recorder{}
+	d := newDelivery(r, nil)
+	deliver(t, d, payload(1, peerA, "t.hit", false), forget(2, peerA, false), payload(3, peerA, "t.hit", false))
+	_ = d.exclusive(func(applied *uint64) error { *applied = 1; return nil }) // what Restore of a snapshot at seq 1 does
+	acks := deliver(t, d, forget(2, peerA, true), payload(3, peerA, "t.hit", true))
+	if want := []call{{"forget", 2, false}, {"payload", 3, true}}; !slices.Equal(r.calls[3:], want) {
+		t.Fatalf("replayed calls %v, want %v", r.calls[3:], want)
+	}
+	if got := throughs(acks); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("acks through %v", got)
+	}
+}
+
+func TestUnknownItemsAndUnclaimedKindsAreErrorOutcomes(t *testing.T) {
+	acks := deliver(t, newDelivery(&recorder{}, nil), &pb.DeliveryItem{Seq: 1}, payload(2, peerA, "nope", false))
+	o := acks[0].Outcomes
+	if acks[0].AckedThrough != 2 || len(o) != 2 ||
+		!strings.Contains(o[0].Error.GetMessage(), "does not understand") ||
+		!strings.Contains(o[1].Error.GetMessage(), "does not claim payload kind 'nope'") {
+		t.Fatalf("ack %v", acks[0])
+	}
+}
+
+func TestALongBatchAcksEvery512Items(t *testing.T) {
+	var items []*pb.DeliveryItem
+	for seq := uint64(1); seq <= 1200; seq++ {
+		items = append(items, payload(seq, peerA, "t.hit", false))
+	}
+	if got := throughs(deliver(t, newDelivery(&recorder{}, nil), items...)); !slices.Equal(got, []uint64{512, 1024, 1200}) {
+		t.Fatalf("acks through %v", got)
+	}
+}
+
+func TestABusyBatchAcksAtLeastEvery20ms(t *testing.T) {
+	var clock time.Time
+	now := func() time.Time {
+		clock = clock.Add(8 * time.Millisecond) // every handler "takes" 8 ms
+		return clock
+	}
+	var items []*pb.DeliveryItem
+	for seq := uint64(1); seq <= 7; seq++ {
+		items = append(items, payload(seq, peerA, "t.hit", false))
+	}
+	got := throughs(deliver(t, newDelivery(&recorder{}, now), items...))
+	if len(got) <= 2 || got[len(got)-1] != 7 || !slices.IsSorted(got) {
+		t.Fatalf("acks through %v", got)
+	}
+}
+
+func TestRedeliveredItemsNeedNoAckOfTheirOwn(t *testing.T) {
+	items := []*pb.DeliveryItem{payload(1, peerA, "t.hit", true), forget(2, peerA, true), payload(3, peerA, "t.hit", true)}
+	acks := deliver(t, newDelivery(&recorder{}, nil), items...)
+	if got := throughs(acks); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("acks through %v", got)
+	}
+}
