@@ -4,26 +4,47 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { DeliverRequestSchema, DeliverResponse, PayloadOutcome } from "@plugwire/proto";
+import type { DeliverRequestSchema, DeliverResponse, DeliveryItemSchema, ItemOutcome } from "@plugwire/proto";
 import { CheckFailure } from "./types.js";
 import { messageOf } from "./util.js";
 
-/** One payload as the kit sends it. */
-export interface PayloadInit {
-  seq: bigint;
-  src: Uint8Array;
-  kind: string;
-  body: Uint8Array;
-}
+/** One sequenced item as the kit sends it: a payload or a forgotten peer. */
+export type ItemInit =
+  | { seq: bigint; payload: { src: Uint8Array; kind: string; body: Uint8Array } }
+  | { seq: bigint; forget: { nodeId: Uint8Array } };
+
+/** What the kit sent at one seq. */
+export type SentItem = { case: "payload"; kind: string } | { case: "forget" };
 
 export type DeliverStream = grpc.ClientDuplexStream<MessageInitShape<typeof DeliverRequestSchema>, DeliverResponse>;
 
 /** An outcome, with the ack it came in. */
 export interface SeenOutcome {
-  outcome: PayloadOutcome;
+  outcome: ItemOutcome;
   /** acked_through of the ack that carried it, and of the ack before. */
   ackedThrough: bigint;
   previousThrough: bigint;
+}
+
+/** One ack as it arrived. */
+export interface SeenAck {
+  ackedThrough: bigint;
+  /** The highest acked_through seen before this ack. */
+  previousThrough: bigint;
+  /** Seqs of the outcomes it carried, in order. */
+  outcomeSeqs: bigint[];
+}
+
+/** "a payload of kind 'x'", "a peer_forgotten item", for messages. */
+export function describeItem(item: SentItem | undefined): string {
+  if (!item) return "an item the kit never sent";
+  return item.case === "payload" ? `a payload of kind '${item.kind}'` : "a peer_forgotten item";
+}
+
+function toWire(item: ItemInit): MessageInitShape<typeof DeliveryItemSchema> {
+  return "payload" in item
+    ? { seq: item.seq, item: { case: "payload", value: item.payload } }
+    : { seq: item.seq, item: { case: "peerForgotten", value: item.forget } };
 }
 
 export class AckLog {
@@ -31,9 +52,9 @@ export class AckLog {
   sentThrough = 0n;
   /** Highest acked_through seen. */
   through = 0n;
-  acks = 0;
-  readonly kinds = new Map<bigint, string>();
+  readonly sent = new Map<bigint, SentItem>();
   readonly outcomes: SeenOutcome[] = [];
+  readonly acks: SeenAck[] = [];
   /** Broken ack rules (acked_through going down or past what was sent). */
   readonly ackProblems: string[] = [];
   /** Set when the stream failed or the plugin ended it. */
@@ -46,12 +67,13 @@ export class AckLog {
     stream.on("end", () => this.onEnd("the plugin ended the Deliver stream"));
   }
 
-  send(payloads: PayloadInit[]): void {
-    for (const p of payloads) {
-      this.kinds.set(p.seq, p.kind);
-      if (p.seq > this.sentThrough) this.sentThrough = p.seq;
+  /** Sends `items` as one DeliverRequest. */
+  send(items: ItemInit[]): void {
+    for (const item of items) {
+      this.sent.set(item.seq, "payload" in item ? { case: "payload", kind: item.payload.kind } : { case: "forget" });
+      if (item.seq > this.sentThrough) this.sentThrough = item.seq;
     }
-    this.stream.write({ payloads });
+    this.stream.write({ items: items.map(toWire) });
   }
 
   /** Resolves once everything through `seq` is acked; rejects on a broken rule, a broken stream or the timeout. */
@@ -82,24 +104,27 @@ export class AckLog {
 
   private stalled(seq: bigint, timeoutMs: number): string {
     const next = this.through + 1n;
-    const kind = this.kinds.get(next);
+    const item = this.sent.get(next);
+    const advice =
+      item?.case === "forget"
+        ? "A peer_forgotten item is sequenced like a payload: apply it in seq order and ack it, also when it is the last item of a batch or the only one"
+        : "Ack every item once it is applied, whenever the queue drains and at least every 512 items";
     return (
-      `no ack through seq ${seq} within ${timeoutMs} ms (${this.acks} ack(s), the last through ${this.through}); ` +
-      `the first payload never acked is seq ${next}${kind ? ` of kind '${kind}'` : ""}. ` +
-      `Ack every payload once its handler finishes, whenever the queue drains and at least every 512 payloads`
+      `no ack through seq ${seq} within ${timeoutMs} ms (${this.acks.length} ack(s), the last through ${this.through}); ` +
+      `the first item never acked is seq ${next}, ${describeItem(item)}. ${advice}`
     );
   }
 
   private onAck(r: DeliverResponse): void {
-    this.acks++;
     const previous = this.through;
     if (r.ackedThrough < previous) {
       this.ackProblems.push(`acked_through went down from ${previous} to ${r.ackedThrough}; acks are cumulative and never go back`);
     } else if (r.ackedThrough > this.sentThrough) {
       this.ackProblems.push(
-        `an ack says acked_through=${r.ackedThrough}, but the highest seq sent was ${this.sentThrough}; ack only payloads whose handler has finished`,
+        `an ack says acked_through=${r.ackedThrough}, but the highest seq sent was ${this.sentThrough}; ack only items that have been applied`,
       );
     }
+    this.acks.push({ ackedThrough: r.ackedThrough, previousThrough: previous, outcomeSeqs: r.outcomes.map((o) => o.seq) });
     for (const outcome of r.outcomes) this.outcomes.push({ outcome, ackedThrough: r.ackedThrough, previousThrough: previous });
     if (r.ackedThrough > this.through) this.through = r.ackedThrough;
     this.wake();
@@ -113,4 +138,35 @@ export class AckLog {
   private wake(): void {
     this.waiters = this.waiters.filter((w) => !w());
   }
+}
+
+/**
+ * What is wrong with where outcomes arrived, one phrase per problem: an
+ * outcome names a seq that was sent, comes with the ack that first covers it
+ * (`previous acked_through < seq <= acked_through`), appears once, and
+ * outcomes in one ack are in seq order.
+ */
+export function outcomeProblems(outcomes: readonly SeenOutcome[], sent: ReadonlyMap<bigint, SentItem>): string[] {
+  const problems: string[] = [];
+  const seen = new Set<bigint>();
+  let previous: { seq: bigint; ackedThrough: bigint } | undefined;
+  for (const { outcome, ackedThrough, previousThrough } of outcomes) {
+    const seq = outcome.seq;
+    if (!sent.has(seq)) problems.push(`an outcome for seq ${seq}, which was never sent`);
+    else if (seq > ackedThrough) problems.push(`the outcome for seq ${seq} came in an ack through ${ackedThrough}; send it with the ack that covers its item`);
+    else if (seq <= previousThrough) problems.push(`the outcome for seq ${seq} came after an earlier ack (through ${previousThrough}) already covered it`);
+    if (seen.has(seq)) problems.push(`two outcomes for seq ${seq}`);
+    if (previous && previous.ackedThrough === ackedThrough && seq < previous.seq) {
+      problems.push(`outcomes out of seq order within one ack (${previous.seq} before ${seq})`);
+    }
+    seen.add(seq);
+    previous = { seq, ackedThrough };
+  }
+  return problems;
+}
+
+/** Up to three problems in one phrase, with a count of the rest. */
+export function firstProblems(problems: readonly string[]): string {
+  const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : "";
+  return `${problems.slice(0, 3).join("; ")}${more}`;
 }

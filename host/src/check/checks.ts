@@ -1,9 +1,10 @@
 /** Every check, in the order it runs and is reported. */
 import { authCheck } from "./auth.js";
-import { describeCheck, peerForgottenCheck, startCheck } from "./control.js";
+import { describeCheck, startCheck } from "./control.js";
 import { cookieCheck } from "./cookie.js";
 import { deliverCheck, effectsCheck, unclaimedKindCheck } from "./deliver.js";
 import { shutdownCheck, sigtermCheck, stdinEofCheck } from "./exits.js";
+import { peerForgottenCheck } from "./forget.js";
 import { handshakeCheck, socketCheck } from "./handshake.js";
 import { hostCallsCheck } from "./host-calls.js";
 import { restoreGarbageCheck, restoreOwnCheck, restoreUnsupportedCheck, snapshotCheck } from "./stateful.js";

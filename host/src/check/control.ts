@@ -1,10 +1,8 @@
-/** The unary control calls a host makes: Describe, Start (plus Health), PeerForgotten. */
+/** The unary control calls a host makes before delivering: Describe, Start (plus Health). */
 import { PROTOCOL_VERSION, health, type DescribeResponse } from "@plugwire/proto";
-import { KNOWN_PEER } from "./host-stub.js";
 import type { Session } from "./session.js";
 import { fail, pass, skip, type Check, type Outcome } from "./types.js";
 import { describeFailure, ms } from "./util.js";
-import { performance } from "node:perf_hooks";
 
 const SERVING = health.HealthCheckResponse_ServingStatus.SERVING;
 
@@ -70,22 +68,5 @@ export const startCheck: Check = {
       return fail(`Health.Check("") failed after Start: ${describeFailure(e)}; serve grpc.health.v1.Health on the plugin's socket`);
     }
     return pass(`ready ${ms(main.proc.readyAfterMs!)} after spawn; Health SERVING`);
-  },
-};
-
-export const peerForgottenCheck: Check = {
-  id: "peer-forgotten",
-  title: "answers PeerForgotten",
-  needs: ["start"],
-  mainLaunch: true,
-  async run(session: Session): Promise<Outcome> {
-    const conn = session.main!.conn!;
-    const since = performance.now();
-    try {
-      await conn.plugin.peerForgotten({ nodeId: KNOWN_PEER }, { deadlineMs: session.timeoutMs });
-    } catch (e) {
-      return fail(`PeerForgotten failed: ${describeFailure(e)}; drop any state about the peer and answer OK within the deadline`);
-    }
-    return pass(`OK after ${ms(performance.now() - since)}`);
   },
 };

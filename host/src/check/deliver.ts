@@ -1,7 +1,7 @@
 /** Payload delivery: acks, the unclaimed-kind rule, and the outcomes and effects acks carry. */
 import { randomBytes } from "node:crypto";
 import { health } from "@plugwire/proto";
-import { AckLog, type PayloadInit } from "./acks.js";
+import { AckLog, firstProblems, outcomeProblems, type ItemInit } from "./acks.js";
 import { KNOWN_PEER, UNKNOWN_PEER } from "./host-stub.js";
 import { describeExit } from "./process.js";
 import type { Session } from "./session.js";
@@ -10,23 +10,23 @@ import { describeFailure, quote } from "./util.js";
 
 const BATCHES = 3;
 const PAYLOADS_PER_BATCH = 100;
-const BODY_BYTES = 24;
+export const BODY_BYTES = 24;
 /** How long a broken stream may precede the plugin's exit event, in ms. */
 const EXIT_NOTICE_MS = 250;
 
-function claimedKinds(session: Session): string[] {
+export function claimedKinds(session: Session): string[] {
   return (session.main!.description?.payloadKinds ?? []).filter((k) => k !== "");
 }
 
 /** A kind the plugin does not claim. */
-function unclaimedKind(claimed: readonly string[]): string {
+export function unclaimedKind(claimed: readonly string[]): string {
   let kind = "plugwire-check.unclaimed";
   while (claimed.includes(kind)) kind += "-x";
   return kind;
 }
 
 /** A failure message, with the plugin's exit if it died. */
-async function withExit(session: Session, message: string): Promise<string> {
+export async function withExit(session: Session, message: string): Promise<string> {
   const proc = session.main!.proc;
   const exit = await proc.exitedWithin(EXIT_NOTICE_MS);
   return exit ? `${message}. The plugin crashed: it ${describeExit(exit)}.${proc.stderrHint()}` : message;
@@ -45,17 +45,19 @@ export const deliverCheck: Check = {
     let seq = 0n;
     try {
       for (let batch = 0; batch < BATCHES; batch++) {
-        const payloads: PayloadInit[] = [];
+        const items: ItemInit[] = [];
         for (let i = 0; i < PAYLOADS_PER_BATCH; i++) {
           seq++;
-          payloads.push({
+          items.push({
             seq,
-            src: seq % 2n === 0n ? KNOWN_PEER : UNKNOWN_PEER,
-            kind: kinds[Number(seq - 1n) % kinds.length]!,
-            body: randomBytes(BODY_BYTES),
+            payload: {
+              src: seq % 2n === 0n ? KNOWN_PEER : UNKNOWN_PEER,
+              kind: kinds[Number(seq - 1n) % kinds.length]!,
+              body: randomBytes(BODY_BYTES),
+            },
           });
         }
-        log.send(payloads);
+        log.send(items);
         await log.until(seq, session.timeoutMs);
       }
     } catch (e) {
@@ -64,7 +66,7 @@ export const deliverCheck: Check = {
     }
     const errors = log.outcomes.filter((o) => o.outcome.error).length;
     const failed = errors > 0 ? ` (${errors} with a handler error; the bodies are random bytes)` : "";
-    return pass(`${seq} payloads of ${kinds.map((k) => `'${k}'`).join(", ")} in ${BATCHES} batches, acked through ${log.through} in ${log.acks} ack(s)${failed}`);
+    return pass(`${seq} payloads of ${kinds.map((k) => `'${k}'`).join(", ")} in ${BATCHES} batches, acked through ${log.through} in ${log.acks.length} ack(s)${failed}`);
   },
 };
 
@@ -77,7 +79,7 @@ export const unclaimedKindCheck: Check = {
     const log = session.delivery!;
     const kind = unclaimedKind(claimedKinds(session));
     const seq = log.sentThrough + 1n;
-    log.send([{ seq, src: KNOWN_PEER, kind, body: randomBytes(BODY_BYTES) }]);
+    log.send([{ seq, payload: { src: KNOWN_PEER, kind, body: randomBytes(BODY_BYTES) } }]);
     try {
       await log.until(seq, session.timeoutMs);
     } catch (e) {
@@ -109,37 +111,25 @@ export const effectsCheck: Check = {
   async run(session: Session): Promise<Outcome> {
     const log = session.delivery;
     if (!log) return skip("no payloads were delivered");
-    log.end(); // the delivery phase is over
-    const problems: string[] = [];
-    const seen = new Set<bigint>();
+    // The outcomes of 'deliver' and 'unclaimed-kind'; 'peer-forgotten' judges those of its own items.
+    const outcomes = [...log.outcomes];
+    const problems = outcomeProblems(outcomes, log.sent);
     let effects = 0;
     let errors = 0;
-    let previous: { seq: bigint; ackedThrough: bigint } | undefined;
-    for (const { outcome, ackedThrough, previousThrough } of log.outcomes) {
-      const seq = outcome.seq;
-      if (!log.kinds.has(seq)) problems.push(`an outcome for seq ${seq}, which was never sent`);
-      else if (seq > ackedThrough) problems.push(`the outcome for seq ${seq} came in an ack through ${ackedThrough}; send it with the ack that covers its payload`);
-      else if (seq <= previousThrough) problems.push(`the outcome for seq ${seq} came after an earlier ack already covered it`);
-      if (seen.has(seq)) problems.push(`two outcomes for seq ${seq}`);
-      if (previous && previous.ackedThrough === ackedThrough && seq < previous.seq) {
-        problems.push(`outcomes out of seq order within one ack (${previous.seq} before ${seq})`);
-      }
-      seen.add(seq);
-      previous = { seq, ackedThrough };
+    for (const { outcome } of outcomes) {
       if (outcome.error) errors++;
       outcome.effects.forEach((effect, i) => {
         effects++;
         if (effect.effect.case !== "sendDirect") {
-          problems.push(`effect #${i} of seq ${seq} is not a known case (protocol 1 knows only send_direct)`);
+          problems.push(`effect #${i} of seq ${outcome.seq} is not a known case (protocol 1 knows only send_direct)`);
         } else if (effect.effect.value.peer.length === 0) {
-          problems.push(`the send_direct effect #${i} of seq ${seq} has an empty peer; set peer to the node id to send to`);
+          problems.push(`the send_direct effect #${i} of seq ${outcome.seq} has an empty peer; set peer to the node id to send to`);
         }
       });
     }
     if (problems.length > 0) {
-      const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : "";
-      return fail(`${problems.slice(0, 3).join("; ")}${more}. Each outcome names a payload of its own ack; effects are Effect{send_direct{peer, frame}}`);
+      return fail(`${firstProblems(problems)}. Each outcome names an item of its own ack; effects are Effect{send_direct{peer, frame}}`);
     }
-    return pass(`${log.outcomes.length} outcome(s): ${effects} send_direct effect(s), ${errors} error(s), all for delivered seqs`);
+    return pass(`${outcomes.length} outcome(s): ${effects} send_direct effect(s), ${errors} error(s), all for delivered seqs`);
   },
 };

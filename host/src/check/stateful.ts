@@ -15,7 +15,7 @@ const UNSUPPORTED_VERSION_OFFSET = 1000;
 type HeaderInit = Pick<SnapshotHeader, "id" | "version" | "appliedSeq" | "sizeBytes">;
 
 /** Reads a whole Snapshot stream; a malformed stream throws a CheckFailure. */
-async function readSnapshot(conn: DialedPlugin, deadlineMs: number): Promise<{ header: SnapshotHeader; bytes: Buffer; chunks: number }> {
+export async function readSnapshot(conn: DialedPlugin, deadlineMs: number): Promise<{ header: SnapshotHeader; bytes: Buffer; chunks: number }> {
   let header: SnapshotHeader | undefined;
   const chunks: Buffer[] = [];
   for await (const message of conn.plugin.snapshot({}, { deadlineMs })) {
@@ -78,7 +78,7 @@ export const snapshotCheck = statefulCheck({
     const log = session.delivery;
     if (log && log.through === log.sentThrough && header.appliedSeq !== log.through) {
       return fail(
-        `the header says applied_seq=${header.appliedSeq}, but the plugin had handled and acked every payload through seq ${log.through}; applied_seq is the seq of the last payload handled`,
+        `the header says applied_seq=${header.appliedSeq}, but the plugin had applied and acked every item through seq ${log.through}; applied_seq is the seq of the last item applied (payload or peer_forgotten)`,
       );
     }
     session.snapshot = { header, bytes };
