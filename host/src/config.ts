@@ -43,7 +43,12 @@ export interface PluginConfig {
   healthTimeoutMs?: number;
   /** Consecutive failed health checks after which the plugin counts as hung. */
   healthFailures?: number;
-  /** A plugin that has un-acked payloads and acks nothing for this long counts as hung. 0 disables. */
+  /**
+   * A plugin that has un-acked payloads and acks nothing for this long counts
+   * as hung, even though it answers health checks. Default 5 min: a slow
+   * (busy) handler is not a hung one; a blocked process is caught by the
+   * health checks instead. 0 disables.
+   */
   ackTimeoutMs?: number;
   /** Payloads sent but not yet acked, at most. */
   maxInFlight?: number;
@@ -85,7 +90,7 @@ export const PLUGIN_DEFAULTS = {
   healthIntervalMs: 5_000,
   healthTimeoutMs: 1_000,
   healthFailures: 3,
-  ackTimeoutMs: 30_000,
+  ackTimeoutMs: 300_000,
   maxInFlight: 4_096,
   maxQueued: 10_000,
   overflow: "reject",
@@ -142,4 +147,19 @@ export function resolvePlugins(plugins: readonly PluginConfig[]): ResolvedPlugin
     seen.add(resolved.name);
     return resolved;
   });
+}
+
+/** Default of HostOptions.stopTimeoutMs: how long `host.stop()` may take in all. */
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
+/** Validates HostOptions.stopTimeoutMs and fills in its default. */
+export function resolveStopTimeoutMs(value: unknown): number {
+  if (value === undefined) return DEFAULT_STOP_TIMEOUT_MS;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new PlugwireError(
+      "invalid_config",
+      `host option stopTimeoutMs must be a positive number of milliseconds, not ${JSON.stringify(value)}; it bounds how long host.stop() takes (default ${DEFAULT_STOP_TIMEOUT_MS})`,
+    );
+  }
+  return value;
 }

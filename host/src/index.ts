@@ -7,6 +7,8 @@ export { MemoryPeerDirectory, hex } from "./ports.js";
 export type { HostEvents, PluginState } from "./events.js";
 export type { PluginStatus } from "./supervisor/runner.js";
 export type { DeadLetter } from "./delivery/channel.js";
+/** The largest payload (src + kind + body, in bytes) one dispatch can carry. */
+export { MAX_ITEM_BYTES } from "./delivery/channel.js";
 export { FileSnapshotStore, MemorySnapshotStore } from "./snapshot/store.js";
 export type { SnapshotStore, SnapshotRecord, CorruptSnapshot, FileSnapshotStoreOptions } from "./snapshot/store.js";
 export { PlugwireError } from "@plugwire/proto";

@@ -21,6 +21,34 @@ import { Deque } from "./deque.js";
 
 /** Wire overhead of one item beyond its src, kind and body, generously counted. */
 const ITEM_OVERHEAD_BYTES = 32;
+/**
+ * What one Deliver message costs in a unix socket's send buffer beyond its
+ * items: the kernel charges each write its buffer overhead (about 700 bytes),
+ * and HTTP/2 and gRPC add their frame headers.
+ */
+export const BATCH_OVERHEAD_BYTES = 1024;
+
+/**
+ * Bytes in flight that always fit in a unix socket's send buffer (Linux's
+ * default is 208 KiB, counted with per-write overhead).
+ *
+ * Why it matters: Node's HTTP/2 stops reading a socket while one of its own
+ * writes to it is pending. If the host has more in flight than the socket
+ * buffers while the plugin (also Node) writes more than they hold back (acks
+ * with large effects, snapshot chunks), both wait to write and neither
+ * reads: a deadlock. So the host uses its full window (maxInFlightBytes)
+ * only while what the plugin may write back is known to be small, and stays
+ * within this many bytes otherwise: then the host's writes always complete,
+ * the host always reads, and the plugin's writes always drain.
+ */
+export const SAFE_IN_FLIGHT_BYTES = 128 * 1024;
+
+/** Estimate of reply bytes per item before any ack was seen: assume large. */
+const INITIAL_REPLY_ESTIMATE_BYTES = SAFE_IN_FLIGHT_BYTES;
+/** Per ack message, the estimate decays by this factor toward what the acks show. */
+const REPLY_ESTIMATE_DECAY = 0.9;
+/** Bytes an ack costs beyond its outcomes. */
+const ACK_OVERHEAD_BYTES = 16;
 
 /** The largest payload (src + kind + body) a Deliver message can carry. */
 export const MAX_ITEM_BYTES = MAX_MESSAGE_BYTES - 1024;
@@ -124,7 +152,9 @@ export class DeliveryChannel {
   private replayQueue: Entry[] = [];
   private replayNext = 0;
   private readonly replayInFlight = new Deque<Entry>();
-  /** Bytes of items written to the current launch and not yet acked. */
+  /** Messages written to the current launch and not yet fully acked: last seq, and bytes with overhead. */
+  private readonly batches = new Deque<{ through: number; bytes: number }>();
+  /** Bytes of messages written to the current launch and not yet fully acked (see maxInFlightBytes). */
   private inFlightBytes = 0;
   /**
    * Items up to this seq were in flight when a launch crashed. They are
@@ -141,10 +171,17 @@ export class DeliveryChannel {
   /** Highest seq replayed to the current launch (0 when none), and the highest seq it acked. */
   private launchReplayThrough = 0;
   private launchAckedThrough = 0;
+  /** The launch's acked-through before the ack being observed (for the reply estimate). */
+  private launchAckedThroughBefore = 0;
   /** Highest seq written to the current launch. */
   private launchSentThrough = 0;
   private flushScheduled = false;
   private replayIsFull = false;
+  /** Decaying maximum of what the plugin writes back per item (effects, error texts), in bytes. */
+  private replyBytesPerItem = INITIAL_REPLY_ESTIMATE_BYTES;
+  /** While a snapshot streams back from the plugin, the window stays within SAFE_IN_FLIGHT_BYTES. */
+  private snapshotting = 0;
+  private readonly safeWaiters = new Set<() => void>();
   /** Time of the last ack, or of the first send after a quiet period, for hang detection. */
   lastProgressAt = Date.now();
   /** Keep acked items until a snapshot covers them (stateful plugins). */
@@ -213,7 +250,7 @@ export class DeliveryChannel {
   /** Queues a payload; resolves when the plugin acks it, rejects on a handler error. */
   dispatch(src: Uint8Array, kind: string, body: Uint8Array): Promise<void> {
     const size = entrySize(src, kind, body);
-    if (size > MAX_ITEM_BYTES) {
+    if (size - ITEM_OVERHEAD_BYTES > MAX_ITEM_BYTES) {
       return Promise.reject(
         new PlugwireError(
           "payload_too_large",
@@ -310,10 +347,12 @@ export class DeliveryChannel {
     this.lastProgressAt = Date.now();
     this.launchReplayThrough = 0;
     this.launchAckedThrough = 0;
+    this.launchAckedThroughBefore = 0;
     this.launchSentThrough = 0;
     this.replayQueue = [];
     this.replayNext = 0;
     this.replayInFlight.clear();
+    this.batches.clear();
     if (replayAfter !== undefined) {
       for (const entry of this.replay) if (entry.seq > replayAfter) this.replayQueue.push(entry);
       this.launchReplayThrough = this.replayQueue.at(-1)?.seq ?? 0;
@@ -340,6 +379,7 @@ export class DeliveryChannel {
     this.replayQueue = [];
     this.replayNext = 0;
     this.replayInFlight.clear();
+    this.batches.clear();
     if (!crashed) return undefined;
     this.suspectThrough = Math.max(this.suspectThrough, launchSentThrough);
     const head = this.unacked.at(0);
@@ -385,10 +425,14 @@ export class DeliveryChannel {
     // Most acks carry no outcome: build the lookup only when there are some.
     const outcomes =
       response.outcomes.length === 0 ? undefined : new Map(response.outcomes.map((o) => [Number(o.seq), o] as const));
+    this.observeReply(response, through);
     this.lastProgressAt = Date.now();
     // Replayed items were acked before: their effects were performed then.
-    while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) {
-      this.inFlightBytes -= this.replayInFlight.shift()!.size;
+    while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) this.replayInFlight.shift();
+    while (this.batches.length > 0 && this.batches.at(0)!.through <= through) this.inFlightBytes -= this.batches.shift()!.bytes;
+    if (this.safeWaiters.size > 0 && this.inFlightBytes <= SAFE_IN_FLIGHT_BYTES) {
+      for (const done of this.safeWaiters) done();
+      this.safeWaiters.clear();
     }
     let ackedCount = 0;
     const oldestEnqueuedAt = this.sent > 0 ? this.unacked.at(0)!.enqueuedAt : 0;
@@ -397,7 +441,6 @@ export class DeliveryChannel {
       const entry = this.unacked.shift()!;
       this.sent--;
       this.numbered--;
-      this.inFlightBytes -= entry.size;
       const outcome = outcomes?.get(entry.seq);
       if (outcome && outcome.effects.length > 0) this.options.performEffects(entry, outcome.effects);
       if (outcome?.error) {
@@ -435,6 +478,48 @@ export class DeliveryChannel {
       }
     }
     this.flush();
+  }
+
+  /** Updates the estimate of reply bytes per item from one ack. */
+  private observeReply(response: DeliverResponse, through: number): void {
+    const items = through - this.launchAckedThroughBefore;
+    this.launchAckedThroughBefore = Math.max(this.launchAckedThroughBefore, through);
+    let bytes = ACK_OVERHEAD_BYTES;
+    for (const o of response.outcomes) {
+      bytes += 16 + (o.error ? o.error.message.length * 3 : 0);
+      for (const e of o.effects) if (e.effect.case === "sendDirect") bytes += 16 + e.effect.value.peer.byteLength + e.effect.value.frame.byteLength;
+    }
+    const perItem = items > 0 ? bytes / items : bytes;
+    this.replyBytesPerItem = Math.max(perItem, this.replyBytesPerItem * REPLY_ESTIMATE_DECAY);
+  }
+
+  /**
+   * Marks a snapshot transfer: until `end` is called the window stays within
+   * SAFE_IN_FLIGHT_BYTES. Resolves once the bytes in flight are within it,
+   * so the plugin's snapshot chunks never meet a host that stopped reading.
+   */
+  beginSnapshot(timeoutMs: number): { ready: Promise<boolean>; end: () => void } {
+    this.snapshotting++;
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      this.snapshotting--;
+      this.flush();
+    };
+    if (this.inFlightBytes <= SAFE_IN_FLIGHT_BYTES || this.stream === undefined) return { ready: Promise.resolve(true), end };
+    const ready = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.safeWaiters.delete(done);
+        resolve(false);
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.safeWaiters.add(done);
+    });
+    return { ready, end };
   }
 
   private checkReplayBounds(): void {
@@ -497,6 +582,7 @@ export class DeliveryChannel {
     this.sent = 0;
     this.numbered = 0;
     this.inFlightBytes = 0;
+    this.batches.clear();
   }
 
   /** Rejects the items never sent to any launch; the rest stay. */
@@ -537,11 +623,24 @@ export class DeliveryChannel {
     else setTimeout(run, this.options.coalesceMs);
   }
 
-  /** Whether the window has room for `entry`; an empty window takes any one item. */
-  private fits(entry: Entry): boolean {
+  /**
+   * Whether the window has room for `entry` in a message of `batchBytes` so
+   * far; an empty window takes any one item. Keeping the bytes in flight
+   * under what a socket's send buffer holds is what keeps the host reading:
+   * Node's HTTP/2 stops reading a socket while its own write to it is
+   * pending, and a plugin doing the same would deadlock the two.
+   */
+  private fits(entry: Entry, batchBytes: number): boolean {
     const inFlight = this.inFlight;
+    const bytes = this.inFlightBytes + (batchBytes === 0 ? BATCH_OVERHEAD_BYTES : batchBytes) + entry.size;
+    // During a snapshot transfer only what fits the safe bound, even alone.
+    if (this.snapshotting > 0) return bytes <= SAFE_IN_FLIGHT_BYTES && inFlight < this.options.maxInFlight;
     if (inFlight === 0) return true;
-    return inFlight < this.options.maxInFlight && this.inFlightBytes + entry.size <= this.options.maxInFlightBytes;
+    if (inFlight >= this.options.maxInFlight) return false;
+    if (bytes <= SAFE_IN_FLIGHT_BYTES) return true;
+    // Beyond the safe bound only while the replies to what is in flight stay small.
+    const replies = (inFlight + 1) * this.replyBytesPerItem;
+    return replies <= SAFE_IN_FLIGHT_BYTES && bytes <= this.options.maxInFlightBytes;
   }
 
   /**
@@ -558,15 +657,15 @@ export class DeliveryChannel {
       let bytes = 0;
       while (this.replayNext < this.replayQueue.length && batch.length < maxBatch) {
         const entry = this.replayQueue[this.replayNext]!;
-        if ((batch.length > 0 && bytes + entry.size > maxBatchBytes) || !this.fits(entry)) break;
+        if ((batch.length > 0 && bytes + entry.size > maxBatchBytes) || !this.fits(entry, bytes)) break;
+        if (bytes === 0) bytes = BATCH_OVERHEAD_BYTES;
         batch.push(entry);
         bytes += entry.size;
-        this.inFlightBytes += entry.size;
         this.replayInFlight.push(entry);
         this.replayNext++;
       }
       if (batch.length === 0) return;
-      this.write(batch, true);
+      this.write(batch, true, bytes);
     }
     while (this.sent < this.unacked.length) {
       const batch: Entry[] = [];
@@ -578,19 +677,19 @@ export class DeliveryChannel {
         if (suspect && (batch.length > 0 || this.inFlight > 0)) break;
         // New items wait while the replay buffer is at its hard bound.
         if (entry.seq === 0 && this.replayIsFull) break;
-        if ((batch.length > 0 && bytes + entry.size > maxBatchBytes) || !this.fits(entry)) break;
+        if ((batch.length > 0 && bytes + entry.size > maxBatchBytes) || !this.fits(entry, bytes)) break;
+        if (bytes === 0) bytes = BATCH_OVERHEAD_BYTES;
         batch.push(entry);
         bytes += entry.size;
-        this.inFlightBytes += entry.size;
         this.sent++;
         if (suspect) break;
       }
       if (batch.length === 0) return;
-      this.write(batch, false);
+      this.write(batch, false, bytes);
     }
   }
 
-  private write(batch: Entry[], replay: boolean): void {
+  private write(batch: Entry[], replay: boolean, bytes: number): void {
     const items = batch.map((e) => {
       const redelivered = replay || e.sentTo > 0;
       if (e.seq === 0) {
@@ -614,7 +713,10 @@ export class DeliveryChannel {
           };
       return item;
     });
-    this.launchSentThrough = Math.max(this.launchSentThrough, batch[batch.length - 1]!.seq);
+    const through = batch[batch.length - 1]!.seq;
+    this.launchSentThrough = Math.max(this.launchSentThrough, through);
+    this.batches.push({ through, bytes });
+    this.inFlightBytes += bytes;
     const request: DeliverRequest = { $typeName: "plugwire.v1.DeliverRequest", items };
     this.stream!.write(request);
   }

@@ -46,6 +46,8 @@ const EARLY_SNAPSHOT_RETRY_MS = 1_000;
 const EARLY_SNAPSHOT_MAX_BACKOFF_MS = 30_000;
 /** Deadline of a Snapshot or Restore stream. */
 const SNAPSHOT_DEADLINE_MS = 120_000;
+/** A plugin that acks nothing for this long (or half its ackTimeoutMs, if less) gets one "busy" warning per stall. */
+const BUSY_WARN_MS = 30_000;
 
 export interface RunnerContext {
   runDir: () => string;
@@ -107,7 +109,23 @@ export class PluginRunner {
   private restartTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private healthFailures = 0;
+  /** lastProgressAt of the stall a busy warning was logged for (one warning per stall). */
+  private busyWarnedFor = -1;
   private stopping = false;
+  /**
+   * Lifecycle operations (start, restart, stop, and the supervisor's own
+   * relaunches) run one at a time, in the order they were asked for: two of
+   * them interleaved could launch a second process while the first runs.
+   */
+  private lifecycle: Promise<unknown> = Promise.resolve();
+  /** An operator restart that has not yet stopped the old launch; later requests join it. */
+  private pendingRestart: Promise<void> | undefined;
+  /** Counts stop requests: a start or restart asked for before one gives up. */
+  private stopRequests = 0;
+  /** Counts operator operations: a relaunch scheduled before one is dropped. */
+  private operatorOps = 0;
+  /** Aborts the spawn and handshake of the launch under way. */
+  private launchAbort: AbortController | undefined;
   private lastExit: string | undefined;
   private lastError: string | undefined;
   private lastStderr: string[] = [];
@@ -225,13 +243,42 @@ export class PluginRunner {
     };
   }
 
-  /** First start: resolves when ready, rejects with the launch error. */
-  async start(): Promise<void> {
+  /**
+   * First start: resolves when ready, rejects with the launch error. Runs
+   * after any lifecycle operation already under way.
+   */
+  start(): Promise<void> {
+    this.operatorOps++;
+    const stops = this.stopRequests;
+    return this.enqueue(() => this.startNow(stops, "start"));
+  }
+
+  /** Runs `op` once every lifecycle operation asked for before it has finished. */
+  private enqueue<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.lifecycle.then(op);
+    this.lifecycle = run.catch(() => undefined);
+    return run;
+  }
+
+  private stoppedBefore(what: "start" | "restart"): PlugwireError {
+    return new PlugwireError(
+      "plugin_unavailable",
+      `plugin '${this.name}' was not ${what === "start" ? "started" : "restarted"}: a stop (host.stop() or stopPlugin('${this.name}')) was requested ` +
+        `before the ${what} finished. Call host.restart('${this.name}') to start it again.`,
+      { plugin: this.name },
+    );
+  }
+
+  /** Launches the plugin from `starting`; `stops` is stopRequests when the operation was asked for. */
+  private async startNow(stops: number, what: "start" | "restart"): Promise<void> {
+    if (this.stopRequests !== stops) throw this.stoppedBefore(what);
     this.stopping = false;
     this.setState("starting");
     try {
       await this.launchOnce();
     } catch (e) {
+      // Stopped while launching: the launch was aborted, the plugin did not fail.
+      if (this.stopRequests !== stops) throw this.stoppedBefore(what);
       const error = PlugwireError.from(e, "plugin_unavailable", this.name);
       this.lastError = error.message;
       this.setState("failed", error.message);
@@ -338,7 +385,16 @@ export class PluginRunner {
     }
     const labels = { plugin: this.name };
     try {
-      const record = await takeSnapshot(launch.conn.plugin, this.name, this.ctx.maxSnapshotBytes, SNAPSHOT_DEADLINE_MS);
+      // The snapshot streams back on the connection the payloads use: keep
+      // the window small while it does (see SAFE_IN_FLIGHT_BYTES).
+      const window = this.channel.beginSnapshot(SNAPSHOT_DEADLINE_MS);
+      let record: SnapshotRecord;
+      try {
+        if (!(await window.ready)) this.log.warn("payloads in flight did not drain below the safe bound before a snapshot; taking it anyway");
+        record = await takeSnapshot(launch.conn.plugin, this.name, this.ctx.maxSnapshotBytes, SNAPSHOT_DEADLINE_MS);
+      } finally {
+        window.end();
+      }
       if (record.appliedSeq > this.channel.highestSeq) {
         throw new PlugwireError(
           "snapshot_failed",
@@ -373,39 +429,124 @@ export class PluginRunner {
     }
   }
 
-  /** Operator restart: also brings a failed plugin back. */
-  async restart(): Promise<void> {
-    if (this.state === "ready" && this.statefulId !== undefined) {
-      await this.snapshot().catch((e: unknown) => this.log.warn({ err: String(e) }, "snapshot before restart failed"));
-    }
-    await this.stop();
-    this.window.reset();
-    this.attempt = 0;
-    await this.start();
+  /**
+   * Operator restart: snapshot (if stateful and ready), stop through the
+   * ladder, start again; also brings a failed plugin back. Runs after any
+   * lifecycle operation already under way. Restarts asked for before this one
+   * has stopped the old launch join it rather than restarting once more.
+   */
+  restart(): Promise<void> {
+    if (this.pendingRestart) return this.pendingRestart;
+    this.operatorOps++;
+    const stops = this.stopRequests;
+    const restart = this.enqueue(async () => {
+      try {
+        if (this.stopRequests !== stops) throw this.stoppedBefore("restart");
+        if (this.state === "ready" && this.statefulId !== undefined) {
+          await this.snapshot().catch((e: unknown) => this.log.warn({ err: String(e) }, "snapshot before restart failed"));
+        }
+        await this.stopNow(undefined);
+      } finally {
+        // From here on a new launch is coming: a later request restarts again.
+        this.pendingRestart = undefined;
+      }
+      this.window.reset();
+      this.attempt = 0;
+      await this.startNow(stops, "restart");
+    });
+    this.pendingRestart = restart;
+    return restart;
   }
 
-  /** The shutdown ladder: Shutdown RPC, SIGTERM to the group, SIGKILL. */
-  async stop(): Promise<void> {
+  /**
+   * The first half of a stop, effective at once: no relaunch happens any
+   * more, a start or restart asked for earlier gives up, and a launch under
+   * way (spawn, handshake, Describe, Start, Restore) is killed. `stop()` does
+   * this itself; `host.stop()` calls it before its drain and final snapshot.
+   */
+  prepareStop(): void {
+    this.stopping = true;
+    this.stopRequests++;
+    this.operatorOps++;
+    clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+    this.launchAbort?.abort();
+    const launch = this.launch;
+    if (launch && !launch.ready && !launch.ended) {
+      this.log.info("a stop was requested while the plugin was starting; killing that launch");
+      launch.proc.signalGroup("SIGKILL");
+    }
+  }
+
+  /**
+   * Stops the plugin through the shutdown ladder, once the lifecycle
+   * operations asked for before have finished or given up (see prepareStop).
+   * `snapshot`: snapshot a ready stateful plugin first. `deadline` (a
+   * performance.now() time): the ladder shrinks to end by then, and if an
+   * earlier operation still holds the plugin at that time its process group
+   * is killed, so the stop ends by the deadline regardless.
+   */
+  stop(options: { deadline?: number; snapshot?: boolean } = {}): Promise<void> {
+    this.prepareStop();
+    let begun = false;
+    const op = this.enqueue(async () => {
+      begun = true;
+      if (options.snapshot && this.state === "ready" && this.statefulId !== undefined) {
+        await this.snapshot().catch((e: unknown) => this.log.warn({ err: String(e) }, "snapshot before stop failed"));
+      }
+      await this.stopNow(options.deadline);
+    });
+    const { deadline } = options;
+    if (deadline === undefined) return op;
+    const timer = setTimeout(() => {
+      const launch = this.launch;
+      if (begun || !launch || launch.ended) return;
+      this.log.error(
+        `plugin '${this.name}' was still held by an earlier restart or start when its stop deadline passed; killing its process group`,
+      );
+      launch.endReason ??= "exit";
+      launch.proc.signalGroup("SIGKILL");
+    }, Math.max(0, deadline - performance.now()));
+    return op.finally(() => clearTimeout(timer));
+  }
+
+  /** The shutdown ladder: Shutdown RPC, SIGTERM to the group, SIGKILL; shrunk to end by `deadline` if given. */
+  private async stopNow(deadline: number | undefined): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
     this.stopHealth();
     const launch = this.launch;
     if (launch && !launch.ended) {
       launch.endReason = "exit";
       const { proc } = launch;
+      let shutdownMs = this.config.shutdownTimeoutMs;
+      let graceMs = this.config.killGraceMs;
+      if (deadline !== undefined) {
+        // Both steps shrink in proportion, so SIGKILL comes by the deadline.
+        const left = Math.max(0, Math.floor(deadline - performance.now()));
+        const total = shutdownMs + graceMs;
+        if (total > left) {
+          shutdownMs = total === 0 ? 0 : Math.floor((left * shutdownMs) / total);
+          graceMs = left - shutdownMs;
+          this.log.info({ shutdownMs, graceMs }, "shutdown ladder shortened to end by the host's stop deadline");
+        }
+      }
       // One deadline for the Shutdown RPC and the exit that should follow it.
-      const shutdownDeadline = performance.now() + this.config.shutdownTimeoutMs;
+      const shutdownDeadline = performance.now() + shutdownMs;
       const exited = proc.exited.then(() => true);
       const within = (ms: number): Promise<boolean> =>
         Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
-      try {
-        await launch.conn.plugin.shutdown({ deadlineMs: this.config.shutdownTimeoutMs }, { deadlineMs: this.config.shutdownTimeoutMs });
-      } catch (e) {
-        this.log.warn({ err: String(e) }, "Shutdown RPC failed; escalating to SIGTERM");
+      if (shutdownMs > 0) {
+        try {
+          await launch.conn.plugin.shutdown({ deadlineMs: shutdownMs }, { deadlineMs: shutdownMs });
+        } catch (e) {
+          this.log.warn({ err: String(e) }, "Shutdown RPC failed; escalating to SIGTERM");
+        }
       }
       if (!(await within(Math.max(0, shutdownDeadline - performance.now())))) {
         proc.signalGroup("SIGTERM");
-        if (!(await within(this.config.killGraceMs))) {
+        if (!(await within(graceMs))) {
           this.log.warn("plugin ignored SIGTERM; sending SIGKILL to its process group");
           proc.signalGroup("SIGKILL");
         }
@@ -448,7 +589,10 @@ export class PluginRunner {
     // At most a few plugins start at once (module loading is CPU-bound): the
     // handshake timeout runs from when this launch got its slot, so a large
     // host on a small machine does not time out plugins that merely waited.
+    const abort = new AbortController();
+    this.launchAbort = abort;
     const releaseSlot = await this.ctx.launchSlots.acquire();
+    if (this.stopping) abort.abort(); // stopped while waiting for the slot: launchPlugin spawns nothing
     const proc = await launchPlugin(
       { name: this.name, command: this.config.command, args: this.config.args, env: this.config.env, cwd: this.config.cwd },
       {
@@ -463,11 +607,17 @@ export class PluginRunner {
         logger: this.log,
         onLog: (line) => this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream }),
         onLogDropped: () => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }),
+        signal: abort.signal,
       },
-    ).finally(releaseSlot);
+    ).finally(() => {
+      releaseSlot();
+      if (this.launchAbort === abort) this.launchAbort = undefined;
+    });
     const conn = dialPlugin(proc.handshake, token, this.name);
     const launch: Launch = { id, token, proc, conn, ended: false, ready: false };
     this.launch = launch;
+    // A stop asked for just as the handshake completed: end this launch too.
+    if (this.stopping) proc.signalGroup("SIGKILL");
     this.ctx.registerToken(token, {
       name: this.name,
       capabilities: new Set(this.config.capabilities),
@@ -597,11 +747,7 @@ export class PluginRunner {
 
   private async checkHealth(launch: Launch): Promise<void> {
     if (launch.ended || launch.endReason !== undefined || this.state !== "ready") return;
-    const { ackTimeoutMs } = this.config;
-    if (ackTimeoutMs > 0 && this.channel.inFlight > 0 && Date.now() - this.channel.lastProgressAt > ackTimeoutMs) {
-      this.hung(launch, `no ack for ${ackTimeoutMs} ms with ${this.channel.inFlight} payloads in flight`);
-      return;
-    }
+    if (this.checkAcks(launch)) return;
     try {
       const reply = await launch.conn.health.check({ service: "" }, { deadlineMs: this.config.healthTimeoutMs });
       if (reply.status !== health.HealthCheckResponse_ServingStatus.SERVING) throw new Error(`status ${reply.status}`);
@@ -614,8 +760,47 @@ export class PluginRunner {
     }
   }
 
-  private hung(launch: Launch, why: string): void {
-    this.log.error({ why }, "plugin is hung; killing its process group");
+  /**
+   * The ack timeout: busy is not hung. A plugin that answers health checks
+   * but acks nothing gets one warning per stall, naming the item it is on,
+   * and is killed only after ackTimeoutMs (default 5 min; 0: never). Returns
+   * true when it was killed.
+   */
+  private checkAcks(launch: Launch): boolean {
+    const oldest = this.channel.inFlight > 0 ? this.channel.oldestInFlight() : undefined;
+    if (!oldest) return false;
+    const { ackTimeoutMs } = this.config;
+    const inFlight = this.channel.inFlight;
+    const stalledMs = Date.now() - this.channel.lastProgressAt;
+    const item = `seq ${oldest.seq} (${oldest.forget ? "a forgotten peer" : `kind '${oldest.kind}'`})`;
+    const fields = { seq: oldest.seq, kind: oldest.kind, inFlight, stalledMs };
+    if (ackTimeoutMs > 0 && stalledMs > ackTimeoutMs) {
+      this.hung(
+        launch,
+        `no ack for ${ackTimeoutMs} ms with ${inFlight} payloads in flight`,
+        fields,
+        `plugin '${this.name}' acked nothing for ${stalledMs} ms, past its ackTimeoutMs (${ackTimeoutMs} ms), though it answers health checks; ` +
+          `the oldest item in flight is ${item}. Killing its process group as hung; if that handler is merely slow, raise ackTimeoutMs (0 turns the ack timeout off).`,
+      );
+      return true;
+    }
+    const warnAfterMs = ackTimeoutMs > 0 ? Math.min(BUSY_WARN_MS, ackTimeoutMs / 2) : BUSY_WARN_MS;
+    if (stalledMs >= warnAfterMs && this.busyWarnedFor !== this.channel.lastProgressAt) {
+      this.busyWarnedFor = this.channel.lastProgressAt;
+      this.log.warn(
+        fields,
+        `plugin '${this.name}' has acked nothing for ${Math.round(stalledMs / 1000)} s; the oldest item in flight is ${item}. ` +
+          `It answers health checks, so it counts as busy, not hung` +
+          (ackTimeoutMs > 0
+            ? `: it is killed only if nothing is acked for ackTimeoutMs (${ackTimeoutMs} ms).`
+            : ` (ackTimeoutMs is 0: it is never killed for being slow).`),
+      );
+    }
+    return false;
+  }
+
+  private hung(launch: Launch, why: string, fields: object = {}, message = "plugin is hung; killing its process group"): void {
+    this.log.error({ why, ...fields }, message);
     launch.endReason = "hung";
     this.lastError = `hung: ${why}`;
     launch.proc.signalGroup("SIGKILL");
@@ -637,7 +822,10 @@ export class PluginRunner {
   private async endLaunch(launch: Launch): Promise<boolean> {
     if (launch.ended) return false;
     launch.ended = true;
-    this.stopHealth();
+    // Launches are serialised, so an ended launch is the current one; should
+    // an older one ever end late, it must not touch the current one's state.
+    const current = launch === this.launch;
+    if (current) this.stopHealth();
     launch.deliver?.removeAllListeners();
     launch.deliver?.on("error", () => undefined);
     launch.deliver?.cancel();
@@ -646,12 +834,21 @@ export class PluginRunner {
     launch.proc.signalGroup("SIGKILL", true); // children the plugin left behind
     const crashed = launch.endReason !== "exit";
     // A launch that never attached its stream had no payload in flight.
-    if (launch.deliver) this.channel.detach(crashed);
+    if (launch.deliver && current) this.channel.detach(crashed);
     return true;
   }
 
   private async onExit(launch: Launch, exit: ExitInfo): Promise<void> {
     const planned = this.stopping;
+    if (launch !== this.launch) {
+      // Not the current launch: its end is no crash of the plugin.
+      await this.endLaunch(launch);
+      this.log.warn({ pid: launch.proc.pid, code: exit.code, signal: exit.signal }, "a superseded launch of the plugin ended; it is not the running one, so nothing is restarted");
+      return;
+    }
+    if (planned && launch.ready && launch.endReason === undefined && !launch.ended) {
+      this.log.warn({ code: exit.code, signal: exit.signal }, `plugin ${describeExit(exit)} by itself while it was being stopped`);
+    }
     if (!launch.ready) {
       // launchOnce is still running: it sees the launch ended, fails, and its
       // caller alone decides what follows (a restart from here as well would
@@ -700,17 +897,26 @@ export class PluginRunner {
     this.ctx.metrics.restarts.inc({ plugin: this.name });
     this.setState("restarting", this.lastExit);
     this.ctx.emit("plugin:restart", { plugin: this.name, attempt: this.attempt, delayMs, restarts: this.restarts });
+    const ops = this.operatorOps;
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
-      if (this.stopping) return;
-      this.launchOnce().catch((e: unknown) => {
-        if (this.stopping) return;
-        const error = PlugwireError.from(e, "plugin_unavailable", this.name);
-        this.lastError = error.message;
-        this.lastExit = "failed to relaunch";
-        this.log.error({ err: error.message }, "relaunch failed");
-        this.scheduleRestart("launch-failed", { code: null, signal: null });
-      });
+      void this.enqueue(() => this.relaunch(ops));
     }, delayMs);
+  }
+
+  /** The supervisor's relaunch, a lifecycle operation; `ops` is operatorOps when it was scheduled. */
+  private async relaunch(ops: number): Promise<void> {
+    // An operator start, restart or stop asked for since then has taken over.
+    if (this.stopping || ops !== this.operatorOps || this.state !== "restarting") return;
+    try {
+      await this.launchOnce();
+    } catch (e) {
+      if (this.stopping) return;
+      const error = PlugwireError.from(e, "plugin_unavailable", this.name);
+      this.lastError = error.message;
+      this.lastExit = "failed to relaunch";
+      this.log.error({ err: error.message }, "relaunch failed");
+      this.scheduleRestart("launch-failed", { code: null, signal: null });
+    }
   }
 }
