@@ -4,8 +4,8 @@
  *   bit-flipped, of an unknown record format, or empty is reported in the
  *   host's log (path and reason) and skipped in favour of the previous
  *   generation; the host and the plugin carry on from that state;
- * - a 100 MB snapshot saved and restored byte-exact after a crash;
- * - peerForgotten, which is outside the payload stream, across a crash.
+ * - a 100 MB snapshot saved and restored byte-exact after a crash.
+ * (Forgotten peers across a crash are in recovery.test.ts and forget-polyglot.test.ts.)
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -202,40 +202,6 @@ describe("snapshot store recovery, with a real host and the counter plugin", { t
       }
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
-    }
-  });
-});
-
-describe("peerForgotten is outside the payload stream", { timeout: 60_000 }, () => {
-  test("a crash brings a forgotten peer's state back from an older snapshot; a snapshot after the forget keeps it gone", async () => {
-    const t = testHost([nodePlugin("counter", example("counter"))]);
-    const a = peer(0xa1);
-    const b = peer(0xb2);
-    const hitFrom = (src: Uint8Array, n: number) => Promise.all(Array.from({ length: n }, () => t.host.dispatch(src, "counter.hit", encoder.encode("hit"))));
-    /** The counter's state once everything dispatched so far is applied. */
-    const counts = async (): Promise<Record<string, number>> => {
-      await hitFrom(b, 1);
-      const record = await t.host.snapshot("counter");
-      return JSON.parse(decoder.decode(record!.bytes)) as Record<string, number>;
-    };
-    try {
-      await t.host.start();
-      await hitFrom(a, 10);
-      assert.equal((await t.host.snapshot("counter"))?.appliedSeq, 10);
-      assert.deepEqual(await t.host.peerForgotten(a), { ok: [{ plugin: "counter", value: undefined }], failed: [] });
-
-      // Not in the payload stream: restore + replay brings the forgotten count back.
-      await killAndAwaitReady(t, "counter");
-      assert.deepEqual(await counts(), { [hex(a)]: 10, [hex(b)]: 1 });
-
-      // The recommended pattern: snapshot right after the forget.
-      await t.host.peerForgotten(a);
-      const snapped = await t.host.snapshotAll();
-      assert.deepEqual(snapped.failed, []);
-      await killAndAwaitReady(t, "counter");
-      assert.deepEqual(await counts(), { [hex(b)]: 2 });
-    } finally {
-      await t.close();
     }
   });
 });
