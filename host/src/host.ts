@@ -9,7 +9,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { PlugwireError } from "@plugwire/proto";
-import { resolvePlugins, type PluginConfig } from "./config.js";
+import { resolvePlugins, resolveStopTimeoutMs, type PluginConfig } from "./config.js";
 import type { DeadLetter } from "./delivery/channel.js";
 import type { HostEvents } from "./events.js";
 import { createRunDir, checkSocketPath, removeRunDir } from "./launch/rundir.js";
@@ -38,6 +38,13 @@ export interface HostOptions {
   maxSnapshotBytes?: number;
   /** Plugins between spawn and handshake at once, at most. Default: twice the CPU count, at least 2. */
   maxConcurrentLaunches?: number;
+  /**
+   * How long `host.stop()` may take in all: draining in-flight payloads, the
+   * final snapshots and the shutdown ladder. A final snapshot still running
+   * when only the ladder's share is left is abandoned, and the ladder shrinks
+   * so that every plugin is SIGKILLed by this deadline. Default 10 s.
+   */
+  stopTimeoutMs?: number;
   /**
    * The operator admin API: always on a unix socket in the run dir
    * (`host.adminSocketPath`); `tcpPort` adds a loopback listener (0 picks one).
@@ -75,11 +82,15 @@ export class Host extends EventEmitter<HostEvents> {
   private removeRunDirOnExit: (() => void) | undefined;
   private started = false;
   private stopped = false;
+  /** The one run of stop(); later calls wait for it. */
+  private stopRun: Promise<void> | undefined;
+  private readonly stopTimeoutMs: number;
 
   constructor(private readonly options: HostOptions) {
     super();
     this.logger = options.logger ?? pino({ name: "plugwire" });
     const configs = resolvePlugins(options.plugins);
+    this.stopTimeoutMs = resolveStopTimeoutMs(options.stopTimeoutMs);
     const launchSlots = new Semaphore(options.maxConcurrentLaunches ?? Math.max(2, 2 * availableParallelism()));
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     this.store =
@@ -247,18 +258,24 @@ export class Host extends EventEmitter<HostEvents> {
     return this.runner(name).snapshot();
   }
 
-  /** Restarts one plugin (snapshotting it first); brings back a failed plugin. */
+  /**
+   * Restarts one plugin (snapshotting it first); brings back a failed plugin.
+   * Lifecycle operations on a plugin run one at a time; a restart asked for
+   * while another has not yet stopped the old process joins that one.
+   */
   async restart(name: string): Promise<void> {
-    await this.runner(name).restart();
+    const runner = this.runner(name);
+    if (this.stopped) {
+      throw new PlugwireError("plugin_unavailable", `plugin '${name}' was not restarted: the host is stopping or stopped; create and start a new host`, {
+        plugin: name,
+      });
+    }
+    await runner.restart();
   }
 
-  /** Stops one plugin through the shutdown ladder; `restart` brings it back. */
+  /** Stops one plugin through the shutdown ladder (snapshotting it first); `restart` brings it back. */
   async stopPlugin(name: string): Promise<void> {
-    const runner = this.runner(name);
-    if (runner.statefulId !== undefined && runner.currentState === "ready") {
-      await runner.snapshot().catch((e: unknown) => this.logger.warn({ plugin: name, err: String(e) }, "snapshot before stop failed"));
-    }
-    await runner.stop();
+    await this.runner(name).stop({ snapshot: true });
   }
 
   /** Dispatches a dead letter again as a new payload and removes it from the list. */
@@ -284,11 +301,29 @@ export class Host extends EventEmitter<HostEvents> {
     return this.runner(name).listDeadLetters();
   }
 
-  /** Stops every plugin through the shutdown ladder, after a final snapshot. */
-  async stop(): Promise<void> {
-    if (this.stopped) return;
+  /**
+   * Stops every plugin through the shutdown ladder, after a final snapshot,
+   * within `stopTimeoutMs` (default 10 s) in all. A second call waits for
+   * the first.
+   */
+  stop(): Promise<void> {
+    this.stopRun ??= this.stopAll();
+    return this.stopRun;
+  }
+
+  private async stopAll(): Promise<void> {
     this.stopped = true;
+    const budgetMs = this.stopTimeoutMs;
+    const deadline = performance.now() + budgetMs;
+    // The drain and the final snapshots end early enough to leave the
+    // shutdown ladder its usual time, but at most half the budget.
+    const ladderMs = Math.min(budgetMs / 2, Math.max(0, ...this.runners.map((r) => r.config.shutdownTimeoutMs + r.config.killGraceMs)));
+    const ladderAt = deadline - ladderMs;
+    const left = (until: number): number => Math.max(0, Math.floor(until - performance.now()));
     clearInterval(this.snapshotTimer);
+    // No relaunch from here on; launches under way are killed, and restarts
+    // asked for earlier give up.
+    for (const r of this.runners) r.prepareStop();
     await this.adminServer?.close();
     // Refuse new payloads, fail those never sent, and let the plugins ack
     // what they already have: the final snapshot then covers every payload
@@ -298,17 +333,50 @@ export class Host extends EventEmitter<HostEvents> {
         plugin,
       });
     for (const r of this.runners) r.channel.failUnsent((e) => stopping(e, r.name));
-    const drained = await Promise.all(this.readyRunners().map(async (r) => [r.name, await r.channel.drainInFlight(r.config.shutdownTimeoutMs)] as const));
+    const drained = await Promise.all(
+      this.readyRunners().map(async (r) => [r.name, await r.channel.drainInFlight(Math.min(r.config.shutdownTimeoutMs, left(ladderAt)))] as const),
+    );
     for (const [plugin, ok] of drained) {
       if (!ok) this.logger.warn({ plugin }, "plugin did not ack its in-flight payloads before the shutdown deadline");
     }
-    if (this.routes.size > 0) await this.snapshotAll();
-    await Promise.all(this.runners.map((r) => r.stop()));
+    if (this.routes.size > 0) await this.finalSnapshots(ladderAt, budgetMs);
+    await Promise.all(this.runners.map((r) => r.stop({ deadline })));
     for (const r of this.runners) r.failPending("the host stopped");
-    await this.service?.close();
+    if (this.service) {
+      // Every plugin is gone; its calls end with it. Bounded all the same.
+      const closed = await withTimeout(this.service.close(), Math.max(1_000, left(deadline)));
+      if (!closed) this.service.forceClose();
+    }
     if (this.runDir) removeRunDir(this.runDir);
     if (this.removeRunDirOnExit) process.off("exit", this.removeRunDirOnExit);
     this.logger.info("plugwire host stopped");
+  }
+
+  /**
+   * The final snapshot of every ready stateful plugin, each abandoned (with a
+   * log line that says what is lost) if it has not finished by `until`.
+   */
+  private async finalSnapshots(until: number, budgetMs: number): Promise<void> {
+    const stateful = this.readyRunners().filter((r) => r.statefulId !== undefined);
+    await Promise.all(
+      stateful.map(async (r) => {
+        const taken = r.snapshot();
+        try {
+          if (await withTimeout(taken, Math.max(0, until - performance.now()))) return;
+        } catch (e) {
+          this.logger.error({ plugin: r.name, err: PlugwireError.from(e, "snapshot_failed", r.name).message }, "snapshot failed");
+          return;
+        }
+        taken.catch(() => undefined); // it fails once the plugin is stopped
+        this.logger.error(
+          { plugin: r.name, stopTimeoutMs: budgetMs, unsnapshotted: r.channel.replayCount, lastAcked: r.channel.lastAcked },
+          `plugin '${r.name}': its final snapshot did not finish in the time host.stop() leaves for it (stopTimeoutMs ${budgetMs} ms, ` +
+            `less the shutdown ladder's share), so it was abandoned and the plugin is being stopped. The ${r.channel.replayCount} payloads it acked ` +
+            `since its last stored snapshot (through seq ${r.channel.lastAcked}) are missing from the state its next start restores, unless the plugin ` +
+            `keeps them itself. Find out why its Snapshot does not finish, or raise stopTimeoutMs.`,
+        );
+      }),
+    );
   }
 
   private runner(name: string): PluginRunner {
@@ -332,6 +400,19 @@ export class Host extends EventEmitter<HostEvents> {
       else result.failed.push({ plugin, error: PlugwireError.from(s.reason, code, plugin) });
     });
     return result;
+  }
+}
+
+/** Resolves true once `promise` fulfils, false after `ms` (its rejection is passed on). */
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true as const), timedOut]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -34,6 +34,8 @@ export interface LaunchOptions {
   onLog?: LogForwarder["options"]["onLine"];
   /** Called for each line the rate limit drops. */
   onLogDropped?: () => void;
+  /** Aborts the launch (a stop was requested): the group is killed and the launch fails at once. */
+  signal?: AbortSignal;
 }
 
 export interface ExitInfo {
@@ -81,6 +83,9 @@ function tailText(lines: string[]): string {
 /** Launches a plugin and waits for its handshake line. */
 export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Promise<PluginProcess> {
   const who = `plugin '${spec.name}' (command: ${commandLine(spec)})`;
+  const stoppedError = (): PlugwireError =>
+    new PlugwireError("plugin_unavailable", `${who} was stopped while starting, before its handshake`, { plugin: spec.name });
+  if (options.signal?.aborted) throw stoppedError();
   checkSocketPath(join(options.runDir, `${options.instanceId}.sock`), who, spec.name);
   const env = pluginEnv(
     {
@@ -217,8 +222,13 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     );
   });
 
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(stoppedError());
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+  });
   try {
-    const result = await Promise.race([handshakePromise, timeout, exitedEarly]);
+    const result = await Promise.race([handshakePromise, timeout, exitedEarly, aborted]);
     // A running plugin counts as exited when its leader exits (plus a short
     // grace for its last output), even if children it left behind still hold
     // its stdout or stderr open; the runner then kills the whole group.
@@ -244,11 +254,13 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     signalGroup("SIGKILL", true);
     await exited;
     const error = e as PlugwireError;
-    if (error === spawnFailure) throw error;
+    if (error === spawnFailure || options.signal?.aborted) throw error;
     // Add the plugin's last stderr lines, now that all of them have arrived.
     throw new PlugwireError(error.code, `${error.message}${tailText(tail)}`, { plugin: spec.name });
   } finally {
     clearTimeout(timer);
+    if (onAbort) options.signal?.removeEventListener("abort", onAbort);
     exitedEarly.catch(() => undefined);
+    aborted.catch(() => undefined);
   }
 }
