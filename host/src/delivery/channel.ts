@@ -380,6 +380,9 @@ export class DeliveryChannel {
     this.replayNext = 0;
     this.replayInFlight.clear();
     this.batches.clear();
+    // Nothing is in flight any more: a snapshot waiting for the window goes
+    // on (and fails fast on the closed connection).
+    this.releaseSafeWaiters();
     if (!crashed) return undefined;
     this.suspectThrough = Math.max(this.suspectThrough, launchSentThrough);
     const head = this.unacked.at(0);
@@ -430,10 +433,7 @@ export class DeliveryChannel {
     // Replayed items were acked before: their effects were performed then.
     while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) this.replayInFlight.shift();
     while (this.batches.length > 0 && this.batches.at(0)!.through <= through) this.inFlightBytes -= this.batches.shift()!.bytes;
-    if (this.safeWaiters.size > 0 && this.inFlightBytes <= SAFE_IN_FLIGHT_BYTES) {
-      for (const done of this.safeWaiters) done();
-      this.safeWaiters.clear();
-    }
+    if (this.inFlightBytes <= SAFE_IN_FLIGHT_BYTES) this.releaseSafeWaiters();
     let ackedCount = 0;
     const oldestEnqueuedAt = this.sent > 0 ? this.unacked.at(0)!.enqueuedAt : 0;
     // Only the sent prefix of `unacked` can be acked; the rest has no seq yet.
@@ -520,6 +520,11 @@ export class DeliveryChannel {
       this.safeWaiters.add(done);
     });
     return { ready, end };
+  }
+
+  private releaseSafeWaiters(): void {
+    for (const done of this.safeWaiters) done();
+    this.safeWaiters.clear();
   }
 
   private checkReplayBounds(): void {
