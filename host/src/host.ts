@@ -290,7 +290,7 @@ export class Host extends EventEmitter<HostEvents> {
       );
     }
     this.logger.info({ plugin: name, seq, kind: letter.kind }, "replaying a dead letter");
-    return runner.dispatch(letter.src, letter.kind, letter.body);
+    return letter.forget ? runner.peerForgotten(letter.src) : runner.dispatch(letter.src, letter.kind, letter.body);
   }
 
   status(): PluginStatus[] {

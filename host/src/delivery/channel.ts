@@ -165,7 +165,7 @@ export class DeliveryChannel {
   /** Answers (settled or pending) of SendRouted calls, by item seq and call index. */
   private readonly routedAnswers = new Map<number, Array<Promise<boolean>>>();
   private readonly deadLetters: DeadLetter[] = [];
-  private readonly ackWaiters = new Set<{ seq: number; done: () => void }>();
+  private readonly ackWaiters = new Set<{ seq: number; done: (acked: boolean) => void }>();
   private stream: DeliveryStream | undefined;
   private launch = 0;
   /** Highest seq replayed to the current launch (0 when none), and the highest seq it acked. */
@@ -242,7 +242,14 @@ export class DeliveryChannel {
         this.ackWaiters.delete(waiter);
         resolve(false);
       }, timeoutMs);
-      const waiter = { seq, done: () => { clearTimeout(timer); resolve(true); } };
+      timer.unref();
+      const waiter = {
+        seq,
+        done: (acked: boolean) => {
+          clearTimeout(timer);
+          resolve(acked);
+        },
+      };
       this.ackWaiters.add(waiter);
     });
   }
@@ -474,7 +481,7 @@ export class DeliveryChannel {
     for (const waiter of this.ackWaiters) {
       if (waiter.seq <= this.ackedThrough) {
         this.ackWaiters.delete(waiter);
-        waiter.done();
+        waiter.done(true);
       }
     }
     this.flush();
@@ -583,6 +590,9 @@ export class DeliveryChannel {
 
   /** Rejects everything pending; used when the host stops. */
   failAll(error: (entry: Entry) => PlugwireError): void {
+    // Nothing will be acked any more.
+    for (const waiter of this.ackWaiters) waiter.done(false);
+    this.ackWaiters.clear();
     for (const entry of this.unacked.clear()) entry.settle?.reject(error(entry));
     this.sent = 0;
     this.numbered = 0;
