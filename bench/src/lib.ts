@@ -179,7 +179,7 @@ export interface BenchHost {
   close(): Promise<void>;
 }
 
-/** A host with silent logs, no periodic snapshots, no admin API, and counting ports. */
+/** A host with silent logs, no periodic snapshots and counting ports. */
 export function benchHost(plugins: PluginConfig[], options: Partial<HostOptions> = {}): BenchHost {
   const dataDir = options.dataDir ?? tempDir("pwb-");
   const ownDataDir = options.dataDir === undefined;
@@ -192,7 +192,6 @@ export function benchHost(plugins: PluginConfig[], options: Partial<HostOptions>
     dataDir,
     logger: pino({ level: process.env.PLUGWIRE_BENCH_LOG ?? "silent" }),
     snapshotIntervalMs: 0,
-    admin: false,
     runDirParent: "/tmp",
     ports: {
       peers: directory,

@@ -19,7 +19,6 @@ import { HostServiceServer, type Caller } from "./services/host-service.js";
 import { FileSnapshotStore, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
 import { PluginRunner, type PluginStatus } from "./supervisor/runner.js";
 import { Semaphore } from "./supervisor/semaphore.js";
-import { AdminServer } from "./admin/server.js";
 
 export interface HostOptions {
   /** The plugins, in priority order: the first to claim a kind wins it. */
@@ -45,12 +44,6 @@ export interface HostOptions {
    * so that every plugin is SIGKILLed by this deadline. Default 10 s.
    */
   stopTimeoutMs?: number;
-  /**
-   * The operator admin API: always on a unix socket in the run dir
-   * (`host.adminSocketPath`); `tcpPort` adds a loopback listener (0 picks one).
-   * `false` turns it off.
-   */
-  admin?: { tcpPort?: number } | false;
 }
 
 /** Outcome of an operation that runs over every plugin. */
@@ -77,7 +70,6 @@ export class Host extends EventEmitter<HostEvents> {
   private readonly store: SnapshotStore;
   private runDir: string | undefined;
   private service: HostServiceServer | undefined;
-  private adminServer: AdminServer | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
   private removeRunDirOnExit: (() => void) | undefined;
   private started = false;
@@ -156,10 +148,6 @@ export class Host extends EventEmitter<HostEvents> {
       );
     }
     this.buildRoutes();
-    if (this.options.admin !== false) {
-      this.adminServer = new AdminServer(this);
-      await this.adminServer.listen(this.adminSocketPath!, this.options.admin?.tcpPort);
-    }
     const interval = this.options.snapshotIntervalMs ?? 30_000;
     if (interval > 0) {
       this.snapshotTimer = setInterval(() => {
@@ -183,14 +171,14 @@ export class Host extends EventEmitter<HostEvents> {
     }
   }
 
-  /** The admin API's unix socket, once started (undefined when disabled). */
-  get adminSocketPath(): string | undefined {
-    return this.runDir && this.options.admin !== false ? join(this.runDir, "admin.sock") : undefined;
-  }
-
-  /** The admin API's loopback TCP port, when one was asked for. */
-  get adminTcpPort(): number | undefined {
-    return this.adminServer?.tcpPort;
+  /**
+   * The host's private run dir (mode 0700, under `runDirParent`) that holds
+   * its sockets, from `start()` until `stop()` removes it; undefined before.
+   * An application may put its own sockets here, as the CLI does with the
+   * admin API's `admin.sock`.
+   */
+  get runDirectory(): string | undefined {
+    return this.runDir;
   }
 
   /** Which plugin handles `kind`, if any. */
@@ -324,7 +312,6 @@ export class Host extends EventEmitter<HostEvents> {
     // No relaunch from here on; launches under way are killed, and restarts
     // asked for earlier give up.
     for (const r of this.runners) r.prepareStop();
-    await this.adminServer?.close();
     // Refuse new payloads, fail those never sent, and let the plugins ack
     // what they already have: the final snapshot then covers every payload
     // whose dispatch resolved, and nothing acked after it is lost.

@@ -21,6 +21,7 @@ import { Writable } from "node:stream";
 import { describe, it } from "node:test";
 import { pino, type Logger } from "pino";
 import { adminClient } from "../src/admin/client.js";
+import { serveAdmin } from "../src/admin/server.js";
 import type { Host, HostEvents, PluginConfig, PlugwireError } from "../src/index.js";
 import { fixture, nodePlugin, peer, testHost, waitFor, type TestHost } from "./helpers.js";
 
@@ -154,8 +155,13 @@ describe("lifecycle operations are serialised", () => {
     const mark = marker();
     return withHost([nodePlugin("echo", SLOW, { args: [mark] })], mark, async ({ host }) => {
       const first = pidOf(host, "echo");
-      const admin = adminClient(host.adminSocketPath!);
-      await Promise.all(Array.from({ length: 10 }, () => admin.restartPlugin({ name: "echo" })));
+      const server = await serveAdmin(host);
+      try {
+        const admin = adminClient(server.socketPath);
+        await Promise.all(Array.from({ length: 10 }, () => admin.restartPlugin({ name: "echo" })));
+      } finally {
+        await server.close();
+      }
       const live = pidOf(host, "echo");
       assert.ok(live !== undefined && live !== first);
       assert.equal(host.status()[0]!.state, "ready");

@@ -2,12 +2,16 @@
  * The operator admin API (plugwire.admin.v1.AdminService) over the Connect
  * protocol: on a unix socket in the host's run dir, and optionally on a
  * loopback TCP port. curl with JSON works as well as the typed client.
+ * It drives a Host through its public API only; the host does not know it
+ * exists (the CLI, or an application, composes the two).
  */
 import { createServer, type Server } from "node:http";
+import { join } from "node:path";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { PlugwireError, STATUS_OF_CODE, admin } from "@plugwire/proto";
 import type { Host } from "../host.js";
+import { checkSocketPath } from "../launch/rundir.js";
 import type { PluginStatus } from "../supervisor/runner.js";
 
 function info(s: PluginStatus): admin.PluginInfo {
@@ -99,13 +103,45 @@ export function adminRoutes(host: Host) {
   };
 }
 
+/** Where the admin API listens. */
+export interface AdminServerOptions {
+  /** Unix socket path; default `admin.sock` in the host's run dir (`host.runDirectory`). */
+  socketPath?: string;
+  /** Also listen on 127.0.0.1 at this TCP port (0 picks a free one). */
+  tcpPort?: number;
+}
+
+/** File name of the admin socket in the host's run dir. */
+export const ADMIN_SOCKET_NAME = "admin.sock";
+
+/**
+ * Serves the admin API for a started host: on a unix socket (by default
+ * `admin.sock` in the host's run dir) and, when asked, on a loopback TCP port.
+ * Close it before `host.stop()`, which removes the run dir.
+ */
+export async function serveAdmin(host: Host, options: AdminServerOptions = {}): Promise<AdminServer> {
+  const runDir = host.runDirectory;
+  const socketPath = options.socketPath ?? (runDir === undefined ? undefined : join(runDir, ADMIN_SOCKET_NAME));
+  if (socketPath === undefined) {
+    throw new PlugwireError("invalid_argument", "serveAdmin(host) needs a started host (its run dir holds the admin socket); call host.start() first, or pass socketPath");
+  }
+  checkSocketPath(socketPath, "plugwire admin API");
+  const server = new AdminServer(host, socketPath);
+  await server.listen(options.tcpPort);
+  return server;
+}
+
 /** A running admin server (unix socket, plus TCP when asked). */
 export class AdminServer {
   private readonly servers: Server[] = [];
 
-  constructor(private readonly host: Host) {}
+  constructor(
+    private readonly host: Host,
+    /** The unix socket it listens on. */
+    readonly socketPath: string,
+  ) {}
 
-  async listen(socketPath: string, tcpPort?: number): Promise<void> {
+  async listen(tcpPort?: number): Promise<void> {
     const handler = connectNodeAdapter({ routes: adminRoutes(this.host) });
     const listen = (server: Server, target: () => void): Promise<void> =>
       new Promise((resolve, reject) => {
@@ -117,11 +153,16 @@ export class AdminServer {
         target();
       });
     const unix = createServer(handler);
-    await listen(unix, () => unix.listen(socketPath));
+    await listen(unix, () => unix.listen(this.socketPath));
     this.servers.push(unix);
     if (tcpPort !== undefined) {
       const tcp = createServer(handler);
-      await listen(tcp, () => tcp.listen(tcpPort, "127.0.0.1"));
+      try {
+        await listen(tcp, () => tcp.listen(tcpPort, "127.0.0.1"));
+      } catch (e) {
+        await this.close();
+        throw e;
+      }
       this.servers.push(tcp);
     }
   }

@@ -3,6 +3,7 @@ import { rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { pino, type Logger } from "pino";
 import { adminPointerPath } from "./admin-commands.js";
+import { serveAdmin, type AdminServer } from "../admin/server.js";
 import { createHost, type Host } from "../host.js";
 import { MemoryPeerDirectory, hex, type HostPorts } from "../ports.js";
 import { loadConfigFile } from "./config-file.js";
@@ -57,12 +58,19 @@ export async function run(options: RunOptions): Promise<Host> {
     logger,
     snapshotIntervalMs: config.snapshotIntervalMs,
     maxSnapshotBytes: config.maxSnapshotBytes,
-    admin: { tcpPort: options.adminPort },
   });
   await host.start();
+  let admin: AdminServer;
+  try {
+    // The admin API's socket is admin.sock in the host's run dir.
+    admin = await serveAdmin(host, { tcpPort: options.adminPort });
+  } catch (e) {
+    await host.stop();
+    throw e;
+  }
   const pointer = adminPointerPath(config.dataDir);
-  writeFileSync(pointer, `${host.adminSocketPath}\n`, { mode: 0o600 });
-  logger.info({ admin: host.adminSocketPath, adminPort: host.adminTcpPort }, "admin API listening; try 'plugwire status'");
+  writeFileSync(pointer, `${admin.socketPath}\n`, { mode: 0o600 });
+  logger.info({ admin: admin.socketPath, adminPort: admin.tcpPort }, "admin API listening; try 'plugwire status'");
   let metrics: Server | undefined;
   if (options.metricsPort !== undefined) {
     metrics = createServer((req, res) => {
@@ -85,13 +93,17 @@ export async function run(options: RunOptions): Promise<Host> {
     logger.info({ signal }, "stopping plugwire host");
     metrics?.close();
     rmSync(pointer, { force: true });
-    host.stop().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        logger.error({ err: String(e) }, "stop failed");
-        process.exit(1);
-      },
-    );
+    // The admin API goes first: host.stop() removes the run dir its socket is in.
+    admin
+      .close()
+      .then(() => host.stop())
+      .then(
+        () => process.exit(0),
+        (e: unknown) => {
+          logger.error({ err: String(e) }, "stop failed");
+          process.exit(1);
+        },
+      );
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
