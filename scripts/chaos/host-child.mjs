@@ -26,7 +26,6 @@ const peers = Array.from({ length: 16 }, (_, i) => node(i + 1));
 const host = lib.createHost({
   dataDir: o.dataDir,
   logger,
-  admin: false,
   snapshotIntervalMs: o.snapshotIntervalMs,
   plugins: ["counter", "echo", "presence"].map((name) => pluginConfig(o.repo, o.run, name, { hostTag: "1" })),
   ports: {

@@ -187,7 +187,7 @@ export class Harness {
    */
   async startHost({ plugins, snapshotIntervalMs = 1_000, store, dataDir = this.dataDir }) {
     const configs = plugins.map((p) => (typeof p === "string" ? this.plugin(p) : p));
-    const host = this.lib.createHost({ dataDir, logger: this.logger, snapshotIntervalMs, admin: false, store, plugins: configs, ports: this.ports() });
+    const host = this.lib.createHost({ dataDir, logger: this.logger, snapshotIntervalMs, store, plugins: configs, ports: this.ports() });
     this.hosts.add(host);
     const notePids = () => {
       for (const s of host.status()) if (s.pid) this.pidsSeen.add(s.pid);
