@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { PlugwireError } from "@plugwire/proto";
 import { resolvePlugins, resolveStopTimeoutMs, type PluginConfig } from "./config.js";
-import type { DeadLetter } from "./delivery/channel.js";
+import type { DeadLetter, DispatchOptions } from "./delivery/channel.js";
 import type { HostEvents } from "./events.js";
 import { createRunDir, checkSocketPath, removeRunDir } from "./launch/rundir.js";
 import { HostMetrics } from "./metrics.js";
@@ -189,9 +189,10 @@ export class Host extends EventEmitter<HostEvents> {
   /**
    * Delivers a payload to the plugin that claims `kind`. Resolves when the
    * plugin has acked it; rejects with a PlugwireError when no plugin claims
-   * the kind, the handler failed, or the plugin is failed.
+   * the kind, the handler failed, or the plugin is failed. `options.onEffect`
+   * is told each effect of the payload's handler (sends), once each.
    */
-  dispatch(src: NodeId, kind: string, body: Uint8Array): Promise<void> {
+  dispatch(src: NodeId, kind: string, body: Uint8Array, options?: DispatchOptions): Promise<void> {
     if (this.stopped) {
       return Promise.reject(new PlugwireError("plugin_unavailable", `payload of kind '${kind}' was not accepted: the host is stopping or stopped`));
     }
@@ -205,7 +206,7 @@ export class Host extends EventEmitter<HostEvents> {
         ),
       );
     }
-    return runner.dispatch(src, kind, body);
+    return runner.dispatch(src, kind, body, options);
   }
 
   /**

@@ -9,7 +9,7 @@ export type { HostPorts, PeerDirectoryPort, ControlPort, IdentityPort, PeerEvent
 export { MemoryPeerDirectory, hex } from "./ports.js";
 export type { HostEvents, PluginState } from "./events.js";
 export type { PluginStatus } from "./supervisor/runner.js";
-export type { DeadLetter } from "./delivery/channel.js";
+export type { DeadLetter, DispatchOptions, PayloadEffect } from "./delivery/channel.js";
 /** The largest payload (src + kind + body, in bytes) one dispatch can carry. */
 export { MAX_ITEM_BYTES } from "./delivery/channel.js";
 export { FileSnapshotStore, MemorySnapshotStore } from "./snapshot/store.js";

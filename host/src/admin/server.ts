@@ -7,10 +7,13 @@
  */
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
-import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { PlugwireError, STATUS_OF_CODE, admin } from "@plugwire/proto";
+import { PlugwireError, admin } from "@plugwire/proto";
+import type { PayloadEffect } from "../delivery/channel.js";
 import type { Host } from "../host.js";
+import { toConnectError } from "./errors.js";
 import { checkSocketPath } from "../launch/rundir.js";
 import type { PluginStatus } from "../supervisor/runner.js";
 
@@ -30,12 +33,6 @@ function info(s: PluginStatus): admin.PluginInfo {
     stateful: s.stateful,
     deadLetters: s.deadLetters,
   };
-}
-
-/** Maps a PlugwireError to a Connect error; gRPC and Connect share status codes. */
-function toConnectError(e: unknown): ConnectError {
-  const err = PlugwireError.from(e);
-  return new ConnectError(err.message, STATUS_OF_CODE[err.code] as number as Code, undefined, undefined, err);
 }
 
 async function guarded<T>(op: () => Promise<T>): Promise<T> {
@@ -99,6 +96,7 @@ export function adminRoutes(host: Host) {
         await host.replayDeadLetter(req.name, Number(req.seq));
         return {};
       }),
+      dispatch: (req) => guarded(() => dispatch(host, req)),
     });
   };
 }
@@ -129,6 +127,76 @@ export async function serveAdmin(host: Host, options: AdminServerOptions = {}): 
   const server = new AdminServer(host, socketPath);
   await server.listen(options.tcpPort);
   return server;
+}
+
+/** Which kind a Dispatch request means: its kind, or its plugin's only kind. */
+function dispatchKind(host: Host, req: admin.DispatchRequest): string {
+  const plugins = host.status();
+  const plugin = req.plugin ? plugins.find((p) => p.name === req.plugin) : undefined;
+  if (req.plugin && !plugin) {
+    throw new PlugwireError("invalid_argument", `no plugin named '${req.plugin}'; plugins: ${plugins.map((p) => p.name).join(", ")}`);
+  }
+  if (!req.kind) {
+    if (!plugin) throw new PlugwireError("invalid_argument", "Dispatch needs a payload kind, or a plugin that claims exactly one kind");
+    if (plugin.kinds.length !== 1) {
+      const claims = plugin.kinds.length === 0 ? `claims no payload kinds (it is ${plugin.state})` : `claims ${plugin.kinds.length} payload kinds (${plugin.kinds.join(", ")})`;
+      throw new PlugwireError("invalid_argument", `plugin '${plugin.name}' ${claims}; name the kind to send with --kind KIND`, { plugin: plugin.name });
+    }
+    return plugin.kinds[0]!;
+  }
+  const owner = host.ownerOf(req.kind);
+  if (plugin && owner !== undefined && owner !== plugin.name) {
+    throw new PlugwireError("invalid_argument", `payload kind '${req.kind}' is routed to plugin '${owner}', not '${plugin.name}' (the first plugin listed that claims a kind wins it)`, {
+      plugin: plugin.name,
+    });
+  }
+  return req.kind;
+}
+
+/** Dispatches a payload and reports its outcome and the effects its handler produced. */
+async function dispatch(host: Host, req: admin.DispatchRequest): Promise<Omit<admin.DispatchResponse, "$typeName">> {
+  const kind = dispatchKind(host, req);
+  const effects: PayloadEffect[] = [];
+  const started = performance.now();
+  let error = "";
+  try {
+    await host.dispatch(req.src, kind, req.body, { onEffect: (effect) => effects.push(effect) });
+  } catch (e) {
+    const err = PlugwireError.from(e);
+    if (err.code !== "handler_failed") throw err;
+    error = err.message;
+  }
+  const durationMs = BigInt(Math.round(performance.now() - started));
+  return {
+    plugin: host.ownerOf(kind) ?? req.plugin,
+    kind,
+    outcome: error ? admin.DispatchOutcome.HANDLER_ERROR : admin.DispatchOutcome.ACKED,
+    error,
+    effects: await Promise.all(effects.map(effectInfo)),
+    durationMs,
+  };
+}
+
+async function effectInfo(effect: PayloadEffect): Promise<admin.PayloadEffect> {
+  if (effect.type === "sendDirect") {
+    return create(admin.PayloadEffectSchema, {
+      effect: { case: "sendDirect", value: { peer: effect.peer, frame: effect.frame, performed: effect.performed, droppedReason: effect.droppedReason ?? "" } },
+    });
+  }
+  // The handler awaited its call before acking, as a rule; a send still
+  // pending after a second is reported as such rather than waited for.
+  let timer: NodeJS.Timeout | undefined;
+  const answer = await Promise.race([
+    effect.routed.then(
+      (routed) => ({ routed, error: "" }),
+      (e: unknown) => ({ routed: false, error: e instanceof Error ? e.message : String(e) }),
+    ),
+    new Promise<{ routed: boolean; error: string }>((resolve) => {
+      timer = setTimeout(resolve, 1_000, { routed: false, error: "no answer from the control port within 1 s" });
+    }),
+  ]);
+  clearTimeout(timer);
+  return create(admin.PayloadEffectSchema, { effect: { case: "sendRouted", value: { dst: effect.dst, frame: effect.frame, ...answer } } });
 }
 
 /** A running admin server (unix socket, plus TCP when asked). */

@@ -2,8 +2,9 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConnectError } from "@connectrpc/connect";
-import { PlugwireError, type admin } from "@plugwire/proto";
+import { PlugwireError, admin } from "@plugwire/proto";
 import { adminClient, type AdminClient } from "../admin/client.js";
+import { fromConnectError } from "../admin/errors.js";
 import { loadConfigFile } from "./config-file.js";
 
 /** File in the data dir where `plugwire run` records its admin socket. */
@@ -32,7 +33,12 @@ export function resolveAdmin(options: { admin?: string; config?: string }): Admi
 }
 
 function unreachable(e: unknown): never {
-  if (e instanceof ConnectError) throw new PlugwireError("plugin_unavailable", `the host's admin API answered: ${e.rawMessage}`, { cause: e });
+  if (e instanceof ConnectError) {
+    // The host's own error, with its plugwire code.
+    const typed = fromConnectError(e);
+    if (typed) throw typed;
+    throw new PlugwireError("plugin_unavailable", `the host's admin API answered: ${e.rawMessage}`, { cause: e });
+  }
   const code = (e as NodeJS.ErrnoException).code;
   if (code === "ECONNREFUSED" || code === "ENOENT") {
     throw new PlugwireError("plugin_unavailable", "the host is not running (its admin socket refused the connection); start it with 'plugwire run'", { cause: e });
@@ -90,4 +96,79 @@ export async function deadLettersCommand(client: AdminClient, name: string, repl
       .map((d) => `seq ${d.seq}  kind ${d.kind}  from ${Buffer.from(d.src).toString("hex").slice(0, 16)}  ${d.sizeBytes} bytes  parked ${new Date(Number(d.parkedAtMs)).toISOString()}  ${d.reason}`)
       .join("\n") + "\n"
   );
+}
+
+/** What `plugwire send` sends. */
+export interface SendRequest {
+  /** The plugin to send to; with no kind, its only payload kind is used. */
+  plugin?: string;
+  kind?: string;
+  src: Uint8Array;
+  body: Uint8Array;
+}
+
+/** `plugwire send`: its output, and 0 when the plugin acked the payload, 1 on a handler error. */
+export async function sendCommand(client: AdminClient, request: SendRequest, json: boolean): Promise<{ output: string; code: number }> {
+  const response = await client
+    .dispatch({ plugin: request.plugin ?? "", kind: request.kind ?? "", src: request.src, body: request.body })
+    .catch(unreachable);
+  const acked = response.outcome === admin.DispatchOutcome.ACKED;
+  return { output: json ? `${JSON.stringify(dispatchJson(response), null, 2)}\n` : formatDispatch(response), code: acked ? 0 : 1 };
+}
+
+function dispatchJson(r: admin.DispatchResponse): unknown {
+  return {
+    plugin: r.plugin,
+    kind: r.kind,
+    outcome: r.outcome === admin.DispatchOutcome.ACKED ? "acked" : "handler_error",
+    ...(r.error ? { error: r.error } : {}),
+    durationMs: Number(r.durationMs),
+    effects: r.effects.map((e) =>
+      e.effect.case === "sendDirect"
+        ? { type: "sendDirect", peer: hexOf(e.effect.value.peer), frame: hexOf(e.effect.value.frame), performed: e.effect.value.performed, ...(e.effect.value.droppedReason ? { droppedReason: e.effect.value.droppedReason } : {}) }
+        : e.effect.case === "sendRouted"
+          ? { type: "sendRouted", dst: hexOf(e.effect.value.dst), frame: hexOf(e.effect.value.frame), routed: e.effect.value.routed, ...(e.effect.value.error ? { error: e.effect.value.error } : {}) }
+          : { type: "unknown" },
+    ),
+  };
+}
+
+function hexOf(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("hex");
+}
+
+/** A node id for people: its first 8 bytes in hex. */
+function shortId(bytes: Uint8Array): string {
+  const hex = hexOf(bytes);
+  return hex.length > 16 ? `${hex.slice(0, 16)}…` : hex;
+}
+
+/** A frame for people: quoted text when it is printable UTF-8, else hex. */
+export function showBytes(bytes: Uint8Array): string {
+  const text = Buffer.from(bytes).toString("utf8");
+  const printable = !text.includes("\uFFFD") && !/[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/.test(text);
+  const size = `${bytes.byteLength} bytes`;
+  if (bytes.byteLength === 0) return size;
+  if (printable) return `${size} ${JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text)}`;
+  const hex = hexOf(bytes);
+  return `${size} hex ${hex.length > 128 ? `${hex.slice(0, 128)}…` : hex}`;
+}
+
+export function formatDispatch(r: admin.DispatchResponse): string {
+  const lines =
+    r.outcome === admin.DispatchOutcome.ACKED
+      ? [`acked by ${r.plugin} (kind ${r.kind}) in ${r.durationMs} ms`]
+      : [`handler error from ${r.plugin} (kind ${r.kind}) after ${r.durationMs} ms: ${r.error}`];
+  if (r.effects.length === 0) lines.push("no effects");
+  else lines.push(`effects (${r.effects.length}):`);
+  for (const e of r.effects) {
+    if (e.effect.case === "sendDirect") {
+      const { peer, frame, performed, droppedReason } = e.effect.value;
+      lines.push(`  sendDirect to ${shortId(peer)}: ${showBytes(frame)}${performed ? "" : ` (dropped: ${droppedReason})`}`);
+    } else if (e.effect.case === "sendRouted") {
+      const { dst, frame, routed, error } = e.effect.value;
+      lines.push(`  sendRouted to ${shortId(dst)}: ${showBytes(frame)} (${error ? `failed: ${error}` : routed ? "routed" : "no route"})`);
+    }
+  }
+  return `${lines.join("\n")}\n`;
 }

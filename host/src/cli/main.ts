@@ -5,7 +5,8 @@ import { PlugwireError } from "@plugwire/proto";
 import { checkCommand } from "../check/cli.js";
 import { demo } from "./demo.js";
 import { run } from "./run.js";
-import { deadLettersCommand, resolveAdmin, restartCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";
+import { deadLettersCommand, resolveAdmin, restartCommand, sendCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";
+import { sendRequest } from "./send-args.js";
 
 const HELP = `plugwire: run plugins out of process
 
@@ -121,6 +122,32 @@ async function main(argv: string[]): Promise<number> {
       }
       process.stdout.write(output);
       return 0;
+    }
+    case "send": {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          config: { type: "string", short: "c" },
+          admin: { type: "string" },
+          kind: { type: "string", short: "k" },
+          src: { type: "string" },
+          body: { type: "string" },
+          "body-hex": { type: "string" },
+          "body-file": { type: "string" },
+          json: { type: "boolean" },
+          help: { type: "boolean", short: "h" },
+        },
+      });
+      if (values.help) {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      const request = sendRequest({ plugin: positionals[0], extra: positionals.slice(1), ...values });
+      const client = resolveAdmin({ admin: values.admin, config: values.config });
+      const { output, code } = await sendCommand(client, request, values.json ?? false);
+      process.stdout.write(output);
+      return code;
     }
     case "demo": {
       const { values } = parseArgs({

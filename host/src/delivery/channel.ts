@@ -70,6 +70,44 @@ export interface Entry {
   /** Launch this entry was last sent to; 0 when never sent. */
   sentTo: number;
   settle?: { resolve: () => void; reject: (e: PlugwireError) => void };
+  /** Told each effect of this payload's handler (DispatchOptions.onEffect). */
+  readonly onEffect?: (effect: PayloadEffect) => void;
+}
+
+/**
+ * One effect of a payload's handler, as the host performs it: a send that
+ * travelled with the payload's ack, or a SendRouted call the handler made
+ * for the payload. Each is reported once, even when the payload is
+ * redelivered or replayed after a crash.
+ */
+export type PayloadEffect =
+  | {
+      type: "sendDirect";
+      peer: Uint8Array;
+      frame: Uint8Array;
+      /** True when it was handed to the application's control port. */
+      performed: boolean;
+      /** Why it was not, when `performed` is false. */
+      droppedReason?: string;
+    }
+  | {
+      type: "sendRouted";
+      dst: Uint8Array;
+      frame: Uint8Array;
+      /** The control port's answer (a route existed); rejects when the send failed. */
+      routed: Promise<boolean>;
+    };
+
+/** Options of one dispatch. */
+export interface DispatchOptions {
+  /**
+   * Called with each effect of this payload's handler as the host performs it
+   * (for tools such as `plugwire send`; nothing is recorded without it).
+   * Sends carried by the ack are performed before the dispatch settles, and
+   * SendRouted calls when the handler makes them, so by the time it settles
+   * every effect of a handler that awaited its calls has been reported.
+   */
+  onEffect?: (effect: PayloadEffect) => void;
 }
 
 /** An item parked because it crashed its plugin repeatedly. */
@@ -255,7 +293,7 @@ export class DeliveryChannel {
   }
 
   /** Queues a payload; resolves when the plugin acks it, rejects on a handler error. */
-  dispatch(src: Uint8Array, kind: string, body: Uint8Array): Promise<void> {
+  dispatch(src: Uint8Array, kind: string, body: Uint8Array, options?: DispatchOptions): Promise<void> {
     const size = entrySize(src, kind, body);
     if (size - ITEM_OVERHEAD_BYTES > MAX_ITEM_BYTES) {
       return Promise.reject(
@@ -267,7 +305,7 @@ export class DeliveryChannel {
         ),
       );
     }
-    return this.enqueue(false, src, kind, body, size);
+    return this.enqueue(false, src, kind, body, size, options?.onEffect);
   }
 
   /** Queues a forgotten peer as a sequenced item; resolves when the plugin acks it. */
@@ -275,7 +313,14 @@ export class DeliveryChannel {
     return this.enqueue(true, peer, "", new Uint8Array(0), entrySize(peer, "", new Uint8Array(0)));
   }
 
-  private enqueue(forget: boolean, src: Uint8Array, kind: string, body: Uint8Array, size: number): Promise<void> {
+  private enqueue(
+    forget: boolean,
+    src: Uint8Array,
+    kind: string,
+    body: Uint8Array,
+    size: number,
+    onEffect?: (effect: PayloadEffect) => void,
+  ): Promise<void> {
     const label = forget ? "a forgotten peer" : `payload of kind '${kind}'`;
     // Items awaiting redelivery are not counted: they are never dropped.
     if (this.waiting >= this.options.maxQueued) {
@@ -317,6 +362,7 @@ export class DeliveryChannel {
         crashes: 0,
         sentTo: 0,
         settle: { resolve, reject },
+        onEffect,
       };
       this.unacked.push(entry);
       this.scheduleFlush();
@@ -556,8 +602,11 @@ export class DeliveryChannel {
     this.flush();
   }
 
-  /** Answers a SendRouted from item `seq`'s handler at most once per (seq, index). */
-  sendRoutedOnce(seq: number, index: number, send: () => Promise<boolean>): Promise<boolean> {
+  /**
+   * Answers a SendRouted from item `seq`'s handler at most once per (seq,
+   * index); `call` (its dst and frame) is reported to the item's onEffect.
+   */
+  sendRoutedOnce(seq: number, index: number, send: () => Promise<boolean>, call?: { dst: Uint8Array; frame: Uint8Array }): Promise<boolean> {
     let answers = this.routedAnswers.get(seq);
     const known = answers?.[index];
     // A call still pending counts too: a relaunch that redelivers the item
@@ -566,11 +615,26 @@ export class DeliveryChannel {
     if (answers === undefined) this.routedAnswers.set(seq, (answers = []));
     const routed = send();
     answers[index] = routed;
+    if (call) this.sentEntry(seq)?.onEffect?.({ type: "sendRouted", dst: call.dst, frame: call.frame, routed });
     // A failed send is not remembered, so a retry sends again.
     routed.catch(() => {
       if (answers[index] === routed) delete answers[index];
     });
     return routed;
+  }
+
+  /** The un-acked item `seq` sent to the current launch, if any (the sent prefix is in seq order). */
+  private sentEntry(seq: number): Entry | undefined {
+    let lo = 0;
+    let hi = this.sent - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const entry = this.unacked.at(mid)!;
+      if (entry.seq === seq) return entry;
+      if (entry.seq < seq) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return undefined;
   }
 
   /** True when item `seq` is in flight to the current launch: the only origins a SendRouted may name. */

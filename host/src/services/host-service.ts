@@ -23,8 +23,8 @@ import type { HostPorts, NodeId, PeerEvent } from "../ports.js";
 export interface Caller {
   name: string;
   capabilities: ReadonlySet<Capability>;
-  /** Answers a SendRouted made from a payload handler, deduplicated by (seq, index). */
-  sendRoutedOnce(seq: number, index: number, send: () => Promise<boolean>): Promise<boolean>;
+  /** Answers a SendRouted made from a payload handler, deduplicated by (seq, index); `call` is what it sends. */
+  sendRoutedOnce(seq: number, index: number, send: () => Promise<boolean>, call: { dst: Uint8Array; frame: Uint8Array }): Promise<boolean>;
 }
 
 export interface HostServiceOptions {
@@ -113,7 +113,7 @@ export class HostServiceServer {
           const from = caller(call.metadata, "control", "SendRouted");
           const send = async (): Promise<boolean> => ports.control.sendRouted(request.dst, request.frame);
           const routed = request.origin
-            ? await from.sendRoutedOnce(Number(request.origin.seq), request.origin.index, send)
+            ? await from.sendRoutedOnce(Number(request.origin.seq), request.origin.index, send, { dst: request.dst, frame: request.frame })
             : await send();
           return { routed };
         },

@@ -15,7 +15,7 @@ import {
   type DescribeResponse,
 } from "@plugwire/proto";
 import type { Capability, ResolvedPluginConfig } from "../config.js";
-import { DeliveryChannel, type DeadLetter } from "../delivery/channel.js";
+import { DeliveryChannel, type DeadLetter, type DispatchOptions } from "../delivery/channel.js";
 import type { HostEvents, PluginState } from "../events.js";
 import { describeExit, launchPlugin, type ExitInfo, type PluginProcess } from "../launch/spawn.js";
 import type { HostMetrics } from "../metrics.js";
@@ -177,11 +177,13 @@ export class PluginRunner {
       performEffects: (entry, effects) => {
         for (const effect of effects) {
           if (effect.effect.case !== "sendDirect") continue;
+          const { peer, frame } = effect.effect.value;
           if (!config.capabilities.includes("control")) {
             this.log.warn({ seq: entry.seq }, "dropped a send effect: the plugin lacks the 'control' capability");
+            entry.onEffect?.({ type: "sendDirect", peer, frame, performed: false, droppedReason: `plugin '${config.name}' lacks the 'control' capability` });
             continue;
           }
-          const { peer, frame } = effect.effect.value;
+          entry.onEffect?.({ type: "sendDirect", peer, frame, performed: true });
           // The application's port may throw or reject; either way the host
           // logs it and carries on (sendDirect is best-effort).
           Promise.resolve()
@@ -287,9 +289,9 @@ export class PluginRunner {
   }
 
   /** Queues a payload for this plugin. */
-  dispatch(src: NodeId, kind: string, body: Uint8Array): Promise<void> {
+  dispatch(src: NodeId, kind: string, body: Uint8Array, options?: DispatchOptions): Promise<void> {
     if (this.state === "failed" || this.state === "stopped") return Promise.reject(this.unavailableError(kind));
-    return this.channel.dispatch(src, kind, body);
+    return this.channel.dispatch(src, kind, body, options);
   }
 
   private unavailableError(kind: string): PlugwireError {
@@ -623,7 +625,7 @@ export class PluginRunner {
       capabilities: new Set(this.config.capabilities),
       // Only an item in flight to this launch can be an origin; any other
       // origin (forged, or long acked) is sent without being remembered.
-      sendRoutedOnce: (seq, index, send) => (this.channel.isInFlight(seq) ? this.channel.sendRoutedOnce(seq, index, send) : send()),
+      sendRoutedOnce: (seq, index, send, call) => (this.channel.isInFlight(seq) ? this.channel.sendRoutedOnce(seq, index, send, call) : send()),
     });
     void proc.exited.then((exit) => this.onExit(launch, exit));
     try {

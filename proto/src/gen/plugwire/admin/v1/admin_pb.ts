@@ -2,15 +2,15 @@
 // @generated from file plugwire/admin/v1/admin.proto (package plugwire.admin.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file plugwire/admin/v1/admin.proto.
  */
 export const file_plugwire_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8i6QEKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDSIkChRSZXN0YXJ0UGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKFVJlc3RhcnRQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiEKEVN0b3BQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoSU3RvcFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIgoSU25hcHNob3ROb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkiSQoTU25hcHNob3ROb3dSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RSZXN1bHQiZAoOU25hcHNob3RSZXN1bHQSDgoGcGx1Z2luGAEgASgJEgoKAm9rGAIgASgIEhMKC2FwcGxpZWRfc2VxGAMgASgEEhIKCnNpemVfYnl0ZXMYBCABKAQSDQoFZXJyb3IYBSABKAkiJgoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjMKDGRlYWRfbGV0dGVycxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLkRlYWRMZXR0ZXIibgoKRGVhZExldHRlchILCgNzZXEYASABKAQSDAoEa2luZBgCIAEoCRILCgNzcmMYAyABKAwSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxwYXJrZWRfYXRfbXMYBSABKAMSDgoGcmVhc29uGAYgASgJIjQKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSCwoDc2VxGAIgASgEIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZTLgBAoMQWRtaW5TZXJ2aWNlElwKC0xpc3RQbHVnaW5zEiUucGx1Z3dpcmUuYWRtaW4udjEuTGlzdFBsdWdpbnNSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuTGlzdFBsdWdpbnNSZXNwb25zZRJiCg1SZXN0YXJ0UGx1Z2luEicucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlcXVlc3QaKC5wbHVnd2lyZS5hZG1pbi52MS5SZXN0YXJ0UGx1Z2luUmVzcG9uc2USWQoKU3RvcFBsdWdpbhIkLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXF1ZXN0GiUucGx1Z3dpcmUuYWRtaW4udjEuU3RvcFBsdWdpblJlc3BvbnNlElwKC1NuYXBzaG90Tm93EiUucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3ROb3dSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3ROb3dSZXNwb25zZRJoCg9MaXN0RGVhZExldHRlcnMSKS5wbHVnd2lyZS5hZG1pbi52MS5MaXN0RGVhZExldHRlcnNSZXF1ZXN0GioucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USawoQUmVwbGF5RGVhZExldHRlchIqLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXF1ZXN0GisucGx1Z3dpcmUuYWRtaW4udjEuUmVwbGF5RGVhZExldHRlclJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8i6QEKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDSIkChRSZXN0YXJ0UGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKFVJlc3RhcnRQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiEKEVN0b3BQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoSU3RvcFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIgoSU25hcHNob3ROb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkiSQoTU25hcHNob3ROb3dSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RSZXN1bHQiZAoOU25hcHNob3RSZXN1bHQSDgoGcGx1Z2luGAEgASgJEgoKAm9rGAIgASgIEhMKC2FwcGxpZWRfc2VxGAMgASgEEhIKCnNpemVfYnl0ZXMYBCABKAQSDQoFZXJyb3IYBSABKAkiJgoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjMKDGRlYWRfbGV0dGVycxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLkRlYWRMZXR0ZXIibgoKRGVhZExldHRlchILCgNzZXEYASABKAQSDAoEa2luZBgCIAEoCRILCgNzcmMYAyABKAwSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxwYXJrZWRfYXRfbXMYBSABKAMSDgoGcmVhc29uGAYgASgJIjQKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSCwoDc2VxGAIgASgEIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZSJKCg9EaXNwYXRjaFJlcXVlc3QSDAoEa2luZBgBIAEoCRIOCgZwbHVnaW4YAiABKAkSCwoDc3JjGAMgASgMEgwKBGJvZHkYBCABKAwivAEKEERpc3BhdGNoUmVzcG9uc2USDgoGcGx1Z2luGAEgASgJEgwKBGtpbmQYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoT3V0Y29tZRINCgVlcnJvchgEIAEoCRIxCgdlZmZlY3RzGAUgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUGF5bG9hZEVmZmVjdBITCgtkdXJhdGlvbl9tcxgGIAEoBCKRAQoNUGF5bG9hZEVmZmVjdBI6CgtzZW5kX2RpcmVjdBgBIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmREaXJlY3RFZmZlY3RIABI6CgtzZW5kX3JvdXRlZBgCIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmRSb3V0ZWRFZmZlY3RIAEIICgZlZmZlY3QiWgoQU2VuZERpcmVjdEVmZmVjdBIMCgRwZWVyGAEgASgMEg0KBWZyYW1lGAIgASgMEhEKCXBlcmZvcm1lZBgDIAEoCBIWCg5kcm9wcGVkX3JlYXNvbhgEIAEoCSJNChBTZW5kUm91dGVkRWZmZWN0EgsKA2RzdBgBIAEoDBINCgVmcmFtZRgCIAEoDBIOCgZyb3V0ZWQYAyABKAgSDQoFZXJyb3IYBCABKAkqcwoPRGlzcGF0Y2hPdXRjb21lEiAKHERJU1BBVENIX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZESVNQQVRDSF9PVVRDT01FX0FDS0VEEAESIgoeRElTUEFUQ0hfT1VUQ09NRV9IQU5ETEVSX0VSUk9SEAIytQUKDEFkbWluU2VydmljZRJcCgtMaXN0UGx1Z2lucxIlLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVzcG9uc2USYgoNUmVzdGFydFBsdWdpbhInLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRQbHVnaW5SZXF1ZXN0GigucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlc3BvbnNlElkKClN0b3BQbHVnaW4SJC5wbHVnd2lyZS5hZG1pbi52MS5TdG9wUGx1Z2luUmVxdWVzdBolLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXNwb25zZRJcCgtTbmFwc2hvdE5vdxIlLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVzcG9uc2USaAoPTGlzdERlYWRMZXR0ZXJzEikucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBoqLnBsdWd3aXJlLmFkbWluLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEmsKEFJlcGxheURlYWRMZXR0ZXISKi5wbHVnd2lyZS5hZG1pbi52MS5SZXBsYXlEZWFkTGV0dGVyUmVxdWVzdBorLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXNwb25zZRJTCghEaXNwYXRjaBIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVxdWVzdBojLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message plugwire.admin.v1.ListPluginsRequest
@@ -379,6 +379,230 @@ export const ReplayDeadLetterResponseSchema: GenMessage<ReplayDeadLetterResponse
   messageDesc(file_plugwire_admin_v1_admin, 14);
 
 /**
+ * @generated from message plugwire.admin.v1.DispatchRequest
+ */
+export type DispatchRequest = Message<"plugwire.admin.v1.DispatchRequest"> & {
+  /**
+   * The payload kind. May be empty when plugin is set and claims exactly one kind.
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * The plugin the payload is meant for. Optional when kind is set; when both
+   * are set, the kind must be routed to this plugin.
+   *
+   * @generated from field: string plugin = 2;
+   */
+  plugin: string;
+
+  /**
+   * The source peer's node id.
+   *
+   * @generated from field: bytes src = 3;
+   */
+  src: Uint8Array;
+
+  /**
+   * @generated from field: bytes body = 4;
+   */
+  body: Uint8Array;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.DispatchRequest.
+ * Use `create(DispatchRequestSchema)` to create a new message.
+ */
+export const DispatchRequestSchema: GenMessage<DispatchRequest> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 15);
+
+/**
+ * @generated from message plugwire.admin.v1.DispatchResponse
+ */
+export type DispatchResponse = Message<"plugwire.admin.v1.DispatchResponse"> & {
+  /**
+   * The plugin that handled the payload.
+   *
+   * @generated from field: string plugin = 1;
+   */
+  plugin: string;
+
+  /**
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: plugwire.admin.v1.DispatchOutcome outcome = 3;
+   */
+  outcome: DispatchOutcome;
+
+  /**
+   * The handler's error message, when outcome is DISPATCH_OUTCOME_HANDLER_ERROR.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * What the handler did, in the order the host performed it.
+   *
+   * @generated from field: repeated plugwire.admin.v1.PayloadEffect effects = 5;
+   */
+  effects: PayloadEffect[];
+
+  /**
+   * From dispatch to the plugin's ack, in milliseconds.
+   *
+   * @generated from field: uint64 duration_ms = 6;
+   */
+  durationMs: bigint;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.DispatchResponse.
+ * Use `create(DispatchResponseSchema)` to create a new message.
+ */
+export const DispatchResponseSchema: GenMessage<DispatchResponse> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 16);
+
+/**
+ * @generated from message plugwire.admin.v1.PayloadEffect
+ */
+export type PayloadEffect = Message<"plugwire.admin.v1.PayloadEffect"> & {
+  /**
+   * @generated from oneof plugwire.admin.v1.PayloadEffect.effect
+   */
+  effect: {
+    /**
+     * A send_direct effect carried by the payload's ack.
+     *
+     * @generated from field: plugwire.admin.v1.SendDirectEffect send_direct = 1;
+     */
+    value: SendDirectEffect;
+    case: "sendDirect";
+  } | {
+    /**
+     * A SendRouted call the handler made for this payload.
+     *
+     * @generated from field: plugwire.admin.v1.SendRoutedEffect send_routed = 2;
+     */
+    value: SendRoutedEffect;
+    case: "sendRouted";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message plugwire.admin.v1.PayloadEffect.
+ * Use `create(PayloadEffectSchema)` to create a new message.
+ */
+export const PayloadEffectSchema: GenMessage<PayloadEffect> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 17);
+
+/**
+ * @generated from message plugwire.admin.v1.SendDirectEffect
+ */
+export type SendDirectEffect = Message<"plugwire.admin.v1.SendDirectEffect"> & {
+  /**
+   * @generated from field: bytes peer = 1;
+   */
+  peer: Uint8Array;
+
+  /**
+   * @generated from field: bytes frame = 2;
+   */
+  frame: Uint8Array;
+
+  /**
+   * True when the host handed it to the application's control port.
+   *
+   * @generated from field: bool performed = 3;
+   */
+  performed: boolean;
+
+  /**
+   * Why it was not performed, when performed is false.
+   *
+   * @generated from field: string dropped_reason = 4;
+   */
+  droppedReason: string;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.SendDirectEffect.
+ * Use `create(SendDirectEffectSchema)` to create a new message.
+ */
+export const SendDirectEffectSchema: GenMessage<SendDirectEffect> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 18);
+
+/**
+ * @generated from message plugwire.admin.v1.SendRoutedEffect
+ */
+export type SendRoutedEffect = Message<"plugwire.admin.v1.SendRoutedEffect"> & {
+  /**
+   * @generated from field: bytes dst = 1;
+   */
+  dst: Uint8Array;
+
+  /**
+   * @generated from field: bytes frame = 2;
+   */
+  frame: Uint8Array;
+
+  /**
+   * The control port's answer: a route existed.
+   *
+   * @generated from field: bool routed = 3;
+   */
+  routed: boolean;
+
+  /**
+   * The control port's error, if the send failed.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.SendRoutedEffect.
+ * Use `create(SendRoutedEffectSchema)` to create a new message.
+ */
+export const SendRoutedEffectSchema: GenMessage<SendRoutedEffect> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 19);
+
+/**
+ * @generated from enum plugwire.admin.v1.DispatchOutcome
+ */
+export enum DispatchOutcome {
+  /**
+   * @generated from enum value: DISPATCH_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The plugin handled the payload and acked it.
+   *
+   * @generated from enum value: DISPATCH_OUTCOME_ACKED = 1;
+   */
+  ACKED = 1,
+
+  /**
+   * The plugin acked the payload with a handler error.
+   *
+   * @generated from enum value: DISPATCH_OUTCOME_HANDLER_ERROR = 2;
+   */
+  HANDLER_ERROR = 2,
+}
+
+/**
+ * Describes the enum plugwire.admin.v1.DispatchOutcome.
+ */
+export const DispatchOutcomeSchema: GenEnum<DispatchOutcome> = /*@__PURE__*/
+  enumDesc(file_plugwire_admin_v1_admin, 0);
+
+/**
  * AdminService is the operator API of a running host. It is served with the
  * Connect protocol on a unix socket in the host's run dir (and optionally on a
  * loopback TCP port), so curl with JSON works as well as a typed client.
@@ -445,6 +669,20 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ReplayDeadLetterRequestSchema;
     output: typeof ReplayDeadLetterResponseSchema;
+  },
+  /**
+   * Dispatch a payload as the application would (routed by kind) and wait for
+   * its outcome: acked, or failed by the plugin's handler. The response lists
+   * the effects the handler produced. Any other failure (no plugin claims the
+   * kind, the plugin has failed, its queue is full, the payload is too large)
+   * is an error whose "plugwire-error-code" header holds the plugwire code.
+   *
+   * @generated from rpc plugwire.admin.v1.AdminService.Dispatch
+   */
+  dispatch: {
+    methodKind: "unary";
+    input: typeof DispatchRequestSchema;
+    output: typeof DispatchResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_plugwire_admin_v1_admin, 0);

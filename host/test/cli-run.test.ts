@@ -1,0 +1,171 @@
+/**
+ * The CLI as a user runs it, through the committed bin shim (bin/plugwire.mjs,
+ * what `npx plugwire` runs in this repo), against the demo config
+ * plugins-example/plugwire.yaml: `plugwire run` composes the host and the
+ * admin API; `plugwire send` and `status` reach it through the data dir's
+ * admin.address (and over --admin-port); SIGTERM stops it and leaves no
+ * plugin process, no admin.address and no run dir.
+ *
+ * The config is the demo's own, with only its dataDir moved to a temp dir and
+ * each plugin's cwd pinned to plugins-example, so a host a developer runs from
+ * the repo is not disturbed. Waits are for output lines and exits, bounded.
+ */
+import assert from "node:assert/strict";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "node:test";
+import { parseDocument } from "yaml";
+import { alive, assertGone } from "./helpers.js";
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const BIN = join(repo, "bin", "plugwire.mjs");
+const DEMO_CONFIG = join(repo, "plugins-example", "plugwire.yaml");
+const TEST_TIMEOUT_MS = 60_000;
+const SRC = "01".repeat(32);
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI to completion. */
+function plugwire(args: string[], input?: string): Promise<Result> {
+  return new Promise((resolve) => {
+    const child = execFile(process.execPath, [BIN, ...args], { cwd: repo, timeout: 30_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin?.end(input ?? "");
+  });
+}
+
+/** The demo config with its dataDir in `dir` and each plugin's cwd pinned; returns its path. */
+function demoConfigIn(dir: string): string {
+  const doc = parseDocument(readFileSync(DEMO_CONFIG, "utf8"));
+  doc.set("dataDir", join(dir, "data"));
+  const plugins = doc.get("plugins") as { items: unknown[] };
+  plugins.items.forEach((_, i) => doc.setIn(["plugins", i, "cwd"], join(repo, "plugins-example")));
+  const path = join(dir, "plugwire.yaml");
+  writeFileSync(path, doc.toString());
+  return path;
+}
+
+/** Resolves with the first JSON log line on the child's stdout whose msg is `msg`. */
+function logLine(child: ChildProcess, msg: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => {
+      lines.close();
+      reject(new Error(`no '${msg}' log line within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const done = (): void => {
+      clearTimeout(timer);
+      lines.close();
+    };
+    lines.on("line", (line) => {
+      try {
+        const record = JSON.parse(line) as Record<string, unknown>;
+        if (record.msg !== msg) return;
+        done();
+        resolve(record);
+      } catch {
+        // not a log line
+      }
+    });
+    child.once("exit", (code) => {
+      done();
+      reject(new Error(`plugwire run exited (${code}) before logging '${msg}'`));
+    });
+  });
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+}
+
+describe("plugwire CLI against the demo config", () => {
+  it("run, send, status over the socket and TCP, then SIGTERM leaves nothing behind", { timeout: TEST_TIMEOUT_MS }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pwt-cli-"));
+    const config = demoConfigIn(dir);
+    const host = spawn(process.execPath, [BIN, "run", "--config", config, "--admin-port", "0"], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] });
+    let pids: number[] = [];
+    try {
+      const listening = await logLine(host, "admin API listening; try 'plugwire status'");
+      const socket = String(listening.admin);
+      assert.equal(readFileSync(join(dir, "data", "admin.address"), "utf8"), `${socket}\n`);
+      assert.match(socket, /\/pw-[^/]+\/admin\.sock$/);
+
+      const echo = await plugwire(["send", "echo", "--src", SRC, "--body", "hi", "-c", config]);
+      assert.equal(echo.stderr, "");
+      assert.match(echo.stdout, /^acked by echo \(kind echo\.ping\) in \d+ ms\neffects \(1\):\n {2}sendDirect to 0101010101010101…: 7 bytes "pong:hi"\n$/);
+      assert.equal(echo.code, 0);
+
+      const counter = await plugwire(["send", "--kind", "counter.hit", "--src", SRC, "--body-file", "-", "--config", config], "from stdin");
+      assert.match(counter.stdout, /^acked by counter \(kind counter\.hit\) in \d+ ms\nno effects\n$/);
+      assert.equal(counter.code, 0);
+
+      const unknown = await plugwire(["send", "--kind", "nope", "--src", SRC, "--body", "x", "-c", config]);
+      assert.equal(unknown.code, 1);
+      assert.equal(
+        unknown.stderr,
+        "plugwire: no plugin claims payload kind 'nope' (from peer 0101010101010101); claimed kinds: echo.ping, counter.hit, presence.who. Add a plugin that lists it in its payload kinds.\n",
+      );
+
+      const status = await plugwire(["status", "--json", "--admin", `http://127.0.0.1:${String(listening.adminPort)}`]);
+      assert.equal(status.code, 0, status.stderr);
+      const plugins = JSON.parse(status.stdout) as Array<{ name: string; state: string; pid: number; lastAckedSeq: number }>;
+      assert.deepEqual(
+        plugins.map((p) => [p.name, p.state]),
+        [["echo", "ready"], ["counter", "ready"], ["presence", "ready"]],
+      );
+      assert.equal(plugins.find((p) => p.name === "counter")!.lastAckedSeq, 1);
+      pids = plugins.map((p) => p.pid);
+
+      host.kill("SIGTERM");
+      assert.equal(await exited(host), 0);
+      assertGone(pids);
+      assert.equal(existsSync(join(dir, "data", "admin.address")), false);
+      assert.equal(existsSync(dirname(socket)), false);
+
+      const gone = await plugwire(["status", "-c", config]);
+      assert.equal(gone.code, 1);
+      assert.equal(
+        gone.stderr,
+        `plugwire: no running host found for ${config} (no ${join(dir, "data", "admin.address")}); start one with 'plugwire run --config ${config}' or pass --admin SOCKET\n`,
+      );
+    } finally {
+      if (host.exitCode === null && host.signalCode === null) {
+        host.kill("SIGKILL");
+        await exited(host);
+      }
+      for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the bin shim says how to build when the CLI is not built", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pwt-shim-"));
+    try {
+      mkdirSync(join(dir, "bin"));
+      copyFileSync(BIN, join(dir, "bin", "plugwire.mjs"));
+      const r = await new Promise<Result>((resolve) => {
+        execFile(process.execPath, [join(dir, "bin", "plugwire.mjs"), "status"], (error, stdout, stderr) =>
+          resolve({ code: typeof error?.code === "number" ? error.code : 0, stdout, stderr }),
+        );
+      });
+      assert.equal(r.code, 1);
+      assert.equal(
+        r.stderr,
+        `plugwire: the CLI is not built yet (${join(dir, "host", "dist", "src", "cli", "main.js")} is missing). Run 'npm run build' (or 'npm start', which builds first) in ${dir}/, then try again.\n`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
