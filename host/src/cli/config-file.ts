@@ -1,9 +1,15 @@
-/** Reads a plugwire YAML config file into host options. */
+/**
+ * Reads a plugwire YAML config file into host options, validated against the
+ * schema in config-schema.ts. Every problem is reported as FILE:LINE:COL with
+ * what to change; an unknown key names the nearest valid one.
+ */
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
-import { parse } from "yaml";
+import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, type Document } from "yaml";
+import type * as z from "zod";
 import { PlugwireError } from "@plugwire/proto";
 import type { PluginConfig } from "../config.js";
+import { configSchema, keysAt } from "./config-schema.js";
 
 export interface PeerSeed {
   nodeId: string;
@@ -16,20 +22,26 @@ export interface ConfigFile {
   dataDir: string;
   snapshotIntervalMs: number | undefined;
   maxSnapshotBytes: number | undefined;
+  stopTimeoutMs: number | undefined;
+  /** Absolute, when set. */
+  runDirParent: string | undefined;
+  maxConcurrentLaunches: number | undefined;
   plugins: PluginConfig[];
   /** Peers the in-memory directory starts with. */
   peers: PeerSeed[];
 }
 
-const TOP_KEYS = new Set(["dataDir", "snapshotIntervalMs", "maxSnapshotBytes", "plugins", "peers"]);
+/** At most this many problems are listed. */
+const MAX_PROBLEMS = 20;
 
 function fail(path: string, message: string): never {
   throw new PlugwireError("invalid_config", `${path}: ${message}`);
 }
 
 /**
- * Loads a config file. Relative `dataDir` and plugin `cwd` resolve against the
- * file's directory, which is also each plugin's default working directory.
+ * Loads a config file. Relative `dataDir`, `runDirParent` and plugin `cwd`
+ * resolve against the file's directory, which is also each plugin's default
+ * working directory.
  */
 export function loadConfigFile(path: string): ConfigFile {
   let text: string;
@@ -38,34 +50,157 @@ export function loadConfigFile(path: string): ConfigFile {
   } catch (e) {
     fail(path, `cannot read the config file (${(e as Error).message})`);
   }
-  let doc: unknown;
-  try {
-    doc = parse(text);
-  } catch (e) {
-    fail(path, `is not valid YAML: ${(e as Error).message}`);
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const problems = doc.errors.slice(0, MAX_PROBLEMS).map((e) => {
+      const pos = lines.linePos(e.pos[0]);
+      return `${path}:${pos.line}:${pos.col}: ${e.message}`;
+    });
+    throw new PlugwireError("invalid_config", `${path} is not valid YAML:\n${problems.join("\n")}`);
   }
-  if (doc === null || typeof doc !== "object" || Array.isArray(doc)) fail(path, "must be a YAML mapping with a 'plugins' list");
-  const raw = doc as Record<string, unknown>;
-  for (const key of Object.keys(raw)) if (!TOP_KEYS.has(key)) fail(path, `unknown key '${key}' (known: ${[...TOP_KEYS].join(", ")})`);
+  const raw: unknown = doc.toJS();
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) fail(path, "must be a YAML mapping with a 'plugins' list (see plugwire --help)");
+  const parsed = configSchema.safeParse(raw, { reportInput: true });
+  if (!parsed.success) {
+    const problems = parsed.error.issues
+      .flatMap((issue) => describeIssue(issue, doc, lines, raw as Record<string, unknown>))
+      .sort((a, b) => a.line - b.line || a.col - b.col)
+      .map((p) => `${path}:${p.line}:${p.col}: ${p.message}`);
+    const shown = problems.slice(0, MAX_PROBLEMS);
+    const more = problems.length > shown.length ? `\n(and ${problems.length - shown.length} more)` : "";
+    const heading = problems.length === 1 ? "" : `${path}: ${problems.length} problems:\n`;
+    throw new PlugwireError("invalid_config", `${heading}${shown.join("\n")}${more}\nEvery option is in plugwire --help and docs/configuration.md.`);
+  }
+  const config = parsed.data;
   const base = dirname(resolve(path));
-  if (!Array.isArray(raw.plugins) || raw.plugins.length === 0) fail(path, "'plugins' must be a non-empty list");
-  const plugins = raw.plugins.map((p, i): PluginConfig => {
-    if (p === null || typeof p !== "object" || Array.isArray(p)) fail(path, `plugins[${i}] must be a mapping`);
-    const plugin = p as PluginConfig;
-    const cwd = plugin.cwd === undefined ? base : isAbsolute(plugin.cwd) ? plugin.cwd : resolve(base, plugin.cwd);
-    return { ...plugin, cwd, args: plugin.args?.map(String) };
+  const names = new Map<string, number>();
+  config.plugins.forEach((p, i) => {
+    const first = names.get(p.name);
+    if (first !== undefined) {
+      const at = locate(doc, lines, ["plugins", i, "name"]);
+      fail(`${path}:${at.line}:${at.col}`, `plugins[${i}]: a plugin named '${p.name}' is already listed (plugins[${first}]); names must be unique`);
+    }
+    names.set(p.name, i);
   });
-  const peers = (Array.isArray(raw.peers) ? raw.peers : []).map((p, i): PeerSeed => {
-    const peer = p as Partial<PeerSeed>;
-    if (typeof peer.nodeId !== "string" || !/^[0-9a-f]+$/i.test(peer.nodeId)) fail(path, `peers[${i}].nodeId must be hex`);
-    return { nodeId: peer.nodeId, name: String(peer.name ?? ""), x25519: String(peer.x25519 ?? "") };
-  });
-  const dataDir = typeof raw.dataDir === "string" ? resolve(base, raw.dataDir) : resolve(base, ".plugwire");
-  const number = (key: string): number | undefined => {
-    const v = raw[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== "number" || v < 0) fail(path, `'${key}' must be a non-negative number`);
-    return v;
+  const plugins = config.plugins.map((p): PluginConfig => ({ ...p, cwd: p.cwd === undefined ? base : resolve(base, p.cwd) }));
+  const peers = (config.peers ?? []).map((p): PeerSeed => ({ nodeId: p.nodeId, name: p.name, x25519: p.x25519 }));
+  return {
+    dataDir: resolve(base, config.dataDir ?? ".plugwire"),
+    snapshotIntervalMs: config.snapshotIntervalMs,
+    maxSnapshotBytes: config.maxSnapshotBytes,
+    stopTimeoutMs: config.stopTimeoutMs,
+    runDirParent: config.runDirParent === undefined ? undefined : isAbsolute(config.runDirParent) ? config.runDirParent : resolve(base, config.runDirParent),
+    maxConcurrentLaunches: config.maxConcurrentLaunches,
+    plugins,
+    peers,
   };
-  return { dataDir, snapshotIntervalMs: number("snapshotIntervalMs"), maxSnapshotBytes: number("maxSnapshotBytes"), plugins, peers };
+}
+
+interface Problem {
+  line: number;
+  col: number;
+  message: string;
+}
+
+/** Where the node at `path` starts (or the nearest enclosing node that exists); `key`: that key of the mapping there. */
+function locate(doc: Document, lines: LineCounter, path: readonly PropertyKey[], key?: string): { line: number; col: number } {
+  for (let n = path.length; n >= 0; n--) {
+    const node = n === 0 ? doc.contents : doc.getIn(path.slice(0, n) as unknown[], true);
+    if (!isNode(node) || !node.range) continue;
+    let offset = node.range[0];
+    if (key !== undefined && n === path.length && isMap(node)) {
+      // The unknown key itself, not the mapping it is in.
+      const pair = node.items.find((item) => isPair(item) && isScalar(item.key) && item.key.value === key);
+      if (pair && isScalar(pair.key) && pair.key.range) offset = pair.key.range[0];
+    }
+    return lines.linePos(offset);
+  }
+  return { line: 1, col: 1 };
+}
+
+/** `plugins[1].maxInFlight (plugin 'counter')`: where a problem is, for people. */
+function where(path: readonly PropertyKey[], raw: Record<string, unknown>): string {
+  let text = "";
+  for (const part of path) text += typeof part === "number" ? `[${part}]` : text === "" ? String(part) : `.${String(part)}`;
+  if (path[0] === "plugins" && typeof path[1] === "number" && path[2] !== "name") {
+    const name = (raw.plugins as Array<{ name?: unknown }>)[path[1]]?.name;
+    if (typeof name === "string") text += ` (plugin '${name}')`;
+  }
+  return text;
+}
+
+function shown(value: unknown): string {
+  if (value === null || value === undefined) return "empty";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "a mapping";
+  return JSON.stringify(value);
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  number: "a number",
+  int: "a whole number",
+  string: "a string",
+  array: "a list",
+  object: "a mapping",
+  record: "a mapping",
+  boolean: "true or false",
+};
+
+function describeIssue(issue: z.core.$ZodIssue, doc: Document, lines: LineCounter, raw: Record<string, unknown>): Problem[] {
+  const path = issue.path;
+  if (issue.code === "unrecognized_keys") {
+    return issue.keys.map((key) => {
+      const inside = path.length === 0 ? "" : ` in ${where(path, raw)}`;
+      return { ...locate(doc, lines, path, key), message: `unknown key '${key}'${inside}; ${suggest(key, keysAt(path))}` };
+    });
+  }
+  const at = locate(doc, lines, path);
+  const input = (issue as { input?: unknown }).input;
+  let message: string;
+  switch (issue.code) {
+    case "invalid_type":
+      message = input === undefined ? "is required" : `must be ${TYPE_NAMES[issue.expected] ?? issue.expected}, not ${shown(input)}`;
+      break;
+    case "too_small":
+      if (issue.origin === "array") message = `must list at least ${Number(issue.minimum) === 1 ? "one entry" : `${Number(issue.minimum)} entries`}`;
+      else if (issue.origin === "string") message = "must not be empty";
+      else message = `must be ${issue.inclusive ? "at least" : "more than"} ${Number(issue.minimum)}, not ${shown(input)}`;
+      break;
+    case "invalid_value":
+      message = `must be one of ${issue.values.map((v) => String(v)).join(", ")}, not ${shown(input)}`;
+      break;
+    default:
+      message = `${issue.message}${input === undefined ? "" : `, not ${shown(input)}`}`;
+  }
+  return [{ ...at, message: `${where(path, raw) || "the file"} ${message}` }];
+}
+
+/** "did you mean 'x'?" for a near miss, else the nearest valid key and the list. */
+function suggest(key: string, valid: readonly string[]): string {
+  if (valid.length === 0) return "this mapping takes no such key";
+  let best = valid[0]!;
+  let bestDistance = Infinity;
+  for (const candidate of valid) {
+    const d = distance(key.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  if (bestDistance <= Math.max(2, Math.floor(key.length / 3))) return `did you mean '${best}'?`;
+  return `the nearest valid key is '${best}' (valid here: ${valid.join(", ")})`;
+}
+
+/** Levenshtein distance, with a transposition counting as one edit. */
+function distance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
 }

@@ -6,6 +6,7 @@ import { checkCommand } from "../check/cli.js";
 import { demo } from "./demo.js";
 import { run } from "./run.js";
 import { deadLettersCommand, resolveAdmin, restartCommand, sendCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";
+import { configHelp } from "./config-schema.js";
 import { sendRequest } from "./send-args.js";
 
 const HELP = `plugwire: run plugins out of process
@@ -19,6 +20,10 @@ Usage:
   plugwire snapshot [NAME]           snapshot one stateful plugin, or all
   plugwire dead-letters NAME [--replay SEQ]
                                      list a plugin's dead letters, or dispatch one again
+  plugwire send NAME|--kind KIND --src HEX (--body TEXT | --body-hex HEX | --body-file FILE) [--json]
+                                     dispatch a payload (to plugin NAME's only kind, or to KIND)
+                                     and print the outcome and the effects its handler produced;
+                                     --body-file - reads standard input; exits 1 on a handler error
   plugwire demo [--duration-ms MS] [--deadline-ms MS]
                                      run the demo mesh with the example plugins (npm start);
                                      exits 1 naming what is stuck if it has not finished by the
@@ -27,24 +32,20 @@ Usage:
                                      run the conformance checks against a plugin (docs/conformance.md)
   plugwire --help                    show this help
 
-status, restart, stop, snapshot and dead-letters talk to a running 'plugwire run':
-  --config FILE   the config it runs (default ./plugwire.yaml); its data dir holds the admin address
-  --admin ADDR    or the admin socket path / http://127.0.0.1:PORT directly
+status, restart, stop, snapshot, dead-letters and send talk to a running 'plugwire run':
+  -c, --config FILE  the config it runs (default ./plugwire.yaml); its data dir holds the admin address
+  --admin ADDR       or the admin socket path / http://127.0.0.1:PORT directly
 
-Config file (YAML):
-  dataDir: ./.plugwire             # plugin data dirs and snapshots (default .plugwire next to the file)
-  snapshotIntervalMs: 30000        # 0 disables periodic snapshots
-  peers:                           # optional: peers the in-memory directory starts with
-    - { nodeId: <hex>, name: alice, x25519: <hex> }
-  plugins:                         # priority order: the first plugin to claim a kind wins
+${configHelp()}
+Example (plugins-example/plugwire.yaml):
+  dataDir: ../.plugwire
+  plugins:
     - name: echo
-      command: node                # relative paths resolve against the config file's directory
-      args: [plugins-example/dist/echo.js]
-      capabilities: [control]      # peers, control, identity
-      config: { any: value }       # handed to the plugin in Start
-      restart: permanent           # permanent | transient | temporary
+      command: node
+      args: [dist/echo.js]
+      capabilities: [control]
 
-See docs/ for the protocol and every per-plugin option.
+See docs/configuration.md for the config, docs/ for the protocol.
 `;
 
 async function main(argv: string[]): Promise<number> {

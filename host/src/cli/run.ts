@@ -58,6 +58,9 @@ export async function run(options: RunOptions): Promise<Host> {
     logger,
     snapshotIntervalMs: config.snapshotIntervalMs,
     maxSnapshotBytes: config.maxSnapshotBytes,
+    stopTimeoutMs: config.stopTimeoutMs,
+    runDirParent: config.runDirParent,
+    maxConcurrentLaunches: config.maxConcurrentLaunches,
   });
   await host.start();
   let admin: AdminServer;
