@@ -55,7 +55,12 @@ export interface PluginConfig {
   /** Payloads waiting while the plugin is restarting or its window is full, at most. */
   maxQueued?: number;
   overflow?: OverflowPolicy;
-  /** Bytes of payloads sent but not yet acked, at most (one payload is always allowed, up to the 16 MiB message limit). */
+  /**
+   * Bytes of payloads sent but not yet acked, at most (one payload is always
+   * allowed, up to the 16 MiB message limit). At most 128 KiB, the default:
+   * more than a unix socket buffers could deadlock two Node HTTP/2 peers
+   * (docs/guarantees.md, "Flow control").
+   */
   maxInFlightBytes?: number;
   /** Payloads per Deliver message, at most. */
   maxBatch?: number;
@@ -70,6 +75,9 @@ export interface PluginConfig {
   maxLogLineBytes?: number;
   maxLogLinesPerSecond?: number;
 }
+
+/** The largest maxInFlightBytes: SAFE_IN_FLIGHT_BYTES of the delivery channel. */
+const MAX_IN_FLIGHT_BYTES = 128 * 1024;
 
 export type ResolvedPluginConfig = Required<Omit<PluginConfig, "cwd">> & { cwd: string | undefined };
 
@@ -95,7 +103,7 @@ export const PLUGIN_DEFAULTS = {
   maxQueued: 10_000,
   overflow: "reject",
   maxBatch: 128,
-  maxInFlightBytes: 4 * 1024 * 1024,
+  maxInFlightBytes: 128 * 1024,
   maxBatchBytes: 1024 * 1024,
   coalesceMs: 1,
   maxReplayPayloads: 100_000,
@@ -131,6 +139,13 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
     }
   }
   if (resolved.maxInFlight < 1 || resolved.maxBatch < 1) throw invalid(name, "maxInFlight and maxBatch must be at least 1");
+  if (resolved.maxInFlightBytes < 1 || resolved.maxInFlightBytes > MAX_IN_FLIGHT_BYTES) {
+    throw invalid(
+      name,
+      `maxInFlightBytes must be between 1 and ${MAX_IN_FLIGHT_BYTES} (128 KiB), not ${resolved.maxInFlightBytes}: ` +
+        `more in flight than a unix socket buffers can deadlock the host and a Node plugin (see docs/guarantees.md, "Flow control")`,
+    );
+  }
   return resolved;
 }
 

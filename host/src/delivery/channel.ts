@@ -29,26 +29,22 @@ const ITEM_OVERHEAD_BYTES = 32;
 export const BATCH_OVERHEAD_BYTES = 1024;
 
 /**
- * Bytes in flight that always fit in a unix socket's send buffer (Linux's
+ * The most bytes (items plus per-message overhead) the host keeps in flight
+ * to one plugin: what a unix socket's send buffer always holds (Linux's
  * default is 208 KiB, counted with per-write overhead).
  *
- * Why it matters: Node's HTTP/2 stops reading a socket while one of its own
- * writes to it is pending. If the host has more in flight than the socket
- * buffers while the plugin (also Node) writes more than they hold back (acks
- * with large effects, snapshot chunks), both wait to write and neither
- * reads: a deadlock. So the host uses its full window (maxInFlightBytes)
- * only while what the plugin may write back is known to be small, and stays
- * within this many bytes otherwise: then the host's writes always complete,
- * the host always reads, and the plugin's writes always drain.
+ * Why: Node's HTTP/2 stops reading a socket while one of its own writes to
+ * it is pending. If the host had more in flight than the socket buffers
+ * while the plugin (also Node) wrote more than they hold back (acks with
+ * large effects, snapshot chunks), both would wait to write and neither
+ * would read: a deadlock, with both processes idle. Within this bound the
+ * host's writes always complete, so the host always reads, and the plugin's
+ * writes always drain. (An adaptive window that went past it while the
+ * plugin's replies looked small deadlocked in the delivery model as soon as
+ * replies grew.) One item larger than this is sent alone into an empty
+ * window, except while a snapshot streams back.
  */
 export const SAFE_IN_FLIGHT_BYTES = 128 * 1024;
-
-/** Estimate of reply bytes per item before any ack was seen: assume large. */
-const INITIAL_REPLY_ESTIMATE_BYTES = SAFE_IN_FLIGHT_BYTES;
-/** Per ack message, the estimate decays by this factor toward what the acks show. */
-const REPLY_ESTIMATE_DECAY = 0.9;
-/** Bytes an ack costs beyond its outcomes. */
-const ACK_OVERHEAD_BYTES = 16;
 
 /** The largest payload (src + kind + body) a Deliver message can carry. */
 export const MAX_ITEM_BYTES = MAX_MESSAGE_BYTES - 1024;
@@ -209,14 +205,12 @@ export class DeliveryChannel {
   /** Highest seq replayed to the current launch (0 when none), and the highest seq it acked. */
   private launchReplayThrough = 0;
   private launchAckedThrough = 0;
-  /** The launch's acked-through before the ack being observed (for the reply estimate). */
-  private launchAckedThroughBefore = 0;
   /** Highest seq written to the current launch. */
   private launchSentThrough = 0;
   private flushScheduled = false;
   private replayIsFull = false;
-  /** Decaying maximum of what the plugin writes back per item (effects, error texts), in bytes. */
-  private replyBytesPerItem = INITIAL_REPLY_ESTIMATE_BYTES;
+  private trimHolds = 0;
+  private deferredTrim = 0;
   /** While a snapshot streams back from the plugin, the window stays within SAFE_IN_FLIGHT_BYTES. */
   private snapshotting = 0;
   private readonly safeWaiters = new Set<() => void>();
@@ -400,7 +394,6 @@ export class DeliveryChannel {
     this.lastProgressAt = Date.now();
     this.launchReplayThrough = 0;
     this.launchAckedThrough = 0;
-    this.launchAckedThroughBefore = 0;
     this.launchSentThrough = 0;
     this.replayQueue = [];
     this.replayNext = 0;
@@ -481,7 +474,6 @@ export class DeliveryChannel {
     // Most acks carry no outcome: build the lookup only when there are some.
     const outcomes =
       response.outcomes.length === 0 ? undefined : new Map(response.outcomes.map((o) => [Number(o.seq), o] as const));
-    this.observeReply(response, through);
     this.lastProgressAt = Date.now();
     // Replayed items were acked before: their effects were performed then.
     while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) this.replayInFlight.shift();
@@ -533,19 +525,6 @@ export class DeliveryChannel {
     this.flush();
   }
 
-  /** Updates the estimate of reply bytes per item from one ack. */
-  private observeReply(response: DeliverResponse, through: number): void {
-    const items = through - this.launchAckedThroughBefore;
-    this.launchAckedThroughBefore = Math.max(this.launchAckedThroughBefore, through);
-    let bytes = ACK_OVERHEAD_BYTES;
-    for (const o of response.outcomes) {
-      bytes += 16 + (o.error ? o.error.message.length * 3 : 0);
-      for (const e of o.effects) if (e.effect.case === "sendDirect") bytes += 16 + e.effect.value.peer.byteLength + e.effect.value.frame.byteLength;
-    }
-    const perItem = items > 0 ? bytes / items : bytes;
-    this.replyBytesPerItem = Math.max(perItem, this.replyBytesPerItem * REPLY_ESTIMATE_DECAY);
-  }
-
   /**
    * Marks a snapshot transfer: until `end` is called the window stays within
    * SAFE_IN_FLIGHT_BYTES. Resolves once the bytes in flight are within it,
@@ -590,8 +569,33 @@ export class DeliveryChannel {
     }
   }
 
+  /**
+   * Holds back trimming while a relaunch restores a snapshot and attaches:
+   * a snapshot of the previous launch that is saved in between must not
+   * trim the entries the relaunch is about to replay on top of an older
+   * record. Trims asked for meanwhile apply when the last hold is released.
+   */
+  holdTrim(): () => void {
+    this.trimHolds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.trimHolds--;
+      if (this.trimHolds === 0 && this.deferredTrim > 0) {
+        const through = this.deferredTrim;
+        this.deferredTrim = 0;
+        this.trimReplay(through);
+      }
+    };
+  }
+
   /** Forgets replay entries a durable snapshot now covers. */
   trimReplay(appliedSeq: number): void {
+    if (this.trimHolds > 0) {
+      this.deferredTrim = Math.max(this.deferredTrim, appliedSeq);
+      return;
+    }
     this.trimmedThrough = Math.max(this.trimmedThrough, appliedSeq);
     while (this.replay.length > 0 && this.replay.at(0)!.seq <= appliedSeq) {
       const entry = this.replay.shift()!;
@@ -716,10 +720,7 @@ export class DeliveryChannel {
     if (this.snapshotting > 0) return bytes <= SAFE_IN_FLIGHT_BYTES && inFlight < this.options.maxInFlight;
     if (inFlight === 0) return true;
     if (inFlight >= this.options.maxInFlight) return false;
-    if (bytes <= SAFE_IN_FLIGHT_BYTES) return true;
-    // Beyond the safe bound only while the replies to what is in flight stay small.
-    const replies = (inFlight + 1) * this.replyBytesPerItem;
-    return replies <= SAFE_IN_FLIGHT_BYTES && bytes <= this.options.maxInFlightBytes;
+    return bytes <= Math.min(SAFE_IN_FLIGHT_BYTES, this.options.maxInFlightBytes);
   }
 
   /**

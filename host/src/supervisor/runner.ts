@@ -641,18 +641,23 @@ export class PluginRunner {
         },
         { deadlineMs: CONTROL_CALL_DEADLINE_MS },
       );
-      const replayAfter = await this.restoreLatest(conn, description);
-      if (launch.ended) throw new PlugwireError("plugin_exited", `plugin '${this.name}' exited while starting`, { plugin: this.name });
-      const deliver = conn.plugin.deliver();
-      launch.deliver = deliver;
-      deliver.on("data", (response) => this.channel.onAck(response));
-      deliver.on("error", (e: Error) => this.onStreamBroken(launch, e.message));
-      deliver.on("end", () => this.onStreamBroken(launch, "the plugin ended the Deliver stream"));
-      const { replayed, redelivered } = this.channel.attach(
-        { write: (request: DeliverRequest) => deliver.write(request) },
-        id,
-        replayAfter,
-      );
+      // From loading the record to attaching, a snapshot of the previous
+      // launch that is saved meanwhile must not trim what this one replays.
+      const releaseTrim = this.channel.holdTrim();
+      let replayed: number;
+      let redelivered: number;
+      try {
+        const replayAfter = await this.restoreLatest(conn, description);
+        if (launch.ended) throw new PlugwireError("plugin_exited", `plugin '${this.name}' exited while starting`, { plugin: this.name });
+        const deliver = conn.plugin.deliver();
+        launch.deliver = deliver;
+        deliver.on("data", (response) => this.channel.onAck(response));
+        deliver.on("error", (e: Error) => this.onStreamBroken(launch, e.message));
+        deliver.on("end", () => this.onStreamBroken(launch, "the plugin ended the Deliver stream"));
+        ({ replayed, redelivered } = this.channel.attach({ write: (request: DeliverRequest) => deliver.write(request) }, id, replayAfter));
+      } finally {
+        releaseTrim();
+      }
       if (replayed + redelivered > 0) this.log.info({ replayed, redelivered }, "payloads replayed to the new launch");
       this.readyAt = Date.now();
       this.healthFailures = 0;

@@ -159,12 +159,19 @@ export interface SimConfig {
   /** The same for each plugin→host message (acks, snapshot chunks). */
   pluginMessageBytes: number;
   /**
-   * "runner": relaunch exactly as runner.launchOnce does today. "recheck": the
-   * patch proposed for the restore/attach race: when a snapshot saved while
-   * the launch restored has trimmed the replay buffer past the restored
-   * record, restore the newer record before attaching.
+   * "runner": relaunch exactly as runner.launchOnce does today: the
+   * channel's trims are held from restore to attach (channel.holdTrim).
+   * "recheck": an alternative fix of the same race: when a snapshot saved
+   * while the launch restored has trimmed the replay buffer past the
+   * restored record, restore the newer record before attaching.
    */
   relaunch: "runner" | "recheck";
+  /**
+   * "channel": the channel's own window. "unbounded": emulates the host of
+   * bcbf52c, whose window had no byte bound (only maxInFlight), to show the
+   * model finds the deadlock class of part 1.
+   */
+  window?: "channel" | "unbounded";
 }
 
 /** A broken invariant of the model. */
@@ -291,6 +298,8 @@ interface Launch {
   written: Array<{ seqs: number[]; through: number; bytes: number }>;
   /** Cumulative ack the host received from this launch (bounded by what it wrote). */
   hostAcked: number;
+  /** runner.launchOnce holds the channel's trims from restore to attach (relaunch: "runner"). */
+  releaseTrim?: () => void;
 }
 
 interface PendingSnapshot {
@@ -566,6 +575,11 @@ export class World {
     });
     // runner.checkDescription: the plugin is stateful.
     epoch.channel.keepReplay = true;
+    if (c.window === "unbounded") {
+      // The old window: items only, no bytes (fits is private; patched on the instance).
+      const channel = epoch.channel as unknown as { fits: (entry: unknown, batchBytes: number) => boolean; inFlight: number };
+      channel.fits = () => channel.inFlight < c.maxInFlight;
+    }
     return epoch;
   }
 
@@ -738,6 +752,7 @@ export class World {
     this.note(`   launch ${launch.id} ${crashed ? "crashed" : "exited"}; in flight [${inFlight.join(",")}]`);
     // A launch that never attached its stream had no payload in flight.
     if (launch.attached) e.channel.detach(crashed);
+    launch.releaseTrim?.();
     // A snapshot still streaming from it fails (takeSnapshot's stream breaks);
     // one the host received waits for its acks whatever happens to the launch.
     if (e.snap?.launch === launch) e.snap.broken?.();
@@ -762,6 +777,7 @@ export class World {
       e.resumed = true;
       if (record) e.channel.resumeAfter(record.appliedSeq);
     }
+    if (this.config.relaunch === "runner") launch.releaseTrim = e.channel.holdTrim();
     if (record) await this.restore(launch, record);
     this.note(`   launch ${launch.id} restored through ${launch.restoredThrough} (replay buffer trimmed through ${e.channel.trimmedThrough})`);
   }
@@ -814,6 +830,7 @@ export class World {
       this.progress++;
     });
     const { replayed, redelivered } = e.channel.attach(stream, launch.id, launch.replayAfter);
+    launch.releaseTrim?.();
     this.stats.replayed += replayed;
     this.stats.redelivered += redelivered;
     this.note(`   launch ${launch.id} attached: replays ${replayed}, redelivers ${redelivered}`);
@@ -929,8 +946,8 @@ export class World {
     if (!alone && items > c.maxInFlight) {
       return this.flag(`host has ${items} items in flight to launch ${launch.id} (maxInFlight ${c.maxInFlight})`);
     }
-    const byteBound = e.snapshotting ? SAFE_IN_FLIGHT_BYTES : Math.max(SAFE_IN_FLIGHT_BYTES, c.maxInFlightBytes);
-    if ((!alone || e.snapshotting) && windowBytes > byteBound) {
+    const byteBound = Math.min(SAFE_IN_FLIGHT_BYTES, c.maxInFlightBytes);
+    if (c.window !== "unbounded" && (!alone || e.snapshotting) && windowBytes > byteBound) {
       return this.flag(
         `host has ${windowBytes} B in flight to launch ${launch.id}${e.snapshotting ? " while a snapshot streams" : ""} (bound ${byteBound})`,
       );
