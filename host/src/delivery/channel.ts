@@ -199,6 +199,10 @@ export class DeliveryChannel {
   /** Answers (settled or pending) of SendRouted calls, by item seq and call index. */
   private readonly routedAnswers = new Map<number, Array<Promise<boolean>>>();
   private readonly deadLetters: DeadLetter[] = [];
+  /** Seqs parked as dead letters, in order, with a running count (for snapshots taken meanwhile). */
+  private readonly parkedSeqs: number[] = [];
+  /** Dead letters parked, ever. */
+  deadLettersTotal = 0;
   private readonly ackWaiters = new Set<{ seq: number; done: (acked: boolean) => void }>();
   private stream: DeliveryStream | undefined;
   private launch = 0;
@@ -450,6 +454,9 @@ export class DeliveryChannel {
       reason: `in flight during ${head.crashes} consecutive crashes of plugin '${this.options.plugin}'`,
     };
     this.deadLetters.push(letter);
+    this.deadLettersTotal++;
+    this.parkedSeqs.push(letter.seq);
+    if (this.parkedSeqs.length > this.options.maxDeadLetters) this.parkedSeqs.shift();
     if (this.deadLetters.length > this.options.maxDeadLetters) this.deadLetters.shift();
     // Nothing later than a dead letter may be acked before it, so the
     // cumulative ack simply moves past it.
@@ -644,6 +651,14 @@ export class DeliveryChannel {
   /** True when item `seq` is in flight to the current launch: the only origins a SendRouted may name. */
   isInFlight(seq: number): boolean {
     return seq > this.launchAckedThrough && seq <= this.launchSentThrough;
+  }
+
+  /** The lowest seq parked since `sinceTotal` dead letters (deadLettersTotal then), if any. */
+  lowestParkedSince(sinceTotal: number): number | undefined {
+    const count = this.deadLettersTotal - sinceTotal;
+    if (count <= 0) return undefined;
+    const recent = this.parkedSeqs.slice(-count);
+    return recent.length > 0 ? Math.min(...recent) : undefined;
   }
 
   listDeadLetters(): readonly DeadLetter[] {

@@ -389,6 +389,7 @@ export class PluginRunner {
     try {
       // The snapshot streams back on the connection the payloads use: keep
       // the window small while it does (see SAFE_IN_FLIGHT_BYTES).
+      const deadLettersBefore = this.channel.deadLettersTotal;
       const window = this.channel.beginSnapshot(SNAPSHOT_DEADLINE_MS);
       let record: SnapshotRecord;
       try {
@@ -416,6 +417,18 @@ export class PluginRunner {
         throw new PlugwireError(
           "snapshot_failed",
           `plugin '${this.name}' snapshotted through seq ${record.appliedSeq} but never acked it; the snapshot was discarded`,
+          { plugin: this.name },
+        );
+      }
+      // A crash while the snapshot was under way can park an item it covers
+      // (the plugin applied it but its ack was lost): its dispatch was
+      // rejected, so a state that includes it must not be stored.
+      const parked = this.channel.lowestParkedSince(deadLettersBefore);
+      if (parked !== undefined && parked <= record.appliedSeq) {
+        throw new PlugwireError(
+          "snapshot_failed",
+          `plugin '${this.name}' snapshotted through seq ${record.appliedSeq}, but seq ${parked} was parked as a dead letter meanwhile ` +
+            `(its dispatch was rejected); the snapshot was discarded. Plugins must ack through applied_seq before answering Snapshot.`,
           { plugin: this.name },
         );
       }

@@ -997,6 +997,7 @@ export class World {
       snap.broken = () => reject(new Error("the launch ended while it snapshotted"));
     });
     broken.catch(() => undefined);
+    const deadLettersBefore = channel.deadLettersTotal;
     const window = channel.beginSnapshot(SNAPSHOT_DEADLINE_MS);
     e.snapshotting = true;
     let record: { appliedSeq: number; state: State } | undefined;
@@ -1038,6 +1039,9 @@ export class World {
     snap.phase = "acks";
     this.note(`   host received the snapshot of launch ${launch.id} through seq ${record.appliedSeq} ${showState(record.state)}`);
     if (!(await channel.waitForAck(record.appliedSeq, SNAPSHOT_DEADLINE_MS))) throw new Error("never acked");
+    // runner.snapshotNow: a snapshot covering an item parked meanwhile is discarded.
+    const parked = channel.lowestParkedSince(deadLettersBefore);
+    if (parked !== undefined && parked <= record.appliedSeq) throw new Error(`seq ${parked} was parked as a dead letter meanwhile`);
     // store.save: completes at a `save` step, fails at `loseSnapshot`.
     snap.phase = "store";
     await new Promise<void>((resolve, reject) => {
