@@ -77,7 +77,7 @@ export interface PluginConfig {
 }
 
 /** The largest maxInFlightBytes: SAFE_IN_FLIGHT_BYTES of the delivery channel. */
-const MAX_IN_FLIGHT_BYTES = 128 * 1024;
+export const MAX_IN_FLIGHT_BYTES = 128 * 1024;
 
 export type ResolvedPluginConfig = Required<Omit<PluginConfig, "cwd">> & { cwd: string | undefined };
 

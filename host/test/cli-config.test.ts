@@ -144,6 +144,10 @@ describe("plugwire config file", () => {
     assert.equal(problems("dataDir: x\n"), "FILE:1:1: plugins is required" + FOOTER);
     assert.equal(problems("plugins: []\n"), "FILE:1:10: plugins must list at least one entry" + FOOTER);
     assert.equal(problems("stopTimeoutMs: 0\nplugins: [{ name: a, command: b }]\n"), "FILE:1:16: stopTimeoutMs must be more than 0, not 0" + FOOTER);
+    assert.equal(
+      problems("plugins: [{ name: a, command: b, maxInFlightBytes: 4194304 }]\n"),
+      "FILE:1:52: plugins[0].maxInFlightBytes (plugin 'a') must be at most 131072, not 4194304" + FOOTER,
+    );
     assert.equal(problems('peers:\n  - { nodeId: "0g", name: a, x25519: "02" }\nplugins: [{ name: a, command: b }]\n'), `FILE:2:15: peers[0].nodeId must be hex digits, two per byte, not "0g"` + FOOTER);
   });
 

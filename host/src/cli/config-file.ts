@@ -167,6 +167,9 @@ function describeIssue(issue: z.core.$ZodIssue, doc: Document, lines: LineCounte
       else if (issue.origin === "string") message = "must not be empty";
       else message = `must be ${issue.inclusive ? "at least" : "more than"} ${Number(issue.minimum)}, not ${shown(input)}`;
       break;
+    case "too_big":
+      message = `must be at most ${Number(issue.maximum)}${issue.origin === "number" ? `, not ${shown(input)}` : ""}`;
+      break;
     case "invalid_value":
       message = `must be one of ${issue.values.map((v) => String(v)).join(", ")}, not ${shown(input)}`;
       break;

@@ -5,7 +5,7 @@
  */
 import * as z from "zod";
 import { MAX_SOCKET_PATH_BYTES } from "@plugwire/proto";
-import { CAPABILITIES, DEFAULT_STOP_TIMEOUT_MS, PLUGIN_DEFAULTS, type Capability } from "../config.js";
+import { CAPABILITIES, DEFAULT_STOP_TIMEOUT_MS, MAX_IN_FLIGHT_BYTES, PLUGIN_DEFAULTS, type Capability } from "../config.js";
 import { ENV_ALLOWLIST } from "../launch/env.js";
 
 /** One option of the config file, as --help and the docs show it. */
@@ -86,7 +86,7 @@ export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
   num("healthFailures", "count", "failed health checks in a row after which the plugin is hung"),
   num("ackTimeoutMs", "ms", "payloads in flight and no ack for this long: hung, even if healthy; 0 disables"),
   num("maxInFlight", "count", "payloads sent but not acked, at most; at least 1"),
-  num("maxInFlightBytes", "bytes", "bytes of payloads sent but not acked, at most (one payload always goes)"),
+  num("maxInFlightBytes", "bytes", `bytes of payloads sent but not acked, at most (one payload always goes); 1 to ${show(MAX_IN_FLIGHT_BYTES, "bytes")}`),
   num("maxQueued", "count", "payloads waiting while the plugin restarts or its window is full, at most"),
   { key: "overflow", default: PLUGIN_DEFAULTS.overflow, unit: "", about: "a full queue: reject the new payload, or drop-oldest" },
   num("maxBatch", "count", "payloads per Deliver message, at most; at least 1"),
@@ -107,7 +107,10 @@ const atLeastOne = z.number().min(1);
 const NUMBER_SCHEMAS = Object.fromEntries(
   Object.entries(PLUGIN_DEFAULTS)
     .filter(([, value]) => typeof value === "number")
-    .map(([key]) => [key, (key === "maxInFlight" || key === "maxBatch" ? atLeastOne : nonNegative).optional()]),
+    .map(([key]) => [
+      key,
+      (key === "maxInFlight" || key === "maxBatch" ? atLeastOne : key === "maxInFlightBytes" ? atLeastOne.max(MAX_IN_FLIGHT_BYTES) : nonNegative).optional(),
+    ]),
 ) as Record<NumericKey, z.ZodOptional<z.ZodNumber>>;
 
 export const pluginSchema = z.strictObject({
