@@ -336,8 +336,7 @@ export class PluginRunner {
     const now = Date.now();
     if (this.snapshotsPending > 0 || this.state !== "ready" || now < this.earlySnapshotRetryAt) return;
     this.log.info({ replay: this.channel.replayCount, bytes: this.channel.replayBufferBytes }, "replay buffer is full; snapshotting early to trim it");
-    const overBound = (): boolean =>
-      this.channel.replayCount > this.config.maxReplayPayloads || this.channel.replayBufferBytes > this.config.maxReplayBytes;
+    const trimmedBefore = this.channel.trimmedThrough;
     const backOff = (why: string): void => {
       this.earlySnapshotBackoffMs = Math.min(EARLY_SNAPSHOT_MAX_BACKOFF_MS, Math.max(EARLY_SNAPSHOT_RETRY_MS, this.earlySnapshotBackoffMs * 2));
       this.earlySnapshotRetryAt = Date.now() + this.earlySnapshotBackoffMs;
@@ -345,13 +344,15 @@ export class PluginRunner {
     };
     this.snapshot().then(
       (record) => {
-        if (!overBound()) {
+        // Progress is a snapshot that trimmed something; a busy plugin may
+        // be past the bound again already, and then snapshots again at once.
+        if (this.channel.trimmedThrough > trimmedBefore) {
           this.earlySnapshotBackoffMs = 0;
           return;
         }
         backOff(
-          `plugin '${this.name}': an early snapshot covered seq ${record?.appliedSeq ?? "?"} but ${this.channel.replayCount} acked payloads ` +
-            `are still kept for replay after it: its snapshots do not advance with the payloads it handles`,
+          `plugin '${this.name}': an early snapshot covered seq ${record?.appliedSeq ?? "?"}, no further than the last one, while ${this.channel.replayCount} acked payloads ` +
+            `are kept for replay after it: its snapshots do not advance with the payloads it handles`,
         );
       },
       (e: unknown) => backOff(`early snapshot failed: ${String(e)}`),
