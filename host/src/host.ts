@@ -12,7 +12,7 @@ import { PlugwireError } from "@plugwire/proto";
 import { resolvePlugins, resolveStopTimeoutMs, type PluginConfig } from "./config.js";
 import type { DeadLetter, DispatchOptions } from "./delivery/channel.js";
 import type { HostEvents } from "./events.js";
-import { createRunDir, checkSocketPath, removeRunDir } from "./launch/rundir.js";
+import { checkSocketPath, chooseRunDirParent, createRunDirIn, longestSocketFileName, removeRunDir } from "./launch/rundir.js";
 import { HostMetrics } from "./metrics.js";
 import { hex, type HostPorts, type NodeId, type PeerEvent } from "./ports.js";
 import { HostServiceServer, type Caller } from "./services/host-service.js";
@@ -29,7 +29,12 @@ export interface HostOptions {
   logger?: Logger;
   /** Where snapshots are kept; default: files under `${dataDir}/snapshots`. */
   store?: SnapshotStore;
-  /** Parent of the private socket dir; keep it short (unix socket paths are limited). Default: the OS temp dir. */
+  /**
+   * Parent of the host's private socket dir (pw-XXXXXX, mode 0700). It must
+   * be an absolute path without whitespace, short enough that every socket
+   * path fits in 103 bytes. Default: the OS temp dir when it is such a path
+   * with room for the configured plugins' sockets, otherwise /tmp.
+   */
   runDirParent?: string;
   /** Snapshot every stateful plugin this often; 0 disables. Default 30 s. */
   snapshotIntervalMs?: number;
@@ -118,7 +123,9 @@ export class Host extends EventEmitter<HostEvents> {
   async start(): Promise<void> {
     if (this.started) throw new PlugwireError("invalid_argument", "host.start() was already called");
     this.started = true;
-    this.runDir = createRunDir(this.options.runDirParent);
+    const choice = chooseRunDirParent(this.options.runDirParent, longestSocketFileName(["admin", ...this.runners.map((r) => r.name)]));
+    if (choice.note) this.logger.info({ runDirParent: choice.parent }, choice.note);
+    this.runDir = createRunDirIn(choice.parent);
     const runDir = this.runDir;
     // Remove the socket dir even when the application exits without stop().
     this.removeRunDirOnExit = () => removeRunDir(runDir);

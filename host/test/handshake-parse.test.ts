@@ -57,6 +57,24 @@ describe("parseHandshake", () => {
     assert.equal(failure(parseHandshake(`${GOOD} =x`, [1])), "field '=x' is not key=value");
   });
 
+  it("says a space in the socket path breaks the line, when a path-like field is left over", () => {
+    assert.equal(
+      failure(parseHandshake("PLUGWIRE_HANDSHAKE protocol=1 network=unix address=/tmp/my dir/pw-1/echo-1.sock transport=grpc", [1])),
+      "field 'dir/pw-1/echo-1.sock' is not key=value (a value cannot contain spaces: does the socket path hold one?)",
+    );
+  });
+
+  it("splits on spaces and tabs only: other Unicode whitespace stays in a value", () => {
+    const address = "/tmp/caf\u00a0e/echo-1.sock";
+    const result = parseHandshake(`PLUGWIRE_HANDSHAKE protocol=1\tnetwork=unix address=${address} transport=grpc`, [1]);
+    assert.equal(result.ok && result.handshake.address, address);
+  });
+
+  it("rejects a control character anywhere in the line", () => {
+    assert.equal(failure(parseHandshake(`${GOOD}\u0000`, [1])), "the line contains a control character");
+    assert.equal(failure(parseHandshake(GOOD.replace("/tmp", "/t\u001bmp"), [1])), "the line contains a control character");
+  });
+
   it("names each missing or empty required field", () => {
     for (const key of ["protocol", "network", "address", "transport"]) {
       const without = GOOD.split(" ").filter((f) => !f.startsWith(`${key}=`)).join(" ");

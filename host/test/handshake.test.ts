@@ -289,3 +289,50 @@ describe("stdout noise before the handshake", () => {
     await assertNoProcess(marker, MISBEHAVE);
   });
 });
+
+describe("the socket dir (spec §4)", () => {
+  it("works with a space in TMPDIR: the host puts its sockets under /tmp and says why", { timeout: TEST_TIMEOUT_MS }, async () => {
+    const spacey = join(scratch, "with space");
+    mkdirSync(spacey, { recursive: true });
+    const logged: Array<{ msg: string; runDirParent?: string }> = [];
+    const logger = pino(
+      { level: "info" },
+      new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          logged.push(JSON.parse(chunk.toString()) as { msg: string });
+          done();
+        },
+      }),
+    );
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = spacey;
+    let th: TestHost | undefined;
+    try {
+      th = testHost([nodePlugin("spaced", example("echo"), { capabilities: ["control"] })], { logger, dataDir: mkdtempSync(join(scratch, "data-")) });
+      await th.host.start();
+      assert.equal(th.host.status()[0]!.state, "ready");
+      assert.match(th.host.runDirectory!, /^\/tmp\/pw-[^/ ]+$/);
+      await th.host.dispatch(peer(1), "echo.ping", new TextEncoder().encode("hi"));
+      const note = logged.find((l) => l.msg.startsWith("the OS temp dir"));
+      assert.equal(note?.runDirParent, "/tmp");
+      assert.match(note!.msg, /contains whitespace/);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+      if (th) await closeHost(th);
+    }
+  });
+
+  it("refuses a runDirParent with a space before launching anything", { timeout: TEST_TIMEOUT_MS }, async () => {
+    const marker = newMarker("spacedparent");
+    const parent = join(scratch, "run dir");
+    const { error, pid } = await failingStart(nodePlugin("spaced", MISBEHAVE, { args: ["noise", marker] }), marker, { runDirParent: parent }, false);
+    assert.equal(error.code, "invalid_config");
+    assert.equal(
+      error.message,
+      `runDirParent ${JSON.stringify(parent)} cannot hold the host's socket dir: it contains whitespace or a control character, ` +
+        `which cannot go in the handshake line. Set runDirParent to a short absolute path without spaces, such as /tmp (docs/protocol.md §4).`,
+    );
+    assert.equal(pid, undefined);
+  });
+});

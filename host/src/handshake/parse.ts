@@ -29,9 +29,15 @@ export function isHandshakeLine(line: string): boolean {
 export function parseHandshake(line: string, acceptedVersions: readonly number[]): HandshakeResult {
   if (!isHandshakeLine(line)) return { ok: false, reason: `the line does not start with ${HANDSHAKE_PREFIX}` };
   const fields = new Map<string, string>();
-  for (const token of line.slice(HANDSHAKE_PREFIX.length).trim().split(/\s+/).filter(Boolean)) {
+  // Fields are separated by spaces (tabs tolerated); values hold no whitespace or control characters.
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x08\x0a-\x1f\x7f]/.test(line)) return { ok: false, reason: "the line contains a control character" };
+  for (const token of line.slice(HANDSHAKE_PREFIX.length).split(/[ \t]+/).filter(Boolean)) {
     const eq = token.indexOf("=");
-    if (eq <= 0) return { ok: false, reason: `field '${token}' is not key=value` };
+    if (eq <= 0) {
+      const hint = token.includes("/") ? " (a value cannot contain spaces: does the socket path hold one?)" : "";
+      return { ok: false, reason: `field '${token}' is not key=value${hint}` };
+    }
     const key = token.slice(0, eq);
     if (fields.has(key)) return { ok: false, reason: `field '${key}' appears twice` };
     fields.set(key, token.slice(eq + 1));
