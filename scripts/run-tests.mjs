@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 
-const roots = ["proto", "sdk", "host", "plugins-example", "bench"].map((p) => join(p, "dist", "test"));
+const roots = ["proto", "sdk", "check", "host", "plugins-example", "bench"].map((p) => join(p, "dist", "test"));
 const files = [];
 function walk(dir) {
   let entries;

@@ -2,7 +2,7 @@
 /** The plugwire CLI: argv → library calls. */
 import { parseArgs } from "node:util";
 import { PlugwireError } from "@plugwire/proto";
-import { checkCommand } from "../check/cli.js";
+import { checkCommand } from "@plugwire/check";
 import { demo } from "./demo.js";
 import { run } from "./run.js";
 import { deadLettersCommand, resolveAdmin, restartCommand, sendCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";

@@ -13,7 +13,7 @@ export const handshakeCheck: Check = {
   id: "handshake",
   title: "prints a well-formed handshake line within the timeout",
   async run(session: Session): Promise<Outcome> {
-    const proc = session.launch();
+    const proc = session.launch("main");
     session.main = { proc };
     try {
       const seen = await session.handshakeOf(proc);

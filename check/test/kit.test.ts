@@ -10,16 +10,21 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, it, type TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
-import { CHECKS, formatTimings, runCheck, type CheckReport, type CheckStatus } from "../src/check/index.js";
-import { example, fixture } from "./helpers.js";
+import { CHECKS, formatTimings, runCheck, type CheckReport, type CheckStatus } from "../src/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Path of a compiled example plugin. */
+function example(name: string): string {
+  return join(repo, "plugins-example", "dist", `${name}.js`);
+}
 
 /** Generous: the tests assert which check fails, not how fast a loaded CI machine is. */
 const TIMEOUT_MS = 5_000;
 const EXIT_MARGIN_MS = 1_500;
 
-const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const repo = join(here, "..", "..", "..");
 const CLI = join(repo, "host", "dist", "src", "cli", "main.js");
-const BROKEN = fixture("broken");
+const BROKEN = join(here, "fixtures", "broken.js");
 const PYTHON = join(repo, "plugins-example", "python", ".venv", "bin", "python");
 const PYTHON_COUNTER = join(repo, "plugins-example", "python", "counter.py");
 const GO_PRESENCE = join(repo, "plugins-example", "go", "bin", "presence-go");

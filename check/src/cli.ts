@@ -1,23 +1,35 @@
-/** `plugwire check [--json] [--timeout-ms N] -- COMMAND [ARGS…]`: argv → runCheck → output and exit code. */
+/**
+ * `plugwire check [--json] [--timeout-ms N] [--exit-margin-ms N] -- COMMAND [ARGS…]`
+ * (or `plugwire-check …`): argv → runCheck → output and exit code.
+ */
 import { parseArgs } from "node:util";
 import { PlugwireError } from "@plugwire/proto";
 import { formatJson, formatResult, formatSummary } from "./report.js";
 import { DEFAULT_EXIT_MARGIN_MS, DEFAULT_TIMEOUT_MS, runCheck } from "./runner.js";
 
-export const CHECK_USAGE = "plugwire check [--json] [--timeout-ms N] [--exit-margin-ms N] -- COMMAND [ARGS...]";
+const OPTIONS = "[--json] [--timeout-ms N] [--exit-margin-ms N] -- COMMAND [ARGS...]";
 
-const HELP = `Usage: ${CHECK_USAGE}
+/** The usage line, for the program name the kit is run as. */
+export function checkUsage(program = "plugwire check"): string {
+  return `${program} ${OPTIONS}`;
+}
 
-Runs the plugwire conformance checks against a plugin: the kit acts as a
-host, launches COMMAND several times, serves HostService, and reports each
-check as ✓ (passed), ✗ (failed) or - (skipped). Exits 0 only when no check
-failed. See docs/conformance.md.
+function help(program: string): string {
+  return `Usage: ${checkUsage(program)}
 
-  --json            print a machine-readable report instead
-  --timeout-ms N    handshake timeout, call deadline and ack wait (default ${DEFAULT_TIMEOUT_MS})
-  --exit-margin-ms N  slack on top of the exit limits for a loaded machine (default ${DEFAULT_EXIT_MARGIN_MS});
-                    a time within the margin passes, and the report says it was over
+Runs the plugwire conformance checks against a plugin written in any
+language: the kit acts as a host, launches COMMAND several times, serves
+HostService, and reports each check as ✓ (passed), ✗ (failed) or -
+(skipped). Exits 0 when no check failed, 1 when one did.
+See docs/conformance.md.
+
+  --json              print a machine-readable report instead
+  --timeout-ms N      handshake timeout, call deadline and ack wait (default ${DEFAULT_TIMEOUT_MS})
+  --exit-margin-ms N  slack on top of the timing limits (exits, ack cadence) for a loaded
+                      machine (default ${DEFAULT_EXIT_MARGIN_MS}); a time within the margin passes, and
+                      the report says it was over
 `;
+}
 
 function parseMs(value: string | undefined, flag: string, min: number): number | undefined {
   if (value === undefined) return undefined;
@@ -28,8 +40,21 @@ function parseMs(value: string | undefined, flag: string, min: number): number |
   return n;
 }
 
-/** Runs `plugwire check`; resolves with the process exit code. */
-export async function checkCommand(argv: readonly string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export interface CheckCommandOptions {
+  /** Where the report goes; default stdout. */
+  out?: NodeJS.WritableStream;
+  /** How the user ran the kit, for the usage line: "plugwire check" (default) or "plugwire-check". */
+  program?: string;
+}
+
+/**
+ * Runs the check command on `argv` (the arguments after "check"); resolves
+ * with the process exit code. Throws an `invalid_argument` PlugwireError for
+ * bad arguments, whose message the caller prints.
+ */
+export async function checkCommand(argv: readonly string[], options: CheckCommandOptions = {}): Promise<number> {
+  const out = options.out ?? process.stdout;
+  const program = options.program ?? "plugwire check";
   const dashes = argv.indexOf("--");
   const own = dashes === -1 ? [...argv] : argv.slice(0, dashes);
   const { values, positionals } = parseArgs({
@@ -43,12 +68,12 @@ export async function checkCommand(argv: readonly string[], out: NodeJS.Writable
     },
   });
   if (values.help) {
-    out.write(HELP);
+    out.write(help(program));
     return 0;
   }
   const command = dashes === -1 ? positionals : argv.slice(dashes + 1);
   if (command.length === 0 || (dashes !== -1 && positionals.length > 0)) {
-    throw new PlugwireError("invalid_argument", `give the plugin's command after --: ${CHECK_USAGE} (e.g. plugwire check -- node my-plugin.js)`);
+    throw new PlugwireError("invalid_argument", `give the plugin's command after --: ${checkUsage(program)} (e.g. ${program} -- node my-plugin.js)`);
   }
   const json = values.json ?? false;
   const timeoutMs = parseMs(values["timeout-ms"], "--timeout-ms", 1);
@@ -61,7 +86,7 @@ export async function checkCommand(argv: readonly string[], out: NodeJS.Writable
   process.once("SIGINT", interrupted);
   process.once("SIGTERM", interrupted);
   try {
-    if (!json) out.write(`plugwire check -- ${command.join(" ")}\n`);
+    if (!json) out.write(`${program} -- ${command.join(" ")}\n`);
     const report = await runCheck({
       command: command[0]!,
       args: command.slice(1),

@@ -15,7 +15,7 @@ export const cookieCheck: Check = {
   title: "refuses to run without the magic cookie",
   async run(session: Session): Promise<Outcome> {
     const waitMs = Math.max(session.timeoutMs, COOKIE_EXIT_MIN_MS);
-    const proc = session.launch({ withoutCookie: true });
+    const proc = session.launch("probe", { unset: [ENV.magicCookie] });
     let timer: NodeJS.Timeout | undefined;
     const result = await Promise.race([
       proc.exited.then((exit) => ({ kind: "exited" as const, exit })),

@@ -8,9 +8,8 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION } from "@plugwire/proto";
-import { isHandshakeLine, parseHandshake, type Handshake } from "../handshake/parse.js";
-import { pluginEnv } from "../launch/env.js";
-import { readLines } from "../launch/lines.js";
+import { isHandshakeLine, parseHandshakeLine, type Handshake } from "./handshake-line.js";
+import { readLines } from "./lines.js";
 
 const STDERR_TAIL_LINES = 40;
 const STDERR_HINT_SCAN_LINES = 15;
@@ -18,6 +17,14 @@ const STDERR_HINT_LINES = 2;
 /** Stderr lines that probably say what went wrong. */
 const ERRORISH = /error|exception|traceback|panic|fatal|cannot|failed|refused|denied|not found/i;
 const MAX_LINE_BYTES = 16 * 1024;
+/** Handshake-like stdout lines kept per launch; one is all a plugin may print. */
+const MAX_HANDSHAKE_LINES = 8;
+
+/** Host variables passed on to the plugin when set, as a host does (docs/protocol.md §1). */
+export const ENV_ALLOWLIST = ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"] as const;
+
+/** Why the kit launches the plugin: a full launch counts towards the timings, a probe does not. */
+export type LaunchPurpose = "main" | "fresh" | "probe";
 
 export interface LaunchRequest {
   command: string;
@@ -27,8 +34,35 @@ export interface LaunchRequest {
   token: string;
   socketDir: string;
   hostAddress: string;
-  /** Leave PLUGWIRE_MAGIC_COOKIE out, as a user running the plugin by hand would. */
-  withoutCookie?: boolean;
+  purpose: LaunchPurpose;
+  /** PLUGWIRE_PROTOCOL_VERSIONS; default the kit's own version. */
+  protocolVersions?: string;
+  /** Protocol versions a handshake line may name; default the kit's own. */
+  acceptVersions?: readonly number[];
+  /** PLUGWIRE_* variables to leave out, as a broken host or a user by hand would. */
+  unset?: readonly string[];
+  /** Variables to set to other values than a host would. */
+  override?: Readonly<Record<string, string>>;
+}
+
+/** The environment of a launch: the allowlist, then the PLUGWIRE_* variables, then the request's changes. */
+function launchEnv(request: LaunchRequest): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const key of ENV_ALLOWLIST) {
+    const value = process.env[key];
+    if (value !== undefined) env[key] = value;
+  }
+  Object.assign(env, {
+    [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
+    [ENV.protocolVersions]: request.protocolVersions ?? String(PROTOCOL_VERSION),
+    [ENV.socketDir]: request.socketDir,
+    [ENV.hostAddress]: request.hostAddress,
+    [ENV.authToken]: request.token,
+    [ENV.instanceId]: request.instanceId,
+    [ENV.pluginName]: request.name,
+  });
+  for (const key of request.unset ?? []) delete env[key];
+  return { ...env, ...request.override };
 }
 
 export interface HandshakeSeen {
@@ -77,23 +111,15 @@ export class PluginProcess {
   handshakeAfterMs: number | undefined;
   /** Spawn → Start answered, once a check has brought the launch up. */
   readyAfterMs: number | undefined;
+  /** Every stdout line that starts like a handshake, raw (a CR before the LF kept), the first one first. */
+  readonly handshakeLines: string[] = [];
   private exit: ExitSeen | undefined;
   private readonly tail: string[] = [];
   private readonly child: ReturnType<typeof spawn>;
 
   constructor(readonly request: LaunchRequest) {
     this.socketPath = join(request.socketDir, `${request.instanceId}.sock`);
-    const env = pluginEnv({
-      [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
-      [ENV.protocolVersions]: String(PROTOCOL_VERSION),
-      [ENV.socketDir]: request.socketDir,
-      [ENV.hostAddress]: request.hostAddress,
-      [ENV.authToken]: request.token,
-      [ENV.instanceId]: request.instanceId,
-      [ENV.pluginName]: request.name,
-    });
-    if (request.withoutCookie) delete env[ENV.magicCookie];
-    this.child = spawn(request.command, [...request.args], { env, detached: true, stdio: ["pipe", "pipe", "pipe"] });
+    this.child = spawn(request.command, [...request.args], { env: launchEnv(request), detached: true, stdio: ["pipe", "pipe", "pipe"] });
     // The kit never writes to stdin; a broken pipe only means the plugin is gone.
     this.child.stdin!.on("error", () => undefined);
 
@@ -106,7 +132,7 @@ export class PluginProcess {
     readLines(this.child.stderr!, {
       maxLineBytes: MAX_LINE_BYTES,
       onLine: (line) => {
-        this.tail.push(line);
+        this.tail.push(line.replace(/\r$/, ""));
         if (this.tail.length > STDERR_TAIL_LINES) this.tail.shift();
       },
     });
@@ -189,14 +215,16 @@ export class PluginProcess {
       let settled = false;
       readLines(this.child.stdout!, {
         maxLineBytes: MAX_LINE_BYTES,
-        onLine: (line) => {
+        onLine: (raw) => {
+          const line = raw.replace(/\r$/, "");
+          if (isHandshakeLine(line) && this.handshakeLines.length < MAX_HANDSHAKE_LINES) this.handshakeLines.push(raw);
           if (settled) return;
           if (!isHandshakeLine(line)) {
             linesBefore++;
             return;
           }
           settled = true;
-          const parsed = parseHandshake(line, [PROTOCOL_VERSION]);
+          const parsed = parseHandshakeLine(line, this.request.acceptVersions ?? [PROTOCOL_VERSION]);
           if (parsed.ok) {
             this.handshakeAfterMs = performance.now() - this.spawnedAt;
             resolve({ line, handshake: parsed.handshake, afterMs: this.handshakeAfterMs, linesBefore });

@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { PROTOCOL_VERSION, PluginService, connect, health, serviceDefinition } from "@plugwire/proto";
-import { targetOf } from "../transport/dial.js";
+import { targetOf } from "./dial.js";
 import type { Session } from "./session.js";
 import { fail, pass, type Check, type Outcome } from "./types.js";
 import { grpcCodeOf, statusName } from "./util.js";

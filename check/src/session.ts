@@ -9,11 +9,11 @@ import { tmpdir } from "node:os";
 import { basename, extname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Capability, PROTOCOL_VERSION, type DescribeResponse, type SnapshotHeader } from "@plugwire/proto";
-import { createRunDir, removeRunDir } from "../launch/rundir.js";
-import { dialPlugin, type DialedPlugin } from "../transport/dial.js";
 import type { AckLog } from "./acks.js";
-import { HostStub } from "./host-stub.js";
-import { HandshakeProblem, PluginProcess, type HandshakeSeen } from "./process.js";
+import { dialPlugin, type DialedPlugin } from "./dial.js";
+import { HOST_SOCKET_NAME, HostStub } from "./host-stub.js";
+import { HandshakeProblem, PluginProcess, type HandshakeSeen, type LaunchRequest } from "./process.js";
+import { createRunDir, removeRunDir } from "./rundir.js";
 import { CheckFailure, type Timings } from "./types.js";
 import { messageOf, withTimeout } from "./util.js";
 
@@ -34,6 +34,25 @@ export interface MainLaunch {
   description?: DescribeResponse;
 }
 
+/** A snapshot the kit read, and what it held. */
+export interface SnapshotSeen {
+  header: SnapshotHeader;
+  bytes: Buffer;
+}
+
+/** What a fresh launch answered after its Shutdown reply, for 'health-after-shutdown'. */
+export interface AfterShutdown {
+  /** Health.Check answers to calls sent after the Shutdown reply arrived, in order. */
+  statuses: string[];
+  /** How the first Check that got no answer ended, if one did. */
+  ended?: string;
+}
+
+/** The longest plugin name the kit derives from a command. */
+const MAX_NAME = 24;
+/** Room for launch numbers and the random suffix in instance ids. */
+const INSTANCE_SUFFIX = "-999ffff";
+
 /** A launch brought up to ready: handshake, Describe and Start done. */
 export interface ReadyLaunch {
   proc: PluginProcess;
@@ -48,7 +67,7 @@ export interface ReadyLaunch {
  */
 function nameOf(command: string, args: readonly string[]): string {
   const path = [command, ...args].reverse().find((a) => !a.startsWith("-") && /[./]/.test(a)) ?? command;
-  const name = basename(path, extname(path)).replace(/[^A-Za-z0-9._-]/g, "").slice(0, 24);
+  const name = basename(path, extname(path)).replace(/[^A-Za-z0-9._-]/g, "").slice(0, MAX_NAME);
   return name || "plugin";
 }
 
@@ -58,8 +77,14 @@ export class Session {
   readonly host: HostStub;
   readonly launches: PluginProcess[] = [];
   main: MainLaunch | undefined;
+  /** The Deliver stream of the main launch in use: the first one, then the one 'reconnect' opens. */
   delivery: AckLog | undefined;
-  snapshot: { header: SnapshotHeader; bytes: Buffer } | undefined;
+  /** The snapshot 'snapshot' took, once the delivery phase was over. */
+  snapshot: SnapshotSeen | undefined;
+  /** A snapshot taken in the middle of the delivery phase, of other state than `snapshot`. */
+  earlierSnapshot: SnapshotSeen | undefined;
+  /** Set by 'shutdown'. */
+  afterShutdown: AfterShutdown | undefined;
   private readonly dataDirs: string[] = [];
   private readonly conns: DialedPlugin[] = [];
   private launchCount = 0;
@@ -67,8 +92,9 @@ export class Session {
 
   private constructor(readonly options: SessionOptions) {
     this.name = nameOf(options.command, options.args);
-    // A short private (0700) dir under the OS temp dir keeps socket paths well under sun_path.
-    this.runDir = createRunDir();
+    // A private (0700) dir whose socket paths all fit in sun_path.
+    const longest = Math.max(HOST_SOCKET_NAME.length, `${"x".repeat(MAX_NAME)}${INSTANCE_SUFFIX}.sock`.length);
+    this.runDir = createRunDir("x".repeat(longest));
     this.host = new HostStub(this.runDir);
   }
 
@@ -87,20 +113,24 @@ export class Session {
     return this.options.timeoutMs;
   }
 
-  /** Spawns the plugin once, with a fresh instance id and token. */
-  launch(options: { withoutCookie?: boolean } = {}): PluginProcess {
+  /** Spawns the plugin once, with a fresh instance id and token; `changes` alter what a host would pass. */
+  launch(
+    purpose: LaunchRequest["purpose"],
+    changes: Pick<LaunchRequest, "protocolVersions" | "acceptVersions" | "unset" | "override"> & { socketDir?: string } = {},
+  ): PluginProcess {
     const token = randomBytes(24).toString("base64url");
     const instanceId = `${this.name}-${++this.launchCount}${randomBytes(2).toString("hex")}`;
-    this.host.register(token, this.name);
+    this.host.register(token);
     const proc = new PluginProcess({
       command: this.options.command,
       args: this.options.args,
       name: this.name,
       instanceId,
       token,
-      socketDir: this.runDir,
       hostAddress: this.host.address,
-      withoutCookie: options.withoutCookie,
+      purpose,
+      ...changes,
+      socketDir: changes.socketDir ?? this.runDir,
     });
     this.launches.push(proc);
     return proc;
@@ -140,7 +170,7 @@ export class Session {
 
   /** A fresh launch brought up as a host would: handshake, Describe, Start. */
   async freshLaunch(): Promise<ReadyLaunch> {
-    const proc = this.launch();
+    const proc = this.launch("fresh");
     const step = async <T>(what: string, p: Promise<T>): Promise<T> => {
       try {
         return await p;
@@ -161,7 +191,7 @@ export class Session {
       spawnToHandshakeMs: this.main?.proc.handshakeAfterMs,
       spawnToReadyMs: this.main?.proc.readyAfterMs,
       launches: this.launches
-        .filter((p) => !p.request.withoutCookie && p.handshakeAfterMs !== undefined)
+        .filter((p) => p.request.purpose !== "probe" && p.handshakeAfterMs !== undefined)
         .map((p) => ({ spawnToHandshakeMs: p.handshakeAfterMs!, spawnToReadyMs: p.readyAfterMs })),
     };
   }

@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { ERROR_DETAIL_TRAILER, PlugwireError, health, type SnapshotHeader, type StatefulSurface } from "@plugwire/proto";
-import type { DialedPlugin } from "../transport/dial.js";
+import type { DialedPlugin } from "./dial.js";
 import { describeExit } from "./process.js";
 import type { Session } from "./session.js";
 import { CheckFailure, fail, pass, skip, type Check, type Outcome } from "./types.js";
