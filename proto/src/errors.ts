@@ -161,7 +161,8 @@ function fromServiceError(e: grpc.ServiceError, plugin: string | undefined): Plu
             : detail.kind.case === "unsupportedVersion"
               ? "unsupported_version"
               : "internal";
-      return new PlugwireError(code, e.details || e.message, { plugin: detail.plugin || plugin, detail, cause: e });
+      // The caller's name for the plugin wins; `detail.plugin` (the name the plugin describes itself by) stays in `detail`.
+      return new PlugwireError(code, e.details || e.message, { plugin: plugin ?? (detail.plugin || undefined), detail, cause: e });
     } catch (decodeError) {
       return new PlugwireError("internal", `${e.details} (and an undecodable ${ERROR_DETAIL_TRAILER} trailer)`, {
         plugin,

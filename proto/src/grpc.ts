@@ -4,6 +4,7 @@
  * clients that attach the auth token to every call. Nothing else in plugwire
  * touches grpc-js serializers or `any`.
  */
+import { timingSafeEqual } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import {
   create,
@@ -125,11 +126,27 @@ export function serviceDefinition(service: DescService): grpc.ServiceDefinition 
   return definition;
 }
 
-/** Reads the bearer token of a call, or undefined when it has none. */
+/**
+ * Reads the bearer token of a call: the one `authorization` value, which must
+ * be `Bearer ` and the token. Undefined when there is none, when the value
+ * has another form, or when the header appears more than once
+ * (docs/protocol.md §6).
+ */
 export function bearerToken(metadata: grpc.Metadata): string | undefined {
-  const value = metadata.get(AUTH_METADATA_KEY)[0];
+  const values = metadata.get(AUTH_METADATA_KEY);
+  if (values.length !== 1) return undefined;
+  const value = values[0];
   if (typeof value !== "string" || !value.startsWith("Bearer ")) return undefined;
   return value.slice("Bearer ".length);
+}
+
+/** Whether a call carries exactly `Bearer <token>`; compared in constant time. */
+export function hasBearerToken(metadata: grpc.Metadata, token: string): boolean {
+  const presented = bearerToken(metadata);
+  if (presented === undefined) return false;
+  const a = Buffer.from(presented);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 export interface BindOptions {

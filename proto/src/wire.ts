@@ -55,3 +55,33 @@ export function missingCookieMessage(program: string): string {
     `Add it to a host config and run \`plugwire run --config FILE\`, or test it with \`plugwire check -- COMMAND\`.\n`
   );
 }
+
+/** The largest protocol version: `protocol_version` fields are uint32. */
+const MAX_PROTOCOL_VERSION = 0xffff_ffff;
+
+/**
+ * Parses PLUGWIRE_PROTOCOL_VERSIONS strictly (docs/protocol.md §3): decimal
+ * versions from 1 to 4294967295, separated by commas, each with optional
+ * spaces or tabs around it. Returns undefined for anything else, such as an
+ * empty value or entry (`1,,2`, `1,`), a sign, a fraction or a letter.
+ */
+export function parseProtocolVersions(value: string): number[] | undefined {
+  const versions: number[] = [];
+  for (const entry of value.split(",")) {
+    const digits = /^[ \t]*([0-9]+)[ \t]*$/.exec(entry)?.[1];
+    if (digits === undefined) return undefined;
+    const version = Number(digits);
+    if (version < 1 || version > MAX_PROTOCOL_VERSION) return undefined;
+    versions.push(version);
+  }
+  return versions;
+}
+
+/**
+ * Whether `value` can go in the handshake line as a field value: at least
+ * one byte, none of them whitespace or a control character (docs/protocol.md §5).
+ */
+export function isHandshakeValue(value: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return value.length > 0 && !/[\x00-\x20\x7f]/.test(value);
+}

@@ -20,16 +20,28 @@ export type ItemRunner = (item: Item) => Promise<Effect[]> | Effect[];
 /** Writes an ack to the Deliver stream. */
 export type AckSender = (r: DeliverResponse) => void;
 
-/** Most items handled before an ack is sent even if more are queued. */
+/** Most items handled before an ack is sent even if more are queued (docs/protocol.md §8). */
 const MAX_UNACKED = 512;
-/** While the queue stays busy, an ack also goes out at least this often (checked every 16 items). */
+/** While the queue stays busy, an ack goes out once this long has passed since the last one. */
 const ACK_INTERVAL_MS = 20;
+
+/** A Deliver stream acks are written to, and what was received and acked on it. */
+interface AckStream {
+  readonly send: AckSender;
+  /** Highest seq received on this stream: an ack on it never covers more. */
+  high: number;
+  /** acked_through of the last ack written to it: acks on it never go down. */
+  acked: number;
+}
 
 /**
  * Runs items (payloads and forgotten peers) one at a time in seq order and
- * acks them cumulatively. Acks go out when the queue drains, every
- * MAX_UNACKED items, and every ACK_INTERVAL_MS while busy. Exclusive tasks
- * (snapshot, restore) run between items, never during one.
+ * acks them cumulatively on the newest Deliver stream. An ack goes out after
+ * a handled item when the queue is empty, when MAX_UNACKED items were
+ * handled since the last ack, or when ACK_INTERVAL_MS have passed since it.
+ * An ack on a stream covers at most the highest seq received on that stream
+ * and never goes down. Exclusive tasks (snapshot, restore) run between items,
+ * never during one, after the pending ack is sent.
  *
  * Redelivered items need no special treatment: after a crash the host sends
  * them one at a time, each once the one before it is acked, and an ack goes
@@ -40,32 +52,50 @@ export class DeliveryProcessor {
   private head = 0;
   private running = false;
   private lastHandled = 0;
-  private lastAcked = 0;
   private lastFlushAt = 0;
+  private handledSinceAck = 0;
+  /** Outcomes of handled items not yet written, in seq order. */
   private outcomes: ItemOutcome[] = [];
   private exclusive: Array<() => Promise<void>> = [];
-  private send: AckSender | undefined;
+  private stream: AckStream | undefined;
+  private closed = false;
+  private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly run: ItemRunner, private readonly onHandlerError: (item: Item, e: unknown) => void) {}
 
-  /** Seq of the last payload whose handler has finished. */
+  /** Seq of the last item whose handler has finished, or of the restored snapshot. */
   get appliedSeq(): number {
     return this.lastHandled;
   }
 
-  /** Attaches the stream acks are written to; replaces any earlier one. */
+  /**
+   * Attaches a new Deliver stream: later acks go to it only. Nothing is acked
+   * on it before an item arrives on it; its first ack then covers what this
+   * process handled, up to the highest seq the stream carried. Outcomes not
+   * yet written went with the old stream: the host redelivers their items,
+   * which this process skips as duplicates (docs/protocol.md §8).
+   */
   attach(send: AckSender): void {
-    this.send = send;
-    this.lastAcked = 0; // a new stream: re-ack what this process already handled
+    this.stream = { send, high: 0, acked: 0 };
+    this.outcomes = [];
+    this.lastFlushAt = performance.now();
   }
 
   detach(send: AckSender): void {
-    if (this.send === send) this.send = undefined;
+    if (this.stream?.send === send) this.stream = undefined;
   }
 
-  push(request: DeliverRequest): void {
+  /**
+   * Queues the items of one Deliver message. `from` is the stream it came on
+   * (default: the newest); items at or below the applied seq are skipped as
+   * duplicates, and the next ack covers them.
+   */
+  push(request: DeliverRequest, from?: AckSender): void {
+    if (this.closed) return;
+    const stream = from === undefined || from === this.stream?.send ? this.stream : undefined;
     for (const it of request.items) {
       const seq = Number(it.seq);
+      if (stream && seq > stream.high) stream.high = seq;
       if (seq <= this.lastHandled) continue; // already applied by this process
       const redelivered = it.redelivered;
       if (it.item.case === "payload") {
@@ -81,18 +111,40 @@ export class DeliveryProcessor {
     this.kick();
   }
 
-  /** After a Restore: the state now includes every payload up to `seq`. */
+  /**
+   * After a Restore: the state now includes every item up to `seq`, and
+   * nothing after it. Duplicate detection starts again from `seq`, up or down.
+   */
   restoredThrough(seq: number): void {
     this.lastHandled = seq;
-    this.lastAcked = Math.min(this.lastAcked, seq);
+    // Items queued past the restored state are still to be applied; outcomes
+    // of items the restored state no longer includes are void.
+    this.outcomes = this.outcomes.filter((o) => Number(o.seq) <= seq);
+    while (this.head < this.queue.length && this.queue[this.head]!.seq <= seq) this.head++;
   }
 
-  /** Runs `task` between payloads and resolves with its result. */
+  /** Runs `task` between items (after the pending ack is sent) and resolves with its result. */
   runExclusive<T>(task: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.exclusive.push(() => task().then(resolve, reject));
       this.kick();
     });
+  }
+
+  /**
+   * Stops taking items (Shutdown, SIGTERM, stdin EOF): the handler running now
+   * finishes, the final ack goes out, and items still queued are dropped (the
+   * host redelivers them to the next launch). Resolves once no handler runs.
+   */
+  close(): Promise<void> {
+    this.closed = true;
+    this.queue.length = 0;
+    this.head = 0;
+    if (!this.running) {
+      this.flush();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   private kick(): void {
@@ -110,7 +162,7 @@ export class DeliveryProcessor {
           this.flush();
           await this.exclusive.shift()!();
         }
-        if (this.head >= this.queue.length) break;
+        if (this.closed || this.head >= this.queue.length) break;
         const item = this.queue[this.head++]!;
         try {
           const ran = this.run(item);
@@ -122,10 +174,8 @@ export class DeliveryProcessor {
           this.outcomes.push(create(ItemOutcomeSchema, { seq: BigInt(item.seq), error: { message } }));
         }
         this.lastHandled = item.seq;
-        if (
-          this.lastHandled - this.lastAcked >= MAX_UNACKED ||
-          ((item.seq & 15) === 0 && performance.now() - this.lastFlushAt >= ACK_INTERVAL_MS)
-        ) {
+        this.handledSinceAck++;
+        if (this.handledSinceAck >= MAX_UNACKED || performance.now() - this.lastFlushAt >= ACK_INTERVAL_MS) {
           this.flush();
           // Let the ack reach the socket, and health checks and new items in,
           // even when every handler is synchronous.
@@ -140,14 +190,30 @@ export class DeliveryProcessor {
     } finally {
       this.running = false;
     }
-    if (this.head < this.queue.length || this.exclusive.length > 0) this.kick();
+    if (this.exclusive.length > 0 || (!this.closed && this.head < this.queue.length)) {
+      this.kick();
+      return;
+    }
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
+  /** Writes the pending ack, if it advances the current stream's acked_through. */
   private flush(): void {
-    if (this.lastHandled === this.lastAcked || this.send === undefined) return;
+    const stream = this.stream;
+    if (stream === undefined) return;
+    const through = Math.min(this.lastHandled, stream.high);
+    if (through <= stream.acked) return;
     this.lastFlushAt = performance.now();
-    this.send(create(DeliverResponseSchema, { ackedThrough: BigInt(this.lastHandled), outcomes: this.outcomes }));
-    this.lastAcked = this.lastHandled;
-    this.outcomes = [];
+    this.handledSinceAck = 0;
+    let outcomes = this.outcomes;
+    if (outcomes.length > 0 && Number(outcomes[outcomes.length - 1]!.seq) > through) {
+      // Outcomes of items past what this stream carried wait for a later ack.
+      outcomes = this.outcomes.filter((o) => Number(o.seq) <= through);
+      this.outcomes = this.outcomes.filter((o) => Number(o.seq) > through);
+    } else {
+      this.outcomes = [];
+    }
+    stream.acked = through;
+    stream.send(create(DeliverResponseSchema, { ackedThrough: BigInt(through), outcomes }));
   }
 }

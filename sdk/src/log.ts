@@ -11,9 +11,15 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
+/**
+ * A logger writing JSON lines. `level`, `time` and `msg` are the line's own
+ * keys (docs/protocol.md §5): fields of those names are left out rather than
+ * let them replace the line's.
+ */
 export function createLogger(write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
   const emit = (level: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
-    write(`${JSON.stringify({ level, time: Date.now(), msg, ...fields })}\n`);
+    const { level: _level, time: _time, msg: _msg, ...own } = fields ?? {};
+    write(`${JSON.stringify({ level, time: Date.now(), msg, ...own })}\n`);
   };
   return {
     debug: (m, f) => emit("debug", m, f),

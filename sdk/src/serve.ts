@@ -13,11 +13,13 @@ import {
   SNAPSHOT_CHUNK_BYTES,
   SnapshotResponseSchema,
   addService,
-  bearerToken,
   createServer,
+  hasBearerToken,
   health,
+  isHandshakeValue,
   listenUnix,
   missingCookieMessage,
+  parseProtocolVersions,
   statefulErrors,
   type DeliverRequest,
   type DeliverResponse,
@@ -59,8 +61,17 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
     process.stderr.write(missingCookieMessage(basename(process.argv[1] ?? plugin.name)));
     process.exit(1);
   }
-  const accepted = requireEnv(ENV.protocolVersions).split(",").map((v) => Number(v.trim()));
-  if (!accepted.includes(PROTOCOL_VERSION)) {
+  const offered = requireEnv(ENV.protocolVersions);
+  const accepted = parseProtocolVersions(offered);
+  if (accepted === undefined) {
+    fatal(
+      `plugwire plugin '${plugin.name}': ${ENV.protocolVersions}=${JSON.stringify(offered)} is malformed; ` +
+        `it must be decimal versions separated by commas, such as "1" or "1,2". The host that started this plugin is broken.`,
+    );
+  }
+  // The highest version both sides speak; this SDK speaks one.
+  const version = PROTOCOL_VERSION;
+  if (!accepted.includes(version)) {
     fatal(
       `plugwire plugin '${plugin.name}': the host accepts protocol versions ${accepted.join(", ")}, ` +
         `but this plugin speaks version ${PROTOCOL_VERSION}. Upgrade the plugin or the host so they share a version.`,
@@ -70,11 +81,20 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   const token = requireEnv(ENV.authToken);
   const instanceId = requireEnv(ENV.instanceId);
   const hostAddress = requireEnv(ENV.hostAddress);
+  if (!/^[A-Za-z0-9._-]+$/.test(instanceId)) {
+    fatal(`plugwire plugin '${plugin.name}': ${ENV.instanceId}=${JSON.stringify(instanceId)} may only use [A-Za-z0-9._-].`);
+  }
   const socketPath = join(socketDir, `${instanceId}.sock`);
+  if (!socketDir.startsWith("/") || !isHandshakeValue(socketPath)) {
+    fatal(
+      `plugwire plugin '${plugin.name}': ${ENV.socketDir}=${JSON.stringify(socketDir)} must be an absolute path without ` +
+        `whitespace or control characters, since the socket path goes in the handshake line. The host that started this plugin is broken.`,
+    );
+  }
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
     fatal(
       `plugwire plugin '${plugin.name}': socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes, ` +
-        `over the ${MAX_SOCKET_PATH_BYTES}-byte unix socket limit. Give the host a shorter run dir.`,
+        `over the ${MAX_SOCKET_PATH_BYTES}-byte unix socket limit. Give the host a shorter runDirParent (docs/protocol.md §4).`,
     );
   }
 
@@ -133,7 +153,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   const server = createServer();
   const deliverCalls = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
   const authorize = (metadata: grpc.Metadata, method: string): void => {
-    if (bearerToken(metadata) !== token) {
+    if (!hasBearerToken(metadata, token)) {
       throw new PlugwireError(
         "unauthenticated",
         `plugin '${plugin.name}' refused ${method}: the call carried no valid plugwire auth token ` +
@@ -148,11 +168,19 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
     server,
     PluginService,
     {
-      async describe() {
+      async describe(request) {
+        if (request.protocolVersion !== version) {
+          throw new PlugwireError(
+            "protocol_mismatch",
+            `plugin '${plugin.name}' refused Describe: it handshook protocol ${version}, but Describe asked for protocol ${request.protocolVersion}; ` +
+              `the host must send the version of the handshake line`,
+            { plugin: plugin.name },
+          );
+        }
         return {
           name: plugin.name,
           payloadKinds: [...plugin.payloadKinds],
-          protocolVersion: PROTOCOL_VERSION,
+          protocolVersion: version,
           stateful: stateful ? { id: stateful.id, snapshotVersions: [...stateful.versions] } : undefined,
           sdk: { language: "typescript", version: SDK_VERSION },
         };
@@ -175,7 +203,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         deliverCalls.add(call);
         call.on("close", () => deliverCalls.delete(call));
         processor.attach(send);
-        call.on("data", (request: DeliverRequest) => processor.push(request));
+        call.on("data", (request: DeliverRequest) => processor.push(request, send));
         call.on("end", () => {
           processor.detach(send);
           call.end();
@@ -225,8 +253,15 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         let header: { id: string; version: number; size: number; appliedSeq: number } | undefined;
         const chunks: Uint8Array[] = [];
         let received = 0;
+        // The stream is read to its end even when it is already known to fail, so the host can finish writing it.
+        let refused: string | undefined;
         for await (const message of call) {
+          if (refused) continue;
           if (message.part.case === "header") {
+            if (header) {
+              refused = "the restore stream carried a second header";
+              continue;
+            }
             header = {
               id: message.part.value.id,
               version: message.part.value.version,
@@ -234,11 +269,22 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
               appliedSeq: Number(message.part.value.appliedSeq),
             };
           } else if (message.part.case === "chunk") {
-            chunks.push(message.part.value);
+            if (!header) {
+              refused = "the restore stream carried a chunk before its header";
+              continue;
+            }
             received += message.part.value.byteLength;
+            if (received > header.size) {
+              refused = `snapshot is longer than its header says: over ${header.size} bytes`;
+              continue;
+            }
+            chunks.push(message.part.value);
+          } else {
+            refused = "the restore stream carried a message with neither header nor chunk";
           }
         }
         if (!stateful) throw statefulErrors.restoreFailed(plugin.name, "this plugin is not stateful (it declares no stateful hooks)");
+        if (refused) throw statefulErrors.restoreFailed(plugin.name, refused);
         if (!header) throw statefulErrors.restoreFailed(plugin.name, "the restore stream carried no header");
         if (header.id !== stateful.id) {
           throw statefulErrors.restoreFailed(plugin.name, `snapshot id '${header.id}' is not this plugin's id '${stateful.id}'`);
@@ -264,7 +310,8 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         return {};
       },
       async shutdown(request) {
-        await runShutdownHook(request.deadlineMs || EXIT_GRACE_MS);
+        await beginShutdown(request.deadlineMs || EXIT_GRACE_MS);
+        // Reply first; exit() then ends the Deliver streams and lets the reply go out.
         setImmediate(() => exit(0));
         return {};
       },
@@ -289,23 +336,33 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
     { authorize },
   );
 
-  let hookRan = false;
-  async function runShutdownHook(deadlineMs: number): Promise<void> {
-    if (hookRan) return;
-    hookRan = true;
-    servingStatus = health.HealthCheckResponse_ServingStatus.NOT_SERVING;
-    shutdownController.abort();
-    if (!plugin.shutdown) return;
+  /** Waits for `work`, at most `ms`. */
+  async function within(work: Promise<unknown>, ms: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.resolve(plugin.shutdown(context)).catch((e: unknown) =>
-        log.error("shutdown hook failed", { error: e instanceof Error ? e.message : String(e) }),
-      ),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, deadlineMs);
-      }),
-    ]);
+    await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
     clearTimeout(timer);
+  }
+
+  let stopping: Promise<void> | undefined;
+  /**
+   * The start of every shutdown (Shutdown, SIGTERM, SIGINT, stdin EOF), once:
+   * Health turns NOT_SERVING, no new item starts, the handler running now
+   * finishes and the final ack is written, then the plugin's shutdown hook
+   * runs; all within `deadlineMs`. Queued items are left for the next launch.
+   */
+  function beginShutdown(deadlineMs: number): Promise<void> {
+    stopping ??= (async () => {
+      servingStatus = health.HealthCheckResponse_ServingStatus.NOT_SERVING;
+      shutdownController.abort();
+      const deadline = performance.now() + deadlineMs;
+      await within(processor.close(), deadlineMs);
+      if (!plugin.shutdown) return;
+      const hook = Promise.resolve()
+        .then(() => plugin.shutdown!(context))
+        .catch((e: unknown) => log.error("shutdown hook failed", { error: e instanceof Error ? e.message : String(e) }));
+      await within(hook, Math.max(0, deadline - performance.now()));
+    })();
+    return stopping;
   }
 
   let exiting = false;
@@ -319,7 +376,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
     server.tryShutdown(() => process.exit(code));
   }
   const graceful = (): void => {
-    void runShutdownHook(EXIT_GRACE_MS).finally(() => exit(0));
+    void beginShutdown(EXIT_GRACE_MS).finally(() => exit(0));
   };
 
   // The host keeps our stdin open; EOF means the host is gone.
@@ -331,5 +388,5 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
 
   await listenUnix(server, socketPath);
   chmodSync(socketPath, 0o600);
-  process.stdout.write(`${HANDSHAKE_PREFIX} protocol=${PROTOCOL_VERSION} network=unix address=${socketPath} transport=grpc\n`);
+  process.stdout.write(`${HANDSHAKE_PREFIX} protocol=${version} network=unix address=${socketPath} transport=grpc\n`);
 }
