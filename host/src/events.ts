@@ -8,7 +8,14 @@ export interface HostEvents {
   "plugin:state": [{ plugin: string; state: PluginState; previous: PluginState; reason?: string }];
   "plugin:exit": [{ plugin: string; pid: number; code: number | null; signal: string | null; reason: string; stderrTail: string[] }];
   "plugin:restart": [{ plugin: string; attempt: number; delayMs: number; restarts: number }];
-  "plugin:log": [{ plugin: string; level: PluginLogLevel; msg: string; stream: "stdout" | "stderr" }];
+  /**
+   * One forwarded line of a plugin's output. `fields` are the plugin's own
+   * fields under their own names (every key of a JSON line but level and
+   * msg); `truncated` when the line was cut at maxLogLineBytes.
+   */
+  "plugin:log": [
+    { plugin: string; level: PluginLogLevel; msg: string; stream: "stdout" | "stderr"; fields: Record<string, unknown>; truncated: boolean },
+  ];
   "plugin:dead-letter": [{ plugin: string; letter: DeadLetter }];
   "snapshot:taken": [{ plugin: string; id: string; version: number; appliedSeq: number; sizeBytes: number }];
   "snapshot:restored": [{ plugin: string; id: string; version: number; appliedSeq: number; sizeBytes: number; replayed: number }];

@@ -621,7 +621,8 @@ export class PluginRunner {
         maxLogLinesPerSecond: this.config.maxLogLinesPerSecond,
         stderrTailLines: 20,
         logger: this.log,
-        onLog: (line) => this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream }),
+        onLog: (line) =>
+          this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream, fields: line.fields, truncated: line.truncated }),
         onLogDropped: () => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }),
         signal: abort.signal,
       },
