@@ -142,6 +142,8 @@ export interface DeliveryOptions {
   onAcked?: (count: number, oldestEnqueuedAt: number) => void;
   onOverflow?: (policy: OverflowPolicy, dropped: Entry | undefined) => void;
   onDeadLetter?: (letter: DeadLetter) => void;
+  /** An ack claimed `claimed`, past the highest seq sent on the current stream (`sent`); it counts only through `sent`. */
+  onAckBeyondSent?: (claimed: number, sent: number) => void;
   /** The replay buffer passed its bounds; a snapshot would let it be trimmed. */
   onReplayPressure?: () => void;
   /** The replay buffer reached twice its bounds: new items wait until a snapshot trims it. */
@@ -476,7 +478,9 @@ export class DeliveryChannel {
   /** Handles an ack from the plugin. */
   onAck(response: DeliverResponse): void {
     // An ack past what this launch was sent is a plugin bug; it acks no more than was sent.
-    const through = Math.min(Number(response.ackedThrough), this.launchSentThrough);
+    const claimed = Number(response.ackedThrough);
+    if (claimed > this.launchSentThrough) this.options.onAckBeyondSent?.(claimed, this.launchSentThrough);
+    const through = Math.min(claimed, this.launchSentThrough);
     if (through > this.launchAckedThrough) this.launchAckedThrough = through;
     // Most acks carry no outcome: build the lookup only when there are some.
     const outcomes =

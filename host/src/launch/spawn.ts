@@ -10,7 +10,7 @@ import { pluginEnv } from "./env.js";
 import { readLines } from "./lines.js";
 import { LogForwarder } from "./logs.js";
 import { join } from "node:path";
-import { checkSocketPath } from "./rundir.js";
+import { checkSocketPath, socketFileName } from "./rundir.js";
 import type { Logger } from "pino";
 
 export interface LaunchSpec {
@@ -86,7 +86,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
   const stoppedError = (): PlugwireError =>
     new PlugwireError("plugin_unavailable", `${who} was stopped while starting, before its handshake`, { plugin: spec.name });
   if (options.signal?.aborted) throw stoppedError();
-  checkSocketPath(join(options.runDir, `${options.instanceId}.sock`), who, spec.name);
+  checkSocketPath(join(options.runDir, socketFileName(options.instanceId)), who, spec.name);
   const env = pluginEnv(
     {
       [ENV.magicCookie]: MAGIC_COOKIE_VALUE,

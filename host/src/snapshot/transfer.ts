@@ -18,11 +18,16 @@ export async function takeSnapshot(
   try {
     for await (const message of stream) {
       if (message.part.case === "header") {
+        if (header) throw misordered(plugin, "a second header");
         const h = message.part.value;
         header = { id: h.id, version: h.version, appliedSeq: Number(h.appliedSeq), size: Number(h.sizeBytes) };
         if (header.size > maxBytes) throw tooLarge(plugin, header.size, maxBytes);
       } else if (message.part.case === "chunk") {
+        if (!header) throw misordered(plugin, "a chunk before its header");
         received += message.part.value.byteLength;
+        if (received > header.size) {
+          throw new PlugwireError("snapshot_failed", `plugin '${plugin}' sent a snapshot longer than its header says (${header.size} bytes)`, { plugin });
+        }
         if (received > maxBytes) throw tooLarge(plugin, received, maxBytes);
         chunks.push(message.part.value);
       }
@@ -41,6 +46,14 @@ export async function takeSnapshot(
   }
   const bytes = chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, received));
   return { id: header.id, version: header.version, appliedSeq: header.appliedSeq, bytes };
+}
+
+function misordered(plugin: string, what: string): PlugwireError {
+  return new PlugwireError(
+    "snapshot_failed",
+    `plugin '${plugin}' sent ${what} in its Snapshot stream; the stream is one header, then chunks (docs/protocol.md §10). The snapshot was discarded`,
+    { plugin },
+  );
 }
 
 function tooLarge(plugin: string, size: number, max: number): PlugwireError {

@@ -3,21 +3,24 @@
  * policy, health checks, the shutdown ladder, and its delivery channel.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import {
   Capability as WireCapability,
-  PROTOCOL_VERSION,
+  ERROR_DETAIL_TRAILER,
   PlugwireError,
   health,
   type DeliverRequest,
+  type DeliverResponse,
   type DescribeResponse,
+  type Effect,
 } from "@plugwire/proto";
 import type { Capability, ResolvedPluginConfig } from "../config.js";
-import { DeliveryChannel, type DeadLetter, type DispatchOptions } from "../delivery/channel.js";
+import { DeliveryChannel, type DeadLetter, type DispatchOptions, type Entry } from "../delivery/channel.js";
 import type { HostEvents, PluginState } from "../events.js";
 import { describeExit, launchPlugin, type ExitInfo, type PluginProcess } from "../launch/spawn.js";
+import { socketFileName } from "../launch/rundir.js";
 import type { HostMetrics } from "../metrics.js";
 import type { HostPorts, NodeId } from "../ports.js";
 import type { Caller } from "../services/host-service.js";
@@ -77,6 +80,12 @@ interface Launch {
   ready: boolean;
   /** The Deliver stream broke; the launch is about to end. */
   streamBroken?: boolean;
+  /** PLUGWIRE_INSTANCE_ID of this launch; its socket is `${instanceId}.sock` in the run dir. */
+  instanceId: string;
+  /** An ack past what was sent was logged (once per launch). */
+  warnedAckBeyondSent?: boolean;
+  /** An outcome with both an error and effects was logged (once per launch). */
+  warnedErrorWithEffects?: boolean;
   /** Set when the host ends the launch on purpose (stop, restart, hang). */
   endReason?: EndReason;
 }
@@ -135,6 +144,8 @@ export class PluginRunner {
   private snapshotsPending = 0;
   private earlySnapshotRetryAt = 0;
   private earlySnapshotBackoffMs = 0;
+  /** The seq through which the plugin's default state stands in, after an UnsupportedVersion reset; 0 if none. */
+  private resetThrough = 0;
   private readonly log: Logger;
 
   constructor(
@@ -175,14 +186,13 @@ export class PluginRunner {
         }
       },
       performEffects: (entry, effects) => {
+        if (!config.capabilities.includes("control")) {
+          this.refuseEffects(entry, effects);
+          return;
+        }
         for (const effect of effects) {
           if (effect.effect.case !== "sendDirect") continue;
           const { peer, frame } = effect.effect.value;
-          if (!config.capabilities.includes("control")) {
-            this.log.warn({ seq: entry.seq }, "dropped a send effect: the plugin lacks the 'control' capability");
-            entry.onEffect?.({ type: "sendDirect", peer, frame, performed: false, droppedReason: `plugin '${config.name}' lacks the 'control' capability` });
-            continue;
-          }
           entry.onEffect?.({ type: "sendDirect", peer, frame, performed: true });
           // The application's port may throw or reject; either way the host
           // logs it and carries on (sendDirect is best-effort).
@@ -206,6 +216,17 @@ export class PluginRunner {
         ctx.metrics.deadLetters.inc(labels);
         this.log.error({ seq: letter.seq, kind: letter.kind, reason: letter.reason }, "payload moved to dead letters");
         ctx.emit("plugin:dead-letter", { plugin: config.name, letter });
+      },
+      onAckBeyondSent: (claimed, sent) => {
+        const launch = this.launch;
+        if (!launch || launch.warnedAckBeyondSent) return;
+        launch.warnedAckBeyondSent = true;
+        this.log.warn(
+          { ackedThrough: claimed, sentThrough: sent, instanceId: launch.instanceId },
+          `plugin '${config.name}' acked through seq ${claimed} on its Deliver stream, but this launch was sent items only up to seq ${sent}; ` +
+            `the ack counts only through ${sent}. An ack may cover only items its stream carried: after a Restore or on a new stream, ` +
+            `ack nothing until an item arrives (docs/protocol.md §8). Logged once per launch.`,
+        );
       },
     });
     ctx.metrics.setState(config.name, "stopped");
@@ -412,6 +433,15 @@ export class PluginRunner {
           plugin: this.name,
         });
       }
+      const versions = this.description?.stateful?.snapshotVersions ?? [];
+      if (!versions.includes(record.version)) {
+        throw new PlugwireError(
+          "snapshot_failed",
+          `plugin '${this.name}' sent a snapshot in version ${record.version}, but its Describe lists snapshot versions ${versions.join(", ")}; ` +
+            `the snapshot was discarded, since the plugin could not restore it. Write a version it declares.`,
+          { plugin: this.name },
+        );
+      }
       // The plugin acks before it snapshots; wait for those acks so that the
       // stored state never covers a payload whose effects the host lacks.
       if (!(await this.channel.waitForAck(record.appliedSeq, SNAPSHOT_DEADLINE_MS))) {
@@ -433,6 +463,9 @@ export class PluginRunner {
           { plugin: this.name },
         );
       }
+      // After an UnsupportedVersion reset, a snapshot of the default state
+      // (applied_seq below the reset point) covers everything through it.
+      if (record.appliedSeq < this.resetThrough) record = { ...record, appliedSeq: this.resetThrough };
       await this.ctx.store.save(record);
       this.channel.trimReplay(record.appliedSeq);
       this.ctx.metrics.snapshots.inc({ ...labels, result: "ok" });
@@ -441,7 +474,9 @@ export class PluginRunner {
       return record;
     } catch (e) {
       this.ctx.metrics.snapshots.inc({ ...labels, result: "failed" });
-      throw PlugwireError.from(e, "snapshot_failed", this.name);
+      const error = PlugwireError.from(e, "snapshot_failed", this.name);
+      this.checkErrorDetail(error);
+      throw error;
     }
   }
 
@@ -631,7 +666,7 @@ export class PluginRunner {
       if (this.launchAbort === abort) this.launchAbort = undefined;
     });
     const conn = dialPlugin(proc.handshake, token, this.name);
-    const launch: Launch = { id, token, proc, conn, ended: false, ready: false };
+    const launch: Launch = { id, token, proc, conn, ended: false, ready: false, instanceId };
     this.launch = launch;
     // A stop asked for just as the handshake completed: end this launch too.
     if (this.stopping) proc.signalGroup("SIGKILL");
@@ -644,7 +679,8 @@ export class PluginRunner {
     });
     void proc.exited.then((exit) => this.onExit(launch, exit));
     try {
-      const description = await conn.plugin.describe({ protocolVersion: PROTOCOL_VERSION }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
+      // The version the handshake chose, which the plugin checks (docs/protocol.md §7).
+      const description = await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
       this.checkDescription(description, proc.handshake.protocolVersion);
       this.description = description;
       await conn.plugin.start(
@@ -666,7 +702,7 @@ export class PluginRunner {
         if (launch.ended) throw new PlugwireError("plugin_exited", `plugin '${this.name}' exited while starting`, { plugin: this.name });
         const deliver = conn.plugin.deliver();
         launch.deliver = deliver;
-        deliver.on("data", (response) => this.channel.onAck(response));
+        deliver.on("data", (response: DeliverResponse) => this.channel.onAck(this.screenAck(launch, response)));
         deliver.on("error", (e: Error) => this.onStreamBroken(launch, e.message));
         deliver.on("end", () => this.onStreamBroken(launch, "the plugin ended the Deliver stream"));
         ({ replayed, redelivered } = this.channel.attach({ write: (request: DeliverRequest) => deliver.write(request) }, id, replayAfter));
@@ -688,6 +724,66 @@ export class PluginRunner {
       // failed call ("Connection dropped") would not say which plugin or why.
       if (exit.signal !== "SIGKILL" && !this.stopping) throw this.exitedWhileStarting(exit, proc.stderrTail().slice(-10), e);
       throw e;
+    }
+  }
+
+  /**
+   * Effects from a plugin without the control capability: none is
+   * performed, and the item fails with permission_denied (docs/protocol.md §8).
+   */
+  private refuseEffects(entry: Entry, effects: readonly Effect[]): void {
+    const what = entry.forget ? `forgotten-peer item seq ${entry.seq}` : `payload seq ${entry.seq} (kind '${entry.kind}')`;
+    const message =
+      `plugin '${this.name}' is not granted the 'control' capability, so the ${effects.length} effect(s) of ${what} were not performed ` +
+      `and the item counts as failed; grant 'control' in the plugin's capabilities, or make the handler send nothing`;
+    for (const effect of effects) {
+      if (effect.effect.case !== "sendDirect") continue;
+      const { peer, frame } = effect.effect.value;
+      entry.onEffect?.({ type: "sendDirect", peer, frame, performed: false, droppedReason: message });
+    }
+    this.ctx.metrics.handlerErrors.inc({ plugin: this.name });
+    this.log.warn({ seq: entry.seq, kind: entry.kind, effects: effects.length }, message);
+    // The channel settles the item after this returns; settled here, it leaves it be.
+    entry.settle?.reject(new PlugwireError("permission_denied", message, { plugin: this.name }));
+    entry.settle = undefined;
+  }
+
+  /** Drops the effects of outcomes that also report an error: a failed handler's effects are never performed (docs/protocol.md §8). */
+  private screenAck(launch: Launch, response: DeliverResponse): DeliverResponse {
+    for (const outcome of response.outcomes) {
+      if (!outcome.error || outcome.effects.length === 0) continue;
+      if (!launch.warnedErrorWithEffects) {
+        launch.warnedErrorWithEffects = true;
+        this.log.warn(
+          { seq: Number(outcome.seq), effects: outcome.effects.length },
+          `plugin '${this.name}' reported an error for seq ${outcome.seq} together with ${outcome.effects.length} effect(s); ` +
+            `a failed handler's effects are dropped, never performed (docs/protocol.md §8). Logged once per launch.`,
+        );
+      }
+      outcome.effects = [];
+    }
+    return response;
+  }
+
+  /** Warns when a typed error names the plugin otherwise than its Describe does (docs/protocol.md §11). */
+  private checkErrorDetail(error: PlugwireError): void {
+    const named = error.detail?.plugin;
+    const described = this.description?.name;
+    if (named === undefined || described === undefined || named === described) return;
+    this.log.warn(
+      { errorDetailPlugin: named, describedAs: described },
+      `plugin '${this.name}' sent a ${ERROR_DETAIL_TRAILER} trailer naming plugin '${named}', but it describes itself as '${described}'; ` +
+        `ErrorDetail.plugin must be the name Describe returns (docs/protocol.md §11)`,
+    );
+  }
+
+  /** Removes a launch's socket file once it has ended; a plugin killed by SIGKILL cannot. */
+  private removeSocket(launch: Launch): void {
+    const path = join(this.ctx.runDir(), socketFileName(launch.instanceId));
+    try {
+      rmSync(path, { force: true });
+    } catch (e) {
+      this.log.warn({ path, err: String(e) }, "could not remove the socket file of a launch that ended");
     }
   }
 
@@ -743,10 +839,19 @@ export class PluginRunner {
       await restoreSnapshot(conn.plugin, record, SNAPSHOT_DEADLINE_MS);
     } catch (e) {
       const error = PlugwireError.from(e, "restore_failed", this.name);
+      this.checkErrorDetail(error);
       if (error.code !== "unsupported_version") throw error;
       await this.ctx.store.discard(id);
+      // The plugin's default state is the new base: what it acked before is
+      // history it no longer holds, never to be replayed into it, and a
+      // snapshot of that default state covers everything through here.
+      this.resetThrough = Math.max(this.resetThrough, this.channel.lastAcked);
+      this.channel.trimReplay(this.resetThrough);
       this.ctx.metrics.snapshotResets.inc({ plugin: this.name });
-      this.log.warn({ id, version: record.version, err: error.message }, "snapshot discarded: the plugin does not read its version; continuing from default state");
+      this.log.warn(
+        { id, version: record.version, err: error.message, resetThrough: this.resetThrough },
+        "snapshot discarded: the plugin does not read its version; continuing from default state",
+      );
       this.ctx.emit("snapshot:reset", { plugin: this.name, id, reason: error.message });
       return undefined;
     }
@@ -852,6 +957,7 @@ export class PluginRunner {
     launch.deliver?.on("error", () => undefined);
     launch.deliver?.cancel();
     launch.conn.close();
+    this.removeSocket(launch);
     this.ctx.unregisterToken(launch.token);
     launch.proc.signalGroup("SIGKILL", true); // children the plugin left behind
     const crashed = launch.endReason !== "exit";
