@@ -263,7 +263,7 @@ function launchEnv(overrides: Record<string, string>): Record<string, string> {
 }
 
 describe("the launch environment (spec §1, §3, §4)", () => {
-  for (const value of ["1,abc", "1,,2", "1,", "", " ", "+1", "1.0", "0", "4294967296"]) {
+  for (const value of ["1,abc", "1,,2", "1,", "", " ", "+1", "1.0", "0x1", "4294967296"]) {
     it(`exits 1, naming the value, for PLUGWIRE_PROTOCOL_VERSIONS=${JSON.stringify(value)}`, { timeout: TIMEOUT_MS }, async () => {
       const { code, stderr } = await runWithEnv(launchEnv({ [ENV.protocolVersions]: value }));
       assert.equal(code, 1);

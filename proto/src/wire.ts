@@ -61,9 +61,10 @@ const MAX_PROTOCOL_VERSION = 0xffff_ffff;
 
 /**
  * Parses PLUGWIRE_PROTOCOL_VERSIONS strictly (docs/protocol.md §3): decimal
- * versions from 1 to 4294967295, separated by commas, each with optional
- * spaces or tabs around it. Returns undefined for anything else, such as an
- * empty value or entry (`1,,2`, `1,`), a sign, a fraction or a letter.
+ * numbers from 0 to 4294967295 (uint32), separated by commas, each with
+ * optional spaces or tabs around it. Returns undefined for anything else,
+ * such as an empty value or entry (`1,,2`, `1,`), a sign, a fraction or a
+ * letter. (No version is 0, so no plugin chooses it.)
  */
 export function parseProtocolVersions(value: string): number[] | undefined {
   const versions: number[] = [];
@@ -71,7 +72,7 @@ export function parseProtocolVersions(value: string): number[] | undefined {
     const digits = /^[ \t]*([0-9]+)[ \t]*$/.exec(entry)?.[1];
     if (digits === undefined) return undefined;
     const version = Number(digits);
-    if (version < 1 || version > MAX_PROTOCOL_VERSION) return undefined;
+    if (version > MAX_PROTOCOL_VERSION) return undefined;
     versions.push(version);
   }
   return versions;
