@@ -4,7 +4,9 @@
 #   plugins-example/go/gen/plugwire/v1/       protoc-gen-go + protoc-gen-go-grpc, through buf
 #                                             (buf.gen.go.yaml); Go uses google.golang.org/grpc/health
 #   plugins-example/python/gen/plugwire/v1/   grpc_tools.protoc from the venv:
-#   plugins-example/python/gen/grpc/health/v1/  *_pb2.py, *_pb2.pyi, *_pb2_grpc.py
+#   plugins-example/python/gen/health/v1/      *_pb2.py, *_pb2.pyi, *_pb2_grpc.py
+#                                             (health from --proto_path=proto/grpc: a gen/grpc/
+#                                             package would shadow grpcio; docs/protocol.md §16)
 #
 # Deterministic: CI runs it and fails if `git status --porcelain` changes.
 # Needs scripts/setup-polyglot.sh (venv and .tools/bin) and `npm ci` (buf) first.
@@ -34,7 +36,12 @@ generate_python() {
     --python_out="$out" \
     --pyi_out="$out" \
     --grpc_python_out="$out" \
-    proto/plugwire/v1/*.proto \
+    proto/plugwire/v1/*.proto
+  "$py" -m grpc_tools.protoc \
+    --proto_path=proto/grpc \
+    --python_out="$out" \
+    --pyi_out="$out" \
+    --grpc_python_out="$out" \
     proto/grpc/health/v1/health.proto
 }
 

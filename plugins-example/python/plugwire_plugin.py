@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import queue
 import re
 import signal
 import stat
@@ -35,16 +36,13 @@ if _GEN not in sys.path:
 
 import grpc  # noqa: E402
 
-# The generated grpc.health.v1 modules live in gen/grpc/health/v1. `grpc` is
-# grpcio's own (regular) package, which would hide gen/grpc, so its package
-# path is extended to include the generated subpackage.
-if os.path.join(_GEN, "grpc") not in grpc.__path__:
-    grpc.__path__.append(os.path.join(_GEN, "grpc"))
-
-from grpc.health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+# The grpc.health.v1 modules are generated with --proto_path=proto/grpc into
+# gen/health/v1 (docs/protocol.md §16): generated into gen/grpc/, they would
+# be hidden by grpcio's own `grpc` package.
+from health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from plugwire.v1 import host_pb2, host_pb2_grpc, plugin_pb2, plugin_pb2_grpc, types_pb2  # noqa: E402
 
-# Constants of the plugwire v1 wire protocol (proto/src/wire.ts).
+# Constants of the plugwire v1 wire protocol (docs/protocol.md §13).
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
 MAGIC_COOKIE_VALUE = "d5b0c3b2-plugwire-v1-7a41f9e6"
@@ -385,11 +383,32 @@ def _require_env(name: str) -> str:
     return value
 
 
+_VERSION_ENTRY = re.compile(r"[ \t]*([0-9]+)[ \t]*")
+
+
+def _parse_versions(offered: str) -> Optional[list[int]]:
+    """PLUGWIRE_PROTOCOL_VERSIONS, strictly (docs/protocol.md §3): decimal
+    numbers 0..4294967295 separated by commas, spaces or tabs around each.
+    None for anything else (an empty entry, a sign, a letter...)."""
+    versions = []
+    for entry in offered.split(","):
+        m = _VERSION_ENTRY.fullmatch(entry)
+        if m is None or not m.group(1).isascii():
+            return None
+        version = int(m.group(1))
+        if version > 0xFFFFFFFF:
+            return None
+        versions.append(version)
+    return versions
+
+
 def _pick_version(plugin: str, offered: str) -> int:
-    try:
-        host = [int(v.strip()) for v in offered.split(",")]
-    except ValueError:
-        _fatal(f"plugwire plugin '{plugin}': {ENV_PROTOCOL_VERSIONS}={offered!r} is not a comma-separated list of versions")
+    host = _parse_versions(offered)
+    if host is None:
+        _fatal(
+            f"plugwire plugin '{plugin}': {ENV_PROTOCOL_VERSIONS}={json.dumps(offered)} is malformed; it must be decimal "
+            'versions separated by commas, such as "1" or "1,2". The host that started this plugin is broken.'
+        )
     shared = set(host) & set(SUPPORTED_VERSIONS)
     if not shared:
         _fatal(
@@ -420,43 +439,124 @@ def _abort_typed(context: grpc.ServicerContext, plugin: str, error: BaseExceptio
     context.abort(code, message)
 
 
+class _AckStream:
+    """One Deliver stream, as the plugin acks on it: acks wait in `out` for
+    the stream's response generator; None ends the stream."""
+
+    def __init__(self):
+        self.out: "queue.SimpleQueue[Optional[plugin_pb2.DeliverResponse]]" = queue.SimpleQueue()
+        # Highest seq received on this stream: an ack on it never covers more.
+        self.high = 0
+        # acked_through of the last ack on it: acks on it never go down.
+        self.acked = 0
+
+
 class _Delivery:
     """Applies the items of the Deliver stream (payloads and forgotten peers)
-    one at a time in seq order and acks them cumulatively. Its lock also
-    keeps snapshot and restore between items."""
+    one at a time in seq order and acks them cumulatively on the newest
+    stream (docs/protocol.md §8). Its lock also keeps snapshot and restore
+    between items.
 
-    def __init__(self, plugin: Plugin, context: Callable[[], Context]):
+    An ack goes out after an item when _MAX_UNACKED items were handled since
+    the last ack, or _ACK_INTERVAL_S passed since it, and when a Deliver
+    message is drained (which also covers items skipped as already applied).
+    An ack on a stream covers at most the highest seq that stream carried.
+    Redelivered items need nothing special: after a crash the host sends them
+    one at a time, each once the one before it is acked."""
+
+    def __init__(self, plugin: Plugin, context: Callable[[], Context], clock: Callable[[], float] = time.monotonic):
         self._plugin = plugin
         self._context = context
+        self._clock = clock
         self.lock = threading.RLock()
         # Seq of the last item applied, or of the restored snapshot.
         self.applied_seq = 0
+        self._stream: Optional[_AckStream] = None
+        self._streams: set[_AckStream] = set()
+        self._outcomes: list[plugin_pb2.ItemOutcome] = []
+        self._unacked = 0
+        self._last_ack = clock()
+        self._stopped = False
 
-    def process(
-        self, request: plugin_pb2.DeliverRequest, clock: Callable[[], float] = time.monotonic
-    ) -> Iterator[plugin_pb2.DeliverResponse]:
-        """Applies one DeliverRequest and yields its acks: after every
-        _MAX_UNACKED items or _ACK_INTERVAL_S while the batch goes on, and
-        once the batch is drained (which also covers items skipped as already
-        applied)."""
+    def open_stream(self) -> _AckStream:
+        """A new Deliver stream: later acks go to it only, none before an item
+        arrives on it. Outcomes not yet sent went with the old stream: the host
+        redelivers those items, and this process skips them as duplicates."""
+        stream = _AckStream()
+        with self.lock:
+            self._stream = stream
+            self._streams.add(stream)
+            self._outcomes = []
+            self._last_ack = self._clock()
+        return stream
+
+    def close_stream(self, stream: _AckStream) -> None:
+        with self.lock:
+            self._streams.discard(stream)
+            if self._stream is stream:
+                self._stream = None
+
+    def end_streams(self) -> None:
+        """Ends this side of every Deliver stream (at exit, after the final ack)."""
+        with self.lock:
+            for stream in self._streams:
+                stream.out.put(None)
+
+    def process(self, request: plugin_pb2.DeliverRequest, stream: _AckStream) -> None:
+        """Applies one DeliverRequest received on `stream`; its acks go to
+        the current stream's queue."""
         if not request.items:
             return
-        outcomes: list[plugin_pb2.ItemOutcome] = []
-        unacked = 0
-        last_ack = clock()
+        with self.lock:
+            stream.high = max(stream.high, request.items[-1].seq)
         for item in request.items:
             with self.lock:
+                if self._stopped:
+                    break
                 if item.seq <= self.applied_seq:
                     continue  # applied already (by this process, or in a restored snapshot)
                 outcome = self._run(item)
                 if outcome is not None:
-                    outcomes.append(outcome)
+                    self._outcomes.append(outcome)
                 self.applied_seq = item.seq
-            unacked += 1
-            if unacked >= _MAX_UNACKED or clock() - last_ack >= _ACK_INTERVAL_S:
-                yield plugin_pb2.DeliverResponse(acked_through=self.applied_seq, outcomes=outcomes)
-                outcomes, unacked, last_ack = [], 0, clock()
-        yield plugin_pb2.DeliverResponse(acked_through=self.applied_seq, outcomes=outcomes)
+                self._unacked += 1
+                if self._unacked >= _MAX_UNACKED or self._clock() - self._last_ack >= _ACK_INTERVAL_S:
+                    self.flush_locked()
+        with self.lock:
+            self.flush_locked()
+
+    def flush_locked(self) -> None:
+        """Sends the pending ack on the current stream, if it advances it.
+        Called with the lock held: before a snapshot, at the cadence, at the end."""
+        stream = self._stream
+        if stream is None:
+            return
+        through = min(self.applied_seq, stream.high)
+        if through <= stream.acked:
+            return
+        sent = [o for o in self._outcomes if o.seq <= through]
+        self._outcomes = [o for o in self._outcomes if o.seq > through]
+        stream.acked = through
+        self._unacked = 0
+        self._last_ack = self._clock()
+        stream.out.put(plugin_pb2.DeliverResponse(acked_through=through, outcomes=sent))
+
+    def restored(self, applied_seq: int) -> None:
+        """After a Restore (lock held): the state includes every item up to
+        applied_seq and nothing after it; duplicates are judged from it."""
+        self.applied_seq = applied_seq
+        self._outcomes = [o for o in self._outcomes if o.seq <= applied_seq]
+
+    def stop(self, timeout_s: float) -> None:
+        """Stops taking items (shutdown): waits up to timeout_s for the
+        handler running now, then sends the final ack. Items not applied are
+        left to the host, which redelivers them to the next launch."""
+        self._stopped = True
+        if self.lock.acquire(timeout=max(0.0, timeout_s)):
+            try:
+                self.flush_locked()
+            finally:
+                self.lock.release()
 
     def _run(self, item: plugin_pb2.DeliveryItem) -> Optional[plugin_pb2.ItemOutcome]:
         """Runs one item's handler; returns its outcome, or None for a success
@@ -493,16 +593,24 @@ class _Delivery:
 
 
 class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
-    def __init__(self, plugin: Plugin, runtime: "_Runtime"):
+    def __init__(self, plugin: Plugin, runtime: "_Runtime", version: int = PROTOCOL_VERSION):
         self._plugin = plugin
         self._runtime = runtime
+        self._version = version
         self._delivery = _Delivery(plugin, lambda: runtime.context)
+        runtime.delivery = self._delivery
 
     def Describe(self, request, context):
+        if request.protocol_version != self._version:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"plugin '{self._plugin.name}' refused Describe: it handshook protocol {self._version}, but Describe asked for "
+                f"protocol {request.protocol_version}; the host must send the version of the handshake line",
+            )
         response = plugin_pb2.DescribeResponse(
             name=self._plugin.name,
             payload_kinds=list(self._plugin.payload_kinds),
-            protocol_version=PROTOCOL_VERSION,
+            protocol_version=self._version,
             sdk=plugin_pb2.SdkInfo(language="python", version=SDK_VERSION),
         )
         if self._plugin.stateful is not None:
@@ -526,14 +634,40 @@ class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
         return plugin_pb2.StartResponse()
 
     def Deliver(self, request_iterator, context):
-        for request in request_iterator:
-            yield from self._delivery.process(request)
+        # A thread reads and applies the items; this generator sends the acks
+        # it queues (and those a Snapshot flushes), and ends the stream when
+        # the host ends it or the plugin exits.
+        stream = self._delivery.open_stream()
+        log = self._runtime.context.log
+
+        def read():
+            try:
+                for request in request_iterator:
+                    self._delivery.process(request, stream)
+            except grpc.RpcError:
+                pass  # the host cancelled the stream, or went away
+            except Exception as e:  # a bug of this helper: end the stream, and the host restarts the plugin
+                log.error("Deliver failed", error=str(e), traceback=traceback.format_exc())
+            finally:
+                stream.out.put(None)
+
+        threading.Thread(target=read, name="plugwire-deliver", daemon=True).start()
+        try:
+            while True:
+                response = stream.out.get()
+                if response is None:
+                    return
+                yield response
+        finally:
+            self._delivery.close_stream(stream)
 
     def Snapshot(self, request, context):
         plugin = self._plugin
         if plugin.stateful is None:
             _abort_typed(context, plugin.name, SnapshotFailed("this plugin is not stateful (it declares no stateful hooks)"), "snapshot")
         with self._delivery.lock:
+            # Ack first: the host stores the snapshot only once it has the acks it covers.
+            self._delivery.flush_locked()
             try:
                 snap = plugin.snapshot()
                 applied_seq = self._delivery.applied_seq
@@ -556,13 +690,20 @@ class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
         for message in request_iterator:
             part = message.WhichOneof("part")
             if part == "header":
+                if header is not None:
+                    _abort_typed(context, plugin.name, RestoreFailed("the restore stream carried a second header"), "restore")
                 header = message.header
             elif part == "chunk":
+                if header is None:
+                    _abort_typed(context, plugin.name, RestoreFailed("the restore stream carried a chunk before its header"), "restore")
                 chunks.append(message.chunk)
                 received += len(message.chunk)
-                if header is not None and received > header.size_bytes:
+                if received > header.size_bytes:
                     _abort_typed(context, plugin.name, RestoreFailed(
                         f"snapshot is longer than its header says: over {header.size_bytes} bytes"), "restore")
+            else:
+                _abort_typed(context, plugin.name, RestoreFailed(
+                    "the restore stream carried a message with neither header nor chunk"), "restore")
         stateful = plugin.stateful
         if stateful is None:
             _abort_typed(context, plugin.name, RestoreFailed("this plugin is not stateful (it declares no stateful hooks)"), "restore")
@@ -580,12 +721,12 @@ class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
                 plugin.restore(Snapshot(header.version, b"".join(chunks)))
             except Exception as e:
                 _abort_typed(context, plugin.name, e, "restore")
-            self._delivery.applied_seq = header.applied_seq
+            self._delivery.restored(header.applied_seq)
         return plugin_pb2.RestoreResponse()
 
     def Shutdown(self, request, context):
         self._runtime.run_shutdown_hook(request.deadline_ms / 1000 if request.deadline_ms else _EXIT_GRACE_S)
-        # Reply first; the process exits once this call has finished.
+        # Reply first; exit() then ends the Deliver streams and lets the reply go out.
         threading.Thread(target=self._runtime.exit, args=(0, _STOP_GRACE_S), daemon=True).start()
         return plugin_pb2.ShutdownResponse()
 
@@ -670,16 +811,25 @@ class _Runtime:
         self.context = context
         self.socket_path = socket_path
         self.server: Optional[grpc.Server] = None
+        self.delivery: Optional[_Delivery] = None
         self._hook_lock = threading.Lock()
         self._hook_ran = False
         self._exit_lock = threading.Lock()
 
     def run_shutdown_hook(self, deadline_s: float) -> None:
+        """The start of every shutdown (Shutdown, SIGTERM, SIGINT, stdin EOF),
+        once: Health turns NOT_SERVING, no new item starts, the handler
+        running now finishes and the final ack is sent, then the plugin's
+        hook runs; all within deadline_s."""
         with self._hook_lock:
             if self._hook_ran:
                 return
             self._hook_ran = True
+        deadline = time.monotonic() + deadline_s
         self.context.stopping.set()
+        if self.delivery is not None:
+            self.delivery.stop(deadline_s)
+        deadline_s = max(0.0, deadline - time.monotonic())
         errors: list[BaseException] = []
 
         def hook():
@@ -706,6 +856,8 @@ class _Runtime:
         """Lets in-flight calls finish for at most grace_s, then exits."""
         if not self._exit_lock.acquire(blocking=False):
             threading.Event().wait()  # another thread is already exiting the process
+        if self.delivery is not None:
+            self.delivery.end_streams()  # our side of Deliver ends; the final ack went out before
         if self.server is not None and grace_s > 0:
             self.server.stop(grace=grace_s).wait(grace_s + 0.05)
         try:
@@ -739,11 +891,17 @@ def serve(plugin: Plugin) -> None:
     if not re.fullmatch(r"[A-Za-z0-9._-]+", instance_id):
         _fatal(f"plugwire plugin '{plugin.name}': {ENV_INSTANCE_ID}={instance_id!r} may only use [A-Za-z0-9._-]")
     socket_path = os.path.join(socket_dir, f"{instance_id}.sock")
+    if not socket_dir.startswith("/") or re.search(r"[\x00-\x20\x7f]", socket_path):
+        _fatal(
+            f"plugwire plugin '{plugin.name}': {ENV_SOCKET_DIR}={json.dumps(socket_dir)} must be an absolute path without "
+            "whitespace or control characters, since the socket path goes in the handshake line. "
+            "The host that started this plugin is broken."
+        )
     size = len(socket_path.encode())
     if size > MAX_SOCKET_PATH_BYTES:
         _fatal(
             f"plugwire plugin '{plugin.name}': socket path {socket_path} is {size} bytes, "
-            f"over the {MAX_SOCKET_PATH_BYTES}-byte unix socket limit. Give the host a shorter run dir."
+            f"over the {MAX_SOCKET_PATH_BYTES}-byte unix socket limit. Give the host a shorter runDirParent (docs/protocol.md §4)."
         )
 
     log = Logger()
@@ -771,7 +929,7 @@ def serve(plugin: Plugin) -> None:
         options=_MESSAGE_LIMITS,
     )
     runtime.server = server
-    plugin_pb2_grpc.add_PluginServiceServicer_to_server(_PluginServicer(plugin, runtime), server)
+    plugin_pb2_grpc.add_PluginServiceServicer_to_server(_PluginServicer(plugin, runtime, version), server)
     health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(stopping), server)
 
     try:

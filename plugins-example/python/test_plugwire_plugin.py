@@ -3,6 +3,7 @@
     plugins-example/python/.venv/bin/python -m unittest discover -s plugins-example/python
 """
 
+import queue
 import threading
 import unittest
 
@@ -55,18 +56,27 @@ def forget(seq, node_id, redelivered=False):
     )
 
 
+def drain(stream):
+    acks = []
+    while True:
+        try:
+            acks.append(stream.out.get_nowait())
+        except queue.Empty:
+            return acks
+
+
 class DeliveryTest(unittest.TestCase):
-    def setUp(self):
+    def setUp(self, clock=None):
         self.plugin = Recorder()
         ctx = Context("recorder", "i1", host=None, log=Logger(_Sink()), stopping=threading.Event())
         ctx.capabilities = frozenset({"control"})
-        self.delivery = _Delivery(self.plugin, lambda: ctx)
+        self.delivery = _Delivery(self.plugin, lambda: ctx, **({"clock": clock} if clock else {}))
+        self.stream = self.delivery.open_stream()
 
-    def deliver(self, *items, clock=None):
-        request = plugin_pb2.DeliverRequest(items=list(items))
-        if clock is None:
-            return list(self.delivery.process(request))
-        return list(self.delivery.process(request, clock=clock))
+    def deliver(self, *items, stream=None):
+        stream = stream or self.stream
+        self.delivery.process(plugin_pb2.DeliverRequest(items=list(items)), stream)
+        return drain(stream)
 
     def test_payloads_and_forgets_run_in_seq_order_with_one_cumulative_ack(self):
         acks = self.deliver(payload(1, A), forget(2, A), payload(3, B, "t.ping"))
@@ -100,12 +110,14 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual([c[:2] for c in self.plugin.calls], [("payload", 1), ("forget", 2), ("payload", 3)])
         self.assertEqual(acks[-1].acked_through, 3)
         acks = self.deliver(forget(2, A))
-        self.assertEqual([(a.acked_through, len(a.outcomes)) for a in acks], [(3, 0)])
+        self.assertEqual(acks, [], "nothing new to ack: 3 was acked on this stream already")
 
     def test_after_a_restore_the_replayed_forget_is_applied_again(self):
         self.deliver(payload(1, A), forget(2, A), payload(3, A))
-        self.delivery.applied_seq = 1  # what Restore of a snapshot taken at seq 1 does
-        acks = self.deliver(forget(2, A, redelivered=True), payload(3, A, redelivered=True))
+        with self.delivery.lock:
+            self.delivery.restored(1)  # what Restore of a snapshot taken at seq 1 does
+        relaunched = self.delivery.open_stream()  # as a host attaches after restoring
+        acks = self.deliver(forget(2, A, redelivered=True), payload(3, A, redelivered=True), stream=relaunched)
         self.assertEqual(self.plugin.calls[3:], [("forget", 2, A), ("payload", 3, A, True)])
         self.assertEqual(acks[-1].acked_through, 3)
 
@@ -119,25 +131,80 @@ class DeliveryTest(unittest.TestCase):
         self.assertIn("does not claim payload kind 'nope'", ack.outcomes[0].error.message)
 
     def test_a_long_batch_acks_every_512_items(self):
-        acks = self.deliver(*[payload(seq, A) for seq in range(1, 1201)], clock=lambda: 0.0)
+        self.setUp(clock=lambda: 0.0)
+        acks = self.deliver(*[payload(seq, A) for seq in range(1, 1201)])
         self.assertEqual([a.acked_through for a in acks], [512, 1024, 1200])
 
-    def test_a_busy_batch_acks_at_least_every_20_ms(self):
+    def test_a_busy_batch_acks_after_each_item_once_20_ms_passed(self):
         now = [0.0]
 
         def clock():
             now[0] += 0.008  # every handler "takes" 8 ms
             return now[0]
 
-        acks = self.deliver(*[payload(seq, A) for seq in range(1, 8)], clock=clock)
+        self.setUp(clock=clock)
+        acks = self.deliver(*[payload(seq, A) for seq in range(1, 8)])
         throughs = [a.acked_through for a in acks]
         self.assertEqual(throughs[-1], 7)
         self.assertGreater(len(throughs), 2, throughs)
         self.assertEqual(throughs, sorted(set(throughs)))
 
     def test_redelivered_items_need_no_ack_of_their_own(self):
-        acks = self.deliver(*[payload(seq, A, redelivered=True) for seq in range(1, 4)], clock=lambda: 0.0)
+        self.setUp(clock=lambda: 0.0)
+        acks = self.deliver(*[payload(seq, A, redelivered=True) for seq in range(1, 4)])
         self.assertEqual([a.acked_through for a in acks], [3])
+
+    def test_an_ack_never_covers_more_than_its_stream_carried_even_after_a_restore(self):
+        self.deliver(payload(1, A), payload(2, A))
+        with self.delivery.lock:
+            self.delivery.restored(100)
+            self.delivery.flush_locked()
+        self.assertEqual(drain(self.stream), [], "nothing to ack: the stream carried only up to 2")
+        acks = self.deliver(payload(3, A))
+        self.assertEqual([a.acked_through for a in acks], [3], "a duplicate, acked only through what the stream carried")
+        self.assertEqual(len(self.plugin.calls), 2)
+
+    def test_a_new_stream_gets_no_ack_before_an_item_and_then_covers_what_was_handled(self):
+        self.deliver(payload(1, A), payload(2, A))
+        second = self.delivery.open_stream()
+        with self.delivery.lock:
+            self.delivery.flush_locked()
+        self.assertEqual(drain(second), [])
+        acks = self.deliver(payload(2, A, redelivered=True), payload(3, B, "t.ping"), stream=second)
+        self.assertEqual([a.acked_through for a in acks], [3])
+        self.assertEqual([o.seq for o in acks[0].outcomes], [3], "the duplicate gets no outcome")
+        self.assertEqual(drain(self.stream), [], "the old stream gets no more acks")
+
+    def test_acks_never_go_down_on_a_stream(self):
+        self.deliver(payload(1, A), payload(2, A), payload(3, A))
+        with self.delivery.lock:
+            self.delivery.restored(1)  # a Restore of an older snapshot
+        acks = self.deliver(payload(2, A, redelivered=True))
+        self.assertEqual(acks, [], "handled again, but 2 is below the stream's last ack")
+        acks = self.deliver(payload(3, A, redelivered=True), payload(4, A))
+        self.assertEqual([a.acked_through for a in acks], [4])
+
+    def test_stop_takes_no_new_item_and_sends_the_final_ack(self):
+        self.setUp(clock=lambda: 0.0)
+        self.delivery.stop(1.0)
+        acks = self.deliver(payload(1, A), payload(2, A))
+        self.assertEqual(acks, [])
+        self.assertEqual(self.plugin.calls, [])
+
+    def test_stop_during_a_batch_acks_what_was_handled_and_leaves_the_rest(self):
+        self.setUp(clock=lambda: 0.0)
+        delivery = self.delivery
+
+        class StopAtTwo(Recorder):
+            def handle_payload(self, payload, ctx):
+                super().handle_payload(payload, ctx)
+                if payload.seq == 2:
+                    delivery._stopped = True  # what stop() sets, from the Shutdown thread
+
+        self.plugin.__class__ = StopAtTwo
+        acks = self.deliver(*[payload(seq, A) for seq in range(1, 6)])
+        self.assertEqual([a.acked_through for a in acks], [2])
+        self.assertEqual([c[1] for c in self.plugin.calls], [1, 2])
 
 
 if __name__ == "__main__":

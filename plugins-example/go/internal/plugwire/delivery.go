@@ -6,71 +6,181 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
 )
 
+// ackStream is one Deliver stream as the plugin acks on it.
+type ackStream struct {
+	send func(*pb.DeliverResponse) error
+	// high is the highest seq received on this stream: an ack on it never covers more.
+	high uint64
+	// acked is acked_through of its last ack: acks on it never go down.
+	acked uint64
+}
+
 // delivery applies the items of the Deliver stream (payloads and forgotten
-// peers) one at a time in seq order and acks them cumulatively. Its mutex
-// also serializes snapshot and restore against handlers, so those always
-// run between items.
+// peers) one at a time in seq order and acks them cumulatively on the newest
+// stream (docs/protocol.md §8). Its mutex also serializes snapshot and
+// restore against handlers, so those always run between items, and every
+// ack is sent with it held, so sends never overlap.
 type delivery struct {
 	plugin *Plugin
 	pc     func() *Context
 	// now is the clock of the ack cadence; time.Now outside tests.
 	now func() time.Time
 
-	mu      sync.Mutex
-	applied uint64 // seq of the last item applied (or of the restored snapshot)
+	mu       sync.Mutex
+	applied  uint64 // seq of the last item applied (or of the restored snapshot)
+	stream   *ackStream
+	outcomes []*pb.ItemOutcome // of items applied and not yet acked, in seq order
+	unacked  int
+	lastAck  time.Time
+
+	// stopping is set when shutdown begins: no item starts after it.
+	stopping atomic.Bool
+	// finished is closed once the final ack is sent (or its wait timed out).
+	finished chan struct{}
+	stopOnce sync.Once
 }
 
-// exclusive runs fn between items and gives it the applied seq.
-func (d *delivery) exclusive(fn func(applied *uint64) error) error {
+func newDeliveryOf(p *Plugin, pc func() *Context, now func() time.Time) *delivery {
+	return &delivery{plugin: p, pc: pc, now: now, lastAck: now(), finished: make(chan struct{})}
+}
+
+// openStream makes send the stream acks go to. Nothing is acked on it before
+// an item arrives on it. Outcomes not yet sent went with the old stream: the
+// host redelivers those items, and this process skips them as duplicates.
+func (d *delivery) openStream(send func(*pb.DeliverResponse) error) *ackStream {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return fn(&d.applied)
+	s := &ackStream{send: send}
+	d.stream = s
+	d.outcomes = nil
+	d.lastAck = d.now()
+	return s
 }
 
-// process applies one DeliverRequest and sends its acks: every maxUnacked
-// items or ackInterval while the batch goes on, and once the batch is
-// drained, which also covers items skipped as already applied.
+func (d *delivery) closeStream(s *ackStream) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stream == s {
+		d.stream = nil
+	}
+}
+
+// exclusive runs fn between items, after sending the pending ack (so the
+// host has every ack a snapshot's applied_seq covers).
+func (d *delivery) exclusive(fn func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_ = d.flushLocked() // a failed send breaks the stream; the snapshot goes on
+	return fn()
+}
+
+// restoredLocked records a Restore (called inside exclusive): the state
+// includes every item up to seq and nothing after it.
+func (d *delivery) restoredLocked(seq uint64) {
+	d.applied = seq
+	kept := d.outcomes[:0]
+	for _, o := range d.outcomes {
+		if o.Seq <= seq {
+			kept = append(kept, o)
+		}
+	}
+	d.outcomes = kept
+}
+
+// process applies one DeliverRequest received on s. An ack goes out after an
+// item when maxUnacked items were handled since the last ack or ackInterval
+// passed since it, and once the request is drained (which also covers items
+// skipped as already applied).
 //
 // Redelivered items need nothing special: after a crash the host sends them
 // one at a time, each once the one before it is acked.
-func (d *delivery) process(ctx context.Context, req *pb.DeliverRequest, send func(*pb.DeliverResponse) error) error {
+func (d *delivery) process(ctx context.Context, req *pb.DeliverRequest, s *ackStream) error {
 	if len(req.Items) == 0 {
 		return nil
 	}
-	var outcomes []*pb.ItemOutcome
-	unacked := 0
-	lastAck := d.now()
+	d.mu.Lock()
+	if last := req.Items[len(req.Items)-1].Seq; last > s.high {
+		s.high = last
+	}
+	d.mu.Unlock()
 	for _, item := range req.Items {
+		if d.stopping.Load() {
+			break
+		}
 		d.mu.Lock()
 		if item.Seq <= d.applied { // applied already (by this process, or in a restored snapshot)
 			d.mu.Unlock()
 			continue
 		}
 		if outcome := d.run(ctx, item); outcome != nil {
-			outcomes = append(outcomes, outcome)
+			d.outcomes = append(d.outcomes, outcome)
 		}
 		d.applied = item.Seq
+		d.unacked++
+		var err error
+		if d.unacked >= maxUnacked || d.now().Sub(d.lastAck) >= ackInterval {
+			err = d.flushLocked()
+		}
 		d.mu.Unlock()
-		unacked++
-		if unacked >= maxUnacked || d.now().Sub(lastAck) >= ackInterval {
-			if err := send(d.ack(outcomes)); err != nil {
-				return err
-			}
-			outcomes, unacked, lastAck = nil, 0, d.now()
+		if err != nil {
+			return err
 		}
 	}
-	return send(d.ack(outcomes))
-}
-
-func (d *delivery) ack(outcomes []*pb.ItemOutcome) *pb.DeliverResponse {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return &pb.DeliverResponse{AckedThrough: d.applied, Outcomes: outcomes}
+	return d.flushLocked()
+}
+
+// flushLocked sends the pending ack on the current stream, if it advances
+// it. Called with d.mu held.
+func (d *delivery) flushLocked() error {
+	s := d.stream
+	if s == nil {
+		return nil
+	}
+	through := min(d.applied, s.high)
+	if through <= s.acked {
+		return nil
+	}
+	var sent, kept []*pb.ItemOutcome
+	for _, o := range d.outcomes {
+		if o.Seq <= through {
+			sent = append(sent, o)
+		} else {
+			kept = append(kept, o)
+		}
+	}
+	d.outcomes = kept
+	s.acked = through
+	d.unacked = 0
+	d.lastAck = d.now()
+	return s.send(&pb.DeliverResponse{AckedThrough: through, Outcomes: sent})
+}
+
+// stop begins shutdown: no item starts from now on; once the handler running
+// now has finished (waiting at most timeout), the final ack is sent and
+// finished is closed. Items not applied are left to the host, which
+// redelivers them to the next launch.
+func (d *delivery) stop(timeout time.Duration) {
+	d.stopping.Store(true)
+	done := make(chan struct{})
+	go func() {
+		d.mu.Lock()
+		_ = d.flushLocked()
+		d.mu.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
+	d.stopOnce.Do(func() { close(d.finished) })
 }
 
 // run applies one item and returns its outcome, or nil for a success without

@@ -30,7 +30,22 @@ type recorder struct {
 	failForget bool
 }
 
-func newDelivery(r *recorder, now func() time.Time) *delivery {
+// harness is a delivery with a Deliver stream whose acks it records.
+type harness struct {
+	d    *delivery
+	s    *ackStream
+	acks []*pb.DeliverResponse
+}
+
+// open opens a new Deliver stream, which the next deliver calls use.
+func (h *harness) open() {
+	h.s = h.d.openStream(func(r *pb.DeliverResponse) error {
+		h.acks = append(h.acks, r)
+		return nil
+	})
+}
+
+func newDelivery(r *recorder, now func() time.Time) *harness {
 	p := &Plugin{
 		Name:         "recorder",
 		PayloadKinds: []string{"t.hit", "t.ping", "t.boom"},
@@ -57,7 +72,9 @@ func newDelivery(r *recorder, now func() time.Time) *delivery {
 	if now == nil {
 		now = func() time.Time { return time.Time{} }
 	}
-	return &delivery{plugin: p, pc: func() *Context { return pc }, now: now}
+	h := &harness{d: newDeliveryOf(p, func() *Context { return pc }, now)}
+	h.open()
+	return h
 }
 
 func payload(seq uint64, src []byte, kind string, redelivered bool) *pb.DeliveryItem {
@@ -68,17 +85,13 @@ func forget(seq uint64, nodeID []byte, redelivered bool) *pb.DeliveryItem {
 	return &pb.DeliveryItem{Seq: seq, Redelivered: redelivered, Item: &pb.DeliveryItem_PeerForgotten{PeerForgotten: &pb.PeerForgotten{NodeId: nodeID}}}
 }
 
-func deliver(t *testing.T, d *delivery, items ...*pb.DeliveryItem) []*pb.DeliverResponse {
+func deliver(t *testing.T, h *harness, items ...*pb.DeliveryItem) []*pb.DeliverResponse {
 	t.Helper()
-	var acks []*pb.DeliverResponse
-	err := d.process(context.Background(), &pb.DeliverRequest{Items: items}, func(r *pb.DeliverResponse) error {
-		acks = append(acks, r)
-		return nil
-	})
-	if err != nil {
+	h.acks = nil
+	if err := h.d.process(context.Background(), &pb.DeliverRequest{Items: items}, h.s); err != nil {
 		t.Fatal(err)
 	}
-	return acks
+	return h.acks
 }
 
 func throughs(acks []*pb.DeliverResponse) []uint64 {
@@ -138,8 +151,8 @@ func TestItemsAtOrBelowTheAppliedSeqAreSkippedButAcked(t *testing.T) {
 		t.Fatalf("acks through %v", got)
 	}
 	acks = deliver(t, d, forget(2, peerA, false))
-	if len(acks) != 1 || acks[0].AckedThrough != 3 || len(acks[0].Outcomes) != 0 {
-		t.Fatalf("acks %v", acks)
+	if len(acks) != 0 {
+		t.Fatalf("acks %v, want none: 3 was acked on this stream already", acks)
 	}
 }
 
@@ -147,7 +160,8 @@ func TestAfterARestoreTheReplayedForgetIsAppliedAgain(t *testing.T) {
 	r := &recorder{}
 	d := newDelivery(r, nil)
 	deliver(t, d, payload(1, peerA, "t.hit", false), forget(2, peerA, false), payload(3, peerA, "t.hit", false))
-	_ = d.exclusive(func(applied *uint64) error { *applied = 1; return nil }) // what Restore of a snapshot at seq 1 does
+	_ = d.d.exclusive(func() error { d.d.restoredLocked(1); return nil }) // what Restore of a snapshot at seq 1 does
+	d.open()                                                              // as a host attaches after restoring
 	acks := deliver(t, d, forget(2, peerA, true), payload(3, peerA, "t.hit", true))
 	if want := []call{{"forget", 2, false}, {"payload", 3, true}}; !slices.Equal(r.calls[3:], want) {
 		t.Fatalf("replayed calls %v, want %v", r.calls[3:], want)
@@ -198,5 +212,67 @@ func TestRedeliveredItemsNeedNoAckOfTheirOwn(t *testing.T) {
 	acks := deliver(t, newDelivery(&recorder{}, nil), items...)
 	if got := throughs(acks); !slices.Equal(got, []uint64{3}) {
 		t.Fatalf("acks through %v", got)
+	}
+}
+
+func TestAnAckNeverCoversMoreThanItsStreamCarriedEvenAfterARestore(t *testing.T) {
+	r := &recorder{}
+	h := newDelivery(r, nil)
+	deliver(t, h, payload(1, peerA, "t.hit", false), payload(2, peerA, "t.hit", false))
+	h.acks = nil
+	_ = h.d.exclusive(func() error { h.d.restoredLocked(100); return nil })
+	if len(h.acks) != 0 {
+		t.Fatalf("acks %v after the Restore, want none: the stream carried only up to 2", h.acks)
+	}
+	if got := throughs(deliver(t, h, payload(3, peerA, "t.hit", false))); !slices.Equal(got, []uint64{3}) {
+		t.Fatalf("acks through %v, want [3]: a duplicate, acked only through what the stream carried", got)
+	}
+	if len(r.calls) != 2 {
+		t.Fatalf("calls %v", r.calls)
+	}
+}
+
+func TestANewStreamGetsNoAckBeforeAnItemAndThenCoversWhatWasHandled(t *testing.T) {
+	h := newDelivery(&recorder{}, nil)
+	deliver(t, h, payload(1, peerA, "t.hit", false), payload(2, peerA, "t.hit", false))
+	h.open()
+	h.acks = nil
+	_ = h.d.exclusive(func() error { return nil })
+	if len(h.acks) != 0 {
+		t.Fatalf("acks %v on a new stream before any item", h.acks)
+	}
+	acks := deliver(t, h, payload(2, peerA, "t.hit", true), payload(3, peerB, "t.ping", false))
+	if got := throughs(acks); !slices.Equal(got, []uint64{3}) || len(acks[0].Outcomes) != 1 || acks[0].Outcomes[0].Seq != 3 {
+		t.Fatalf("acks %v", acks)
+	}
+}
+
+func TestAnExclusiveTaskSendsThePendingAckFirst(t *testing.T) {
+	h := newDelivery(&recorder{}, nil)
+	deliver(t, h, payload(1, peerA, "t.hit", false))
+	// An item applied whose ack is still pending, as mid-batch.
+	h.d.mu.Lock()
+	h.d.applied, h.s.high = 2, 2
+	h.d.mu.Unlock()
+	h.acks = nil
+	var sawAcks int
+	_ = h.d.exclusive(func() error { sawAcks = len(h.acks); return nil })
+	if sawAcks != 1 || h.acks[0].AckedThrough != 2 {
+		t.Fatalf("before the snapshot: acks %v", h.acks)
+	}
+}
+
+func TestStopTakesNoNewItemAndEndsTheStreams(t *testing.T) {
+	r := &recorder{}
+	h := newDelivery(r, nil)
+	deliver(t, h, payload(1, peerA, "t.hit", false))
+	h.d.stop(time.Second)
+	select {
+	case <-h.d.finished:
+	default:
+		t.Fatal("finished is not closed after stop")
+	}
+	if acks := deliver(t, h, payload(2, peerA, "t.hit", false)); len(acks) != 0 || len(r.calls) != 1 {
+		t.Fatalf("after stop: acks %v, calls %v", acks, r.calls)
 	}
 }

@@ -1,8 +1,11 @@
 package plugwire
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 )
 
@@ -29,3 +32,41 @@ func newLogger(w io.Writer) *slog.Logger {
 		},
 	}))
 }
+
+// grpcLogger routes grpc-go's own logging (grpclog) to the plugin's JSON
+// log: warnings and errors, each as one line; info is dropped, as grpc-go's
+// default severity does.
+type grpcLogger struct{ log *slog.Logger }
+
+func (g grpcLogger) emit(level slog.Level, msg string) {
+	g.log.Log(context.Background(), level, strings.TrimSpace(msg), "source", "grpc-go")
+}
+
+func (grpcLogger) Info(...any)           {}
+func (grpcLogger) Infoln(...any)         {}
+func (grpcLogger) Infof(string, ...any)  {}
+func (g grpcLogger) Warning(args ...any) { g.emit(slog.LevelWarn, fmt.Sprint(args...)) }
+func (g grpcLogger) Warningln(args ...any) {
+	g.emit(slog.LevelWarn, fmt.Sprintln(args...))
+}
+func (g grpcLogger) Warningf(format string, args ...any) {
+	g.emit(slog.LevelWarn, fmt.Sprintf(format, args...))
+}
+func (g grpcLogger) Error(args ...any)   { g.emit(slog.LevelError, fmt.Sprint(args...)) }
+func (g grpcLogger) Errorln(args ...any) { g.emit(slog.LevelError, fmt.Sprintln(args...)) }
+func (g grpcLogger) Errorf(format string, args ...any) {
+	g.emit(slog.LevelError, fmt.Sprintf(format, args...))
+}
+func (g grpcLogger) Fatal(args ...any) {
+	g.emit(slog.LevelError, fmt.Sprint(args...))
+	os.Exit(1)
+}
+func (g grpcLogger) Fatalln(args ...any) {
+	g.emit(slog.LevelError, fmt.Sprintln(args...))
+	os.Exit(1)
+}
+func (g grpcLogger) Fatalf(format string, args ...any) {
+	g.emit(slog.LevelError, fmt.Sprintf(format, args...))
+	os.Exit(1)
+}
+func (grpcLogger) V(int) bool { return false }

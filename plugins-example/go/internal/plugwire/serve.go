@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -50,12 +51,19 @@ func Serve(p Plugin) {
 		fatal("plugwire plugin '%s': %s=%q may only use [A-Za-z0-9._-]", p.Name, EnvInstanceID, instanceID)
 	}
 	socketPath := filepath.Join(socketDir, instanceID+".sock")
+	if !filepath.IsAbs(socketDir) || strings.IndexFunc(socketPath, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		fatal("plugwire plugin '%s': %s=%q must be an absolute path without whitespace or control characters, "+
+			"since the socket path goes in the handshake line. The host that started this plugin is broken.", p.Name, EnvSocketDir, socketDir)
+	}
 	if len(socketPath) > MaxSocketPathBytes {
-		fatal("plugwire plugin '%s': socket path %s is %d bytes, over the %d-byte unix socket limit. Give the host a shorter run dir.",
+		fatal("plugwire plugin '%s': socket path %s is %d bytes, over the %d-byte unix socket limit. Give the host a shorter runDirParent (docs/protocol.md §4).",
 			p.Name, socketPath, len(socketPath), MaxSocketPathBytes)
 	}
 
 	log := newLogger(os.Stderr)
+	// grpc-go's own log lines (plain text, some multi-line) would reach the
+	// host's log as errors: send its warnings and errors as JSON lines instead.
+	grpclog.SetLoggerV2(grpcLogger{log})
 	host, err := dialHost(hostAddress, token)
 	if err != nil {
 		fatal("plugwire plugin '%s': %v", p.Name, err)
@@ -84,12 +92,14 @@ func Serve(p Plugin) {
 	)
 	life.server = server
 	service := &pluginService{
-		plugin: &p,
-		life:   life,
-		pc:     &Context{Name: p.Name, InstanceID: instanceID, ConfigJSON: "{}", Capabilities: map[Capability]bool{}, Host: host, Log: log},
+		plugin:  &p,
+		life:    life,
+		version: version,
+		pc:      &Context{Name: p.Name, InstanceID: instanceID, ConfigJSON: "{}", Capabilities: map[Capability]bool{}, Host: host, Log: log},
 	}
-	service.delivery = &delivery{plugin: &p, pc: service.context, now: time.Now}
+	service.delivery = newDeliveryOf(&p, service.context, time.Now)
 	life.context = service.context
+	life.delivery = service.delivery
 	pb.RegisterPluginServiceServer(server, service)
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthServer.SetServingStatus(pb.PluginService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -130,11 +140,14 @@ func listenUnix(socketPath string) (net.Listener, error) {
 
 // pickVersion chooses the highest protocol version both sides speak.
 func pickVersion(plugin, offered string) uint32 {
+	// Decimal numbers separated by commas, spaces or tabs around each (docs/protocol.md §3).
 	var host []uint32
 	for _, field := range strings.Split(offered, ",") {
-		v, err := strconv.ParseUint(strings.TrimSpace(field), 10, 32)
-		if err != nil {
-			fatal("plugwire plugin '%s': %s=%q is not a comma-separated list of versions", plugin, EnvProtocolVersions, offered)
+		digits := strings.Trim(field, " \t")
+		v, err := strconv.ParseUint(digits, 10, 32)
+		if err != nil || digits == "" || digits[0] < '0' || digits[0] > '9' {
+			fatal("plugwire plugin '%s': %s=%q is malformed; it must be decimal versions separated by commas, such as \"1\" or \"1,2\". "+
+				"The host that started this plugin is broken.", plugin, EnvProtocolVersions, offered)
 		}
 		host = append(host, uint32(v))
 	}
@@ -174,6 +187,7 @@ type lifecycle struct {
 	socketPath string
 	server     *grpc.Server
 	context    func() *Context
+	delivery   *delivery
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -186,15 +200,22 @@ func newLifecycle(p *Plugin, log *slog.Logger, host *HostClient, h *health.Serve
 	return &lifecycle{plugin: p, log: log, host: host, health: h, socketPath: socketPath, ctx: ctx, cancel: cancel}
 }
 
-// runShutdownHook runs the plugin's Shutdown hook once, for at most deadline.
+// runShutdownHook is the start of every shutdown (Shutdown, SIGTERM, SIGINT,
+// stdin EOF), once: Health turns NOT_SERVING, no new item starts, the handler
+// running now finishes and the final ack is sent (then Deliver ends), and the
+// plugin's Shutdown hook runs; all within deadline.
 func (l *lifecycle) runShutdownHook(deadline time.Duration) {
 	l.hookOnce.Do(func() {
+		end := time.Now().Add(deadline)
 		l.health.Shutdown() // every service NOT_SERVING from now on
 		l.cancel()
+		if l.delivery != nil {
+			l.delivery.stop(deadline)
+		}
 		if l.plugin.Shutdown == nil || l.context == nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		ctx, cancel := context.WithDeadline(context.Background(), end)
 		defer cancel()
 		done := make(chan error, 1)
 		go func() { done <- l.plugin.Shutdown(ctx, l.context()) }()

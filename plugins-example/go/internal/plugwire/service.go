@@ -24,6 +24,8 @@ type pluginService struct {
 	plugin   *Plugin
 	life     *lifecycle
 	delivery *delivery
+	// version is the protocol version of the handshake line.
+	version uint32
 
 	mu sync.Mutex
 	pc *Context
@@ -35,11 +37,16 @@ func (s *pluginService) context() *Context {
 	return s.pc
 }
 
-func (s *pluginService) Describe(context.Context, *pb.DescribeRequest) (*pb.DescribeResponse, error) {
+func (s *pluginService) Describe(_ context.Context, req *pb.DescribeRequest) (*pb.DescribeResponse, error) {
+	if req.ProtocolVersion != s.version {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"plugin '%s' refused Describe: it handshook protocol %d, but Describe asked for protocol %d; the host must send the version of the handshake line",
+			s.plugin.Name, s.version, req.ProtocolVersion)
+	}
 	r := &pb.DescribeResponse{
 		Name:            s.plugin.Name,
 		PayloadKinds:    slices.Clone(s.plugin.PayloadKinds),
-		ProtocolVersion: ProtocolVersion,
+		ProtocolVersion: s.version,
 		Sdk:             &pb.SdkInfo{Language: "go", Version: SDKVersion},
 	}
 	if st := s.plugin.Stateful; st != nil {
@@ -82,17 +89,41 @@ func (s *pluginService) Start(_ context.Context, req *pb.StartRequest) (*pb.Star
 	return &pb.StartResponse{}, nil
 }
 
+// Deliver applies the items of one Deliver stream. It ends the stream itself
+// once shutdown has sent the final ack (the host never half-closes it, and
+// GracefulStop waits for it), when the host ends it, or when it breaks.
 func (s *pluginService) Deliver(stream grpc.BidiStreamingServer[pb.DeliverRequest, pb.DeliverResponse]) error {
+	acks := s.delivery.openStream(stream.Send)
+	defer s.delivery.closeStream(acks)
+	requests := make(chan *pb.DeliverRequest)
+	failed := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				failed <- err
+				return
+			}
+			select {
+			case requests <- req:
+			case <-stream.Context().Done():
+				return
+			}
+		}
+	}()
 	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
+		select {
+		case <-s.delivery.finished:
 			return nil
-		}
-		if err != nil {
+		case err := <-failed:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
 			return err
-		}
-		if err := s.delivery.process(stream.Context(), req, stream.Send); err != nil {
-			return err
+		case req := <-requests:
+			if err := s.delivery.process(stream.Context(), req, acks); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -104,13 +135,13 @@ func (s *pluginService) Snapshot(_ *pb.SnapshotRequest, stream grpc.ServerStream
 	}
 	var snap Snapshot
 	var applied uint64
-	err := s.delivery.exclusive(func(a *uint64) (err error) {
+	err := s.delivery.exclusive(func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
 				err = fmt.Errorf("snapshot hook panicked: %v", r)
 			}
 		}()
-		applied = *a
+		applied = s.delivery.applied
 		snap, err = st.Snapshot()
 		return err
 	})
@@ -145,13 +176,21 @@ func (s *pluginService) Restore(stream grpc.ClientStreamingServer[pb.RestoreRequ
 		}
 		switch part := m.Part.(type) {
 		case *pb.RestoreRequest_Header:
+			if header != nil {
+				return fail(errors.New("the restore stream carried a second header"))
+			}
 			header = part.Header
 			data = make([]byte, 0, min(header.SizeBytes, 64<<20))
 		case *pb.RestoreRequest_Chunk:
+			if header == nil {
+				return fail(errors.New("the restore stream carried a chunk before its header"))
+			}
 			data = append(data, part.Chunk...)
-			if header != nil && uint64(len(data)) > header.SizeBytes {
+			if uint64(len(data)) > header.SizeBytes {
 				return fail(fmt.Errorf("snapshot is longer than its header says: over %d bytes", header.SizeBytes))
 			}
+		default:
+			return fail(errors.New("the restore stream carried a message with neither header nor chunk"))
 		}
 	}
 	st := s.plugin.Stateful
@@ -167,7 +206,7 @@ func (s *pluginService) Restore(stream grpc.ClientStreamingServer[pb.RestoreRequ
 	case !slices.Contains(st.Versions, header.Version):
 		return fail(&UnsupportedVersionError{Version: header.Version, Expected: st.Versions})
 	}
-	err := s.delivery.exclusive(func(applied *uint64) (err error) {
+	err := s.delivery.exclusive(func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
 				err = fmt.Errorf("restore hook panicked: %v", r)
@@ -176,7 +215,7 @@ func (s *pluginService) Restore(stream grpc.ClientStreamingServer[pb.RestoreRequ
 		if err := st.Restore(Snapshot{Version: header.Version, Bytes: data}); err != nil {
 			return err
 		}
-		*applied = header.AppliedSeq
+		s.delivery.restoredLocked(header.AppliedSeq)
 		return nil
 	})
 	if err != nil {

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from grpc.health.v1 import health_pb2 as grpc_dot_health_dot_v1_dot_health__pb2
+from health.v1 import health_pb2 as health_dot_v1_dot_health__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in grpc/health/v1/health_pb2_grpc.py depends on'
+        + ' but the generated code in health/v1/health_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class HealthStub:
         """
         self.Check = channel.unary_unary(
                 '/grpc.health.v1.Health/Check',
-                request_serializer=grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckRequest.SerializeToString,
-                response_deserializer=grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckResponse.FromString,
+                request_serializer=health_dot_v1_dot_health__pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_dot_v1_dot_health__pb2.HealthCheckResponse.FromString,
                 _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/grpc.health.v1.Health/Watch',
-                request_serializer=grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckRequest.SerializeToString,
-                response_deserializer=grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckResponse.FromString,
+                request_serializer=health_dot_v1_dot_health__pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_dot_v1_dot_health__pb2.HealthCheckResponse.FromString,
                 _registered_method=True)
 
 
@@ -66,13 +66,13 @@ def add_HealthServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Check': grpc.unary_unary_rpc_method_handler(
                     servicer.Check,
-                    request_deserializer=grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckRequest.FromString,
-                    response_serializer=grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckResponse.SerializeToString,
+                    request_deserializer=health_dot_v1_dot_health__pb2.HealthCheckRequest.FromString,
+                    response_serializer=health_dot_v1_dot_health__pb2.HealthCheckResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
-                    request_deserializer=grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckRequest.FromString,
-                    response_serializer=grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckResponse.SerializeToString,
+                    request_deserializer=health_dot_v1_dot_health__pb2.HealthCheckRequest.FromString,
+                    response_serializer=health_dot_v1_dot_health__pb2.HealthCheckResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,8 +100,8 @@ class Health:
             request,
             target,
             '/grpc.health.v1.Health/Check',
-            grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckRequest.SerializeToString,
-            grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckResponse.FromString,
+            health_dot_v1_dot_health__pb2.HealthCheckRequest.SerializeToString,
+            health_dot_v1_dot_health__pb2.HealthCheckResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -127,8 +127,8 @@ class Health:
             request,
             target,
             '/grpc.health.v1.Health/Watch',
-            grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckRequest.SerializeToString,
-            grpc_dot_health_dot_v1_dot_health__pb2.HealthCheckResponse.FromString,
+            health_dot_v1_dot_health__pb2.HealthCheckRequest.SerializeToString,
+            health_dot_v1_dot_health__pb2.HealthCheckResponse.FromString,
             options,
             channel_credentials,
             insecure,
