@@ -4,17 +4,18 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { performance } from "node:perf_hooks";
 import type { DeliverRequestSchema, DeliverResponse, DeliveryItemSchema, ItemOutcome } from "@plugwire/proto";
 import { CheckFailure } from "./types.js";
 import { messageOf } from "./util.js";
 
-/** One sequenced item as the kit sends it: a payload or a forgotten peer. */
+/** One sequenced item as the kit sends it: a payload or a forgotten peer, `redelivered` when sent again. */
 export type ItemInit =
-  | { seq: bigint; payload: { src: Uint8Array; kind: string; body: Uint8Array } }
-  | { seq: bigint; forget: { nodeId: Uint8Array } };
+  | { seq: bigint; redelivered?: boolean; payload: { src: Uint8Array; kind: string; body: Uint8Array } }
+  | { seq: bigint; redelivered?: boolean; forget: { nodeId: Uint8Array } };
 
-/** What the kit sent at one seq. */
-export type SentItem = { case: "payload"; kind: string } | { case: "forget" };
+/** What the kit sent at one seq, and the item itself, to send it again. */
+export type SentItem = ({ case: "payload"; kind: string } | { case: "forget" }) & { init: ItemInit };
 
 export type DeliverStream = grpc.ClientDuplexStream<MessageInitShape<typeof DeliverRequestSchema>, DeliverResponse>;
 
@@ -29,10 +30,14 @@ export interface SeenOutcome {
 /** One ack as it arrived. */
 export interface SeenAck {
   ackedThrough: bigint;
-  /** The highest acked_through seen before this ack. */
+  /** The highest acked_through seen on this stream before this ack. */
   previousThrough: bigint;
   /** Seqs of the outcomes it carried, in order. */
   outcomeSeqs: bigint[];
+  /** performance.now() when it arrived. */
+  at: number;
+  /** The highest seq sent on this stream when it arrived. */
+  sentThrough: bigint;
 }
 
 /** "a payload of kind 'x'", "a peer_forgotten item", for messages. */
@@ -42,17 +47,26 @@ export function describeItem(item: SentItem | undefined): string {
 }
 
 function toWire(item: ItemInit): MessageInitShape<typeof DeliveryItemSchema> {
+  const redelivered = item.redelivered ?? false;
   return "payload" in item
-    ? { seq: item.seq, item: { case: "payload", value: item.payload } }
-    : { seq: item.seq, item: { case: "peerForgotten", value: item.forget } };
+    ? { seq: item.seq, redelivered, item: { case: "payload", value: item.payload } }
+    : { seq: item.seq, redelivered, item: { case: "peerForgotten", value: item.forget } };
 }
 
+/**
+ * One Deliver stream of the main launch. Seqs are per plugin, not per
+ * stream, so the streams of a launch share one `sent` map; the ack rules
+ * are judged per stream.
+ */
 export class AckLog {
-  /** Highest seq sent so far. */
+  /** Highest seq sent on this stream so far. */
   sentThrough = 0n;
-  /** Highest acked_through seen. */
+  /** Highest acked_through seen on this stream. */
   through = 0n;
-  readonly sent = new Map<bigint, SentItem>();
+  /** Items sent at one seq, on this stream or an earlier one of the launch. */
+  readonly sent: Map<bigint, SentItem>;
+  /** Every item sent on this stream, with how often; a seq sent again is a redelivery. */
+  readonly sentHere = new Map<bigint, number>();
   readonly outcomes: SeenOutcome[] = [];
   readonly acks: SeenAck[] = [];
   /** Broken ack rules (acked_through going down or past what was sent). */
@@ -60,45 +74,76 @@ export class AckLog {
   /** Set when the stream failed or the plugin ended it. */
   streamEnd: string | undefined;
   private waiters: Array<() => boolean> = [];
+  private ended = false;
 
-  constructor(private readonly stream: DeliverStream) {
+  constructor(
+    private readonly stream: DeliverStream,
+    /** The `sent` map of the launch's earlier stream, when this one replaces it. */
+    earlier?: AckLog,
+  ) {
+    this.sent = earlier?.sent ?? new Map();
     stream.on("data", (r: DeliverResponse) => this.onAck(r));
     stream.on("error", (e: Error) => this.onEnd(`the Deliver stream failed: ${messageOf(e)}`));
     stream.on("end", () => this.onEnd("the plugin ended the Deliver stream"));
   }
 
+  /** The highest seq sent on any stream of the launch. */
+  get launchSentThrough(): bigint {
+    let high = 0n;
+    for (const seq of this.sent.keys()) if (seq > high) high = seq;
+    return high;
+  }
+
   /** Sends `items` as one DeliverRequest. */
-  send(items: ItemInit[]): void {
+  send(items: readonly ItemInit[]): void {
     for (const item of items) {
-      this.sent.set(item.seq, "payload" in item ? { case: "payload", kind: item.payload.kind } : { case: "forget" });
+      this.sent.set(item.seq, "payload" in item ? { case: "payload", kind: item.payload.kind, init: item } : { case: "forget", init: item });
+      this.sentHere.set(item.seq, (this.sentHere.get(item.seq) ?? 0) + 1);
       if (item.seq > this.sentThrough) this.sentThrough = item.seq;
     }
     this.stream.write({ items: items.map(toWire) });
   }
 
-  /** Resolves once everything through `seq` is acked; rejects on a broken rule, a broken stream or the timeout. */
+  /**
+   * Resolves once everything through `seq` is acked. Rejects on a broken ack
+   * rule, a broken stream, or when no ack advanced for `timeoutMs`: a plugin
+   * that is slow but making progress is busy, not stuck.
+   */
   until(seq: bigint, timeoutMs: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
+      let progress = this.through;
+      const arm = (): void => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== done);
+          reject(new CheckFailure(this.stalled(seq, timeoutMs)));
+        }, timeoutMs);
+      };
       const done = (): boolean => {
         if (this.ackProblems.length > 0) reject(new CheckFailure(this.ackProblems[0]!));
         else if (this.through >= seq) resolve();
         else if (this.streamEnd) reject(new CheckFailure(`${this.streamEnd} before acking seq ${seq}`));
-        else return false;
+        else {
+          if (this.through > progress) {
+            progress = this.through;
+            arm();
+          }
+          return false;
+        }
         clearTimeout(timer);
         return true;
       };
       if (done()) return;
       this.waiters.push(done);
-      timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        reject(new CheckFailure(this.stalled(seq, timeoutMs)));
-      }, timeoutMs);
+      arm();
     });
   }
 
-  /** Half-closes the stream; the plugin should end its side. */
+  /** Half-closes the stream, once; the plugin should end its side. */
   end(): void {
+    if (this.ended) return;
+    this.ended = true;
     this.stream.end();
   }
 
@@ -110,7 +155,7 @@ export class AckLog {
         ? "A peer_forgotten item is sequenced like a payload: apply it in seq order and ack it, also when it is the last item of a batch or the only one"
         : "Ack every item once it is applied, whenever the queue drains and at least every 512 items";
     return (
-      `no ack through seq ${seq} within ${timeoutMs} ms (${this.acks.length} ack(s), the last through ${this.through}); ` +
+      `no ack through seq ${seq}: none advanced for ${timeoutMs} ms (${this.acks.length} ack(s), the last through ${this.through}); ` +
       `the first item never acked is seq ${next}, ${describeItem(item)}. ${advice}`
     );
   }
@@ -121,10 +166,18 @@ export class AckLog {
       this.ackProblems.push(`acked_through went down from ${previous} to ${r.ackedThrough}; acks are cumulative and never go back`);
     } else if (r.ackedThrough > this.sentThrough) {
       this.ackProblems.push(
-        `an ack says acked_through=${r.ackedThrough}, but the highest seq sent was ${this.sentThrough}; ack only items that have been applied`,
+        this.sentThrough === 0n
+          ? `an ack (acked_through=${r.ackedThrough}) came on a Deliver stream before any item was sent on it; ack on a stream only once an item has arrived on it`
+          : `an ack says acked_through=${r.ackedThrough}, but the highest seq sent on this stream was ${this.sentThrough}; ack only items that have been applied, and on each stream at most the highest seq it carried`,
       );
     }
-    this.acks.push({ ackedThrough: r.ackedThrough, previousThrough: previous, outcomeSeqs: r.outcomes.map((o) => o.seq) });
+    this.acks.push({
+      ackedThrough: r.ackedThrough,
+      previousThrough: previous,
+      outcomeSeqs: r.outcomes.map((o) => o.seq),
+      at: performance.now(),
+      sentThrough: this.sentThrough,
+    });
     for (const outcome of r.outcomes) this.outcomes.push({ outcome, ackedThrough: r.ackedThrough, previousThrough: previous });
     if (r.ackedThrough > this.through) this.through = r.ackedThrough;
     this.wake();

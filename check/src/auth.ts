@@ -46,6 +46,18 @@ function streamEnding(stream: grpc.ClientReadableStream<unknown>): Promise<Endin
   });
 }
 
+/** A stream that stays open when served (Watch): its first message counts as served, and the kit cancels it. */
+function openStreamEnding(stream: grpc.ClientReadableStream<unknown>): Promise<Ending> {
+  return new Promise<Ending>((resolve) => {
+    stream.once("data", () => {
+      resolve(grpc.status.OK);
+      stream.cancel();
+    });
+    stream.on("status", (s: grpc.StatusObject) => resolve(s.code));
+    stream.on("error", () => undefined); // the status event carries the code
+  });
+}
+
 /** Deliver opened, half-closed at once, and read to its status. Sends no payload. */
 function deliverEnding<T>(stream: grpc.ClientDuplexStream<T, unknown>): Promise<Ending> {
   const ended = streamEnding(stream);
@@ -69,6 +81,7 @@ export const authCheck: Check = {
         ["Describe with no token", describeWithoutMetadata(target, deadlineMs)],
         ["Describe with a wrong token", ending(plugin.client.describe({ protocolVersion: PROTOCOL_VERSION }, { deadlineMs }))],
         ["Health.Check with a wrong token", ending(healthConn.client.check({ service: "" }, { deadlineMs }))],
+        ["Health.Watch (a server stream) with a wrong token", openStreamEnding(healthConn.client.watch({ service: "" }, { deadlineMs }))],
         ["Snapshot (a server stream) with a wrong token", streamEnding(plugin.client.snapshot({}, { deadlineMs }))],
         ["Deliver (a bidi stream) with a wrong token", deliverEnding(plugin.client.deliver({ deadlineMs }))],
       ];
@@ -80,7 +93,7 @@ export const authCheck: Check = {
           `${list}. Check 'authorization: Bearer <PLUGWIRE_AUTH_TOKEN>' on every call, Health and streams included, before the handler runs (Go: unary and stream interceptors; Python: a grpc.ServerInterceptor)`,
         );
       }
-      return pass(`${results.length} calls without a valid token (Describe ×2, Health.Check, Snapshot, Deliver) all got UNAUTHENTICATED`);
+      return pass(`${results.length} calls without a valid token (Describe ×2, Health.Check, Health.Watch, Snapshot, Deliver) all got UNAUTHENTICATED`);
     } finally {
       plugin.close();
       healthConn.close();

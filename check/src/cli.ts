@@ -20,14 +20,14 @@ function help(program: string): string {
 Runs the plugwire conformance checks against a plugin written in any
 language: the kit acts as a host, launches COMMAND several times, serves
 HostService, and reports each check as ✓ (passed), ✗ (failed) or -
-(skipped). Exits 0 when no check failed, 1 when one did.
-See docs/conformance.md.
+(skipped). Exits 0 when no check failed, 1 when one did or the arguments
+are wrong. See docs/conformance.md.
 
   --json              print a machine-readable report instead
   --timeout-ms N      handshake timeout, call deadline and ack wait (default ${DEFAULT_TIMEOUT_MS})
-  --exit-margin-ms N  slack on top of the timing limits (exits, ack cadence) for a loaded
-                      machine (default ${DEFAULT_EXIT_MARGIN_MS}); a time within the margin passes, and
-                      the report says it was over
+  --exit-margin-ms N  slack on top of the timing limits (the exit limits, the 20 ms ack
+                      interval) for a loaded machine (default ${DEFAULT_EXIT_MARGIN_MS}); a time within the
+                      margin passes
 `;
 }
 

@@ -10,8 +10,8 @@ const SERVING = health.HealthCheckResponse_ServingStatus.SERVING;
 function describeProblems(d: DescribeResponse, handshakeVersion: number): string[] {
   const problems: string[] = [];
   if (!d.name) problems.push("name is empty (return a stable name such as 'my-plugin')");
-  if (d.payloadKinds.length === 0) problems.push("payload_kinds is empty (claim at least one kind)");
-  else if (d.payloadKinds.some((k) => k === "")) problems.push("payload_kinds contains an empty string");
+  // No kinds at all is fine: a watch-only plugin gets forgotten peers and no payloads, as a host runs it.
+  if (d.payloadKinds.some((k) => k === "")) problems.push("payload_kinds contains an empty string");
   if (d.protocolVersion !== handshakeVersion) {
     problems.push(`protocol_version is ${d.protocolVersion} but the handshake said protocol=${handshakeVersion} (report the version you chose)`);
   }
@@ -41,7 +41,8 @@ export const describeCheck: Check = {
     const problems = describeProblems(d, version);
     if (problems.length > 0) return fail(`Describe: ${problems.join("; ")}`);
     const stateful = d.stateful ? `stateful '${d.stateful.id}' v${d.stateful.snapshotVersions.join(",")}` : "not stateful";
-    return pass(`'${d.name}' claims ${d.payloadKinds.join(", ")}; ${stateful}; sdk ${d.sdk!.language} ${d.sdk!.version}`);
+    const kinds = d.payloadKinds.length > 0 ? `claims ${d.payloadKinds.join(", ")}` : "claims no payload kinds (watch-only)";
+    return pass(`'${d.name}' ${kinds}; ${stateful}; sdk ${d.sdk!.language} ${d.sdk!.version}`);
   },
 };
 

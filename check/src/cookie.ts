@@ -1,12 +1,17 @@
 /** The plugin refuses to run when a human starts it by hand (no magic cookie). */
 import { ENV } from "@plugwire/proto";
 import type { Session } from "./session.js";
-import { describeExit, type ExitSeen } from "./process.js";
+import { awaitRefusal, describeExit, type ExitSeen } from "./process.js";
 import { fail, pass, type Check, type Outcome } from "./types.js";
 import { quote } from "./util.js";
 
-/** How long a plugin started without the cookie may take to give up, at least (slow machines start slowly). */
-const COOKIE_EXIT_MIN_MS = 5_000;
+/** How long a plugin that must refuse to run may take to give up, at least (slow machines start slowly). */
+const REFUSAL_MIN_MS = 5_000;
+
+/** How long a launch that should refuse to run gets: 5 s, or the timeout if longer. */
+export function refusalWaitMs(session: Session): number {
+  return Math.max(session.timeoutMs, REFUSAL_MIN_MS);
+}
 
 const HOW = "check PLUGWIRE_MAGIC_COOKIE before anything else (docs/protocol.md §2)";
 
@@ -14,21 +19,10 @@ export const cookieCheck: Check = {
   id: "cookie",
   title: "refuses to run without the magic cookie",
   async run(session: Session): Promise<Outcome> {
-    const waitMs = Math.max(session.timeoutMs, COOKIE_EXIT_MIN_MS);
+    const waitMs = refusalWaitMs(session);
     const proc = session.launch("probe", { unset: [ENV.magicCookie] });
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      proc.exited.then((exit) => ({ kind: "exited" as const, exit })),
-      proc.handshake.then(
-        () => ({ kind: "handshake" as const }),
-        () => new Promise<never>(() => undefined), // a bad line or an exit: the exit decides
-      ),
-      new Promise<{ kind: "running" }>((resolve) => {
-        timer = setTimeout(() => resolve({ kind: "running" }), waitMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    await proc.kill(); // it should be gone already; this also reaps anything left in its group
+    const result = await awaitRefusal(proc, waitMs);
+    await session.endProbe(proc); // it should be gone already; this also reaps anything left in its group
     if (result.kind === "handshake") {
       return fail(`started without ${ENV.magicCookie}, it printed a handshake line and served anyway; ${HOW}, then print an explanation to stderr and exit non-zero`);
     }

@@ -1,4 +1,4 @@
-/** Payload delivery: acks, the unclaimed-kind rule, and the outcomes and effects acks carry. */
+/** Delivery: acks, the unclaimed-kind rule, and the outcomes and effects acks carry. */
 import { randomBytes } from "node:crypto";
 import { health } from "@plugwire/proto";
 import { AckLog, firstProblems, outcomeProblems, type ItemInit } from "./acks.js";
@@ -9,13 +9,30 @@ import { CheckFailure, fail, pass, skip, type Check, type Outcome } from "./type
 import { describeFailure, quote } from "./util.js";
 
 const BATCHES = 3;
-const PAYLOADS_PER_BATCH = 100;
+const ITEMS_PER_BATCH = 100;
 export const BODY_BYTES = 24;
 /** How long a broken stream may precede the plugin's exit event, in ms. */
 const EXIT_NOTICE_MS = 250;
 
 export function claimedKinds(session: Session): string[] {
   return (session.main!.description?.payloadKinds ?? []).filter((k) => k !== "");
+}
+
+/**
+ * The `n`th ordinary item the kit sends at `seq`: a payload of one of the
+ * claimed kinds in turn, from the known and the unknown peer in turn, with
+ * random bytes; a forgotten peer for a plugin that claims no kinds (a
+ * watch-only plugin gets only those from a host).
+ */
+export function ordinaryItem(kinds: readonly string[], seq: bigint, n: number): ItemInit {
+  const peer = n % 2 === 0 ? UNKNOWN_PEER : KNOWN_PEER;
+  if (kinds.length === 0) return { seq, forget: { nodeId: peer } };
+  return { seq, payload: { src: peer, kind: kinds[n % kinds.length]!, body: randomBytes(BODY_BYTES) } };
+}
+
+/** "payloads of 'a', 'b'" or "peer_forgotten items (the plugin claims no kinds)", for details. */
+export function ordinaryItems(kinds: readonly string[]): string {
+  return kinds.length === 0 ? "peer_forgotten items (the plugin claims no kinds)" : `payloads of ${kinds.map((k) => `'${k}'`).join(", ")}`;
 }
 
 /** A kind the plugin does not claim. */
@@ -34,28 +51,20 @@ export async function withExit(session: Session, message: string): Promise<strin
 
 export const deliverCheck: Check = {
   id: "deliver",
-  title: "acks every delivered payload, cumulatively and in order",
+  title: "acks every delivered item, cumulatively and in order",
   needs: ["start"],
   mainLaunch: true,
   async run(session: Session): Promise<Outcome> {
     const kinds = claimedKinds(session);
-    if (kinds.length === 0) return skip("Describe claimed no payload kinds, so there is nothing to deliver");
     const log = new AckLog(session.main!.conn!.plugin.deliver());
     session.delivery = log;
     let seq = 0n;
     try {
       for (let batch = 0; batch < BATCHES; batch++) {
         const items: ItemInit[] = [];
-        for (let i = 0; i < PAYLOADS_PER_BATCH; i++) {
+        for (let i = 0; i < ITEMS_PER_BATCH; i++) {
           seq++;
-          items.push({
-            seq,
-            payload: {
-              src: seq % 2n === 0n ? KNOWN_PEER : UNKNOWN_PEER,
-              kind: kinds[Number(seq - 1n) % kinds.length]!,
-              body: randomBytes(BODY_BYTES),
-            },
-          });
+          items.push(ordinaryItem(kinds, seq, Number(seq - 1n)));
         }
         log.send(items);
         await log.until(seq, session.timeoutMs);
@@ -66,7 +75,7 @@ export const deliverCheck: Check = {
     }
     const errors = log.outcomes.filter((o) => o.outcome.error).length;
     const failed = errors > 0 ? ` (${errors} with a handler error; the bodies are random bytes)` : "";
-    return pass(`${seq} payloads of ${kinds.map((k) => `'${k}'`).join(", ")} in ${BATCHES} batches, acked through ${log.through} in ${log.acks.length} ack(s)${failed}`);
+    return pass(`${seq} ${ordinaryItems(kinds)} in ${BATCHES} batches, acked through ${log.through} in ${log.acks.length} ack(s)${failed}`);
   },
 };
 

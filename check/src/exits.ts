@@ -1,5 +1,6 @@
 /** Leaving: Shutdown, stdin EOF and SIGTERM, each on a fresh launch. */
 import { performance } from "node:perf_hooks";
+import { healthAfterShutdown, quickCheck } from "./health.js";
 import { describeExit, type ExitSeen, type PluginProcess } from "./process.js";
 import type { Session } from "./session.js";
 import { fail, pass, type Check, type Outcome } from "./types.js";
@@ -45,7 +46,10 @@ export const shutdownCheck: Check = {
       );
     }
     const repliedMs = performance.now() - since;
+    // For 'health-after-shutdown': what Health says from now until the plugin is gone.
+    const polled = healthAfterShutdown(quickCheck(conn), () => proc.hasExited);
     const exit = await proc.exitedWithin(Math.max(0, budgetMs - repliedMs));
+    session.afterShutdown = await polled;
     if (!exit) {
       return fail(`Shutdown replied after ${ms(repliedMs)}, but the process was still running ${budgetMs} ms after the call; exit on your own right after replying`);
     }

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { firstProblems, outcomeProblems, type ItemInit } from "./acks.js";
-import { BODY_BYTES, claimedKinds, unclaimedKind, withExit } from "./deliver.js";
+import { BODY_BYTES, claimedKinds, ordinaryItem, unclaimedKind, withExit } from "./deliver.js";
 import { KNOWN_PEER, UNKNOWN_PEER } from "./host-stub.js";
 import type { Session } from "./session.js";
 import { readSnapshot } from "./stateful.js";
@@ -28,11 +28,13 @@ export const peerForgottenCheck: Check = {
     let seq = log.sentThrough;
     const payload = (kind: string): ItemInit => ({ seq: ++seq, payload: { src: KNOWN_PEER, kind, body: randomBytes(BODY_BYTES) } });
     const forget = (nodeId: Uint8Array): ItemInit => ({ seq: ++seq, forget: { nodeId } });
+    // A payload of a claimed kind (a forget for a plugin that claims none).
+    const ordinary = (n: number): ItemInit => ordinaryItem(kinds, ++seq, n);
 
     // Forgets between payloads and at the end of a batch. The payload right
     // before the first forget must be acked with an error outcome; where that
     // outcome arrives shows whether the forget was acked ahead of it.
-    const mixed = [payload(kinds[0]!), payload(unclaimed), forget(KNOWN_PEER), payload(kinds[1 % kinds.length]!), forget(UNKNOWN_PEER)];
+    const mixed = [ordinary(0), payload(unclaimed), forget(KNOWN_PEER), ordinary(1), forget(UNKNOWN_PEER)];
     const probe = mixed[1]!.seq;
     const firstForget = mixed[2]!.seq;
     let alone: bigint | undefined;
@@ -54,7 +56,10 @@ export const peerForgottenCheck: Check = {
       if (stateful) {
         let appliedSeq: bigint | undefined;
         try {
-          appliedSeq = (await readSnapshot(session.main!.conn!, session.timeoutMs)).header.appliedSeq;
+          const snap = await readSnapshot(session.main!.conn!, session.timeoutMs);
+          appliedSeq = snap.header.appliedSeq;
+          // Other state than the final one: 'restore-keeps-state' offers it in restores that must be refused.
+          session.earlierSnapshot = { header: snap.header, bytes: snap.bytes };
         } catch (e) {
           const why = e instanceof CheckFailure ? e.message : describeFailure(e);
           applied = `; applied_seq not checked: Snapshot failed (${why}), which 'snapshot' reports`;
@@ -68,13 +73,13 @@ export const peerForgottenCheck: Check = {
       }
 
       // Delivery goes on after forgets, for the forgotten peer too.
-      log.send([payload(kinds[0]!)]);
+      log.send([ordinary(0)]);
       await log.until(seq, session.timeoutMs);
     } catch (e) {
       if (!(e instanceof CheckFailure)) throw e;
       problem ??= await withExit(session, `with peer_forgotten items in the stream: ${e.message}`);
     } finally {
-      log.end(); // the delivery phase is over
+      log.end(); // this stream is over; 'reconnect' opens the next one
     }
     if (problem) return fail(problem);
 

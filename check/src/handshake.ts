@@ -2,10 +2,11 @@
 import { lstatSync } from "node:fs";
 import { isAbsolute, join, relative } from "node:path";
 import { ENV, HANDSHAKE_PREFIX, PROTOCOL_VERSION } from "@plugwire/proto";
+import { handshakeLineNoise } from "./handshake-line.js";
 import { HandshakeProblem } from "./process.js";
 import type { Session } from "./session.js";
 import { CheckFailure, fail, pass, type Check, type Outcome } from "./types.js";
-import { ms } from "./util.js";
+import { ms, quote } from "./util.js";
 
 const EXPECTED_LINE = `${HANDSHAKE_PREFIX} protocol=${PROTOCOL_VERSION} network=unix address=<${ENV.socketDir}>/<${ENV.instanceId}>.sock transport=grpc`;
 
@@ -67,5 +68,29 @@ export const socketCheck: Check = {
     const expected = join(session.runDir, `${proc.request.instanceId}.sock`);
     const name = handshake.address === expected ? "" : ` (the spec names it ${expected})`;
     return pass(`${handshake.address}, mode 0${mode.toString(8)}${name}`);
+  },
+};
+
+export const handshakeOnceCheck: Check = {
+  id: "handshake-once",
+  title: "prints exactly one handshake line, with nothing after its last field",
+  needs: ["handshake"],
+  async run(session: Session): Promise<Outcome> {
+    // Judged late, so that a second line printed any time during the main launch is seen.
+    const lines = session.main!.proc.handshakeLines;
+    if (lines.length > 1) {
+      return fail(
+        `it printed ${lines.length} handshake lines on stdout; the second was ${quote(lines[1]!)}. Print exactly one, once the server listens; ` +
+          `later stdout lines are logs and must not start with ${HANDSHAKE_PREFIX}`,
+      );
+    }
+    const noise = handshakeLineNoise(lines[0]!);
+    if (noise) {
+      return fail(
+        `its handshake line ${JSON.stringify(lines[0])} is not exactly the grammar: ${noise}. A host reads it leniently, but write exactly ` +
+          `"${EXPECTED_LINE}" and a bare LF: fields after single spaces, nothing after the last one (docs/protocol.md §5)`,
+      );
+    }
+    return pass("one handshake line in the whole main launch, exactly as the grammar says");
   },
 };

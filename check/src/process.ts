@@ -17,6 +17,8 @@ const STDERR_HINT_LINES = 2;
 /** Stderr lines that probably say what went wrong. */
 const ERRORISH = /error|exception|traceback|panic|fatal|cannot|failed|refused|denied|not found/i;
 const MAX_LINE_BYTES = 16 * 1024;
+/** How long after an exit the kit waits for the rest of stderr (a child may hold it open), in ms. */
+const STDERR_DRAIN_MS = 500;
 /** Handshake-like stdout lines kept per launch; one is all a plugin may print. */
 const MAX_HANDSHAKE_LINES = 8;
 
@@ -113,6 +115,8 @@ export class PluginProcess {
   readyAfterMs: number | undefined;
   /** Every stdout line that starts like a handshake, raw (a CR before the LF kept), the first one first. */
   readonly handshakeLines: string[] = [];
+  /** Resolves once stderr has ended: every line the plugin wrote there has been read. */
+  readonly stderrEnded: Promise<void>;
   private exit: ExitSeen | undefined;
   private readonly tail: string[] = [];
   private readonly child: ReturnType<typeof spawn>;
@@ -129,7 +133,7 @@ export class PluginProcess {
         if (this.child.pid === undefined) resolve((this.exit = { code: null, signal: null, at: performance.now(), spawnError: e.message }));
       });
     });
-    readLines(this.child.stderr!, {
+    this.stderrEnded = readLines(this.child.stderr!, {
       maxLineBytes: MAX_LINE_BYTES,
       onLine: (line) => {
         this.tail.push(line.replace(/\r$/, ""));
@@ -242,4 +246,37 @@ export class PluginProcess {
       });
     });
   }
+}
+
+/** How a launch that should refuse to run ended up, within the time it had. */
+export type RefusalSeen =
+  | { kind: "exited"; exit: ExitSeen }
+  | { kind: "handshake"; line: string }
+  | { kind: "running" };
+
+/**
+ * Waits up to `waitMs` for a launch that should refuse to run: it exits, or
+ * prints a handshake line (well-formed or not), or is still running.
+ */
+export async function awaitRefusal(proc: PluginProcess, waitMs: number): Promise<RefusalSeen> {
+  let timer: NodeJS.Timeout | undefined;
+  const seen = await Promise.race<RefusalSeen>([
+    // Its last words on stderr may still be on their way when the exit is seen.
+    proc.exited.then(async (exit) => {
+      await Promise.race([proc.stderrEnded, new Promise((resolve) => setTimeout(resolve, STDERR_DRAIN_MS).unref())]);
+      return { kind: "exited", exit };
+    }),
+    proc.handshake.then(
+      (h) => ({ kind: "handshake", line: h.line }),
+      (e: unknown) =>
+        e instanceof HandshakeProblem && e.kind === "malformed"
+          ? { kind: "handshake", line: proc.handshakeLines[0] ?? "" }
+          : new Promise<never>(() => undefined), // it exited: the exit decides
+    ),
+    new Promise<RefusalSeen>((resolve) => {
+      timer = setTimeout(() => resolve({ kind: "running" }), waitMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  return seen;
 }

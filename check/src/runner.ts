@@ -15,9 +15,9 @@ export interface CheckOptions {
   /** The plugin's executable. */
   command: string;
   args?: readonly string[];
-  /** Handshake timeout, per-call deadline and ack wait, in ms. Default 10 000. */
+  /** Handshake timeout, per-call deadline, and how long an ack may not advance, in ms. Default 10 000. */
   timeoutMs?: number;
-  /** Slack allowed on top of the exit limits on a loaded machine, in ms. Default 500. */
+  /** Slack allowed on top of the timing limits (exits, the 20 ms ack interval) on a loaded machine, in ms. Default 500. */
   exitMarginMs?: number;
   /** Called as each check finishes, for progress output. */
   onResult?: (result: CheckResult) => void;

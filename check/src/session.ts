@@ -4,7 +4,7 @@
  * the main launch has shown so far.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { lstatSync, mkdtempSync, rmSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, extname, join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -71,6 +71,16 @@ function nameOf(command: string, args: readonly string[]): string {
   return name || "plugin";
 }
 
+/** Removes `path` if it is a unix socket (one a probe launch made); anything else is left alone. */
+function removeSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "ENOTDIR") throw e;
+  }
+}
+
 export class Session {
   readonly name: string;
   readonly runDir: string;
@@ -83,6 +93,8 @@ export class Session {
   snapshot: SnapshotSeen | undefined;
   /** A snapshot taken in the middle of the delivery phase, of other state than `snapshot`. */
   earlierSnapshot: SnapshotSeen | undefined;
+  /** The items 'reconnect' sent again on the second stream, for 'redelivery'. */
+  redelivered: { seqs: bigint[]; log: AckLog } | undefined;
   /** Set by 'shutdown'. */
   afterShutdown: AfterShutdown | undefined;
   private readonly dataDirs: string[] = [];
@@ -113,13 +125,18 @@ export class Session {
     return this.options.timeoutMs;
   }
 
+  /** A fresh instance id: the plugin's name, the launch number and a random suffix. */
+  nextInstanceId(): string {
+    return `${this.name}-${++this.launchCount}${randomBytes(2).toString("hex")}`;
+  }
+
   /** Spawns the plugin once, with a fresh instance id and token; `changes` alter what a host would pass. */
   launch(
     purpose: LaunchRequest["purpose"],
-    changes: Pick<LaunchRequest, "protocolVersions" | "acceptVersions" | "unset" | "override"> & { socketDir?: string } = {},
+    changes: Pick<LaunchRequest, "protocolVersions" | "acceptVersions" | "unset" | "override"> & { socketDir?: string; instanceId?: string } = {},
   ): PluginProcess {
     const token = randomBytes(24).toString("base64url");
-    const instanceId = `${this.name}-${++this.launchCount}${randomBytes(2).toString("hex")}`;
+    const instanceId = changes.instanceId ?? this.nextInstanceId();
     this.host.register(token);
     const proc = new PluginProcess({
       command: this.options.command,
@@ -194,6 +211,19 @@ export class Session {
         .filter((p) => p.request.purpose !== "probe" && p.handshakeAfterMs !== undefined)
         .map((p) => ({ spawnToHandshakeMs: p.handshakeAfterMs!, spawnToReadyMs: p.readyAfterMs })),
     };
+  }
+
+  /**
+   * Ends a probe launch (one given a broken environment) and removes a socket
+   * it may have made where that environment led it: in the current
+   * directory (an empty PLUGWIRE_SOCKET_DIR), at the root, or in the temp dir.
+   */
+  async endProbe(proc: PluginProcess): Promise<void> {
+    await proc.kill();
+    const name = `${proc.request.instanceId}.sock`;
+    for (const path of [join(process.cwd(), name), join("/", name), join(tmpdir(), name), join(proc.request.socketDir, name)]) {
+      removeSocket(path);
+    }
   }
 
   /** Ends the main launch once its checks are done, so fresh launches run on a quiet machine. */

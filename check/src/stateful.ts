@@ -3,12 +3,16 @@ import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { ERROR_DETAIL_TRAILER, PlugwireError, health, type SnapshotHeader, type StatefulSurface } from "@plugwire/proto";
 import type { DialedPlugin } from "./dial.js";
-import { describeExit } from "./process.js";
-import type { Session } from "./session.js";
+import { describeExit, type ExitSeen } from "./process.js";
+import type { Session, SnapshotSeen } from "./session.js";
 import { CheckFailure, fail, pass, skip, type Check, type Outcome } from "./types.js";
 import { describeFailure, grpcCodeOf, statusName } from "./util.js";
 
 const GARBAGE_BYTES = 257;
+/** How long a plugin that stopped answering may take to be seen exiting, in ms. */
+const CRASH_NOTICE_MS = 1_000;
+/** How many bytes short of its size_bytes the truncated restore is. */
+const TRUNCATED_BY = 100;
 /** How far past the newest version the kit asks for an unsupported one. */
 const UNSUPPORTED_VERSION_OFFSET = 1000;
 
@@ -45,6 +49,37 @@ function statefulOf(session: Session): StatefulSurface | undefined {
 }
 
 const NOT_STATEFUL = "the plugin is not stateful (Describe reported no stateful surface)";
+
+/**
+ * Bytes the plugin can read, of other state than it holds now, for restores
+ * it must refuse for another reason: its snapshot from the middle of the
+ * delivery phase (or its latest one).
+ */
+function offeredBytes(session: Session): Buffer {
+  return session.earlierSnapshot?.bytes ?? session.snapshot?.bytes ?? Buffer.alloc(0);
+}
+
+/** An applied_seq other than the plugin's, for restores it must refuse. */
+function offeredAppliedSeq(session: Session): bigint {
+  const current = session.snapshot?.header.appliedSeq ?? 0n;
+  const earlier = session.earlierSnapshot?.header.appliedSeq;
+  return earlier !== undefined && earlier !== current ? earlier : current + 1_000_000n;
+}
+
+/**
+ * After a refused call: the main launch's exit if the call crashed it, else
+ * undefined. A Health.Check round trip shows it is alive without waiting.
+ */
+async function crashOf(session: Session): Promise<ExitSeen | undefined> {
+  const main = session.main!;
+  try {
+    await main.conn!.health.check({ service: "" }, { deadlineMs: session.timeoutMs });
+    return main.proc.exitInfo;
+  } catch {
+    // Unreachable: it crashed, or it is about to be reported as gone.
+    return main.proc.exitedWithin(CRASH_NOTICE_MS);
+  }
+}
 
 /** Runs `body` only for a stateful plugin. */
 function statefulCheck(check: Omit<Check, "run"> & { run(session: Session, stateful: StatefulSurface): Promise<Outcome> }): Check {
@@ -109,8 +144,9 @@ export const restoreUnsupportedCheck = statefulCheck({
   mainLaunch: true,
   async run(session, stateful) {
     const version = Math.max(...stateful.snapshotVersions) + UNSUPPORTED_VERSION_OFFSET;
-    const bytes = session.snapshot?.bytes ?? Buffer.alloc(0);
-    const header = { id: stateful.id, version, appliedSeq: session.snapshot?.header.appliedSeq ?? 0n, sizeBytes: BigInt(bytes.length) };
+    // Readable bytes of other state, and another applied_seq: a plugin that takes either shows it in 'restore-keeps-state'.
+    const bytes = offeredBytes(session);
+    const header = { id: stateful.id, version, appliedSeq: offeredAppliedSeq(session), sizeBytes: BigInt(bytes.length) };
     const how = `fail with status FAILED_PRECONDITION and the ${ERROR_DETAIL_TRAILER} trailer ErrorDetail{unsupported_version{version, expected}} (docs/protocol.md §11), leaving the state untouched`;
     try {
       await restore(session.main!.conn!, header, bytes, session.timeoutMs);
@@ -142,12 +178,12 @@ export const restoreGarbageCheck = statefulCheck({
     const own = session.snapshot?.header.version;
     const version = own !== undefined && stateful.snapshotVersions.includes(own) ? own : stateful.snapshotVersions[0]!;
     const bytes = randomBytes(GARBAGE_BYTES);
-    const header = { id: stateful.id, version, appliedSeq: session.snapshot?.header.appliedSeq ?? 0n, sizeBytes: BigInt(bytes.length) };
+    const header = { id: stateful.id, version, appliedSeq: offeredAppliedSeq(session), sizeBytes: BigInt(bytes.length) };
     const what = `Restore of ${bytes.length} random bytes (a valid header, version ${version})`;
     try {
       await restore(main.conn!, header, bytes, session.timeoutMs);
     } catch (e) {
-      const exit = await main.proc.exitedWithin(250);
+      const exit = await crashOf(session);
       if (exit) {
         return fail(`${what} crashed the plugin: it ${describeExit(exit)}.${main.proc.stderrHint()} Catch decode errors and fail the call with RestoreFailed instead`);
       }
@@ -166,5 +202,74 @@ export const restoreGarbageCheck = statefulCheck({
       return pass(`RestoreFailed (${statusName(grpcCodeOf(e))}); still SERVING`);
     }
     return fail(`${what} succeeded; validate restored bytes (decode them, check invariants; add a magic number or checksum if any bytes would decode) and fail with RestoreFailed`);
+  },
+});
+
+/** One restore a plugin must refuse, and why. */
+interface RefusedRestore {
+  what: string;
+  header: HeaderInit;
+  bytes: Uint8Array;
+}
+
+function refusedRestores(session: Session, stateful: StatefulSurface, version: number): RefusedRestore[] {
+  const bytes = offeredBytes(session);
+  const appliedSeq = offeredAppliedSeq(session);
+  const header = (changes: Partial<HeaderInit>): HeaderInit => ({ id: stateful.id, version, appliedSeq, sizeBytes: BigInt(bytes.length), ...changes });
+  return [
+    { what: "a Restore of an unsupported version", header: header({ version: Math.max(...stateful.snapshotVersions) + UNSUPPORTED_VERSION_OFFSET }), bytes },
+    { what: `a Restore whose id is not '${stateful.id}'`, header: header({ id: `${stateful.id}.other` }), bytes },
+    { what: "a truncated Restore (fewer bytes than size_bytes)", header: header({ sizeBytes: BigInt(bytes.length + TRUNCATED_BY) }), bytes },
+    { what: `a Restore of ${GARBAGE_BYTES} random bytes`, header: header({ sizeBytes: BigInt(GARBAGE_BYTES) }), bytes: randomBytes(GARBAGE_BYTES) },
+  ];
+}
+
+/** What differs between two snapshots of what should be the same state, or undefined. */
+function stateChange(before: SnapshotSeen, after: SnapshotSeen, compareBytes: boolean): string | undefined {
+  if (after.header.appliedSeq !== before.header.appliedSeq) return `applied_seq became ${after.header.appliedSeq} (it was ${before.header.appliedSeq})`;
+  if (after.header.version !== before.header.version) return `the snapshot version became ${after.header.version} (it was ${before.header.version})`;
+  if (compareBytes && !after.bytes.equals(before.bytes)) return `the snapshot bytes changed (${before.bytes.length} bytes before, ${after.bytes.length} after)`;
+  return undefined;
+}
+
+export const restoreKeepsStateCheck = statefulCheck({
+  id: "restore-keeps-state",
+  title: "a refused Restore (unsupported version, other id, truncated, garbage) leaves the state as it was",
+  needs: ["restore-own"],
+  mainLaunch: true,
+  async run(session, stateful) {
+    const conn = session.main!.conn!;
+    const proc = session.main!.proc;
+    const taken = session.snapshot!;
+    const HOW = "check everything (id, size, version, the decoded state) before replacing any state or applied_seq, and change nothing when a check fails";
+    try {
+      // The state restore-own restored, after the refused restores of the two checks before this one.
+      const baseline = await readSnapshot(conn, session.timeoutMs);
+      const earlier = stateChange(taken, baseline, false);
+      if (earlier) return fail(`after the refused restores of 'restore-unsupported-version' and 'restore-garbage', ${earlier}; ${HOW}`);
+      // Two snapshots of one state should be the same bytes; when they are not, only applied_seq is compared.
+      const again = await readSnapshot(conn, session.timeoutMs);
+      const compareBytes = again.bytes.equals(baseline.bytes);
+      const restores = refusedRestores(session, stateful, baseline.header.version);
+      for (const r of restores) {
+        let accepted = true;
+        try {
+          await restore(conn, r.header, r.bytes, session.timeoutMs);
+        } catch {
+          const exit = await crashOf(session);
+          if (exit) return fail(`${r.what} crashed the plugin: it ${describeExit(exit)}.${proc.stderrHint()} Refuse it with RestoreFailed instead`);
+          accepted = false;
+        }
+        if (accepted) return fail(`${r.what} was accepted; refuse it with RestoreFailed (UnsupportedVersion for a version not in snapshot_versions) and keep the state`);
+        const after = await readSnapshot(conn, session.timeoutMs);
+        const change = stateChange(baseline, after, compareBytes);
+        if (change) return fail(`after ${r.what} was refused, ${change}; ${HOW}`);
+      }
+      const bytes = compareBytes ? " and the snapshot bytes" : " (the bytes were not compared: two snapshots of the same state differed)";
+      return pass(`${restores.length} refused restores (unsupported version, other id, truncated, garbage) left applied_seq at ${baseline.header.appliedSeq}${bytes} unchanged`);
+    } catch (e) {
+      if (e instanceof CheckFailure) return fail(e.message);
+      return fail(`Snapshot failed: ${describeFailure(e)}`);
+    }
   },
 });
