@@ -20,8 +20,8 @@
  *   64+L     N     body
  */
 import { createHash } from "node:crypto";
-import { mkdirSync } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, unlink, type FileHandle } from "node:fs/promises";
+import { constants, mkdirSync, type Stats } from "node:fs";
+import { mkdir, open, readdir, rename, rm, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 
 /** One snapshot of a stateful plugin. */
@@ -147,9 +147,9 @@ export class FileSnapshotStore implements SnapshotStore {
       const { snaps, temps } = await scan(this.idDir(id));
       for (const tmp of temps) await removeIfExists(tmp);
       for (const { path } of snaps) {
-        const data = await readIfExists(path);
+        const data = await readRecordFile(path);
         if (!data) continue;
-        const result = decodeRecord(data, id);
+        const result = typeof data === "string" ? data : decodeRecord(data, id);
         if (typeof result !== "string") return result;
         this.onCorrupt({ id, path, reason: result });
       }
@@ -295,13 +295,39 @@ async function syncDir(path: string): Promise<void> {
   }
 }
 
-async function readIfExists(path: string): Promise<Buffer | undefined> {
+/** Largest file `readFile` reads at once (2 GiB - 1); no record is that large. */
+const MAX_READ_BYTES = 2 ** 31 - 1;
+
+/**
+ * A generation's bytes; why it cannot be a record when it is no regular file
+ * or is too large to read; undefined when it no longer exists. The file is
+ * opened non-blocking, so a FIFO in its place cannot block a thread of the
+ * pool (and with it every file operation of the process, and its exit).
+ */
+async function readRecordFile(path: string): Promise<Buffer | string | undefined> {
+  let file: FileHandle;
   try {
-    return await readFile(path);
+    file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
     if (isENOENT(e)) return undefined;
     throw e;
   }
+  try {
+    const stats = await file.stat();
+    if (!stats.isFile()) return `not a regular file but ${fileType(stats)}`;
+    if (stats.size > MAX_READ_BYTES) return `${stats.size} bytes is too large for a snapshot record`;
+    return await file.readFile();
+  } finally {
+    await file.close();
+  }
+}
+
+function fileType(stats: Stats): string {
+  if (stats.isDirectory()) return "a directory";
+  if (stats.isFIFO()) return "a FIFO";
+  if (stats.isSocket()) return "a socket";
+  if (stats.isCharacterDevice() || stats.isBlockDevice()) return "a device";
+  return "of an unknown type";
 }
 
 async function removeIfExists(path: string): Promise<void> {
