@@ -41,13 +41,19 @@ type delivery struct {
 
 	// stopping is set when shutdown begins: no item starts after it.
 	stopping atomic.Bool
-	// finished is closed once the final ack is sent (or its wait timed out).
-	finished chan struct{}
-	stopOnce sync.Once
+	// ended is closed when the plugin exits: every Deliver handler returns.
+	ended   chan struct{}
+	endOnce sync.Once
 }
 
 func newDeliveryOf(p *Plugin, pc func() *Context, now func() time.Time) *delivery {
-	return &delivery{plugin: p, pc: pc, now: now, lastAck: now(), finished: make(chan struct{})}
+	return &delivery{plugin: p, pc: pc, now: now, lastAck: now(), ended: make(chan struct{})}
+}
+
+// endStreams ends the plugin's side of every Deliver stream, as it exits
+// after the final ack (the host never half-closes Deliver).
+func (d *delivery) endStreams() {
+	d.endOnce.Do(func() { close(d.ended) })
 }
 
 // openStream makes send the stream acks go to. Nothing is acked on it before
@@ -164,9 +170,8 @@ func (d *delivery) flushLocked() error {
 }
 
 // stop begins shutdown: no item starts from now on; once the handler running
-// now has finished (waiting at most timeout), the final ack is sent and
-// finished is closed. Items not applied are left to the host, which
-// redelivers them to the next launch.
+// now has finished (waiting at most timeout), the final ack is sent. Items
+// not applied are left to the host, which redelivers them to the next launch.
 func (d *delivery) stop(timeout time.Duration) {
 	d.stopping.Store(true)
 	done := make(chan struct{})
@@ -180,7 +185,6 @@ func (d *delivery) stop(timeout time.Duration) {
 	case <-done:
 	case <-time.After(timeout):
 	}
-	d.stopOnce.Do(func() { close(d.finished) })
 }
 
 // run applies one item and returns its outcome, or nil for a success without

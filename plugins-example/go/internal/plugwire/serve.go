@@ -202,8 +202,8 @@ func newLifecycle(p *Plugin, log *slog.Logger, host *HostClient, h *health.Serve
 
 // runShutdownHook is the start of every shutdown (Shutdown, SIGTERM, SIGINT,
 // stdin EOF), once: Health turns NOT_SERVING, no new item starts, the handler
-// running now finishes and the final ack is sent (then Deliver ends), and the
-// plugin's Shutdown hook runs; all within deadline.
+// running now finishes and the final ack is sent, and the plugin's Shutdown
+// hook runs; all within deadline. exit then ends the Deliver streams.
 func (l *lifecycle) runShutdownHook(deadline time.Duration) {
 	l.hookOnce.Do(func() {
 		end := time.Now().Add(deadline)
@@ -240,6 +240,9 @@ func (l *lifecycle) stop(reason string, grace time.Duration) {
 // exit lets in-flight calls finish for at most grace, then exits the process.
 func (l *lifecycle) exit(code int, grace time.Duration) {
 	l.exitOnce.Do(func() {
+		if l.delivery != nil {
+			l.delivery.endStreams() // the final ack went out in runShutdownHook
+		}
 		if l.server != nil && grace > 0 {
 			stopped := make(chan struct{})
 			go func() {

@@ -90,8 +90,8 @@ func (s *pluginService) Start(_ context.Context, req *pb.StartRequest) (*pb.Star
 }
 
 // Deliver applies the items of one Deliver stream. It ends the stream itself
-// once shutdown has sent the final ack (the host never half-closes it, and
-// GracefulStop waits for it), when the host ends it, or when it breaks.
+// when the plugin exits, after the final ack (the host never half-closes it,
+// and GracefulStop waits for it), when the host ends it, or when it breaks.
 func (s *pluginService) Deliver(stream grpc.BidiStreamingServer[pb.DeliverRequest, pb.DeliverResponse]) error {
 	acks := s.delivery.openStream(stream.Send)
 	defer s.delivery.closeStream(acks)
@@ -113,7 +113,7 @@ func (s *pluginService) Deliver(stream grpc.BidiStreamingServer[pb.DeliverReques
 	}()
 	for {
 		select {
-		case <-s.delivery.finished:
+		case <-s.delivery.ended:
 			return nil
 		case err := <-failed:
 			if errors.Is(err, io.EOF) {
