@@ -220,18 +220,28 @@ describe("Shutdown (spec §12)", () => {
   it("finishes the running handler, acks it, leaves queued items, answers NOT_SERVING, ends Deliver and exits 0", { timeout: TIMEOUT_MS }, async () => {
     const { conn, logs, exit } = await launchSpec();
     const stream = new Stream(conn);
+    const watch = conn.health.watch({ service: "" }, { deadlineMs: TIMEOUT_MS });
+    const statuses: number[] = [];
+    const notServing = new Promise<void>((resolve) =>
+      watch.on("data", (r: { status: number }) => {
+        statuses.push(r.status);
+        if (r.status === health.HealthCheckResponse_ServingStatus.NOT_SERVING) resolve();
+      }),
+    );
+    watch.on("error", () => undefined);
     const started = waitFor<ParsedLine>(logs, "line", (l) => l.msg === "slow started", TIMEOUT_MS);
     stream.send([
       [1, "spec.add", "1"],
-      [2, "spec.slow", "300"],
+      [2, "spec.slow", "1000"],
       [3, "spec.add", "1"],
       [4, "spec.add", "1"],
     ]);
     await started;
     const shutdown = conn.plugin.shutdown({ deadlineMs: 5_000 }, { deadlineMs: TIMEOUT_MS });
-    // While the slow handler still runs, Health already says NOT_SERVING.
-    const check = await conn.health.check({ service: "" }, { deadlineMs: TIMEOUT_MS });
-    assert.equal(check.status, health.HealthCheckResponse_ServingStatus.NOT_SERVING);
+    // NOT_SERVING comes at once, while the slow handler (1 s) still runs.
+    await notServing;
+    assert.deepEqual(statuses, [health.HealthCheckResponse_ServingStatus.SERVING, health.HealthCheckResponse_ServingStatus.NOT_SERVING]);
+    assert.ok(Math.max(0, ...stream.through()) < 2, "seq 2 was not acked before its handler finished");
     await shutdown;
     const ended = stream.ended ? Promise.resolve() : waitFor(stream, "end", () => true, TIMEOUT_MS);
     await ended;

@@ -327,9 +327,18 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
       },
       async watch(_request, call) {
         call.write({ status: servingStatus });
+        if (shutdownController.signal.aborted) return;
         await new Promise<void>((resolve) => {
           call.on("cancelled", resolve);
-          shutdownController.signal.addEventListener("abort", () => resolve(), { once: true });
+          // A shutdown began: say NOT_SERVING, then end the stream so the server can stop.
+          shutdownController.signal.addEventListener(
+            "abort",
+            () => {
+              if (!call.cancelled) call.write({ status: health.HealthCheckResponse_ServingStatus.NOT_SERVING });
+              resolve();
+            },
+            { once: true },
+          );
         });
       },
     },
