@@ -489,7 +489,7 @@ export class DeliveryChannel {
     // Replayed items were acked before: their effects were performed then.
     while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) this.replayInFlight.shift();
     while (this.batches.length > 0 && this.batches.at(0)!.through <= through) this.inFlightBytes -= this.batches.shift()!.bytes;
-    if (this.inFlightBytes <= SAFE_IN_FLIGHT_BYTES) this.releaseSafeWaiters();
+    if (this.inFlightBytes <= this.windowBound) this.releaseSafeWaiters();
     let ackedCount = 0;
     const oldestEnqueuedAt = this.sent > 0 ? this.unacked.at(0)!.enqueuedAt : 0;
     // Only the sent prefix of `unacked` can be acked; the rest has no seq yet.
@@ -550,7 +550,7 @@ export class DeliveryChannel {
       this.snapshotting--;
       this.flush();
     };
-    if (this.inFlightBytes <= SAFE_IN_FLIGHT_BYTES || this.stream === undefined) return { ready: Promise.resolve(true), end };
+    if (this.inFlightBytes <= this.windowBound || this.stream === undefined) return { ready: Promise.resolve(true), end };
     const ready = new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         this.safeWaiters.delete(done);
@@ -725,6 +725,11 @@ export class DeliveryChannel {
     else setTimeout(run, this.options.coalesceMs);
   }
 
+  /** The most bytes in flight: maxInFlightBytes, never more than SAFE_IN_FLIGHT_BYTES. */
+  private get windowBound(): number {
+    return Math.min(SAFE_IN_FLIGHT_BYTES, this.options.maxInFlightBytes);
+  }
+
   /**
    * Whether the window has room for `entry` in a message of `batchBytes` so
    * far; an empty window takes any one item. Keeping the bytes in flight
@@ -735,11 +740,12 @@ export class DeliveryChannel {
   private fits(entry: Entry, batchBytes: number): boolean {
     const inFlight = this.inFlight;
     const bytes = this.inFlightBytes + (batchBytes === 0 ? BATCH_OVERHEAD_BYTES : batchBytes) + entry.size;
-    // During a snapshot transfer only what fits the safe bound, even alone.
-    if (this.snapshotting > 0) return bytes <= SAFE_IN_FLIGHT_BYTES && inFlight < this.options.maxInFlight;
+    const bound = this.windowBound;
+    // During a snapshot transfer only what fits the bound, even alone.
+    if (this.snapshotting > 0) return bytes <= bound && inFlight < this.options.maxInFlight;
     if (inFlight === 0) return true;
     if (inFlight >= this.options.maxInFlight) return false;
-    return bytes <= Math.min(SAFE_IN_FLIGHT_BYTES, this.options.maxInFlightBytes);
+    return bytes <= bound;
   }
 
   /**
