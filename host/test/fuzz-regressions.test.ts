@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } fr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, connect, health } from "@plugwire/proto";
 import { alive, example, fixture } from "./helpers.js";
 
@@ -51,6 +52,45 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
       assert.equal(state.restoredVersion, 1);
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("HostService: 16 MiB requests of millions of tiny fields, sent without a token, are refused cheaply (four of them killed the host out of memory)", async () => {
+    const child = spawn(process.execPath, [fixture("host-proc")], { stdio: ["ignore", "pipe", "pipe"] });
+    let info: { pids: number[]; runDir: string; dataDir: string } | undefined;
+    try {
+      info = await new Promise((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          if (out.includes("\n")) resolve(JSON.parse(out.split("\n")[0]!));
+        });
+        child.once("exit", (code) => reject(new Error(`host exited ${code} before it was ready`)));
+      });
+      // Field 15, varint 0, repeated: protobuf-es kept each one as an unknown field.
+      const body = Buffer.alloc(16 * 1024 * 1024 - 64);
+      for (let i = 0; i < body.length; i += 2) body[i] = 0x78;
+      const client = new grpc.Client(`unix://${join(info!.runDir, "host.sock")}`, grpc.credentials.createInsecure(), {
+        "grpc.max_send_message_length": 16 * 1024 * 1024,
+      });
+      const call = (path: string, request: Buffer): Promise<grpc.ServiceError | undefined> =>
+        new Promise((resolve) => {
+          client.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, request, new grpc.Metadata(), { deadline: Date.now() + 60_000 }, (err) => resolve(err ?? undefined));
+        });
+      const started = performance.now();
+      const errors = await Promise.all(Array.from({ length: 4 }, () => call("/plugwire.v1.HostService/LookupName", body)));
+      for (const e of errors) assert.ok(e && e.code !== grpc.status.UNAVAILABLE, `the host answered each request (got ${e?.code} ${e?.details})`);
+      assert.ok(performance.now() - started < 10_000, "refused within 10 s");
+      assert.equal(alive(child.pid!), true, "the host is still running");
+      const after = await call("/plugwire.v1.HostService/GetSigningSeed", Buffer.alloc(0));
+      assert.equal(after?.code, grpc.status.UNAUTHENTICATED, "and still answers");
+      client.close();
+    } finally {
+      child.kill("SIGTERM");
+      if (info) {
+        rmSync(info.dataDir, { recursive: true, force: true });
+        rmSync(info.runDir, { recursive: true, force: true });
+      }
     }
   });
 

@@ -3,7 +3,7 @@
  * unix socket. The caller is identified by its auth token and checked for the
  * capability each call needs.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type DescMessage } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import {
   HostService,
@@ -53,8 +53,76 @@ function toWireEvent(event: PeerEvent): WatchPeersResponse {
   });
 }
 
+/**
+ * Most protobuf fields a HostService request may hold, nested ones included;
+ * real requests hold at most five. grpc-js decodes a request before its token
+ * is checked, and a 16 MiB request of millions of tiny fields kept protobuf-es
+ * busy for seconds and took gigabytes: four of them, sent without a token,
+ * killed the host out of memory (found by the fuzzer, fuzz/). The count runs
+ * on the raw bytes before decoding and stops at the limit, so a request costs
+ * a few hundred steps whatever its size; a large `frame` is one field.
+ */
+const MAX_REQUEST_FIELDS = 256;
+
+/** Throws unless `bytes` is protobuf with at most `budget.left` fields (those of nested messages of `schema` included). */
+function checkFieldCount(schema: DescMessage, bytes: Uint8Array, budget: { left: number }): void {
+  let pos = 0;
+  const varint = (): number => {
+    let value = 0;
+    for (let shift = 1, i = 0; i < 10; i++, shift *= 128) {
+      if (pos >= bytes.length) throw new Error("truncated varint");
+      const b = bytes[pos++]!;
+      value += (b & 0x7f) * shift;
+      if (b < 0x80) return value;
+    }
+    throw new Error("varint longer than 10 bytes");
+  };
+  while (pos < bytes.length) {
+    if (--budget.left < 0) throw new Error(`a HostService request holds at most ${MAX_REQUEST_FIELDS} fields`);
+    const tag = varint();
+    const wireType = tag % 8;
+    if (wireType === 0) varint();
+    else if (wireType === 1) pos += 8;
+    else if (wireType === 5) pos += 4;
+    else if (wireType === 2) {
+      const length = varint();
+      const end = pos + length;
+      if (end > bytes.length) throw new Error("length-delimited field runs past the end");
+      const field = schema.fields.find((f) => f.number === Math.floor(tag / 8));
+      const nested = field?.fieldKind === "message" || (field?.fieldKind === "list" && field.listKind === "message") ? field.message : undefined;
+      if (nested) checkFieldCount(nested, bytes.subarray(pos, end), budget);
+      pos = end;
+    } else if (wireType !== 3 && wireType !== 4) throw new Error(`invalid wire type ${wireType}`);
+    if (pos > bytes.length) throw new Error("fixed-size field runs past the end");
+  }
+}
+
+/** A server whose HostService requests are checked by checkFieldCount before grpc-js decodes them. */
+function createGuardedServer(): grpc.Server {
+  const server = createServer();
+  const inputs = new Map(HostService.methods.map((m) => [m.localName, m.input]));
+  const addService = server.addService.bind(server);
+  server.addService = (definition, implementation) => {
+    const guarded: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+    for (const [name, method] of Object.entries(definition as grpc.ServiceDefinition)) {
+      const schema = inputs.get(name);
+      guarded[name] = !schema
+        ? method
+        : {
+            ...method,
+            requestDeserialize: (bytes: Buffer) => {
+              checkFieldCount(schema, bytes, { left: MAX_REQUEST_FIELDS });
+              return method.requestDeserialize(bytes);
+            },
+          };
+    }
+    addService(guarded, implementation);
+  };
+  return server;
+}
+
 export class HostServiceServer {
-  private readonly server = createServer();
+  private readonly server = createGuardedServer();
   private readonly watchers = new Set<grpc.ServerWritableStream<unknown, WatchPeersResponse>>();
 
   constructor(private readonly options: HostServiceOptions) {
