@@ -290,6 +290,32 @@ test("regression: a snapshot saved while a relaunch restores does not lose the i
 });
 
 /**
+ * Found by the model after the fix above: the relaunch restored an older
+ * record while a newer one was saved, and then a snapshot of the relaunch,
+ * taken before it had replayed, was stored as the newest generation though
+ * it was older than the one just saved; the next crash restored it with the
+ * replay buffer already trimmed past it. A snapshot older than the stored
+ * one is now not stored.
+ */
+test("regression: a snapshot older than the stored one is not stored (a relaunch still replaying)", async () => {
+  const config: SimConfig = {
+    ...DEFAULTS,
+    maxInFlight: 1,
+    maxInFlightBytes: 65536,
+    maxBatch: 1,
+    maxBatchBytes: 100,
+    maxReplayPayloads: 2,
+    coalesceMs: 0,
+    handlers: "sync",
+    bodyBytes: 0,
+    payloads: "mixed",
+    snapshotBytes: 100,
+    relaunch: "runner",
+  };
+  await runHistory(config, ["restart", "attach", "quiet p0", "deliver", "ack", "snapshot", "ack", "crash", "restart", "save", "attach", "snapshot"]);
+});
+
+/**
  * The channel of ba47e94 let its window grow past 128 KiB (up to 4 MiB)
  * while the plugin's replies per item looked small, judging by a decaying
  * estimate of past acks. Replies are not always like the past: here most

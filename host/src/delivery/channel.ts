@@ -580,6 +580,11 @@ export class DeliveryChannel {
     }
   }
 
+  /** The seq the replay buffer is (or, once held trims apply, will be) trimmed through: a snapshot below it is older than the stored one. */
+  get trimFloor(): number {
+    return Math.max(this.trimmedThrough, this.deferredTrim);
+  }
+
   /**
    * Holds back trimming while a relaunch restores a snapshot and attaches:
    * a snapshot of the previous launch that is saved in between must not

@@ -466,6 +466,17 @@ export class PluginRunner {
       // After an UnsupportedVersion reset, a snapshot of the default state
       // (applied_seq below the reset point) covers everything through it.
       if (record.appliedSeq < this.resetThrough) record = { ...record, appliedSeq: this.resetThrough };
+      // A launch still replaying can report a state older than the snapshot
+      // already stored (a relaunch restored an older record while a newer
+      // one was being saved): storing it would make the newest generation
+      // go back past what the replay buffer still holds.
+      if (record.appliedSeq < this.channel.trimFloor) {
+        this.log.info(
+          { appliedSeq: record.appliedSeq, storedThrough: this.channel.trimFloor },
+          "snapshot not stored: the plugin is still replaying and its state is older than the stored snapshot",
+        );
+        return record;
+      }
       await this.ctx.store.save(record);
       this.channel.trimReplay(record.appliedSeq);
       this.ctx.metrics.snapshots.inc({ ...labels, result: "ok" });

@@ -1042,6 +1042,8 @@ export class World {
     // runner.snapshotNow: a snapshot covering an item parked meanwhile is discarded.
     const parked = channel.lowestParkedSince(deadLettersBefore);
     if (parked !== undefined && parked <= record.appliedSeq) throw new Error(`seq ${parked} was parked as a dead letter meanwhile`);
+    // runner.snapshotNow: a state older than the stored snapshot is not stored.
+    if (record.appliedSeq < channel.trimFloor) throw new Error(`older than the stored snapshot (through ${channel.trimFloor}); not stored`);
     // store.save: completes at a `save` step, fails at `loseSnapshot`.
     snap.phase = "store";
     await new Promise<void>((resolve, reject) => {
