@@ -107,7 +107,7 @@ console.log(
       r.inputs,
       crashes(r),
       r.failures.length,
-      r.target === "host-service" ? `${mb(r.peakRssKb)} (host)` : r.target === "plugin-service" ? `${mb(r.peakRssKb)} (plugin)` : `${mb(r.peakRssKb)} (fuzzer)`,
+      r.target === "host-service" ? `${mb(r.peakRssKb)} (host)` : r.target === "plugin-service" ? `${mb(r.peakRssKb)} (plugin)` : `${mb(r.peakRssKb)} (in-process)`,
       r.seconds.toFixed(1),
       r.tally ? r.tally.format(6) : "",
     ]),

@@ -13,7 +13,7 @@ import fc from "fast-check";
 import { HANDSHAKE_PREFIX } from "@plugwire/proto";
 import { isHandshakeLine, parseHandshake } from "../../host/dist/src/handshake/parse.js";
 import { mutate } from "../lib/gen.mjs";
-import { Tally, propertyFailure } from "../lib/util.mjs";
+import { Tally, procStatus, propertyFailure } from "../lib/util.mjs";
 
 const valueChar = fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c));
 const value = fc.string({ unit: valueChar, minLength: 1, maxLength: 30 });
@@ -166,11 +166,13 @@ export async function fuzzHandshake({ seed, count, only, log }) {
   let inputs = 0;
   let longestReason = 0;
   let slowestMs = 0;
+  let peakRssKb = 0;
   const started = performance.now();
   try {
     fc.assert(
       fc.property(lineInput, (input) => {
         inputs++;
+        if (inputs % 1000 === 0) peakRssKb = Math.max(peakRssKb, procStatus(process.pid)?.rssKb ?? 0);
         kinds.add(input.kind);
         const t = performance.now();
         const result = parseHandshake(input.line, input.accepted);
@@ -189,5 +191,6 @@ export async function fuzzHandshake({ seed, count, only, log }) {
     failures.push({ kind: "property", detail: propertyFailure(e) });
   }
   log(`longest refusal reason ${longestReason} chars, slowest parse ${slowestMs.toFixed(1)} ms`);
-  return { target: "handshake-parse", failures, inputs, tally, kinds, ms: performance.now() - started, longestReason, slowestMs };
+  // The parser runs in this process: the largest VmRSS sampled during the target (every 1,000 inputs).
+  return { target: "handshake-parse", failures, inputs, tally, kinds, ms: performance.now() - started, longestReason, slowestMs, peakRssKb };
 }
