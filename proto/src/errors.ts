@@ -178,5 +178,12 @@ export function toServiceStatus(e: unknown): Partial<grpc.StatusObject> {
   const err = PlugwireError.from(e);
   const metadata = new grpc.Metadata();
   if (err.detail) metadata.set(ERROR_DETAIL_TRAILER, Buffer.from(toBinary(ErrorDetailSchema, err.detail)));
-  return { code: err.grpcStatus, details: err.message, metadata };
+  // grpc-js encodeURI()s the details, which throws on a lone UTF-16
+  // surrogate (for example one quoted from bad JSON): send well-formed text.
+  return { code: err.grpcStatus, details: toWellFormed(err.message), metadata };
+}
+
+/** Replaces lone UTF-16 surrogates with U+FFFD, so the text survives encodeURI. */
+function toWellFormed(text: string): string {
+  return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
 }
