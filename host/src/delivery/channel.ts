@@ -119,7 +119,7 @@ export interface DeadLetter {
   reason: string;
 }
 
-export const FORGET_KIND_LABEL = "(peer forgotten)";
+const FORGET_KIND_LABEL = "(peer forgotten)";
 
 export interface DeliveryOptions {
   plugin: string;
