@@ -16,7 +16,7 @@ import { checkSocketPath, chooseRunDirParent, createRunDirIn, longestSocketFileN
 import { HostMetrics } from "./metrics.js";
 import { hex, type HostPorts, type NodeId, type PeerEvent } from "./ports.js";
 import { HostServiceServer, type Caller } from "./services/host-service.js";
-import { FileSnapshotStore, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
+import { FileSnapshotStore, explainFsError, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
 import { PluginRunner, type PluginStatus } from "./supervisor/runner.js";
 import { Semaphore } from "./supervisor/semaphore.js";
 
@@ -72,6 +72,8 @@ export class Host extends EventEmitter<HostEvents> {
   private readonly byName = new Map<string, PluginRunner>();
   private readonly routes = new Map<string, PluginRunner>();
   private readonly tokens = new Map<string, Caller>();
+  /** Stateful id -> the plugin that declared it first; each plugin holds at most one. */
+  private readonly statefulIds = new Map<string, string>();
   private readonly store: SnapshotStore;
   private runDir: string | undefined;
   private service: HostServiceServer | undefined;
@@ -89,12 +91,26 @@ export class Host extends EventEmitter<HostEvents> {
     const configs = resolvePlugins(options.plugins);
     this.stopTimeoutMs = resolveStopTimeoutMs(options.stopTimeoutMs);
     const launchSlots = new Semaphore(options.maxConcurrentLaunches ?? Math.max(2, 2 * availableParallelism()));
-    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new PlugwireError("invalid_config", `the host's dataDir ${options.dataDir} cannot be used: ${explainFsError(e, options.dataDir)}`, { cause: e });
+    }
     this.store =
       options.store ??
       new FileSnapshotStore({
         dir: join(options.dataDir, "snapshots"),
-        onCorrupt: (c) => this.logger.error({ id: c.id, path: c.path, reason: c.reason }, "skipped a corrupt snapshot file; using the previous generation"),
+        onCorrupt: (c) =>
+          this.logger.error(
+            { plugin: c.plugin, id: c.id, path: c.path, reason: c.reason },
+            `plugin '${c.plugin ?? "?"}': skipped snapshot file ${c.path} (${c.reason}); an older generation is used if one is readable. ` +
+              `Payloads acked after that generation are missing from the restored state. Move the file away to inspect it.`,
+          ),
+        onAdopt: (a) =>
+          this.logger.warn(
+            { plugin: a.plugin, id: a.id, from: a.from, to: a.to },
+            `plugin '${a.plugin}' adopted the snapshots of stateful id '${a.id}' written before snapshots were kept per plugin (moved ${a.from} to ${a.to})`,
+          ),
       });
     this.runners = configs.map(
       (config) =>
@@ -111,6 +127,7 @@ export class Host extends EventEmitter<HostEvents> {
           launchSlots,
           registerToken: (token, caller) => this.tokens.set(token, caller),
           unregisterToken: (token) => this.tokens.delete(token),
+          claimStatefulId: (plugin, id) => this.claimStatefulId(plugin, id),
         }),
     );
     for (const runner of this.runners) this.byName.set(runner.name, runner);
@@ -163,6 +180,18 @@ export class Host extends EventEmitter<HostEvents> {
       this.snapshotTimer.unref();
     }
     this.logger.info({ plugins: this.runners.map((r) => r.name), kinds: [...this.routes.keys()] }, "plugwire host ready");
+  }
+
+  /** The first plugin to declare a stateful id keeps it; returns the holder when it is another plugin. */
+  private claimStatefulId(plugin: string, id: string): string | undefined {
+    const holder = this.statefulIds.get(id);
+    if (holder !== undefined && holder !== plugin) {
+      this.logger.error({ plugin, id, holder }, `plugin '${plugin}' declares stateful id '${id}', already declared by plugin '${holder}'; refused`);
+      return holder;
+    }
+    for (const [held, by] of this.statefulIds) if (by === plugin && held !== id) this.statefulIds.delete(held);
+    this.statefulIds.set(id, plugin);
+    return undefined;
   }
 
   private buildRoutes(): void {

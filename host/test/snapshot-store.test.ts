@@ -3,11 +3,13 @@ import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import * as fs from "node:fs";
 import * as os from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import type { PlugwireError } from "@plugwire/proto";
 import {
   FileSnapshotStore,
   MemorySnapshotStore,
+  statefulIdProblem,
   type CorruptSnapshot,
   type SnapshotRecord,
 } from "../src/snapshot/store.js";
@@ -228,5 +230,166 @@ describe("MemorySnapshotStore", () => {
     assert.equal(await store.load("other"), undefined);
     await store.discard("example.counter");
     assert.equal(await store.load("example.counter"), undefined);
+  });
+});
+
+describe("snapshots are kept per plugin (issue 12)", () => {
+  test("two plugins that declare one id never see, replace or discard each other's state", async () => {
+    const { store, dir } = fileStore();
+    await store.save(record(1), "counter");
+    await store.save({ ...record(99), bytes: Buffer.from("forged") }, "rogue");
+    assert.equal((await store.load("example.counter", "counter"))?.appliedSeq, 1);
+    assert.equal((await store.load("example.counter", "rogue"))?.appliedSeq, 99);
+    await store.discard("example.counter", "rogue");
+    assert.equal(await store.load("example.counter", "rogue"), undefined);
+    assert.deepEqual(plain(await store.load("example.counter", "counter")), record(1));
+    assert.deepEqual(fs.readdirSync(join(dir, "@plugins", "counter", "example.counter")), ["000000000001.snap"]);
+    assert.equal(await store.load("example.counter"), undefined, "nothing in the ownerless layout");
+  });
+
+  test("ownerless snapshots (the layout before) are adopted by the first plugin that loads the id, and moved", async () => {
+    const dir = join(root, `store-${++dirCount}`);
+    const adopted: unknown[] = [];
+    const store = new FileSnapshotStore({ dir, onAdopt: (a) => adopted.push(a), onCorrupt: () => assert.fail("nothing is corrupt") });
+    await store.save(record(1));
+    await store.save(record(2));
+    const to = join(dir, "@plugins", "counter", "example.counter");
+    assert.equal((await store.load("example.counter", "counter"))?.appliedSeq, 2);
+    assert.deepEqual(adopted, [{ id: "example.counter", plugin: "counter", from: join(dir, "example.counter"), to }]);
+    assert.equal(fs.existsSync(join(dir, "example.counter")), false);
+    assert.equal(fs.readdirSync(to).length, 2);
+    assert.equal(fs.statSync(to).mode & 0o777, 0o700);
+    // Adopted once: another plugin declaring the id later finds nothing.
+    assert.equal(await store.load("example.counter", "rogue"), undefined);
+    assert.equal((await store.load("example.counter", "counter"))?.appliedSeq, 2);
+    assert.equal(adopted.length, 1);
+  });
+
+  test("plugin names and ids '.' and '..' cannot leave their directory", async () => {
+    const { store, dir } = fileStore();
+    await store.save(record(1, ".."), "..");
+    await store.save(record(2, "."), ".");
+    assert.deepEqual(fs.readdirSync(dir), ["@plugins"]);
+    assert.deepEqual(fs.readdirSync(join(dir, "@plugins")).sort(), ["%2E", "%2E%2E"]);
+    assert.equal((await store.load("..", ".."))?.appliedSeq, 1);
+    assert.equal((await store.load(".", "."))?.appliedSeq, 2);
+  });
+
+  test("state files are 0600 in 0700 directories, whatever the umask; a looser store dir is tightened", async () => {
+    const dir = join(root, `store-${++dirCount}`);
+    fs.mkdirSync(dir, { mode: 0o755 });
+    fs.chmodSync(dir, 0o755);
+    const umask = process.umask(0);
+    try {
+      const store = new FileSnapshotStore({ dir });
+      await store.save(record(1), "counter");
+      await store.save(record(2), "counter");
+    } finally {
+      process.umask(umask);
+    }
+    const modes: string[] = [];
+    const walk = (path: string): void => {
+      const stats = fs.statSync(path);
+      modes.push(`${path.slice(dir.length) || "/"} ${(stats.mode & 0o777).toString(8)}`);
+      if (stats.isDirectory()) for (const name of fs.readdirSync(path).sort()) walk(join(path, name));
+    };
+    walk(dir);
+    assert.deepEqual(modes, [
+      "/ 700",
+      "/@plugins 700",
+      "/@plugins/counter 700",
+      "/@plugins/counter/example.counter 700",
+      "/@plugins/counter/example.counter/000000000001.snap 600",
+      "/@plugins/counter/example.counter/000000000002.snap 600",
+    ]);
+  });
+
+  test("a symlink left at the temp path is replaced, never written through", async () => {
+    const { store, dir } = fileStore();
+    await store.save(record(1), "p");
+    const victim = join(root, `victim-${dirCount}`);
+    fs.writeFileSync(victim, "untouched");
+    fs.symlinkSync(victim, join(dir, "@plugins", "p", "example.counter", "000000000002.snap.tmp"));
+    await store.save(record(2), "p");
+    assert.equal(fs.readFileSync(victim, "utf8"), "untouched");
+    assert.equal((await store.load("example.counter", "p"))?.appliedSeq, 2);
+  });
+
+  test("an id directory replaced by a file: typed errors naming the plugin, the path and what to do; the file is left alone", async () => {
+    const { store, dir } = fileStore();
+    const idDir = join(dir, "@plugins", "counter", "example.counter");
+    fs.mkdirSync(dirname(idDir), { recursive: true });
+    fs.writeFileSync(idDir, "in the way");
+    await assert.rejects(store.load("example.counter", "counter"), (e: PlugwireError) => {
+      assert.equal(e.code, "restore_failed");
+      assert.equal(e.plugin, "counter");
+      assert.equal(
+        e.message,
+        `could not read the snapshots of plugin 'counter' (stateful id 'example.counter'): a part of ${idDir} is a file where a directory belongs (ENOTDIR); ` +
+          "move that file away. The snapshot files were left as they are; fix this and restart the plugin (host.restart('counter') or `plugwire restart counter`).",
+      );
+      return true;
+    });
+    await assert.rejects(store.save(record(1), "counter"), (e: PlugwireError) => {
+      assert.equal(e.code, "snapshot_failed");
+      assert.equal(e.plugin, "counter");
+      assert.equal(
+        e.message,
+        `could not save the snapshot of plugin 'counter' (stateful id 'example.counter'): ${idDir} exists but is not a directory (EEXIST); ` +
+          "move it away so that the directory can be created. The previous snapshot is kept, and the payloads since it stay in the host's replay buffer.",
+      );
+      return true;
+    });
+    assert.equal(fs.readFileSync(idDir, "utf8"), "in the way");
+  });
+
+  test("a generation due for pruning that is a directory is removed without failing the save", async () => {
+    const { store, dir, corrupt } = fileStore(2);
+    const idDir = join(dir, "@plugins", "p", "example.counter");
+    await store.save(record(1), "p");
+    fs.mkdirSync(join(idDir, "000000000002.snap"));
+    fs.writeFileSync(join(idDir, "000000000002.snap", "inside"), "x");
+    await store.save(record(3), "p");
+    await store.save(record(4), "p");
+    assert.deepEqual(fs.readdirSync(idDir).sort(), ["000000000003.snap", "000000000004.snap"]);
+    assert.equal((await store.load("example.counter", "p"))?.appliedSeq, 4);
+    assert.deepEqual(corrupt, []);
+  });
+
+  test("a store dir that is a file: invalid_config naming the path and what to do", () => {
+    const path = join(root, `file-${++dirCount}`);
+    fs.writeFileSync(path, "");
+    assert.throws(
+      () => new FileSnapshotStore({ dir: path }),
+      (e: PlugwireError) => {
+        assert.equal(e.code, "invalid_config");
+        assert.equal(
+          e.message,
+          `the snapshot store directory ${path} cannot be used: ${path} exists but is not a directory (EEXIST); move it away so that the directory can be created. ` +
+            "Fix it, or point the host at another dataDir (or store).",
+        );
+        return true;
+      },
+    );
+  });
+
+  test("statefulIdProblem: an id must fit one path segment once encoded", () => {
+    assert.equal(statefulIdProblem("example.counter"), undefined);
+    assert.equal(statefulIdProblem("a".repeat(255)), undefined);
+    assert.equal(statefulIdProblem(""), "it is empty");
+    assert.equal(
+      statefulIdProblem("/".repeat(100)),
+      "it is 100 bytes, 300 once percent-encoded for the snapshot store, over the limit of 255",
+    );
+  });
+
+  test("MemorySnapshotStore keeps plugins apart and adopts ownerless records", async () => {
+    const store = new MemorySnapshotStore();
+    await store.save(record(1));
+    assert.equal((await store.load("example.counter", "counter"))?.appliedSeq, 1);
+    assert.equal(await store.load("example.counter", "rogue"), undefined);
+    await store.save(record(5), "rogue");
+    await store.discard("example.counter", "rogue");
+    assert.equal((await store.load("example.counter", "counter"))?.appliedSeq, 1);
   });
 });

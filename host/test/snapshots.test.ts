@@ -95,7 +95,7 @@ describe("snapshots, end to end", { timeout: 120_000 }, () => {
       } finally {
         await v1.close(); // snapshots on stop: version 1
       }
-      const stored = await new FileSnapshotStore({ dir: join(dataDir, "snapshots") }).load("probe.ver");
+      const stored = await new FileSnapshotStore({ dir: join(dataDir, "snapshots") }).load("probe.ver", "ver");
       assert.equal(stored?.version, 1);
       assert.equal(stored?.appliedSeq, 2);
       assert.equal(stored?.bytes.byteLength, 8 + 4096);
@@ -114,7 +114,7 @@ describe("snapshots, end to end", { timeout: 120_000 }, () => {
         });
         assert.equal(restoredEvents, 0);
         assert.equal(v2.host.status()[0]?.state, "ready");
-        assert.equal(existsSync(join(dataDir, "snapshots", "probe.ver")), false, "the unreadable snapshot is discarded");
+        assert.equal(existsSync(join(dataDir, "snapshots", "@plugins", "ver", "probe.ver")), false, "the unreadable snapshot is discarded");
         const state = await probe2.askJson<ProbeState>("ver", { op: "state" });
         assert.deepEqual(state, { gen: 0, size: 4096, sha256: sha256(pattern(4096, 0)), restoredVersion: 0, count: 0 });
         const record = await v2.host.snapshot("ver");
@@ -174,8 +174,8 @@ describe("snapshots, end to end", { timeout: 120_000 }, () => {
       for (const name of ["good", "bad", "huge", "plain"]) {
         assert.equal((await probe.askJson<ProbeState>(name, { op: "state" })).gen, 0, name);
       }
-      assert.ok(existsSync(join(t.dataDir, "snapshots", "probe.good")));
-      assert.equal(existsSync(join(t.dataDir, "snapshots", "probe.bad")), false);
+      assert.ok(existsSync(join(t.dataDir, "snapshots", "@plugins", "good", "probe.good")));
+      assert.equal(existsSync(join(t.dataDir, "snapshots", "@plugins", "bad", "probe.bad")), false);
     });
 
     test("an oversized snapshot fails with snapshot_too_large and a clear message, and is not stored", async () => {
@@ -184,7 +184,7 @@ describe("snapshots, end to end", { timeout: 120_000 }, () => {
         code: "snapshot_too_large",
         message: `plugin 'huge' produced a ${HUGE + 8}-byte snapshot, over the 2048-byte limit; raise maxSnapshotBytes or shrink the plugin's state`,
       });
-      assert.equal(existsSync(join(t.dataDir, "snapshots", "probe.huge")), false);
+      assert.equal(existsSync(join(t.dataDir, "snapshots", "@plugins", "huge", "probe.huge")), false);
       // The plugin is unharmed; a non-stateful plugin has nothing to snapshot.
       assert.equal((await probe.askJson<ProbeState>("huge", { op: "state" })).size, HUGE);
       assert.equal(await t.host.snapshot("plain"), undefined);
@@ -213,7 +213,7 @@ describe("snapshots, end to end", { timeout: 120_000 }, () => {
       assert.ok(causes.exit, "the plugin that exited is reported too");
       assert.notEqual(causes.exit.code, "restore_failed");
       // A failed restore is an error, not a reset: the snapshots are kept.
-      for (const mode of modes) assert.equal((await store.load(`probe.raw.${mode}`))?.appliedSeq, 7, mode);
+      for (const mode of modes) assert.equal((await store.load(`probe.raw.${mode}`, `raw-${mode}`))?.appliedSeq, 7, mode);
       for (const s of t.host.status()) assert.equal(s.state, "failed", s.name);
     } finally {
       await t.close();

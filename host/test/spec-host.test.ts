@@ -132,7 +132,7 @@ describe("snapshots (spec §10, §11)", () => {
         assert.equal(error.code, "snapshot_failed");
         assert.equal(error.message, message);
         const store = new FileSnapshotStore({ dir: join(th.dataDir, "snapshots") });
-        assert.equal(await store.load(`probe.raw.${mode}`), undefined, "nothing was stored");
+        assert.equal(await store.load(`probe.raw.${mode}`, "raw"), undefined, "nothing was stored");
       });
     });
   }
@@ -202,7 +202,7 @@ describe("UnsupportedVersion (spec §10)", () => {
         const record = await th.host.snapshot("spec");
         assert.equal(record?.appliedSeq, 40, "the default state stands in for everything through the discarded snapshot");
         assert.equal(record?.version, 1);
-        assert.equal((await store.load("spec.sum"))?.appliedSeq, 40);
+        assert.equal((await store.load("spec.sum", "spec"))?.appliedSeq, 40);
         // New items are numbered after the discarded snapshot.
         await th.host.dispatch(peer(1), "spec.add", text.encode("1"));
         assert.equal(th.host.status()[0]!.lastAcked, 41);

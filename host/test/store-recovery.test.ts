@@ -22,7 +22,8 @@ import { pattern } from "./fixtures/probe-state.js";
 type Restored = HostEvents["snapshot:restored"][0];
 type LogLine = Record<string, unknown> & { msg?: string; level?: number };
 
-const SKIPPED = "skipped a corrupt snapshot file; using the previous generation";
+/** The host's report of a skipped generation of the counter plugin. */
+const SKIPPED = (l: LogLine): boolean => l.msg?.startsWith("plugin 'counter': skipped snapshot file ") === true;
 const src = peer(4);
 const hit = new TextEncoder().encode("hit");
 const encoder = new TextEncoder();
@@ -48,7 +49,7 @@ function captureLogger(): { logger: Logger; lines: LogLine[] } {
 }
 
 const counterPlugin = () => nodePlugin("counter", example("counter"));
-const snapDir = (dataDir: string): string => join(dataDir, "snapshots", "example.counter");
+const snapDir = (dataDir: string): string => join(dataDir, "snapshots", "@plugins", "counter", "example.counter");
 const generations = (dataDir: string): string[] => readdirSync(snapDir(dataDir)).sort();
 
 interface Corruption {
@@ -131,7 +132,7 @@ describe("snapshot store recovery, with a real host and the counter plugin", { t
           const event = await restored;
           assert.equal(event.appliedSeq, 10, "generation 1 was restored");
 
-          const reports = lines.filter((l) => l.msg === SKIPPED);
+          const reports = lines.filter((l) => SKIPPED(l));
           assert.equal(reports.length, 1, JSON.stringify(reports));
           assert.equal(reports[0]!.level, 50, "logged as an error");
           assert.equal(reports[0]!.path, newest);
@@ -158,7 +159,7 @@ describe("snapshot store recovery, with a real host and the counter plugin", { t
           await again.host.start();
           assert.equal((await restored).appliedSeq, 11);
           assert.deepEqual(
-            lines2.filter((l) => l.msg === SKIPPED),
+            lines2.filter((l) => SKIPPED(l)),
             [],
           );
         } finally {
@@ -186,7 +187,7 @@ describe("snapshot store recovery, with a real host and the counter plugin", { t
         assert.equal(restoredEvents, 0);
         // Newest first.
         assert.deepEqual(
-          lines.filter((l) => l.msg === SKIPPED).map((l) => [l.path, l.reason]),
+          lines.filter((l) => SKIPPED(l)).map((l) => [l.path, l.reason]),
           [
             [paths[1], reasons[1]],
             [paths[0], reasons[0]],
@@ -221,7 +222,7 @@ describe("size", { timeout: 120_000 }, () => {
       assert.ok(record);
       assert.equal(record.bytes.byteLength, 8 + size);
       assert.equal(sha256(record.bytes.subarray(8)), expected);
-      const dir = join(t.dataDir, "snapshots", "probe.big");
+      const dir = join(t.dataDir, "snapshots", "@plugins", "big", "probe.big");
       const files = readdirSync(dir);
       assert.equal(files.length, 1);
       // Header: 64 bytes plus the id ("probe.big", 9 bytes).

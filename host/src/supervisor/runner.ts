@@ -24,7 +24,7 @@ import { socketFileName } from "../launch/rundir.js";
 import type { HostMetrics } from "../metrics.js";
 import type { HostPorts, NodeId } from "../ports.js";
 import type { Caller } from "../services/host-service.js";
-import type { SnapshotRecord, SnapshotStore } from "../snapshot/store.js";
+import { explainFsError, statefulIdProblem, type SnapshotRecord, type SnapshotStore } from "../snapshot/store.js";
 import { restoreSnapshot, takeSnapshot } from "../snapshot/transfer.js";
 import { dialPlugin, type DialedPlugin } from "../transport/dial.js";
 import { RestartWindow, backoffDelayMs, shouldRestart, type EndReason } from "./policy.js";
@@ -66,6 +66,12 @@ export interface RunnerContext {
   launchSlots: Semaphore;
   registerToken(token: string, caller: Caller): void;
   unregisterToken(token: string): void;
+  /**
+   * Claims a stateful id for this plugin; returns the name of the plugin
+   * that already holds it, if another does. A plugin's claim moves with the
+   * id its latest Describe declared.
+   */
+  claimStatefulId?(plugin: string, id: string): string | undefined;
 }
 
 /** The current launch of a plugin. */
@@ -416,31 +422,16 @@ export class PluginRunner {
       let record: SnapshotRecord;
       try {
         if (!(await window.ready)) this.log.warn("payloads in flight did not drain below the safe bound before a snapshot; taking it anyway");
-        record = await takeSnapshot(launch.conn.plugin, this.name, this.ctx.maxSnapshotBytes, SNAPSHOT_DEADLINE_MS);
+        // The header is checked as it arrives (id, version, applied_seq,
+        // size), and the bytes as they come: a lying stream is cut off at
+        // once, never buffered past its header's size or maxSnapshotBytes.
+        record = await takeSnapshot(launch.conn.plugin, this.name, this.ctx.maxSnapshotBytes, SNAPSHOT_DEADLINE_MS, {
+          id,
+          versions: this.description?.stateful?.snapshotVersions ?? [],
+          highestSeq: () => this.channel.highestSeq,
+        });
       } finally {
         window.end();
-      }
-      if (record.appliedSeq > this.channel.highestSeq) {
-        throw new PlugwireError(
-          "snapshot_failed",
-          `plugin '${this.name}' sent a snapshot with applied_seq ${record.appliedSeq}, but the host has sent it nothing past seq ${this.channel.highestSeq}; ` +
-            `the snapshot was discarded. Its Snapshot must report the seq of the last item its state includes.`,
-          { plugin: this.name },
-        );
-      }
-      if (record.id !== id) {
-        throw new PlugwireError("snapshot_failed", `plugin '${this.name}' sent a snapshot for id '${record.id}', but it described itself as '${id}'`, {
-          plugin: this.name,
-        });
-      }
-      const versions = this.description?.stateful?.snapshotVersions ?? [];
-      if (!versions.includes(record.version)) {
-        throw new PlugwireError(
-          "snapshot_failed",
-          `plugin '${this.name}' sent a snapshot in version ${record.version}, but its Describe lists snapshot versions ${versions.join(", ")}; ` +
-            `the snapshot was discarded, since the plugin could not restore it. Write a version it declares.`,
-          { plugin: this.name },
-        );
       }
       // The plugin acks before it snapshots; wait for those acks so that the
       // stored state never covers a payload whose effects the host lacks.
@@ -477,7 +468,7 @@ export class PluginRunner {
         );
         return record;
       }
-      await this.ctx.store.save(record);
+      await this.ctx.store.save(record, this.name);
       this.channel.trimReplay(record.appliedSeq);
       this.ctx.metrics.snapshots.inc({ ...labels, result: "ok" });
       this.ctx.emit("snapshot:taken", { plugin: this.name, id, version: record.version, appliedSeq: record.appliedSeq, sizeBytes: record.bytes.byteLength });
@@ -647,7 +638,7 @@ export class PluginRunner {
     const instanceId = `${this.name}-${id}`;
     const token = randomBytes(24).toString("base64url");
     const dataDir = join(this.ctx.dataDir, "plugins", this.name);
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    this.makeDataDir(dataDir);
     // At most a few plugins start at once (module loading is CPU-bound): the
     // handshake timeout runs from when this launch got its slot, so a large
     // host on a small machine does not time out plugins that merely waited.
@@ -693,6 +684,7 @@ export class PluginRunner {
       // The version the handshake chose, which the plugin checks (docs/protocol.md §7).
       const description = await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
       this.checkDescription(description, proc.handshake.protocolVersion);
+      this.claimStatefulId(description);
       this.description = description;
       await conn.plugin.start(
         {
@@ -829,11 +821,57 @@ export class PluginRunner {
     this.channel.keepReplay = d.stateful !== undefined;
   }
 
+  /**
+   * The Describe-time check of a stateful id: one the snapshot store can
+   * keep, and not declared by another plugin of this host (the first to
+   * declare it keeps it; this launch fails).
+   */
+  private claimStatefulId(d: DescribeResponse): void {
+    const id = d.stateful?.id;
+    if (id === undefined || id === "") return;
+    const problem = statefulIdProblem(id);
+    if (problem) {
+      throw new PlugwireError("handshake_failed", `plugin '${this.name}' described itself wrongly: its stateful id cannot be stored: ${problem}`, {
+        plugin: this.name,
+      });
+    }
+    const holder = this.ctx.claimStatefulId?.(this.name, id);
+    if (holder === undefined) return;
+    throw new PlugwireError(
+      "invalid_config",
+      `plugin '${this.name}' declares stateful id '${id}', which plugin '${holder}' already declares in this host; it was not started, and '${holder}' ` +
+        `keeps running with its state untouched. Stateful ids must be unique: give one of the plugins another id, or remove one from the config.`,
+      { plugin: this.name },
+    );
+  }
+
+  /** Creates the plugin's data dir (0700), with an error that names the plugin, the path and what to do. */
+  private makeDataDir(dataDir: string): void {
+    try {
+      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new PlugwireError("plugin_unavailable", `plugin '${this.name}' could not be started: its data dir cannot be created: ${explainFsError(e, dataDir)}`, {
+        plugin: this.name,
+        cause: e,
+      });
+    }
+  }
+
   /** Restores the latest stored snapshot; returns the seq replay continues after. */
   private async restoreLatest(conn: DialedPlugin, d: DescribeResponse): Promise<number | undefined> {
     if (!d.stateful) return undefined;
     const id = d.stateful.id;
-    const record = await this.ctx.store.load(id);
+    // The store is keyed by this plugin's name as well: another plugin that
+    // declares the same id never gets this state, nor this plugin its.
+    const record = await this.ctx.store.load(id, this.name);
+    if (record && record.id !== id) {
+      throw new PlugwireError(
+        "restore_failed",
+        `the snapshot store returned a record of stateful id '${record.id}' when asked for '${id}' of plugin '${this.name}'; it was not sent to the plugin. ` +
+          `Check the SnapshotStore implementation.`,
+        { plugin: this.name },
+      );
+    }
     if (!this.resumed) {
       this.resumed = true;
       if (record) this.channel.resumeAfter(record.appliedSeq);
@@ -852,7 +890,7 @@ export class PluginRunner {
       const error = PlugwireError.from(e, "restore_failed", this.name);
       this.checkErrorDetail(error);
       if (error.code !== "unsupported_version") throw error;
-      await this.ctx.store.discard(id);
+      await this.ctx.store.discard(id, this.name);
       // The plugin's default state is the new base: what it acked before is
       // history it no longer holds, never to be replayed into it, and a
       // snapshot of that default state covers everything through here.
