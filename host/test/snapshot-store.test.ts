@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import * as fs from "node:fs";
@@ -391,5 +392,47 @@ describe("snapshots are kept per plugin (issue 12)", () => {
     await store.save(record(5), "rogue");
     await store.discard("example.counter", "rogue");
     assert.equal((await store.load("example.counter", "counter"))?.appliedSeq, 1);
+  });
+});
+
+describe("an unreadable generation (chmod 000)", () => {
+  test("load by an unprivileged user (uid 65534; root ignores file modes) fails with restore_failed naming plugin, path and EACCES, instead of rolling back to an older generation; nothing is deleted", async (t) => {
+    if (process.getuid?.() !== 0) {
+      t.skip("needs root to run the load as another user");
+      return;
+    }
+    const base = fs.mkdtempSync(join(os.tmpdir(), "plugwire-unreadable-"));
+    try {
+      fs.chmodSync(base, 0o755);
+      const dir = join(base, "store");
+      const store = new FileSnapshotStore({ dir });
+      await store.save(record(1), "counter");
+      await store.save(record(2), "counter");
+      const idDir = join(dir, "@plugins", "counter", "example.counter");
+      const newest = join(idDir, "000000000002.snap");
+      for (const path of [dir, join(dir, "@plugins"), join(dir, "@plugins", "counter"), idDir, join(idDir, "000000000001.snap"), newest]) {
+        fs.chownSync(path, 65534, 65534);
+      }
+      fs.chmodSync(newest, 0o000);
+      const storeModule = new URL("../src/snapshot/store.js", import.meta.url).href;
+      const script =
+        `import { FileSnapshotStore } from ${JSON.stringify(storeModule)};\n` +
+        `const store = new FileSnapshotStore({ dir: ${JSON.stringify(dir)}, onCorrupt: (c) => console.log(JSON.stringify({ corrupt: c.path })) });\n` +
+        `store.load("example.counter", "counter").then(` +
+        `(r) => console.log(JSON.stringify({ loaded: r?.appliedSeq })), (e) => console.log(JSON.stringify({ code: e.code, plugin: e.plugin, message: e.message })));\n`;
+      const child = spawnSync(process.execPath, ["--input-type=module", "-e", script], { uid: 65534, gid: 65534, encoding: "utf8", timeout: 30_000 });
+      assert.equal(child.status, 0, child.stderr);
+      assert.deepEqual(JSON.parse(child.stdout.trim()), {
+        code: "restore_failed",
+        plugin: "counter",
+        message:
+          `could not read the snapshots of plugin 'counter' (stateful id 'example.counter'): permission denied on ${newest} (EACCES); ` +
+          "give the host's user read and write access to it. The snapshot files were left as they are; fix this and restart the plugin " +
+          "(host.restart('counter') or `plugwire restart counter`).",
+      });
+      assert.deepEqual(fs.readdirSync(idDir).sort(), ["000000000001.snap", "000000000002.snap"]);
+    } finally {
+      fs.rmSync(base, { recursive: true, force: true });
+    }
   });
 });
