@@ -236,7 +236,8 @@ export async function fuzzSnapshotStore({ seed, count, timeLimitMs, only, log })
     if (outcome.error) {
       const code = outcome.error.code ?? outcome.error.name;
       tally.add(`rejected:${code}`);
-      if (input.idDirIsFile && code === "ENOTDIR") return; // counted apart: the id's directory is a file
+      // Counted apart: the id's directory is a file (a typed restore_failed whose cause is ENOTDIR).
+      if (input.idDirIsFile && (code === "ENOTDIR" || (code === "restore_failed" && outcome.error.cause?.code === "ENOTDIR"))) return;
       throw new Error(`load(${JSON.stringify(input.id)}) rejected: ${outcome.error.stack}`);
     }
     const got = outcome.record;

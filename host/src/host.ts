@@ -27,7 +27,7 @@ export interface HostOptions {
   /** Where plugin data dirs and (by default) snapshots live. */
   dataDir: string;
   logger?: Logger;
-  /** Where snapshots are kept; default: files under `${dataDir}/snapshots`. */
+  /** Where snapshots are kept, per plugin and stateful id; default: files under `${dataDir}/snapshots`. */
   store?: SnapshotStore;
   /**
    * Parent of the host's private socket dir (pw-XXXXXX, mode 0700). It must

@@ -13,6 +13,6 @@ export type { DeadLetter, DispatchOptions, PayloadEffect } from "./delivery/chan
 /** The largest payload (src + kind + body, in bytes) one dispatch can carry. */
 export { MAX_ITEM_BYTES } from "./delivery/channel.js";
 export { FileSnapshotStore, MemorySnapshotStore } from "./snapshot/store.js";
-export type { SnapshotStore, SnapshotRecord, CorruptSnapshot, FileSnapshotStoreOptions } from "./snapshot/store.js";
+export type { SnapshotStore, SnapshotRecord, CorruptSnapshot, AdoptedSnapshots, FileSnapshotStoreOptions } from "./snapshot/store.js";
 export { PlugwireError } from "@plugwire/proto";
 export type { ErrorCode } from "@plugwire/proto";

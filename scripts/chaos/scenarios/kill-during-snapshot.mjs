@@ -18,23 +18,23 @@ class HookedStore {
   arm(id, when, fire) {
     this.armed = { id, when, fire };
   }
-  async save(record) {
+  async save(record, plugin) {
     const hook = this.armed?.id === record.id ? this.armed : undefined;
     if (hook?.when === "before") {
       this.armed = undefined;
       hook.fire();
     }
-    await this.inner.save(record);
+    await this.inner.save(record, plugin);
     if (hook?.when === "after") {
       this.armed = undefined;
       hook.fire();
     }
   }
-  load(id) {
-    return this.inner.load(id);
+  load(id, plugin) {
+    return this.inner.load(id, plugin);
   }
-  discard(id) {
-    return this.inner.discard(id);
+  discard(id, plugin) {
+    return this.inner.discard(id, plugin);
   }
 }
 
