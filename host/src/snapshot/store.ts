@@ -191,7 +191,7 @@ export class FileSnapshotStore implements SnapshotStore {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       const stats = statSync(this.dir);
       if (!stats.isDirectory()) throw Object.assign(new Error("not a directory"), { code: "EEXIST", path: this.dir });
-      if ((stats.mode & 0o077) !== 0) chmodSync(this.dir, 0o700);
+      if ((stats.mode & 0o077) !== 0) tighten(this.dir);
     } catch (e) {
       throw new PlugwireError(
         "invalid_config",
@@ -372,6 +372,15 @@ export class FileSnapshotStore implements SnapshotStore {
       if (this.queues.get(key) === tail) this.queues.delete(key);
     });
     return result;
+  }
+}
+
+/** Makes a directory 0700; best effort (a directory of another owner is left as it is). */
+function tighten(dir: string): void {
+  try {
+    chmodSync(dir, 0o700);
+  } catch {
+    // not ours to change
   }
 }
 
