@@ -9,8 +9,10 @@
  * acked, kept for replay and redelivered alike.
  */
 import {
+  MAX_EFFECTS_PER_ACK,
   MAX_MESSAGE_BYTES,
   PlugwireError,
+  effectCount,
   type DeliverRequest,
   type DeliverResponse,
   type DeliveryItem,
@@ -45,6 +47,9 @@ export const BATCH_OVERHEAD_BYTES = 1024;
  * window, except while a snapshot streams back.
  */
 export const SAFE_IN_FLIGHT_BYTES = 128 * 1024;
+
+/** Effects one item's outcome may carry when the plugin's config does not say (host option maxEffectsPerItem). */
+export const DEFAULT_MAX_EFFECTS_PER_ITEM = 4096;
 
 /** The largest payload (src + kind + body) a Deliver message can carry. */
 export const MAX_ITEM_BYTES = MAX_MESSAGE_BYTES - 1024;
@@ -135,8 +140,18 @@ export interface DeliveryOptions {
   maxBatchBytes: number;
   /** Dead letters kept, at most; the oldest go first. */
   maxDeadLetters: number;
-  /** Performs an item's effects; called once per item, at its first ack. */
+  /** Performs an item's effects; called once per item, at its first ack, within the effect limits. */
   performEffects: (entry: Entry, effects: Effect[]) => void;
+  /** Effects one item's outcome may carry, at most; more fail the item with too_many_effects and none is performed. */
+  maxEffectsPerItem?: number;
+  /** An item's effects were over a limit: none was performed, and its dispatch rejects with `error` (after this returns). */
+  onEffectsRefused?: (entry: Entry, count: number, error: PlugwireError) => void;
+  /**
+   * An ack, or part of one, was ignored: `backwards` (its acked_through did
+   * not advance on this stream; its outcomes go with it) or `stray-outcomes`
+   * (outcomes for seqs this ack does not newly cover).
+   */
+  onIgnoredAck?: (what: "backwards" | "stray-outcomes", detail: { claimed: number; ackedThrough: number; outcomes: number; firstSeq?: number }) => void;
   onHandlerError: (entry: Entry, message: string) => void;
   /** Once per ack message: how many items it acked, and when the oldest of them was dispatched. */
   onAcked?: (count: number, oldestEnqueuedAt: number) => void;
@@ -481,10 +496,28 @@ export class DeliveryChannel {
     const claimed = Number(response.ackedThrough);
     if (claimed > this.launchSentThrough) this.options.onAckBeyondSent?.(claimed, this.launchSentThrough);
     const through = Math.min(claimed, this.launchSentThrough);
+    const before = this.launchAckedThrough;
     if (through > this.launchAckedThrough) this.launchAckedThrough = through;
     // Most acks carry no outcome: build the lookup only when there are some.
     const outcomes =
       response.outcomes.length === 0 ? undefined : new Map(response.outcomes.map((o) => [Number(o.seq), o] as const));
+    if (claimed <= before && (claimed < before || outcomes !== undefined)) {
+      // Backwards, or a repeat that carries outcomes: nothing it says is used.
+      this.options.onIgnoredAck?.("backwards", { claimed, ackedThrough: before, outcomes: response.outcomes.length });
+    } else if (outcomes !== undefined) {
+      let stray = 0;
+      let firstSeq: number | undefined;
+      for (const seq of outcomes.keys()) {
+        if (seq > before && seq <= through) continue;
+        stray++;
+        firstSeq ??= seq;
+      }
+      if (stray > 0) this.options.onIgnoredAck?.("stray-outcomes", { claimed, ackedThrough: through, outcomes: stray, firstSeq });
+    }
+    // The effect limits: checked on counts, before any effect of this ack is performed.
+    let ackEffects = 0;
+    if (outcomes !== undefined) for (const o of response.outcomes) if (!o.error) ackEffects += effectCount(o);
+    const overAck = ackEffects > MAX_EFFECTS_PER_ACK;
     this.lastProgressAt = Date.now();
     // Replayed items were acked before: their effects were performed then.
     while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) this.replayInFlight.shift();
@@ -498,7 +531,17 @@ export class DeliveryChannel {
       this.sent--;
       this.numbered--;
       const outcome = outcomes?.get(entry.seq);
-      if (outcome && outcome.effects.length > 0) this.options.performEffects(entry, outcome.effects);
+      const effects = outcome && !outcome.error ? effectCount(outcome) : 0;
+      if (effects > 0) {
+        const refusal = overAck ? this.tooManyEffectsInAck(entry, ackEffects) : this.tooManyEffects(entry, effects);
+        if (refusal) {
+          this.options.onEffectsRefused?.(entry, effects, refusal);
+          entry.settle?.reject(refusal);
+          entry.settle = undefined;
+        } else {
+          this.options.performEffects(entry, outcome!.effects);
+        }
+      }
       if (outcome?.error) {
         this.options.onHandlerError(entry, outcome.error.message);
         entry.settle?.reject(
@@ -534,6 +577,36 @@ export class DeliveryChannel {
       }
     }
     this.flush();
+  }
+
+  private describe(entry: Entry): string {
+    return entry.forget ? `forgotten-peer item seq ${entry.seq}` : `payload seq ${entry.seq} (kind '${entry.kind}')`;
+  }
+
+  /** The error for an item whose outcome carries more effects than maxEffectsPerItem; undefined when within it. */
+  private tooManyEffects(entry: Entry, count: number): PlugwireError | undefined {
+    const cap = this.options.maxEffectsPerItem ?? DEFAULT_MAX_EFFECTS_PER_ITEM;
+    if (count <= cap) return undefined;
+    const plugin = this.options.plugin;
+    return new PlugwireError(
+      "too_many_effects",
+      `plugin '${plugin}' reported ${count} effects for ${this.describe(entry)}, over its limit of ${cap} per item (maxEffectsPerItem); ` +
+        `none of them was performed and the item counts as failed. Make the handler send fewer messages (batch them into fewer frames), ` +
+        `or raise maxEffectsPerItem for this plugin.`,
+      { plugin },
+    );
+  }
+
+  /** The error for every item with effects in an ack that carried more than MAX_EFFECTS_PER_ACK in all. */
+  private tooManyEffectsInAck(entry: Entry, total: number): PlugwireError {
+    const plugin = this.options.plugin;
+    return new PlugwireError(
+      "too_many_effects",
+      `plugin '${plugin}' sent an ack carrying ${total} effects in all, over the limit of ${MAX_EFFECTS_PER_ACK} per ack; ` +
+        `none of that ack's effects was performed, and ${this.describe(entry)} (one of the items with effects in it) counts as failed. ` +
+        `A plugin must ack more often when its handlers produce many effects (the TS SDK does), or send fewer messages per item.`,
+      { plugin },
+    );
   }
 
   /**
