@@ -34,6 +34,8 @@ const MAX_PENDING_EFFECTS = 16_384;
 /** A Deliver stream acks are written to, and what was received and acked on it. */
 interface AckStream {
   readonly send: AckSender;
+  /** Ends this stream (when a newer one supersedes it). */
+  readonly end?: () => void;
   /** Highest seq received on this stream: an ack on it never covers more. */
   high: number;
   /** acked_through of the last ack written to it: acks on it never go down. */
@@ -82,9 +84,14 @@ export class DeliveryProcessor {
    * process handled, up to the highest seq the stream carried. Outcomes not
    * yet written went with the old stream: the host redelivers their items,
    * which this process skips as duplicates (docs/protocol.md §8).
+   *
+   * One stream at a time: the one it supersedes is ended (`end`), so items
+   * can no longer arrive on it and opening many streams holds one open.
    */
-  attach(send: AckSender): void {
-    this.stream = { send, high: 0, acked: 0 };
+  attach(send: AckSender, end?: () => void): void {
+    const previous = this.stream;
+    this.stream = { send, end, high: 0, acked: 0 };
+    previous?.end?.();
     this.outcomes = [];
     this.pendingEffects = 0;
     this.lastFlushAt = performance.now();

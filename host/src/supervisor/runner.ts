@@ -642,6 +642,8 @@ export class PluginRunner {
       await exited;
     }
     if (launch) await this.endLaunch(launch);
+    // Counts of aggregated warnings still waiting for their summary.
+    this.limited.flush();
     if (this.state !== "failed") this.setState("stopped");
   }
 
