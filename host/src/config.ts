@@ -54,6 +54,8 @@ export interface PluginConfig {
   maxInFlight?: number;
   /** Payloads waiting while the plugin is restarting or its window is full, at most. */
   maxQueued?: number;
+  /** Bytes of payloads waiting while the plugin is restarting or its window is full, at most (one payload is always allowed). */
+  maxQueuedBytes?: number;
   overflow?: OverflowPolicy;
   /**
    * Bytes of payloads sent but not yet acked, at most (one payload is always
@@ -109,6 +111,7 @@ export const PLUGIN_DEFAULTS = {
   ackTimeoutMs: 300_000,
   maxInFlight: 4_096,
   maxQueued: 10_000,
+  maxQueuedBytes: 256 * 1024 * 1024,
   overflow: "reject",
   maxBatch: 128,
   maxInFlightBytes: 128 * 1024,

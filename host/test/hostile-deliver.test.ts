@@ -437,3 +437,30 @@ async function waitForAck(s: { acks: DeliverResponse[]; call: NodeJS.EventEmitte
   if (s.acks.some((a) => Number(a.ackedThrough) >= seq)) return;
   await waitFor<DeliverResponse>(s.call as never, "data", (a) => Number(a.ackedThrough) >= seq, TIMEOUT_MS);
 }
+
+test("H-DELIV-13: 1 MiB payloads to a plugin that never reads its stream -> queued up to maxQueuedBytes, then queue_full naming the bytes", { timeout: TIMEOUT_MS }, async () => {
+  const { logger, lines } = captureLogger();
+  const t = testHost([hostile("never-read", { maxQueuedBytes: 8 * MiB }), neighbour()], { logger });
+  try {
+    await t.host.start();
+    const body = new Uint8Array(MiB);
+    const pending = Array.from({ length: 64 }, () => t.host.dispatch(peer(1), "hd.never-read", body));
+    for (const p of pending) p.catch(() => undefined);
+    const s = statusOf(t, "hd-never-read");
+    // Seven items of 1 MiB + 77 bytes (src, kind, overhead) fit in 8 MiB; the eighth and later are refused.
+    assert.equal(s.inFlight + s.queued, 7);
+    const size = MiB + 32 + "hd.never-read".length + 32;
+    const error = PlugwireError.from(((await Promise.allSettled([pending.at(-1)!]))[0] as PromiseRejectedResult).reason);
+    assert.equal(error.code, "queue_full");
+    assert.equal(error.plugin, "hd-never-read");
+    assert.equal(
+      error.message,
+      `plugin 'hd-never-read' has 7 payloads of ${7 * size} bytes waiting (maxQueuedBytes ${8 * MiB}); ` +
+        `payload of kind 'hd.never-read' (${size} bytes) was rejected. Retry later, raise maxQueuedBytes, or use overflow: drop-oldest.`,
+    );
+    assert.equal(matching(lines, /queue full/).length, 1);
+    await neighbourServes(t, "beside-a-full-queue");
+  } finally {
+    await t.close();
+  }
+});

@@ -88,6 +88,7 @@ export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
   num("maxInFlight", "count", "payloads sent but not acked, at most; at least 1"),
   num("maxInFlightBytes", "bytes", `bytes of payloads sent but not acked, at most (one payload always goes); 1 to ${show(MAX_IN_FLIGHT_BYTES, "bytes")}`),
   num("maxQueued", "count", "payloads waiting while the plugin restarts or its window is full, at most"),
+  num("maxQueuedBytes", "bytes", "bytes of payloads waiting while the plugin restarts or its window is full, at most (one payload always waits)"),
   { key: "overflow", default: PLUGIN_DEFAULTS.overflow, unit: "", about: "a full queue: reject the new payload, or drop-oldest" },
   num("maxBatch", "count", "payloads per Deliver message, at most; at least 1"),
   num("maxBatchBytes", "bytes", "bytes per Deliver message, at most (one payload always goes)"),

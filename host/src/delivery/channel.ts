@@ -133,6 +133,8 @@ export interface DeliveryOptions {
   /** Bytes of items sent but not yet acked, at most (one item is always allowed). */
   maxInFlightBytes: number;
   maxQueued: number;
+  /** Bytes of new items waiting (never sent to any launch), at most; one item is always allowed. Unbounded when absent. */
+  maxQueuedBytes?: number;
   overflow: OverflowPolicy;
   /** Items per Deliver message, at most. */
   maxBatch: number;
@@ -194,6 +196,8 @@ export class DeliveryChannel {
   private sent = 0;
   /** How many of `unacked` have a seq (were sent to some launch); always a prefix. */
   private numbered = 0;
+  /** Bytes (Entry.size) of the items of `unacked` that have no seq yet: what maxQueuedBytes bounds. */
+  private waitingBytes = 0;
   /** Acked items kept for replay after the latest durable snapshot. */
   private readonly replay = new Deque<Entry>();
   private replayBytes = 0;
@@ -337,24 +341,25 @@ export class DeliveryChannel {
     onEffect?: (effect: PayloadEffect) => void,
   ): Promise<void> {
     const label = forget ? "a forgotten peer" : `payload of kind '${kind}'`;
+    const maxBytes = this.options.maxQueuedBytes ?? Number.POSITIVE_INFINITY;
     // Items awaiting redelivery are not counted: they are never dropped.
-    if (this.waiting >= this.options.maxQueued) {
+    while (this.waiting >= this.options.maxQueued || (this.waiting > 0 && this.waitingBytes + size > maxBytes)) {
       const victimIndex = this.options.overflow === "drop-oldest" ? this.oldestDroppable() : -1;
       if (victimIndex < 0) {
         this.options.onOverflow?.("reject", undefined);
         const why = this.replayIsFull
           ? ` Its replay buffer is full and waits for a snapshot that advances; check the plugin's snapshots (see its status).`
           : "";
-        return Promise.reject(
-          new PlugwireError(
-            "queue_full",
-            `plugin '${this.options.plugin}' has ${this.waiting} payloads waiting (maxQueued ${this.options.maxQueued}); ` +
-              `${label} was rejected. Retry later, raise maxQueued, or use overflow: drop-oldest.${why}`,
-            { plugin: this.options.plugin },
-          ),
-        );
+        const message =
+          this.waiting >= this.options.maxQueued
+            ? `plugin '${this.options.plugin}' has ${this.waiting} payloads waiting (maxQueued ${this.options.maxQueued}); ` +
+              `${label} was rejected. Retry later, raise maxQueued, or use overflow: drop-oldest.${why}`
+            : `plugin '${this.options.plugin}' has ${this.waiting} payloads of ${this.waitingBytes} bytes waiting (maxQueuedBytes ${maxBytes}); ` +
+              `${label} (${size} bytes) was rejected. Retry later, raise maxQueuedBytes, or use overflow: drop-oldest.${why}`;
+        return Promise.reject(new PlugwireError("queue_full", message, { plugin: this.options.plugin }));
       }
       const dropped = this.unacked.removeAt(victimIndex)!;
+      this.waitingBytes -= dropped.size;
       this.options.onOverflow?.("drop-oldest", dropped);
       dropped.settle?.reject(
         new PlugwireError(
@@ -380,6 +385,7 @@ export class DeliveryChannel {
         onEffect,
       };
       this.unacked.push(entry);
+      this.waitingBytes += size;
       this.scheduleFlush();
     });
   }
@@ -761,6 +767,7 @@ export class DeliveryChannel {
     for (const entry of this.unacked.clear()) entry.settle?.reject(error(entry));
     this.sent = 0;
     this.numbered = 0;
+    this.waitingBytes = 0;
     this.inFlightBytes = 0;
     this.batches.clear();
   }
@@ -770,6 +777,7 @@ export class DeliveryChannel {
     let failed = 0;
     while (this.unacked.length > this.numbered) {
       const entry = this.unacked.removeAt(this.numbered)!;
+      this.waitingBytes -= entry.size;
       entry.settle?.reject(error(entry));
       failed++;
     }
@@ -878,6 +886,7 @@ export class DeliveryChannel {
       if (e.seq === 0) {
         e.seq = this.nextSeq++;
         this.numbered++;
+        this.waitingBytes -= e.size;
       }
       if (!replay) e.sentTo = this.launch;
       // Complete message literals: no reflective create() on the hot path.

@@ -167,6 +167,7 @@ export class PluginRunner {
       maxInFlightBytes: config.maxInFlightBytes,
       maxBatchBytes: config.maxBatchBytes,
       maxQueued: config.maxQueued,
+      maxQueuedBytes: config.maxQueuedBytes,
       overflow: config.overflow,
       maxBatch: config.maxBatch,
       maxDeadLetters: 1000,
