@@ -482,3 +482,27 @@ test("H-DELIV-13: 1 MiB payloads to a plugin that never reads its stream -> queu
     await t.close();
   }
 });
+
+test("H-DELIV-14: an error outcome of 8 MiB -> handler_failed with the message cut to 4096 characters, one log line of that size", { timeout: TIMEOUT_MS }, async () => {
+  const { logger, lines } = captureLogger();
+  const t = testHost([hostile("flood-effects"), neighbour()], { logger });
+  try {
+    await t.host.start();
+    const error = await rejection(t.host.dispatch(peer(1), "hd.flood-effects", encoder.encode("fail-8mib")));
+    assert.equal(error.code, "handler_failed");
+    assert.equal(error.plugin, "hd-flood-effects");
+    assert.equal(
+      error.message,
+      `plugin 'hd-flood-effects' failed to handle payload seq 1 (kind 'hd.flood-effects'): ${"e".repeat(4096)}… (${8 * MiB - 4096} more characters dropped)`,
+    );
+    const logged = matching(lines, /^payload handler failed$/);
+    assert.equal(logged.length, 1);
+    assert.ok(String(logged[0]!.error).length < 4200, "the log line carries the cut message");
+    // The plugin is not restarted, and handles the next payload.
+    await t.host.dispatch(peer(1), "hd.flood-effects", encoder.encode("0"));
+    assert.equal(statusOf(t, "hd-flood-effects").restarts, 0);
+    await neighbourServes(t, "after-big-error");
+  } finally {
+    await t.close();
+  }
+});

@@ -183,6 +183,17 @@ export interface AttachResult {
   redelivered: number;
 }
 
+/** The most characters of a handler's error message the host keeps (in the dispatch's error and the log). */
+export const MAX_HANDLER_ERROR_CHARS = 4096;
+
+/** A plugin-supplied message, cut to MAX_HANDLER_ERROR_CHARS with a note of how much was dropped. */
+function clip(message: string): string {
+  if (message.length <= MAX_HANDLER_ERROR_CHARS) return message;
+  // Never split a surrogate pair.
+  const end = /[\uD800-\uDBFF]/.test(message[MAX_HANDLER_ERROR_CHARS - 1]!) ? MAX_HANDLER_ERROR_CHARS - 1 : MAX_HANDLER_ERROR_CHARS;
+  return `${message.slice(0, end)}… (${message.length - end} more characters dropped)`;
+}
+
 function entrySize(src: Uint8Array, kind: string, body: Uint8Array): number {
   return src.byteLength + Buffer.byteLength(kind) + body.byteLength + ITEM_OVERHEAD_BYTES;
 }
@@ -549,12 +560,13 @@ export class DeliveryChannel {
         }
       }
       if (outcome?.error) {
-        this.options.onHandlerError(entry, outcome.error.message);
+        const reported = clip(outcome.error.message);
+        this.options.onHandlerError(entry, reported);
         entry.settle?.reject(
           new PlugwireError(
             "handler_failed",
             `plugin '${this.options.plugin}' failed to handle ${entry.forget ? "a forgotten peer" : "payload"} seq ${entry.seq}` +
-              `${entry.forget ? "" : ` (kind '${entry.kind}')`}: ${outcome.error.message}`,
+              `${entry.forget ? "" : ` (kind '${entry.kind}')`}: ${reported}`,
             { plugin: this.options.plugin },
           ),
         );
