@@ -506,3 +506,27 @@ test("H-DELIV-14: an error outcome of 8 MiB -> handler_failed with the message c
     await t.close();
   }
 });
+
+test("H-DELIV-15: an ack with 1,000,000 outcomes -> refused as malformed before they are built; the stream counts as broken, the item is redelivered once", { timeout: TIMEOUT_MS }, async () => {
+  const { logger, lines } = captureLogger();
+  const t = testHost([hostile("flood-outcomes"), neighbour()], { logger });
+  try {
+    await t.host.start();
+    const before = rssMiB();
+    await t.host.dispatch(peer(1), "hd.flood-outcomes", encoder.encode("x"));
+    const grown = rssMiB() - before;
+    const broke = matching(lines, /Deliver stream broke/);
+    assert.equal(broke.length, 1);
+    assert.match(
+      String(broke[0]!.why),
+      /Response message parsing error: a DeliverResponse carried more than 65536 outcomes; an ack has at most one per item it newly covers/,
+    );
+    assert.equal(broke[0]!.plugin, "hd-flood-outcomes");
+    assert.equal(statusOf(t, "hd-flood-outcomes").restarts, 1);
+    assert.equal(statusOf(t, "hd-flood-outcomes").lastAcked, 1, "acked once, by the next launch");
+    assert.ok(grown < 200, `host RSS grew by ${grown.toFixed(0)} MiB`);
+    await neighbourServes(t, "after-outcome-flood");
+  } finally {
+    await t.close();
+  }
+});

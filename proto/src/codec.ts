@@ -442,6 +442,14 @@ function readEffect(r: Reader, end: number): Effect {
  */
 export const MAX_EFFECTS_PER_ACK = 65_536;
 
+/**
+ * The most outcomes one DeliverResponse may carry. An ack has at most one
+ * outcome per item it newly covers, and the host's window holds far fewer
+ * items (128 KiB of at least 32 bytes each); a message with more is refused
+ * as malformed rather than built (a 16 MiB ack holds 4 million tiny ones).
+ */
+export const MAX_OUTCOMES_PER_ACK = 65_536;
+
 /** True counts of effects of the outcomes of a response that went past its decode budget. */
 const countedEffects = new WeakMap<ItemOutcome, number>();
 
@@ -509,6 +517,11 @@ export function decodeDeliverResponse(bytes: Uint8Array, maxEffects = MAX_EFFECT
       message.ackedThrough = r.uint64();
     } else if (tag === 0x12) {
       const n = r.length();
+      if (message.outcomes.length >= MAX_OUTCOMES_PER_ACK) {
+        throw new Error(
+          `a DeliverResponse carried more than ${MAX_OUTCOMES_PER_ACK} outcomes; an ack has at most one per item it newly covers (docs/protocol.md §8)`,
+        );
+      }
       message.outcomes.push(readOutcome(r, r.pos + n, budget));
     } else {
       r.skip(tag & 7);

@@ -8,6 +8,7 @@ export * from "./grpc.js";
 export * as admin from "./gen/plugwire/admin/v1/admin_pb.js";
 export {
   MAX_EFFECTS_PER_ACK,
+  MAX_OUTCOMES_PER_ACK,
   decodeDeliverRequest,
   decodeDeliverResponse,
   effectCount,
