@@ -220,8 +220,8 @@ export class PluginRunner {
           `overflow-${policy}`,
           { policy, queued: this.channel.queued },
           policy === "reject"
-            ? `plugin '${config.name}' queue full (maxQueued ${config.maxQueued}): payloads are rejected with queue_full until it acks`
-            : `plugin '${config.name}' queue full (maxQueued ${config.maxQueued}): the oldest queued payloads are dropped (overflow: drop-oldest)`,
+            ? `plugin '${config.name}' queue full (maxQueued ${config.maxQueued}, maxQueuedBytes ${config.maxQueuedBytes}): payloads are rejected with queue_full until it takes more`
+            : `plugin '${config.name}' queue full (maxQueued ${config.maxQueued}, maxQueuedBytes ${config.maxQueuedBytes}): the oldest queued payloads are dropped (overflow: drop-oldest)`,
         );
       },
       onDeadLetter: (letter) => {
