@@ -2,7 +2,7 @@
  * Plugin configuration: what the application (or the CLI's YAML file) says
  * about each plugin, validated here, with the defaults filled in.
  */
-import { PlugwireError } from "@plugwire/proto";
+import { MAX_EFFECTS_PER_ACK, PlugwireError } from "@plugwire/proto";
 
 export type Capability = "peers" | "control" | "identity";
 export const CAPABILITIES: readonly Capability[] = ["peers", "control", "identity"];
@@ -54,6 +54,8 @@ export interface PluginConfig {
   maxInFlight?: number;
   /** Payloads waiting while the plugin is restarting or its window is full, at most. */
   maxQueued?: number;
+  /** Bytes of payloads waiting while the plugin is restarting or its window is full, at most (one payload is always allowed). */
+  maxQueuedBytes?: number;
   overflow?: OverflowPolicy;
   /**
    * Bytes of payloads sent but not yet acked, at most (one payload is always
@@ -74,7 +76,15 @@ export interface PluginConfig {
   maxReplayBytes?: number;
   maxLogLineBytes?: number;
   maxLogLinesPerSecond?: number;
+  /**
+   * Effects (sends) one item's outcome may carry, at most; more fail the item
+   * with too_many_effects and none of them is performed. 1 to 32768.
+   */
+  maxEffectsPerItem?: number;
 }
+
+/** The largest maxEffectsPerItem: half the per-ack limit, so an SDK that acks by effect count stays under that. */
+export const MAX_EFFECTS_PER_ITEM = MAX_EFFECTS_PER_ACK / 2;
 
 /** The largest maxInFlightBytes: SAFE_IN_FLIGHT_BYTES of the delivery channel. */
 export const MAX_IN_FLIGHT_BYTES = 128 * 1024;
@@ -101,6 +111,7 @@ export const PLUGIN_DEFAULTS = {
   ackTimeoutMs: 300_000,
   maxInFlight: 4_096,
   maxQueued: 10_000,
+  maxQueuedBytes: 256 * 1024 * 1024,
   overflow: "reject",
   maxBatch: 128,
   maxInFlightBytes: 128 * 1024,
@@ -110,6 +121,7 @@ export const PLUGIN_DEFAULTS = {
   maxReplayBytes: 64 * 1024 * 1024,
   maxLogLineBytes: 16 * 1024,
   maxLogLinesPerSecond: 1_000,
+  maxEffectsPerItem: 4_096,
 } as const satisfies Omit<ResolvedPluginConfig, "name" | "command" | "cwd">;
 
 function invalid(name: string, message: string): PlugwireError {
@@ -144,6 +156,13 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
       name,
       `maxInFlightBytes must be between 1 and ${MAX_IN_FLIGHT_BYTES} (128 KiB), not ${resolved.maxInFlightBytes}: ` +
         `more in flight than a unix socket buffers can deadlock the host and a Node plugin (see docs/guarantees.md, "Flow control")`,
+    );
+  }
+  if (resolved.maxEffectsPerItem < 1 || resolved.maxEffectsPerItem > MAX_EFFECTS_PER_ITEM) {
+    throw invalid(
+      name,
+      `maxEffectsPerItem must be between 1 and ${MAX_EFFECTS_PER_ITEM}, not ${resolved.maxEffectsPerItem}: ` +
+        `one ack carries at most ${MAX_EFFECTS_PER_ACK} effects (docs/protocol.md §8, Effects)`,
     );
   }
   return resolved;

@@ -7,10 +7,12 @@ import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   DeliverRequestSchema,
   DeliverResponseSchema,
+  MAX_EFFECTS_PER_ACK,
   decodeDeliverRequest,
   decodeDeliverResponse,
   encodeDeliverRequest,
   encodeDeliverResponse,
+  effectCount,
 } from "@plugwire/proto";
 
 const u64 = fc.oneof(fc.constant(0n), fc.bigInt({ min: 0n, max: 2n ** 32n }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }));
@@ -96,4 +98,49 @@ test("the decoders skip unknown fields of every wire type", () => {
 test("the decoders reject truncated input instead of reading past it", () => {
   const wire = toBinary(DeliverRequestSchema, create(DeliverRequestSchema, { items: [{ seq: 1n, item: { case: "payload", value: { body: new Uint8Array(50) } } }] }));
   assert.throws(() => decodeDeliverRequest(wire.subarray(0, wire.length - 10)), /past the end|premature end/);
+});
+
+test("decodeDeliverResponse builds at most its effect budget and reports the true counts past it", () => {
+  const effect = (n: number) => ({ effect: { case: "sendDirect" as const, value: { peer: new Uint8Array([n]), frame: new Uint8Array(0) } } });
+  const message = create(DeliverResponseSchema, {
+    ackedThrough: 3n,
+    outcomes: [
+      { seq: 1n, effects: Array.from({ length: 5 }, (_, i) => effect(i)) },
+      { seq: 2n, error: { message: "failed" } },
+      { seq: 3n, effects: Array.from({ length: 10 }, (_, i) => effect(i)) },
+    ],
+  });
+  const bytes = encodeDeliverResponse(message);
+  // Within the budget: exactly what protobuf-es decodes, and the counts are the lengths.
+  const whole = decodeDeliverResponse(bytes);
+  assert.ok(equals(DeliverResponseSchema, whole, fromBinary(DeliverResponseSchema, bytes)));
+  assert.deepEqual(whole.outcomes.map(effectCount), [5, 0, 10]);
+  // Past it: 8 effects built in all, but every outcome with effects reports what it carried.
+  const capped = decodeDeliverResponse(bytes, 8);
+  assert.deepEqual(capped.outcomes.map((o) => o.effects.length), [5, 0, 3]);
+  assert.deepEqual(capped.outcomes.map(effectCount), [5, 0, 10]);
+  assert.equal(capped.ackedThrough, 3n);
+  assert.equal(capped.outcomes[1]!.error?.message, "failed");
+  assert.equal(MAX_EFFECTS_PER_ACK, 65_536);
+});
+
+test("a 16 MiB ack of 2-byte effects decodes to at most MAX_EFFECTS_PER_ACK effects", () => {
+  // Outcome {seq 1, effects: N empty effects}: each effect is the two bytes 0x1a 0x00.
+  const n = 8_000_000;
+  const inner = Buffer.alloc(2 + 2 * n);
+  inner[0] = 0x08;
+  inner[1] = 0x01;
+  for (let i = 0; i < n; i++) inner[2 + 2 * i] = 0x1a;
+  const lenBytes: number[] = [];
+  for (let len = inner.length; ; len = Math.floor(len / 128)) {
+    if (len < 128) {
+      lenBytes.push(len);
+      break;
+    }
+    lenBytes.push((len & 0x7f) | 0x80);
+  }
+  const bytes = Buffer.concat([Buffer.from([0x08, 0x01, 0x12, ...lenBytes]), inner]);
+  const decoded = decodeDeliverResponse(bytes);
+  assert.equal(decoded.outcomes[0]!.effects.length, MAX_EFFECTS_PER_ACK);
+  assert.equal(effectCount(decoded.outcomes[0]!), n);
 });

@@ -433,8 +433,44 @@ function readEffect(r: Reader, end: number): Effect {
   return effect;
 }
 
-function readOutcome(r: Reader, end: number): ItemOutcome {
+/**
+ * The most effects one DeliverResponse may carry, over all its outcomes
+ * (docs/protocol.md §8 Effects). The decoder materialises at most this many;
+ * past it, effects are only counted, so a 16 MiB ack of 8 million empty
+ * effects costs a scan, not gigabytes of objects. The host fails the items
+ * of such an ack and performs none of its effects.
+ */
+export const MAX_EFFECTS_PER_ACK = 65_536;
+
+/**
+ * The most outcomes one DeliverResponse may carry. An ack has at most one
+ * outcome per item it newly covers, and the host's window holds far fewer
+ * items (128 KiB of at least 32 bytes each); a message with more is refused
+ * as malformed rather than built (a 16 MiB ack holds 4 million tiny ones).
+ */
+export const MAX_OUTCOMES_PER_ACK = 65_536;
+
+/** True counts of effects of the outcomes of a response that went past its decode budget. */
+const countedEffects = new WeakMap<ItemOutcome, number>();
+
+/**
+ * How many effects `outcome` carried on the wire. Equals `outcome.effects.length`
+ * unless its DeliverResponse went past the decoder's effect budget, in which
+ * case `effects` holds only some of them and must not be performed.
+ */
+export function effectCount(outcome: ItemOutcome): number {
+  return countedEffects.get(outcome) ?? outcome.effects.length;
+}
+
+/** Decoding state of one DeliverResponse: effects materialised so far, and the budget. */
+interface EffectBudget {
+  left: number;
+  over: boolean;
+}
+
+function readOutcome(r: Reader, end: number, budget: EffectBudget): ItemOutcome {
   const o: ItemOutcome = { $typeName: "plugwire.v1.ItemOutcome", seq: 0n, effects: [] };
+  let counted = 0;
   while (r.pos < end) {
     const tag = r.varint();
     if (tag === 0x08) {
@@ -450,28 +486,48 @@ function readOutcome(r: Reader, end: number): ItemOutcome {
       o.error = error;
     } else if (tag === 0x1a) {
       const n = r.length();
-      o.effects.push(readEffect(r, r.pos + n));
+      counted++;
+      if (budget.left > 0) {
+        budget.left--;
+        o.effects.push(readEffect(r, r.pos + n));
+      } else {
+        // Past the budget: counted, never built.
+        budget.over = true;
+        r.pos += n;
+      }
     } else {
       r.skip(tag & 7);
     }
   }
+  if (counted !== o.effects.length) countedEffects.set(o, counted);
   return o;
 }
 
-/** Decodes a DeliverResponse as protobuf-es fromBinary would (unknown fields dropped). */
-export function decodeDeliverResponse(bytes: Uint8Array): DeliverResponse {
+/**
+ * Decodes a DeliverResponse as protobuf-es fromBinary would (unknown fields
+ * dropped), building at most `maxEffects` effects; see {@link effectCount}.
+ */
+export function decodeDeliverResponse(bytes: Uint8Array, maxEffects = MAX_EFFECTS_PER_ACK): DeliverResponse {
   const r = new Reader(bytes);
   const message: DeliverResponse = { $typeName: "plugwire.v1.DeliverResponse", ackedThrough: 0n, outcomes: [] };
+  const budget: EffectBudget = { left: maxEffects, over: false };
   while (r.pos < r.end) {
     const tag = r.varint();
     if (tag === 0x08) {
       message.ackedThrough = r.uint64();
     } else if (tag === 0x12) {
       const n = r.length();
-      message.outcomes.push(readOutcome(r, r.pos + n));
+      if (message.outcomes.length >= MAX_OUTCOMES_PER_ACK) {
+        throw new Error(
+          `a DeliverResponse carried more than ${MAX_OUTCOMES_PER_ACK} outcomes; an ack has at most one per item it newly covers (docs/protocol.md §8)`,
+        );
+      }
+      message.outcomes.push(readOutcome(r, r.pos + n, budget));
     } else {
       r.skip(tag & 7);
     }
   }
+  // Over budget: every outcome with effects reports its true count, so none is mistaken for complete.
+  if (budget.over) for (const o of message.outcomes) if (!countedEffects.has(o) && o.effects.length > 0) countedEffects.set(o, o.effects.length);
   return message;
 }

@@ -22,6 +22,7 @@ export type ErrorCode =
   | "plugin_failed"
   | "queue_full"
   | "payload_too_large"
+  | "too_many_effects"
   | "unauthenticated"
   | "permission_denied"
   | "snapshot_failed"
@@ -47,6 +48,7 @@ export const STATUS_OF_CODE: Readonly<Record<ErrorCode, grpc.status>> = {
   plugin_failed: grpc.status.UNAVAILABLE,
   queue_full: grpc.status.RESOURCE_EXHAUSTED,
   payload_too_large: grpc.status.RESOURCE_EXHAUSTED,
+  too_many_effects: grpc.status.RESOURCE_EXHAUSTED,
   unauthenticated: grpc.status.UNAUTHENTICATED,
   permission_denied: grpc.status.PERMISSION_DENIED,
   snapshot_failed: grpc.status.INTERNAL,

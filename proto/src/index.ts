@@ -6,4 +6,12 @@ export * from "./wire.js";
 export * from "./errors.js";
 export * from "./grpc.js";
 export * as admin from "./gen/plugwire/admin/v1/admin_pb.js";
-export { decodeDeliverRequest, decodeDeliverResponse, encodeDeliverRequest, encodeDeliverResponse } from "./codec.js";
+export {
+  MAX_EFFECTS_PER_ACK,
+  MAX_OUTCOMES_PER_ACK,
+  decodeDeliverRequest,
+  decodeDeliverResponse,
+  effectCount,
+  encodeDeliverRequest,
+  encodeDeliverResponse,
+} from "./codec.js";

@@ -24,10 +24,18 @@ export type AckSender = (r: DeliverResponse) => void;
 const MAX_UNACKED = 512;
 /** While the queue stays busy, an ack goes out once this long has passed since the last one. */
 const ACK_INTERVAL_MS = 20;
+/**
+ * An ack goes out once the outcomes waiting for it carry this many effects,
+ * so one ack stays under the host's limit of 65,536 effects (docs/protocol.md
+ * §8 Effects) whenever each item is within maxEffectsPerItem (at most 32,768).
+ */
+const MAX_PENDING_EFFECTS = 16_384;
 
 /** A Deliver stream acks are written to, and what was received and acked on it. */
 interface AckStream {
   readonly send: AckSender;
+  /** Ends this stream (when a newer one supersedes it). */
+  readonly end?: () => void;
   /** Highest seq received on this stream: an ack on it never covers more. */
   high: number;
   /** acked_through of the last ack written to it: acks on it never go down. */
@@ -54,6 +62,8 @@ export class DeliveryProcessor {
   private lastHandled = 0;
   private lastFlushAt = 0;
   private handledSinceAck = 0;
+  /** Effects in `outcomes`. */
+  private pendingEffects = 0;
   /** Outcomes of handled items not yet written, in seq order. */
   private outcomes: ItemOutcome[] = [];
   private exclusive: Array<() => Promise<void>> = [];
@@ -74,10 +84,16 @@ export class DeliveryProcessor {
    * process handled, up to the highest seq the stream carried. Outcomes not
    * yet written went with the old stream: the host redelivers their items,
    * which this process skips as duplicates (docs/protocol.md §8).
+   *
+   * One stream at a time: the one it supersedes is ended (`end`), so items
+   * can no longer arrive on it and opening many streams holds one open.
    */
-  attach(send: AckSender): void {
-    this.stream = { send, high: 0, acked: 0 };
+  attach(send: AckSender, end?: () => void): void {
+    const previous = this.stream;
+    this.stream = { send, end, high: 0, acked: 0 };
+    previous?.end?.();
     this.outcomes = [];
+    this.pendingEffects = 0;
     this.lastFlushAt = performance.now();
   }
 
@@ -120,6 +136,8 @@ export class DeliveryProcessor {
     // Items queued past the restored state are still to be applied; outcomes
     // of items the restored state no longer includes are void.
     this.outcomes = this.outcomes.filter((o) => Number(o.seq) <= seq);
+    this.pendingEffects = 0;
+    for (const o of this.outcomes) this.pendingEffects += o.effects.length;
     while (this.head < this.queue.length && this.queue[this.head]!.seq <= seq) this.head++;
   }
 
@@ -167,7 +185,10 @@ export class DeliveryProcessor {
         try {
           const ran = this.run(item);
           const effects = ran instanceof Promise ? await ran : ran;
-          if (effects.length > 0) this.outcomes.push(create(ItemOutcomeSchema, { seq: BigInt(item.seq), effects }));
+          if (effects.length > 0) {
+            this.outcomes.push(create(ItemOutcomeSchema, { seq: BigInt(item.seq), effects }));
+            this.pendingEffects += effects.length;
+          }
         } catch (e) {
           this.onHandlerError(item, e);
           const message = e instanceof Error ? e.message : String(e);
@@ -175,7 +196,11 @@ export class DeliveryProcessor {
         }
         this.lastHandled = item.seq;
         this.handledSinceAck++;
-        if (this.handledSinceAck >= MAX_UNACKED || performance.now() - this.lastFlushAt >= ACK_INTERVAL_MS) {
+        if (
+          this.handledSinceAck >= MAX_UNACKED ||
+          this.pendingEffects >= MAX_PENDING_EFFECTS ||
+          performance.now() - this.lastFlushAt >= ACK_INTERVAL_MS
+        ) {
           this.flush();
           // Let the ack reach the socket, and health checks and new items in,
           // even when every handler is synchronous.
@@ -213,6 +238,8 @@ export class DeliveryProcessor {
     } else {
       this.outcomes = [];
     }
+    this.pendingEffects = 0;
+    for (const o of this.outcomes) this.pendingEffects += o.effects.length;
     stream.acked = through;
     stream.send(create(DeliverResponseSchema, { ackedThrough: BigInt(through), outcomes }));
   }

@@ -202,7 +202,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         const send = (r: DeliverResponse): void => void call.write(r);
         deliverCalls.add(call);
         call.on("close", () => deliverCalls.delete(call));
-        processor.attach(send);
+        processor.attach(send, () => call.end()); // a newer Deliver stream ends this one (docs/protocol.md §8)
         call.on("data", (request: DeliverRequest) => processor.push(request, send));
         call.on("end", () => {
           processor.detach(send);

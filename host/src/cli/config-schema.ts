@@ -5,7 +5,7 @@
  */
 import * as z from "zod";
 import { MAX_SOCKET_PATH_BYTES } from "@plugwire/proto";
-import { CAPABILITIES, DEFAULT_STOP_TIMEOUT_MS, MAX_IN_FLIGHT_BYTES, PLUGIN_DEFAULTS, type Capability } from "../config.js";
+import { CAPABILITIES, DEFAULT_STOP_TIMEOUT_MS, MAX_EFFECTS_PER_ITEM, MAX_IN_FLIGHT_BYTES, PLUGIN_DEFAULTS, type Capability } from "../config.js";
 import { ENV_ALLOWLIST } from "../launch/env.js";
 
 /** One option of the config file, as --help and the docs show it. */
@@ -88,6 +88,7 @@ export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
   num("maxInFlight", "count", "payloads sent but not acked, at most; at least 1"),
   num("maxInFlightBytes", "bytes", `bytes of payloads sent but not acked, at most (one payload always goes); 1 to ${show(MAX_IN_FLIGHT_BYTES, "bytes")}`),
   num("maxQueued", "count", "payloads waiting while the plugin restarts or its window is full, at most"),
+  num("maxQueuedBytes", "bytes", "bytes of payloads waiting while the plugin restarts or its window is full, at most (one payload always waits)"),
   { key: "overflow", default: PLUGIN_DEFAULTS.overflow, unit: "", about: "a full queue: reject the new payload, or drop-oldest" },
   num("maxBatch", "count", "payloads per Deliver message, at most; at least 1"),
   num("maxBatchBytes", "bytes", "bytes per Deliver message, at most (one payload always goes)"),
@@ -96,6 +97,7 @@ export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
   num("maxReplayBytes", "bytes", "stateful: bytes of acked payloads kept for replay before an early snapshot"),
   num("maxLogLineBytes", "bytes", "longest plugin log line kept; the rest of the line is dropped"),
   num("maxLogLinesPerSecond", "per second", "plugin log lines forwarded per second per launch; the rest are dropped and counted"),
+  num("maxEffectsPerItem", "count", `effects (sends) one payload's handler may report; more fail the payload (too_many_effects); 1 to ${MAX_EFFECTS_PER_ITEM}`),
 ];
 
 /** A string, number or boolean, as a string: YAML reads `8080` and `true` as non-strings. */
@@ -109,7 +111,7 @@ const NUMBER_SCHEMAS = Object.fromEntries(
     .filter(([, value]) => typeof value === "number")
     .map(([key]) => [
       key,
-      (key === "maxInFlight" || key === "maxBatch" ? atLeastOne : key === "maxInFlightBytes" ? atLeastOne.max(MAX_IN_FLIGHT_BYTES) : nonNegative).optional(),
+      (key === "maxInFlight" || key === "maxBatch" ? atLeastOne : key === "maxInFlightBytes" ? atLeastOne.max(MAX_IN_FLIGHT_BYTES) : key === "maxEffectsPerItem" ? atLeastOne.max(MAX_EFFECTS_PER_ITEM) : nonNegative).optional(),
     ]),
 ) as Record<NumericKey, z.ZodOptional<z.ZodNumber>>;
 

@@ -9,8 +9,10 @@
  * acked, kept for replay and redelivered alike.
  */
 import {
+  MAX_EFFECTS_PER_ACK,
   MAX_MESSAGE_BYTES,
   PlugwireError,
+  effectCount,
   type DeliverRequest,
   type DeliverResponse,
   type DeliveryItem,
@@ -45,6 +47,9 @@ export const BATCH_OVERHEAD_BYTES = 1024;
  * window, except while a snapshot streams back.
  */
 export const SAFE_IN_FLIGHT_BYTES = 128 * 1024;
+
+/** Effects one item's outcome may carry when the plugin's config does not say (host option maxEffectsPerItem). */
+export const DEFAULT_MAX_EFFECTS_PER_ITEM = 4096;
 
 /** The largest payload (src + kind + body) a Deliver message can carry. */
 export const MAX_ITEM_BYTES = MAX_MESSAGE_BYTES - 1024;
@@ -128,6 +133,8 @@ export interface DeliveryOptions {
   /** Bytes of items sent but not yet acked, at most (one item is always allowed). */
   maxInFlightBytes: number;
   maxQueued: number;
+  /** Bytes of new items waiting (never sent to any launch), at most; one item is always allowed. Unbounded when absent. */
+  maxQueuedBytes?: number;
   overflow: OverflowPolicy;
   /** Items per Deliver message, at most. */
   maxBatch: number;
@@ -135,8 +142,18 @@ export interface DeliveryOptions {
   maxBatchBytes: number;
   /** Dead letters kept, at most; the oldest go first. */
   maxDeadLetters: number;
-  /** Performs an item's effects; called once per item, at its first ack. */
+  /** Performs an item's effects; called once per item, at its first ack, within the effect limits. */
   performEffects: (entry: Entry, effects: Effect[]) => void;
+  /** Effects one item's outcome may carry, at most; more fail the item with too_many_effects and none is performed. */
+  maxEffectsPerItem?: number;
+  /** An item's effects were over a limit: none was performed, and its dispatch rejects with `error` (after this returns). */
+  onEffectsRefused?: (entry: Entry, count: number, error: PlugwireError) => void;
+  /**
+   * An ack, or part of one, was ignored: `backwards` (its acked_through did
+   * not advance on this stream; its outcomes go with it) or `stray-outcomes`
+   * (outcomes for seqs this ack does not newly cover).
+   */
+  onIgnoredAck?: (what: "backwards" | "stray-outcomes", detail: { claimed: number; ackedThrough: number; outcomes: number; firstSeq?: number }) => void;
   onHandlerError: (entry: Entry, message: string) => void;
   /** Once per ack message: how many items it acked, and when the oldest of them was dispatched. */
   onAcked?: (count: number, oldestEnqueuedAt: number) => void;
@@ -166,6 +183,17 @@ export interface AttachResult {
   redelivered: number;
 }
 
+/** The most characters of a handler's error message the host keeps (in the dispatch's error and the log). */
+export const MAX_HANDLER_ERROR_CHARS = 4096;
+
+/** A plugin-supplied message, cut to MAX_HANDLER_ERROR_CHARS with a note of how much was dropped. */
+function clip(message: string): string {
+  if (message.length <= MAX_HANDLER_ERROR_CHARS) return message;
+  // Never split a surrogate pair.
+  const end = /[\uD800-\uDBFF]/.test(message[MAX_HANDLER_ERROR_CHARS - 1]!) ? MAX_HANDLER_ERROR_CHARS - 1 : MAX_HANDLER_ERROR_CHARS;
+  return `${message.slice(0, end)}… (${message.length - end} more characters dropped)`;
+}
+
 function entrySize(src: Uint8Array, kind: string, body: Uint8Array): number {
   return src.byteLength + Buffer.byteLength(kind) + body.byteLength + ITEM_OVERHEAD_BYTES;
 }
@@ -179,6 +207,8 @@ export class DeliveryChannel {
   private sent = 0;
   /** How many of `unacked` have a seq (were sent to some launch); always a prefix. */
   private numbered = 0;
+  /** Bytes (Entry.size) of the items of `unacked` that have no seq yet: what maxQueuedBytes bounds. */
+  private waitingBytes = 0;
   /** Acked items kept for replay after the latest durable snapshot. */
   private readonly replay = new Deque<Entry>();
   private replayBytes = 0;
@@ -322,24 +352,25 @@ export class DeliveryChannel {
     onEffect?: (effect: PayloadEffect) => void,
   ): Promise<void> {
     const label = forget ? "a forgotten peer" : `payload of kind '${kind}'`;
+    const maxBytes = this.options.maxQueuedBytes ?? Number.POSITIVE_INFINITY;
     // Items awaiting redelivery are not counted: they are never dropped.
-    if (this.waiting >= this.options.maxQueued) {
+    while (this.waiting >= this.options.maxQueued || (this.waiting > 0 && this.waitingBytes + size > maxBytes)) {
       const victimIndex = this.options.overflow === "drop-oldest" ? this.oldestDroppable() : -1;
       if (victimIndex < 0) {
         this.options.onOverflow?.("reject", undefined);
         const why = this.replayIsFull
           ? ` Its replay buffer is full and waits for a snapshot that advances; check the plugin's snapshots (see its status).`
           : "";
-        return Promise.reject(
-          new PlugwireError(
-            "queue_full",
-            `plugin '${this.options.plugin}' has ${this.waiting} payloads waiting (maxQueued ${this.options.maxQueued}); ` +
-              `${label} was rejected. Retry later, raise maxQueued, or use overflow: drop-oldest.${why}`,
-            { plugin: this.options.plugin },
-          ),
-        );
+        const message =
+          this.waiting >= this.options.maxQueued
+            ? `plugin '${this.options.plugin}' has ${this.waiting} payloads waiting (maxQueued ${this.options.maxQueued}); ` +
+              `${label} was rejected. Retry later, raise maxQueued, or use overflow: drop-oldest.${why}`
+            : `plugin '${this.options.plugin}' has ${this.waiting} payloads of ${this.waitingBytes} bytes waiting (maxQueuedBytes ${maxBytes}); ` +
+              `${label} (${size} bytes) was rejected. Retry later, raise maxQueuedBytes, or use overflow: drop-oldest.${why}`;
+        return Promise.reject(new PlugwireError("queue_full", message, { plugin: this.options.plugin }));
       }
       const dropped = this.unacked.removeAt(victimIndex)!;
+      this.waitingBytes -= dropped.size;
       this.options.onOverflow?.("drop-oldest", dropped);
       dropped.settle?.reject(
         new PlugwireError(
@@ -365,6 +396,7 @@ export class DeliveryChannel {
         onEffect,
       };
       this.unacked.push(entry);
+      this.waitingBytes += size;
       this.scheduleFlush();
     });
   }
@@ -481,10 +513,28 @@ export class DeliveryChannel {
     const claimed = Number(response.ackedThrough);
     if (claimed > this.launchSentThrough) this.options.onAckBeyondSent?.(claimed, this.launchSentThrough);
     const through = Math.min(claimed, this.launchSentThrough);
+    const before = this.launchAckedThrough;
     if (through > this.launchAckedThrough) this.launchAckedThrough = through;
     // Most acks carry no outcome: build the lookup only when there are some.
     const outcomes =
       response.outcomes.length === 0 ? undefined : new Map(response.outcomes.map((o) => [Number(o.seq), o] as const));
+    if (claimed <= before && (claimed < before || outcomes !== undefined)) {
+      // Backwards, or a repeat that carries outcomes: nothing it says is used.
+      this.options.onIgnoredAck?.("backwards", { claimed, ackedThrough: before, outcomes: response.outcomes.length });
+    } else if (outcomes !== undefined) {
+      let stray = 0;
+      let firstSeq: number | undefined;
+      for (const seq of outcomes.keys()) {
+        if (seq > before && seq <= through) continue;
+        stray++;
+        firstSeq ??= seq;
+      }
+      if (stray > 0) this.options.onIgnoredAck?.("stray-outcomes", { claimed, ackedThrough: through, outcomes: stray, firstSeq });
+    }
+    // The effect limits: checked on counts, before any effect of this ack is performed.
+    let ackEffects = 0;
+    if (outcomes !== undefined) for (const o of response.outcomes) if (!o.error) ackEffects += effectCount(o);
+    const overAck = ackEffects > MAX_EFFECTS_PER_ACK;
     this.lastProgressAt = Date.now();
     // Replayed items were acked before: their effects were performed then.
     while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) this.replayInFlight.shift();
@@ -498,14 +548,25 @@ export class DeliveryChannel {
       this.sent--;
       this.numbered--;
       const outcome = outcomes?.get(entry.seq);
-      if (outcome && outcome.effects.length > 0) this.options.performEffects(entry, outcome.effects);
+      const effects = outcome && !outcome.error ? effectCount(outcome) : 0;
+      if (effects > 0) {
+        const refusal = overAck ? this.tooManyEffectsInAck(entry, ackEffects) : this.tooManyEffects(entry, effects);
+        if (refusal) {
+          this.options.onEffectsRefused?.(entry, effects, refusal);
+          entry.settle?.reject(refusal);
+          entry.settle = undefined;
+        } else {
+          this.options.performEffects(entry, outcome!.effects);
+        }
+      }
       if (outcome?.error) {
-        this.options.onHandlerError(entry, outcome.error.message);
+        const reported = clip(outcome.error.message);
+        this.options.onHandlerError(entry, reported);
         entry.settle?.reject(
           new PlugwireError(
             "handler_failed",
             `plugin '${this.options.plugin}' failed to handle ${entry.forget ? "a forgotten peer" : "payload"} seq ${entry.seq}` +
-              `${entry.forget ? "" : ` (kind '${entry.kind}')`}: ${outcome.error.message}`,
+              `${entry.forget ? "" : ` (kind '${entry.kind}')`}: ${reported}`,
             { plugin: this.options.plugin },
           ),
         );
@@ -534,6 +595,36 @@ export class DeliveryChannel {
       }
     }
     this.flush();
+  }
+
+  private describe(entry: Entry): string {
+    return entry.forget ? `forgotten-peer item seq ${entry.seq}` : `payload seq ${entry.seq} (kind '${entry.kind}')`;
+  }
+
+  /** The error for an item whose outcome carries more effects than maxEffectsPerItem; undefined when within it. */
+  private tooManyEffects(entry: Entry, count: number): PlugwireError | undefined {
+    const cap = this.options.maxEffectsPerItem ?? DEFAULT_MAX_EFFECTS_PER_ITEM;
+    if (count <= cap) return undefined;
+    const plugin = this.options.plugin;
+    return new PlugwireError(
+      "too_many_effects",
+      `plugin '${plugin}' reported ${count} effects for ${this.describe(entry)}, over its limit of ${cap} per item (maxEffectsPerItem); ` +
+        `none of them was performed and the item counts as failed. Make the handler send fewer messages (batch them into fewer frames), ` +
+        `or raise maxEffectsPerItem for this plugin.`,
+      { plugin },
+    );
+  }
+
+  /** The error for every item with effects in an ack that carried more than MAX_EFFECTS_PER_ACK in all. */
+  private tooManyEffectsInAck(entry: Entry, total: number): PlugwireError {
+    const plugin = this.options.plugin;
+    return new PlugwireError(
+      "too_many_effects",
+      `plugin '${plugin}' sent an ack carrying ${total} effects in all, over the limit of ${MAX_EFFECTS_PER_ACK} per ack; ` +
+        `none of that ack's effects was performed, and ${this.describe(entry)} (one of the items with effects in it) counts as failed. ` +
+        `A plugin must ack more often when its handlers produce many effects (the TS SDK does), or send fewer messages per item.`,
+      { plugin },
+    );
   }
 
   /**
@@ -688,6 +779,7 @@ export class DeliveryChannel {
     for (const entry of this.unacked.clear()) entry.settle?.reject(error(entry));
     this.sent = 0;
     this.numbered = 0;
+    this.waitingBytes = 0;
     this.inFlightBytes = 0;
     this.batches.clear();
   }
@@ -697,6 +789,7 @@ export class DeliveryChannel {
     let failed = 0;
     while (this.unacked.length > this.numbered) {
       const entry = this.unacked.removeAt(this.numbered)!;
+      this.waitingBytes -= entry.size;
       entry.settle?.reject(error(entry));
       failed++;
     }
@@ -805,6 +898,7 @@ export class DeliveryChannel {
       if (e.seq === 0) {
         e.seq = this.nextSeq++;
         this.numbered++;
+        this.waitingBytes -= e.size;
       }
       if (!replay) e.sentTo = this.launch;
       // Complete message literals: no reflective create() on the hot path.

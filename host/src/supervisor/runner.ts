@@ -29,6 +29,7 @@ import { restoreSnapshot, takeSnapshot } from "../snapshot/transfer.js";
 import { dialPlugin, type DialedPlugin } from "../transport/dial.js";
 import { RestartWindow, backoffDelayMs, shouldRestart, type EndReason } from "./policy.js";
 import type { Semaphore } from "./semaphore.js";
+import { WarnLimiter } from "./warn-limiter.js";
 
 function launchStderrTail(lines: readonly string[]): string {
   return lines.length === 0 ? " It wrote nothing to stderr." : `\nLast stderr lines:\n  ${lines.join("\n  ")}`;
@@ -153,12 +154,15 @@ export class PluginRunner {
   /** The seq through which the plugin's default state stands in, after an UnsupportedVersion reset; 0 if none. */
   private resetThrough = 0;
   private readonly log: Logger;
+  /** Lines a plugin can trigger once per event are logged once, then summarised per interval. */
+  private readonly limited: WarnLimiter;
 
   constructor(
     readonly config: ResolvedPluginConfig,
     private readonly ctx: RunnerContext,
   ) {
     this.log = ctx.logger.child({ plugin: config.name });
+    this.limited = new WarnLimiter(this.log);
     this.window = new RestartWindow(config.maxRestarts, config.restartWindowMs);
     const labels = { plugin: config.name };
     // Once per ack message, not per payload: label hashing is costly on the hot path.
@@ -169,12 +173,14 @@ export class PluginRunner {
       maxInFlightBytes: config.maxInFlightBytes,
       maxBatchBytes: config.maxBatchBytes,
       maxQueued: config.maxQueued,
+      maxQueuedBytes: config.maxQueuedBytes,
       overflow: config.overflow,
       maxBatch: config.maxBatch,
       maxDeadLetters: 1000,
       coalesceMs: config.coalesceMs,
       maxReplayPayloads: config.maxReplayPayloads,
       maxReplayBytes: config.maxReplayBytes,
+      maxEffectsPerItem: config.maxEffectsPerItem,
       onReplayPressure: () => this.earlySnapshot(),
       onReplayFull: (full) => {
         if (full) {
@@ -204,24 +210,45 @@ export class PluginRunner {
           // logs it and carries on (sendDirect is best-effort).
           Promise.resolve()
             .then(() => ctx.ports.control.sendDirect(peer, frame))
-            .catch((e: unknown) => this.log.error({ seq: entry.seq, err: String(e) }, "control port failed to send a plugin's effect"));
+            .catch((e: unknown) => this.limited.error("control-port", { seq: entry.seq, err: String(e) }, "control port failed to send a plugin's effect"));
         }
       },
       onHandlerError: (entry, message) => {
         ctx.metrics.handlerErrors.inc(labels);
-        this.log.warn({ seq: entry.seq, kind: entry.kind, error: message }, "payload handler failed");
+        this.limited.warn("handler-failed", { seq: entry.seq, kind: entry.kind, error: message }, "payload handler failed");
       },
       onAcked: (_count, oldestEnqueuedAt) => {
         latency.observe((performance.now() - oldestEnqueuedAt) / 1000);
       },
       onOverflow: (policy) => {
         ctx.metrics.overflow.inc({ ...labels, policy });
-        this.log.warn({ policy, queued: this.channel.queued }, "plugin queue full");
+        this.limited.warn(
+          `overflow-${policy}`,
+          { policy, queued: this.channel.queued },
+          policy === "reject"
+            ? `plugin '${config.name}' queue full (maxQueued ${config.maxQueued}, maxQueuedBytes ${config.maxQueuedBytes}): payloads are rejected with queue_full until it takes more`
+            : `plugin '${config.name}' queue full (maxQueued ${config.maxQueued}, maxQueuedBytes ${config.maxQueuedBytes}): the oldest queued payloads are dropped (overflow: drop-oldest)`,
+        );
       },
       onDeadLetter: (letter) => {
         ctx.metrics.deadLetters.inc(labels);
         this.log.error({ seq: letter.seq, kind: letter.kind, reason: letter.reason }, "payload moved to dead letters");
         ctx.emit("plugin:dead-letter", { plugin: config.name, letter });
+      },
+      onEffectsRefused: (entry, count, error) => {
+        ctx.metrics.handlerErrors.inc(labels);
+        this.limited.warn("too-many-effects", { seq: entry.seq, kind: entry.kind, effects: count }, error.message);
+      },
+      onIgnoredAck: (what, detail) => {
+        this.limited.warn(
+          `ignored-ack-${what}`,
+          detail,
+          what === "backwards"
+            ? `plugin '${config.name}' sent an ack through seq ${detail.claimed} after acking through ${detail.ackedThrough} on the same stream; ` +
+                `an ack that does not advance is ignored, with its ${detail.outcomes} outcome(s) (acks never go down: docs/protocol.md §8)`
+            : `plugin '${config.name}' sent ${detail.outcomes} outcome(s) (the first for seq ${detail.firstSeq}) that its ack through seq ${detail.claimed} does not newly cover; ` +
+                `they are ignored: an outcome must travel with the ack that first covers its item (docs/protocol.md §8)`,
+        );
       },
       onAckBeyondSent: (claimed, sent) => {
         const launch = this.launch;
@@ -607,6 +634,8 @@ export class PluginRunner {
       await exited;
     }
     if (launch) await this.endLaunch(launch);
+    // Counts of aggregated warnings still waiting for their summary.
+    this.limited.flush();
     if (this.state !== "failed") this.setState("stopped");
   }
 
@@ -745,7 +774,7 @@ export class PluginRunner {
       entry.onEffect?.({ type: "sendDirect", peer, frame, performed: false, droppedReason: message });
     }
     this.ctx.metrics.handlerErrors.inc({ plugin: this.name });
-    this.log.warn({ seq: entry.seq, kind: entry.kind, effects: effects.length }, message);
+    this.limited.warn("effects-refused", { seq: entry.seq, kind: entry.kind, effects: effects.length }, message);
     // The channel settles the item after this returns; settled here, it leaves it be.
     entry.settle?.reject(new PlugwireError("permission_denied", message, { plugin: this.name }));
     entry.settle = undefined;
