@@ -44,7 +44,6 @@ func Serve(p Plugin) {
 	}
 	version := pickVersion(p.Name, requireEnv(EnvProtocolVersions))
 	socketDir := requireEnv(EnvSocketDir)
-	token := requireEnv(EnvAuthToken)
 	instanceID := requireEnv(EnvInstanceID)
 	hostAddress := requireEnv(EnvHostAddress)
 	if !instanceIDPattern.MatchString(instanceID) {
@@ -58,6 +57,14 @@ func Serve(p Plugin) {
 	if len(socketPath) > MaxSocketPathBytes {
 		fatal("plugwire plugin '%s': socket path %s is %d bytes, over the %d-byte unix socket limit. Give the host a shorter runDirParent (docs/protocol.md §4).",
 			p.Name, socketPath, len(socketPath), MaxSocketPathBytes)
+	}
+
+	// The token: by default the first line on stdin, which no other process
+	// can read (docs/protocol.md §6); read before anything listens, and
+	// before the stdin watcher below starts.
+	token, err := readLaunchToken(os.Getenv, os.Stdin, TokenLineTimeout)
+	if err != nil {
+		fatal("plugwire plugin '%s': %v", p.Name, err)
 	}
 
 	log := newLogger(os.Stderr)
