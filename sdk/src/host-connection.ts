@@ -4,8 +4,9 @@
  * The first connection that makes a call with the launch's token becomes the
  * host's. While it is open, every call on any other connection is refused
  * with UNAUTHENTICATED, even one with the right token, and that connection
- * is closed (GOAWAY once the refused calls are answered). A connection that
- * makes a call without the token is closed the same way. When the host's
+ * is closed (GOAWAY once the refused calls are answered). Before the host's
+ * connection exists, a call without the token is refused by the token check
+ * alone and its connection stays open. When the host's
  * connection closes (the host dials again after a broken connection), the
  * next connection that authenticates becomes the host's.
  *
@@ -57,8 +58,10 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
         host = session;
         return;
       }
-      const reason: RefusedReason = valid ? "second-connection" : "unauthenticated-connection";
-      headers[REFUSED_HEADER] = reason;
+      // No host connection yet: a call without the token is refused by the
+      // token check alone, and the connection may still become the host's.
+      if (!hostOpen) return;
+      headers[REFUSED_HEADER] = valid ? "second-connection" : "unauthenticated-connection";
       // Answer the refused call, then the connection is over.
       if (!session.closed && !session.destroyed) session.close();
     });

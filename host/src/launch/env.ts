@@ -34,3 +34,16 @@ export function tokenEnv(token: string, via: TokenVia): Record<string, string> {
 export function tokenLine(token: string): string {
   return `${TOKEN_LINE_PREFIX} ${token}\n`;
 }
+
+/**
+ * A hint for a launch that failed while the token went on stdin, when the
+ * plugin's stderr asked for PLUGWIRE_AUTH_TOKEN: it was probably built before
+ * the token moved to stdin. "" otherwise.
+ */
+export function tokenViaHint(via: TokenVia, stderrTail: readonly string[]): string {
+  if (via !== "stdin" || !stderrTail.some((line) => line.includes(ENV.authToken) && !line.includes(ENV.authTokenSource))) return "";
+  return (
+    ` It asked for ${ENV.authToken}, which this host does not set: it passes the token on stdin (tokenVia: stdin). ` +
+    `Update the plugin's SDK, or give it 'tokenVia: env' in its config (weaker: any process of the same user can read the variable).`
+  );
+}

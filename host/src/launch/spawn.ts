@@ -6,7 +6,7 @@
 import { execa } from "execa";
 import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION, PlugwireError } from "@plugwire/proto";
 import { isHandshakeLine, parseHandshake, type Handshake } from "../handshake/parse.js";
-import { pluginEnv, tokenEnv, tokenLine, type TokenVia } from "./env.js";
+import { pluginEnv, tokenEnv, tokenLine, tokenViaHint, type TokenVia } from "./env.js";
 import { readLines } from "./lines.js";
 import { LogForwarder } from "./logs.js";
 import { join } from "node:path";
@@ -261,7 +261,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     const error = e as PlugwireError;
     if (error === spawnFailure || options.signal?.aborted) throw error;
     // Add the plugin's last stderr lines, now that all of them have arrived.
-    throw new PlugwireError(error.code, `${error.message}${tailText(tail)}`, { plugin: spec.name });
+    throw new PlugwireError(error.code, `${error.message}${tokenViaHint(options.tokenVia ?? "stdin", tail)}${tailText(tail)}`, { plugin: spec.name });
   } finally {
     clearTimeout(timer);
     if (onAbort) options.signal?.removeEventListener("abort", onAbort);
