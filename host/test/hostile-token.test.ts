@@ -342,19 +342,24 @@ describe("H-TOKEN: a plugin without its token line", () => {
 });
 
 describe("H-TOKEN: one connection per plugin server", () => {
-  test("H-TOKEN-09: a second connection with the right token while the host's is open -> UNAUTHENTICATED and closed; after the host's connection closes, a new one is served (reconnect)", { timeout: TIMEOUT_MS }, async () => {
+  const cases = [
+    { id: "H-TOKEN-09", sdk: "TS SDK (echo)", name: "echo", command: process.execPath, args: [example("echo")] },
+    { id: "H-TOKEN-10", sdk: "Go helper (counter-go)", name: "counter-go", command: join(repo, "plugins-example/go/bin/counter-go"), args: [] },
+  ];
+  for (const c of cases) test(`${c.id}: ${c.sdk}: a second connection with the right token while the host's is open -> UNAUTHENTICATED naming the plugin; after the host's connection closes, a new one is served (reconnect)`, { timeout: TIMEOUT_MS }, async () => {
+    assert.ok(existsSync(c.command), `${c.command} is missing: run scripts/setup-polyglot.sh`);
     const runDir = createRunDir();
     const token = randomBytes(24).toString("base64url");
     let proc: PluginProcess | undefined;
     const clients: grpc.Client[] = [];
     try {
       proc = await launchPlugin(
-        { name: "echo", command: process.execPath, args: [example("echo")] },
+        { name: c.name, command: c.command, args: c.args },
         {
           runDir,
           hostAddress: `unix://${join(runDir, "host.sock")}`,
           token,
-          instanceId: "echo-t9",
+          instanceId: `${c.name}-t9`,
           handshakeTimeoutMs: 20_000,
           maxLogLineBytes: 16 * 1024,
           maxLogLinesPerSecond: 1000,
@@ -377,13 +382,14 @@ describe("H-TOKEN: one connection per plugin server", () => {
         );
       };
       // The host's connection: the first to authenticate.
-      const host = dialPlugin(proc.handshake, token, "echo");
-      assert.equal((await host.plugin.describe({ protocolVersion: 1 }, { deadlineMs: 10_000 })).name, "echo");
+      const host = dialPlugin(proc.handshake, token, c.name);
+      const described = await host.plugin.describe({ protocolVersion: 1 }, { deadlineMs: 10_000 });
       const second = await describeAlone();
       assert.equal(second?.code, grpc.status.UNAUTHENTICATED);
-      assert.match(
+      assert.equal(
         second!.details,
-        /^plugin 'echo' refused Describe: it serves one connection, its host's, and another connection is already the host's; only the host that started this plugin may call it \(docs\/protocol\.md §6\)$/,
+        `plugin '${described.name}' refused Describe: it serves one connection, its host's, and another connection is already the host's; ` +
+          `only the host that started this plugin may call it (docs/protocol.md §6)`,
       );
       // The host's connection still serves.
       assert.equal((await host.health.check({ service: "" }, { deadlineMs: 10_000 })).status, 1);

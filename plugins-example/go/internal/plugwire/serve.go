@@ -90,8 +90,10 @@ func Serve(p Plugin) {
 		life.stop(sig.String(), stopGrace)
 	}()
 
-	auth := newTokenCheck(p.Name, token)
+	conns := &hostConnection{}
+	auth := newTokenCheck(p.Name, token, conns)
 	server := grpc.NewServer(
+		grpc.StatsHandler(conns),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.UnaryInterceptor(auth.unary),
@@ -116,6 +118,7 @@ func Serve(p Plugin) {
 	if err != nil {
 		fatal("plugwire plugin '%s': cannot listen on %s: %v", p.Name, socketPath, err)
 	}
+	listener = &sameUserListener{Listener: listener, log: log}
 	go func() {
 		if err := server.Serve(listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			log.Error("gRPC server failed", "error", err.Error())
