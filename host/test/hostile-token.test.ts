@@ -17,6 +17,8 @@ import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION, PluginService, PlugwireError, TOKEN_LINE_PREFIX, serviceDefinition } from "@plugwire/proto";
+import { pluginSchema } from "../src/cli/config-schema.js";
+import { resolvePluginConfig } from "../src/config.js";
 import { createRunDir, removeRunDir } from "../src/launch/rundir.js";
 import { launchPlugin, type PluginProcess } from "../src/launch/spawn.js";
 import { dialPlugin } from "../src/transport/dial.js";
@@ -410,5 +412,20 @@ describe("H-TOKEN: one connection per plugin server", () => {
       await proc?.exited;
       removeRunDir(runDir);
     }
+  });
+});
+
+describe("H-TOKEN: the tokenVia option", () => {
+  test("H-TOKEN-11: tokenVia 'argv' (or any value but stdin and env) -> invalid_config naming the plugin and the two values; default stdin", () => {
+    assert.throws(
+      () => resolvePluginConfig({ name: "odd", command: "x", tokenVia: "argv" as never }),
+      (e: unknown) =>
+        e instanceof PlugwireError && e.code === "invalid_config" && e.plugin === "odd" && e.message === `plugin 'odd': tokenVia must be stdin or env, not "argv"`,
+    );
+    assert.equal(resolvePluginConfig({ name: "odd", command: "x" }).tokenVia, "stdin");
+    assert.equal(resolvePluginConfig({ name: "odd", command: "x", tokenVia: "env" }).tokenVia, "env");
+    // The YAML schema refuses it too (the CLI's config file).
+    assert.equal(pluginSchema.safeParse({ name: "odd", command: "x", tokenVia: "argv" }).success, false);
+    assert.equal(pluginSchema.safeParse({ name: "odd", command: "x", tokenVia: "env" }).success, true);
   });
 });

@@ -981,6 +981,7 @@ def serve(plugin: Plugin) -> None:
         token = read_launch_token()
     except LaunchTokenError as e:
         _fatal(f"plugwire plugin '{plugin.name}': {e}")
+    os.environ.pop(ENV_AUTH_TOKEN, None)  # the legacy variable is not passed on to child processes
 
     log = Logger()
     stopping = threading.Event()

@@ -103,6 +103,8 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   let token: string;
   try {
     token = await readLaunchToken(process.env, process.stdin);
+    // The legacy variable is not passed on to processes the plugin starts.
+    delete process.env[ENV.authToken];
   } catch (e) {
     fatal(`plugwire plugin '${plugin.name}': ${e instanceof Error ? e.message : String(e)}`);
   }

@@ -66,6 +66,7 @@ func Serve(p Plugin) {
 	if err != nil {
 		fatal("plugwire plugin '%s': %v", p.Name, err)
 	}
+	_ = os.Unsetenv(EnvAuthToken) // the legacy variable is not passed on to child processes
 
 	log := newLogger(os.Stderr)
 	// grpc-go's own log lines (plain text, some multi-line) would reach the
