@@ -31,7 +31,7 @@ export interface PluginConfig {
   /**
    * How the plugin gets its auth token: `stdin` (default), a line on its
    * stdin that no other process can read; or `env`, the legacy
-   * PLUGWIRE_AUTH_TOKEN variable for plugins built before v0.2, which any
+   * PLUGWIRE_AUTH_TOKEN variable for plugins built before the token line, which any
    * process of the same user can read in /proc/<pid>/environ.
    */
   tokenVia?: "stdin" | "env";
