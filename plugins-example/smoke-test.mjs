@@ -189,8 +189,13 @@ async function startHostStub(dir) {
 
 // ------------------------------------------------------------------ launch
 
-/** Spawns the plugin as the host would and waits for its handshake line. */
-async function launch(plugin, dir, host, envOverrides = {}) {
+/**
+ * Spawns the plugin as the host would and waits for its handshake line. The
+ * token goes on stdin as the first line (docs/protocol.md §6); with
+ * PLUGWIRE_AUTH_TOKEN_SOURCE=env in `envOverrides`, in PLUGWIRE_AUTH_TOKEN.
+ * `stdin.line` replaces the token line (null: none), `stdin.close` ends stdin.
+ */
+async function launch(plugin, dir, host, envOverrides = {}, stdin = {}) {
   const instanceId = `${plugin.language}-${randomBytes(3).toString("hex")}`;
   const token = randomBytes(24).toString("base64url");
   host.tokens.add(token);
@@ -203,16 +208,22 @@ async function launch(plugin, dir, host, envOverrides = {}) {
     [pw.ENV.protocolVersions]: "1",
     [pw.ENV.socketDir]: dir,
     [pw.ENV.hostAddress]: host.address,
-    [pw.ENV.authToken]: token,
+    [pw.ENV.authTokenSource]: "stdin",
     [pw.ENV.instanceId]: instanceId,
     [pw.ENV.pluginName]: plugin.name,
   });
+  const legacy = envOverrides[pw.ENV.authTokenSource] === "env";
+  if (legacy) env[pw.ENV.authToken] = token;
   for (const [k, v] of Object.entries(envOverrides)) {
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
   const startedAt = performance.now();
   const child = spawn(plugin.command[0], plugin.command.slice(1), { env, cwd: root, stdio: ["pipe", "pipe", "pipe"] });
+  child.stdin.on("error", () => {});
+  const line = stdin.line !== undefined ? stdin.line : legacy ? null : `${pw.TOKEN_LINE_PREFIX} ${token}\n`;
+  if (line !== null) child.stdin.write(line);
+  if (stdin.close) child.stdin.end();
   const stderr = [];
   createInterface({ input: child.stderr }).on("line", (line) => {
     stderr.push(line);
@@ -431,8 +442,8 @@ async function testPlugin(key, plugin) {
   let host;
   try {
     host = await startHostStub(dir);
-    const start = (env) => {
-      const p = launch(plugin, dir, host, env);
+    const start = (env, stdin) => {
+      const p = launch(plugin, dir, host, env, stdin);
       p.then((proc) => procs.push(proc));
       return p;
     };
@@ -446,9 +457,9 @@ async function testPlugin(key, plugin) {
       conns.push(conn);
       return conn.client;
     };
-    const failedLaunch = async (label, env, expectInStderr) =>
+    const failedLaunch = async (label, env, expectInStderr, stdin) =>
       step(label, async () => {
-        const proc = await start(env);
+        const proc = await start(env, stdin);
         const result = await withTimeout(proc.exited, 5000, "the exit");
         check(result.code !== 0 && result.code !== null, `expected a non-zero exit, got code ${result.code} signal ${result.signal}`);
         const text = proc.stderr.join("\n");
@@ -458,7 +469,16 @@ async function testPlugin(key, plugin) {
     // Launch refusals.
     await failedLaunch("refuses to run without the magic cookie", { [pw.ENV.magicCookie]: undefined }, /This is a plugwire plugin/);
     await failedLaunch("refuses a host that offers only protocol 2", { [pw.ENV.protocolVersions]: "2" }, /protocol versions? 2/);
-    await failedLaunch("refuses a missing PLUGWIRE_AUTH_TOKEN", { [pw.ENV.authToken]: undefined }, /PLUGWIRE_AUTH_TOKEN/);
+    await failedLaunch("refuses a missing PLUGWIRE_AUTH_TOKEN (PLUGWIRE_AUTH_TOKEN_SOURCE=env)", { [pw.ENV.authTokenSource]: "env", [pw.ENV.authToken]: undefined }, /PLUGWIRE_AUTH_TOKEN/);
+    await failedLaunch("refuses stdin closed before the token line", {}, /stdin closed before the host wrote the 'PLUGWIRE_TOKEN <token>' line/, { line: null, close: true });
+    await failedLaunch("refuses a first stdin line that is not a token line", {}, /does not start with 'PLUGWIRE_TOKEN '/, { line: "hello\n" });
+    await step("starts with the legacy PLUGWIRE_AUTH_TOKEN (PLUGWIRE_AUTH_TOKEN_SOURCE=env) and serves calls with it", async () => {
+      const legacy = await start({ [pw.ENV.authTokenSource]: "env" });
+      await legacy.handshake;
+      const answer = await dialHealth(legacy).check({ service: "" }, { deadlineMs: 5000 });
+      check(answer.status === pw.health.HealthCheckResponse_ServingStatus.SERVING, `Health.Check answered ${answer.status}`);
+      legacy.kill();
+    });
     const longDir = join(dir, "d".repeat(110));
     mkdirSync(longDir, { mode: 0o700 });
     await failedLaunch("refuses a socket path over 103 bytes", { [pw.ENV.socketDir]: longDir }, /103/);

@@ -10,7 +10,8 @@ export function targetOf(handshake: Handshake): string {
 export function dialPlugin(handshake: Handshake, token: string, pluginName: string) {
   const target = targetOf(handshake);
   const plugin = connect(PluginService, target, { token, plugin: pluginName });
-  const healthConn = connect(health.Health, target, { token, plugin: pluginName });
+  // One connection for both: a plugin serves only its host's (docs/protocol.md §6.3).
+  const healthConn = connect(health.Health, target, { token, plugin: pluginName, shareWith: plugin });
   return {
     plugin: plugin.client,
     health: healthConn.client,

@@ -1,13 +1,14 @@
 /**
  * What a plugin does with the environment a host gives it (docs/protocol.md
- * §1, §3, §4): it refuses a missing, empty or malformed PLUGWIRE_* variable,
- * does not need PLUGWIRE_PLUGIN_NAME, and chooses the highest protocol
+ * §1, §3, §4, §6): it refuses a missing, empty or malformed PLUGWIRE_*
+ * variable and a missing or malformed token line on stdin, starts with the
+ * legacy PLUGWIRE_AUTH_TOKEN, does not need PLUGWIRE_PLUGIN_NAME, and chooses the highest protocol
  * version it shares with the host, or refuses clearly when there is none.
  * Each case is a launch of its own, a few at a time.
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { ENV, MAX_SOCKET_PATH_BYTES, PROTOCOL_VERSION } from "@plugwire/proto";
+import { ENV, MAX_SOCKET_PATH_BYTES, PROTOCOL_VERSION, TOKEN_LINE_PREFIX } from "@plugwire/proto";
 import { refusalWaitMs } from "./cookie.js";
 import { awaitRefusal, describeExit, type PluginProcess, type RefusalSeen } from "./process.js";
 import type { Session } from "./session.js";
@@ -17,7 +18,7 @@ import { quote } from "./util.js";
 /** Launches of one check that run at the same time. */
 const CONCURRENT_LAUNCHES = 4;
 /** The variables a plugin must refuse to start without (PLUGWIRE_PLUGIN_NAME is not one). */
-const REQUIRED = [ENV.protocolVersions, ENV.socketDir, ENV.authToken, ENV.instanceId, ENV.hostAddress] as const;
+const REQUIRED = [ENV.protocolVersions, ENV.socketDir, ENV.authTokenSource, ENV.instanceId, ENV.hostAddress] as const;
 /** Socket path length of the over-long case: over the limit, still short enough to bind on Linux. */
 const OVERLONG_SOCKET_PATH_BYTES = MAX_SOCKET_PATH_BYTES + 2;
 
@@ -72,6 +73,13 @@ function refusalCases(): EnvCase[] {
     cases.push({ what: `without ${name}`, changes: () => ({ unset: [name] }) });
     cases.push({ what: `with ${name} empty`, changes: () => ({ override: { [name]: "" } }) });
   }
+  // The token (§6): where PLUGWIRE_AUTH_TOKEN_SOURCE says, and nowhere else.
+  cases.push({ what: `with ${ENV.authTokenSource}=env and no ${ENV.authToken}`, changes: () => ({ tokenVia: "env", unset: [ENV.authToken] }) });
+  cases.push({ what: `with ${ENV.authTokenSource}=env and ${ENV.authToken} empty`, changes: () => ({ tokenVia: "env", override: { [ENV.authToken]: "" } }) });
+  cases.push({ what: `with ${ENV.authTokenSource}="file" (neither stdin nor env)`, changes: () => ({ override: { [ENV.authTokenSource]: "file" } }) });
+  cases.push({ what: "with stdin closed before any token line", changes: () => ({ stdinLine: null, closeStdinAtOnce: true }) });
+  cases.push({ what: `with a first stdin line that is not '${TOKEN_LINE_PREFIX} <token>'`, changes: () => ({ stdinLine: "hello\n" }) });
+  cases.push({ what: `with an empty token on the '${TOKEN_LINE_PREFIX}' line`, changes: () => ({ stdinLine: `${TOKEN_LINE_PREFIX} \n` }) });
   for (const versions of ["1,abc", "1,,2"]) {
     cases.push({ what: `with ${ENV.protocolVersions}=${JSON.stringify(versions)} (malformed)`, changes: () => ({ protocolVersions: versions }) });
   }
@@ -105,16 +113,31 @@ export const envCheck: Check = {
     } finally {
       await session.endProbe(named);
     }
+    // The legacy token variable, which a host configured with tokenVia: env passes.
+    const legacy = session.launch("probe", { tokenVia: "env" });
+    try {
+      await session.handshakeOf(legacy);
+    } catch (e) {
+      problems.push(
+        `with ${ENV.authTokenSource}=env and the token in ${ENV.authToken} (a host's legacy tokenVia: env), it did not start: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    } finally {
+      await session.endProbe(legacy);
+    }
 
     if (problems.length > 0) {
       const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : "";
       return fail(
         `${problems.slice(0, 3).join("; ")}${more}. Before listening, check each of ${REQUIRED.join(", ")}: when one is missing, empty or malformed ` +
           `(a version list that is not decimal numbers separated by commas, a socket path over ${MAX_SOCKET_PATH_BYTES} bytes), ` +
-          `print a one-line explanation on stderr and exit non-zero (docs/protocol.md §1, §3, §4)`,
+          `and when the token is not where ${ENV.authTokenSource} says (stdin: a first line '${TOKEN_LINE_PREFIX} <token>'; env: ${ENV.authToken}), ` +
+          `print a one-line explanation on stderr and exit non-zero (docs/protocol.md §1, §3, §4, §6)`,
       );
     }
-    return pass(`refused all ${cases.length} broken environments (each required variable missing, then empty; a malformed version list; an over-long socket path) with a non-zero exit and a message; started without ${ENV.pluginName}`);
+    return pass(
+      `refused all ${cases.length} broken environments (each required variable missing, then empty; a missing, empty or misplaced token; a malformed version list; an over-long socket path) ` +
+        `with a non-zero exit and a message; started without ${ENV.pluginName}, and with the legacy ${ENV.authToken}`,
+    );
   },
 };
 

@@ -1,13 +1,13 @@
 /**
  * Launches the plugin under test the way the host does (its own process
  * group, the allowlisted environment plus the PLUGWIRE_* variables, stdin a
- * pipe held open), and exposes what the host's launcher keeps to itself:
+ * pipe held open that carries the token line first), and exposes what the host's launcher keeps to itself:
  * stdin, the raw handshake line, and exact spawn and exit times.
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION } from "@plugwire/proto";
+import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION, TOKEN_LINE_PREFIX } from "@plugwire/proto";
 import { isHandshakeLine, parseHandshakeLine, type Handshake } from "./handshake-line.js";
 import { readLines } from "./lines.js";
 
@@ -45,6 +45,12 @@ export interface LaunchRequest {
   unset?: readonly string[];
   /** Variables to set to other values than a host would. */
   override?: Readonly<Record<string, string>>;
+  /** How the token is passed: the token line on stdin (the default, as a host does), or the legacy PLUGWIRE_AUTH_TOKEN. */
+  tokenVia?: "stdin" | "env";
+  /** What to write on stdin instead of the token line (tokenVia stdin): another line, or null for nothing at all. */
+  stdinLine?: string | null;
+  /** Close stdin right after the token line (or instead of it), as a host that dies at once would. */
+  closeStdinAtOnce?: boolean;
 }
 
 /** The environment of a launch: the allowlist, then the PLUGWIRE_* variables, then the request's changes. */
@@ -59,7 +65,9 @@ function launchEnv(request: LaunchRequest): Record<string, string> {
     [ENV.protocolVersions]: request.protocolVersions ?? String(PROTOCOL_VERSION),
     [ENV.socketDir]: request.socketDir,
     [ENV.hostAddress]: request.hostAddress,
-    [ENV.authToken]: request.token,
+    ...(request.tokenVia === "env"
+      ? { [ENV.authTokenSource]: "env", [ENV.authToken]: request.token }
+      : { [ENV.authTokenSource]: "stdin" }),
     [ENV.instanceId]: request.instanceId,
     [ENV.pluginName]: request.name,
   });
@@ -124,8 +132,11 @@ export class PluginProcess {
   constructor(readonly request: LaunchRequest) {
     this.socketPath = join(request.socketDir, `${request.instanceId}.sock`);
     this.child = spawn(request.command, [...request.args], { env: launchEnv(request), detached: true, stdio: ["pipe", "pipe", "pipe"] });
-    // The kit never writes to stdin; a broken pipe only means the plugin is gone.
+    // The kit writes only the token line on stdin, at once (docs/protocol.md §6); a broken pipe only means the plugin is gone.
     this.child.stdin!.on("error", () => undefined);
+    const line = request.stdinLine !== undefined ? request.stdinLine : request.tokenVia === "env" ? null : `${TOKEN_LINE_PREFIX} ${request.token}\n`;
+    if (line !== null) this.child.stdin!.write(line);
+    if (request.closeStdinAtOnce) this.child.stdin!.end();
 
     this.exited = new Promise<ExitSeen>((resolve) => {
       this.child.once("exit", (code, signal) => resolve((this.exit = { code, signal, at: performance.now() })));

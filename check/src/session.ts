@@ -133,7 +133,10 @@ export class Session {
   /** Spawns the plugin once, with a fresh instance id and token; `changes` alter what a host would pass. */
   launch(
     purpose: LaunchRequest["purpose"],
-    changes: Pick<LaunchRequest, "protocolVersions" | "acceptVersions" | "unset" | "override"> & { socketDir?: string; instanceId?: string } = {},
+    changes: Pick<LaunchRequest, "protocolVersions" | "acceptVersions" | "unset" | "override" | "tokenVia" | "stdinLine" | "closeStdinAtOnce"> & {
+      socketDir?: string;
+      instanceId?: string;
+    } = {},
   ): PluginProcess {
     const token = randomBytes(24).toString("base64url");
     const instanceId = changes.instanceId ?? this.nextInstanceId();

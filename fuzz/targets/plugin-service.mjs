@@ -18,6 +18,7 @@ import {
   ENV,
   MAGIC_COOKIE_VALUE,
   PluginService,
+  TOKEN_LINE_PREFIX,
   RestoreRequestSchema,
   ShutdownRequestSchema,
   SnapshotRequestSchema,
@@ -157,7 +158,8 @@ class Slot {
       [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
       [ENV.protocolVersions]: "1",
       [ENV.socketDir]: this.dir,
-      [ENV.authToken]: token,
+      // The token goes on stdin, as a host passes it (docs/protocol.md §6).
+      [ENV.authTokenSource]: "stdin",
       [ENV.instanceId]: instanceId,
       [ENV.hostAddress]: `unix://${join(this.dir, "host.sock")}`,
       [ENV.pluginName]: this.example,
@@ -170,13 +172,15 @@ class Slot {
         if (typeof line === "string" && line.startsWith("PLUGWIRE_HANDSHAKE ")) onHandshake(/address=(\S+)/.exec(line)?.[1]);
       },
     });
+    proc.child.stdin.write(`${TOKEN_LINE_PREFIX} ${token}\n`);
     this.proc = proc;
     this.ready = (async () => {
       const address = await Promise.race([handshake, proc.exited.then(() => undefined), sleep(10_000).then(() => undefined)]);
       if (!address) throw new Error(`plugin ${this.example} (slot ${this.index}) gave no handshake: ${JSON.stringify(proc.exit)} ${proc.stderrTail}`);
       this.socketPath = address;
       this.sessions?.close();
-      this.sessions = new SessionPool(address, 2);
+      // One session: a plugin serves one connection, its host's (docs/protocol.md §6); a second one's calls are refused.
+      this.sessions = new SessionPool(address, 1);
       // As a host would: Describe and Start, with the control capability.
       const conn = connect(PluginService, `unix://${address}`, { token });
       try {
@@ -276,9 +280,20 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
     for (const s of slots) {
       const ready = await s.ready.catch((e) => failures.push({ kind: "relaunch", detail: e.message }));
       if (!ready?.socketPath) continue;
+      // The fuzzer's session is the plugin's one connection (its host's): close it so the check's own connection is served.
+      ready.sessions?.close();
       const conn = connect(health.Health, `unix://${ready.socketPath}`, { token: s.tokens.valid });
       try {
-        await conn.client.check({}, { deadlineMs: 10_000 });
+        // Until the plugin has seen that session close, a call on another connection is refused (UNAUTHENTICATED): retry a few times.
+        for (let tries = 0; ; tries++) {
+          try {
+            await conn.client.check({}, { deadlineMs: 10_000 });
+            break;
+          } catch (e) {
+            if (e?.code !== "unauthenticated" || tries >= 10) throw e;
+            await sleep(100);
+          }
+        }
       } catch (e) {
         failures.push({ kind: "liveness", detail: `plugin ${s.example} (slot ${s.index}) failed a valid health check after the run: ${e.message}` });
       } finally {

@@ -28,6 +28,13 @@ export interface PluginConfig {
   capabilities?: readonly Capability[];
   restart?: RestartType;
   handshakeTimeoutMs?: number;
+  /**
+   * How the plugin gets its auth token: `stdin` (default), a line on its
+   * stdin that no other process can read; or `env`, the legacy
+   * PLUGWIRE_AUTH_TOKEN variable for plugins built before the token line, which any
+   * process of the same user can read in /proc/<pid>/environ.
+   */
+  tokenVia?: "stdin" | "env";
   /** Deadline of the Shutdown RPC, the first step of the shutdown ladder. */
   shutdownTimeoutMs?: number;
   /** Wait after SIGTERM before SIGKILL. */
@@ -98,6 +105,7 @@ export const PLUGIN_DEFAULTS = {
   capabilities: [],
   restart: "permanent",
   handshakeTimeoutMs: 10_000,
+  tokenVia: "stdin",
   shutdownTimeoutMs: 5_000,
   killGraceMs: 2_000,
   maxRestarts: 5,
@@ -141,6 +149,9 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
   }
   if (!["permanent", "transient", "temporary"].includes(resolved.restart)) {
     throw invalid(name, `restart must be permanent, transient or temporary, not '${resolved.restart}'`);
+  }
+  if (!["stdin", "env"].includes(resolved.tokenVia)) {
+    throw invalid(name, `tokenVia must be stdin or env, not ${JSON.stringify(resolved.tokenVia)}`);
   }
   if (!["reject", "drop-oldest"].includes(resolved.overflow)) {
     throw invalid(name, `overflow must be reject or drop-oldest, not '${resolved.overflow}'`);

@@ -42,7 +42,8 @@ describe("contract, end to end with probe plugins", { timeout: 60_000 }, () => {
 
   before(async () => {
     t = testHost([
-      nodePlugin("alpha", probePath, { args: ["alpha"], capabilities: ["peers", "control", "identity"], config: ALPHA_CONFIG }),
+      // tokenVia env (the legacy mode): the auth test below reads alpha's token from its environment.
+      nodePlugin("alpha", probePath, { args: ["alpha"], capabilities: ["peers", "control", "identity"], config: ALPHA_CONFIG, tokenVia: "env" }),
       nodePlugin("beta", probePath, { args: ["beta", "--kinds=shared.kind"], capabilities: ["control"] }),
       nodePlugin("gamma", probePath, {
         args: ["gamma", "--stateful", "--versions=3,1", "--kinds=shared.kind"],

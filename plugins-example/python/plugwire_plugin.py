@@ -21,6 +21,7 @@ import os
 import queue
 import re
 import signal
+import select
 import stat
 import sys
 import threading
@@ -59,8 +60,15 @@ ENV_PROTOCOL_VERSIONS = "PLUGWIRE_PROTOCOL_VERSIONS"
 ENV_SOCKET_DIR = "PLUGWIRE_SOCKET_DIR"
 ENV_HOST_ADDRESS = "PLUGWIRE_HOST_ADDRESS"
 ENV_AUTH_TOKEN = "PLUGWIRE_AUTH_TOKEN"
+ENV_AUTH_TOKEN_SOURCE = "PLUGWIRE_AUTH_TOKEN_SOURCE"
 ENV_INSTANCE_ID = "PLUGWIRE_INSTANCE_ID"
 ENV_PLUGIN_NAME = "PLUGWIRE_PLUGIN_NAME"
+
+# The token line the host writes on stdin (PLUGWIRE_AUTH_TOKEN_SOURCE=stdin,
+# docs/protocol.md §6): "PLUGWIRE_TOKEN <token>\n", at most 1024 bytes, within 5 s.
+TOKEN_LINE_PREFIX = "PLUGWIRE_TOKEN"
+TOKEN_LINE_TIMEOUT_S = 5.0
+MAX_TOKEN_LINE_BYTES = 1024
 
 # While a batch of items is being applied, an ack goes out after this many
 # items or this many seconds, whichever comes first; and always once the
@@ -381,6 +389,69 @@ def _require_env(name: str) -> str:
     if not value:
         _fatal(f"plugwire plugin: the host did not set {name}; this plugin must be started by a plugwire host.")
     return value
+
+
+class LaunchTokenError(Exception):
+    """The token is not where PLUGWIRE_AUTH_TOKEN_SOURCE says; the message never holds the token."""
+
+
+_TOKEN_VALUE = re.compile(rb"[\x21-\x7e]+")
+
+
+def read_launch_token(environ=None, fd: int = 0, timeout_s: float = TOKEN_LINE_TIMEOUT_S) -> str:
+    """This launch's auth token (docs/protocol.md §6): with
+    PLUGWIRE_AUTH_TOKEN_SOURCE=stdin the first line of `fd`,
+    "PLUGWIRE_TOKEN <token>", read byte by byte so nothing after it is taken;
+    with "env" or unset, PLUGWIRE_AUTH_TOKEN (the legacy way, which any process
+    of the same user can read in /proc/<pid>/environ). Raises LaunchTokenError."""
+    environ = os.environ if environ is None else environ
+    source = environ.get(ENV_AUTH_TOKEN_SOURCE, "")
+    if source in ("", "env"):
+        token = environ.get(ENV_AUTH_TOKEN, "")
+        if not token:
+            raise LaunchTokenError(
+                f"the host did not set {ENV_AUTH_TOKEN} (and {ENV_AUTH_TOKEN_SOURCE} is not 'stdin'); "
+                "this plugin must be started by a plugwire host"
+            )
+        return token
+    if source != "stdin":
+        raise LaunchTokenError(
+            f"{ENV_AUTH_TOKEN_SOURCE}={json.dumps(source)} is neither 'stdin' nor 'env'; "
+            "the host that started this plugin is broken or newer than this plugin"
+        )
+    how = f"the host writes '{TOKEN_LINE_PREFIX} <token>' there ({ENV_AUTH_TOKEN_SOURCE}=stdin)"
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        ready = select.select([fd], [], [], max(0.0, remaining))[0] if remaining > 0 else []
+        if not ready:
+            raise LaunchTokenError(
+                f"no '{TOKEN_LINE_PREFIX} <token>' line arrived on stdin within {int(timeout_s * 1000)} ms "
+                f"({ENV_AUTH_TOKEN_SOURCE}=stdin); the host writes it right after it starts the plugin, "
+                "so whatever started this one is not a plugwire host (or is broken)"
+            )
+        try:
+            byte = os.read(fd, 1)
+        except OSError as e:
+            raise LaunchTokenError(f"reading the token line on stdin failed: {e}") from None
+        if not byte:
+            raise LaunchTokenError(
+                f"stdin closed before the host wrote the '{TOKEN_LINE_PREFIX} <token>' line "
+                f"({ENV_AUTH_TOKEN_SOURCE}=stdin); this plugin must be started by a plugwire host"
+            )
+        if byte == b"\n":
+            break
+        line += byte
+        if len(line) >= MAX_TOKEN_LINE_BYTES:
+            raise LaunchTokenError(f"the first line on stdin is over {MAX_TOKEN_LINE_BYTES} bytes; {how}")
+    prefix = TOKEN_LINE_PREFIX.encode() + b" "
+    if not line.startswith(prefix):
+        raise LaunchTokenError(f"the first line on stdin ({len(line)} bytes) does not start with '{prefix.decode()}'; {how}")
+    token = line[len(prefix):]
+    if not _TOKEN_VALUE.fullmatch(token):
+        raise LaunchTokenError(f"the token on the first line of stdin is empty or holds a space or a control character; {how}")
+    return token.decode("ascii")
 
 
 _VERSION_ENTRY = re.compile(r"[ \t]*([0-9]+)[ \t]*")
@@ -885,7 +956,6 @@ def serve(plugin: Plugin) -> None:
         _fatal(f"plugwire plugin {program}: set the plugin's `name` and `payload_kinds`")
     version = _pick_version(plugin.name, _require_env(ENV_PROTOCOL_VERSIONS))
     socket_dir = _require_env(ENV_SOCKET_DIR)
-    token = _require_env(ENV_AUTH_TOKEN)
     instance_id = _require_env(ENV_INSTANCE_ID)
     host_address = _require_env(ENV_HOST_ADDRESS)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", instance_id):
@@ -903,6 +973,15 @@ def serve(plugin: Plugin) -> None:
             f"plugwire plugin '{plugin.name}': socket path {socket_path} is {size} bytes, "
             f"over the {MAX_SOCKET_PATH_BYTES}-byte unix socket limit. Give the host a shorter runDirParent (docs/protocol.md §4)."
         )
+
+    # The token: by default the first line on stdin, which no other process
+    # can read (docs/protocol.md §6); read before anything listens, and before
+    # the stdin watcher below starts.
+    try:
+        token = read_launch_token()
+    except LaunchTokenError as e:
+        _fatal(f"plugwire plugin '{plugin.name}': {e}")
+    os.environ.pop(ENV_AUTH_TOKEN, None)  # the legacy variable is not passed on to child processes
 
     log = Logger()
     stopping = threading.Event()

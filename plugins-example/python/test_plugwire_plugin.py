@@ -3,10 +3,12 @@
     plugins-example/python/.venv/bin/python -m unittest discover -s plugins-example/python
 """
 
+import os
 import queue
 import threading
 import unittest
 
+from plugwire_plugin import LaunchTokenError, read_launch_token
 from plugwire_plugin import Context, HandlerContext, Logger, Payload, Plugin, _Delivery, plugin_pb2
 
 A = bytes([0xAA]) * 32
@@ -205,6 +207,58 @@ class DeliveryTest(unittest.TestCase):
         acks = self.deliver(*[payload(seq, A) for seq in range(1, 6)])
         self.assertEqual([a.acked_through for a in acks], [2])
         self.assertEqual([c[1] for c in self.plugin.calls], [1, 2])
+
+
+class LaunchTokenTest(unittest.TestCase):
+    """The token is read where PLUGWIRE_AUTH_TOKEN_SOURCE says (docs/protocol.md §6)."""
+
+    def pipe(self, data: bytes, close: bool = False) -> int:
+        r, w = os.pipe()
+        os.write(w, data)
+        self.addCleanup(os.close, r)
+        if close:
+            os.close(w)
+        else:
+            self.addCleanup(os.close, w)
+        return r
+
+    def stdin(self, data: bytes, close: bool = False, timeout_s: float = 2.0) -> str:
+        return read_launch_token({"PLUGWIRE_AUTH_TOKEN_SOURCE": "stdin"}, self.pipe(data, close), timeout_s)
+
+    def test_the_first_stdin_line_carries_the_token_and_nothing_after_it_is_read(self):
+        r = self.pipe(b"PLUGWIRE_TOKEN abc-DEF_123\nrest")
+        self.assertEqual(read_launch_token({"PLUGWIRE_AUTH_TOKEN_SOURCE": "stdin"}, r, 2.0), "abc-DEF_123")
+        self.assertEqual(os.read(r, 10), b"rest")
+
+    def test_the_env_token_is_read_with_source_env_or_unset(self):
+        self.assertEqual(read_launch_token({"PLUGWIRE_AUTH_TOKEN_SOURCE": "env", "PLUGWIRE_AUTH_TOKEN": "t1"}, self.pipe(b"")), "t1")
+        self.assertEqual(read_launch_token({"PLUGWIRE_AUTH_TOKEN": "t2"}, self.pipe(b"")), "t2")
+
+    def test_a_missing_env_token_is_refused(self):
+        with self.assertRaisesRegex(LaunchTokenError, "did not set PLUGWIRE_AUTH_TOKEN"):
+            read_launch_token({"PLUGWIRE_AUTH_TOKEN_SOURCE": "env"}, self.pipe(b""))
+
+    def test_an_unknown_source_is_refused(self):
+        with self.assertRaisesRegex(LaunchTokenError, "neither 'stdin' nor 'env'"):
+            read_launch_token({"PLUGWIRE_AUTH_TOKEN_SOURCE": "file"}, self.pipe(b""))
+
+    def test_eof_before_the_line_is_refused(self):
+        with self.assertRaisesRegex(LaunchTokenError, "stdin closed before"):
+            self.stdin(b"PLUGWIRE_TOKEN abc", close=True)
+
+    def test_no_line_within_the_bound_is_refused(self):
+        with self.assertRaisesRegex(LaunchTokenError, "within 100 ms"):
+            self.stdin(b"", timeout_s=0.1)
+
+    def test_a_line_that_is_not_a_token_line_is_refused_without_quoting_it(self):
+        with self.assertRaises(LaunchTokenError) as caught:
+            self.stdin(b"secret-looking\n")
+        self.assertIn("does not start with 'PLUGWIRE_TOKEN '", str(caught.exception))
+        self.assertNotIn("secret-looking", str(caught.exception))
+        with self.assertRaisesRegex(LaunchTokenError, "empty or holds a space"):
+            self.stdin(b"PLUGWIRE_TOKEN a b\n")
+        with self.assertRaisesRegex(LaunchTokenError, "over 1024 bytes"):
+            self.stdin(b"x" * 2000)
 
 
 if __name__ == "__main__":

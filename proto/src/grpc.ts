@@ -228,6 +228,12 @@ export interface ClientOptions {
   maxMessageBytes?: number;
   /** The plugin the calls concern; set as `plugin` on every error. */
   plugin?: string;
+  /**
+   * Another connection whose channel (and so whose one HTTP/2 connection)
+   * this one uses, e.g. a plugin's Health client next to its PluginService
+   * client: a plugin serves one connection, its host's (docs/protocol.md §6.3).
+   */
+  shareWith?: Connection<GenServiceMethods>;
 }
 
 /** A typed client plus the channel it owns. */
@@ -243,7 +249,8 @@ export function connect<S extends GenServiceMethods>(
   target: string,
   options: ClientOptions,
 ): Connection<S> {
-  const channel = new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions(options.maxMessageBytes));
+  const shared = options.shareWith ? { channelOverride: options.shareWith.channel.getChannel() } : {};
+  const channel = new grpc.Client(target, grpc.credentials.createInsecure(), { ...channelOptions(options.maxMessageBytes), ...shared });
   const auth = `Bearer ${options.token}`;
   const metadata = (): grpc.Metadata => {
     const m = new grpc.Metadata();

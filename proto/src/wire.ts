@@ -16,8 +16,18 @@ export const ENV = {
   socketDir: "PLUGWIRE_SOCKET_DIR",
   /** Where HostService listens, as a gRPC target such as unix:///tmp/pw-x/host.sock. */
   hostAddress: "PLUGWIRE_HOST_ADDRESS",
-  /** The per-launch secret carried by every call in both directions. */
+  /**
+   * The per-launch secret carried by every call in both directions, in the
+   * legacy `tokenVia: env` mode only: by default the host writes it on the
+   * plugin's stdin instead (see {@link TOKEN_LINE_PREFIX}).
+   */
   authToken: "PLUGWIRE_AUTH_TOKEN",
+  /**
+   * Where the plugin reads its auth token: `stdin` (the first line on stdin,
+   * the default) or `env` (PLUGWIRE_AUTH_TOKEN). Unset means `env`, as an
+   * older host gives it.
+   */
+  authTokenSource: "PLUGWIRE_AUTH_TOKEN_SOURCE",
   /** Identifies this launch; short, [A-Za-z0-9._-] only. */
   instanceId: "PLUGWIRE_INSTANCE_ID",
   /** The plugin's configured name, for the plugin's own logs. */
@@ -26,6 +36,19 @@ export const ENV = {
 
 /** The magic cookie value. It is not a secret; it only stops accidental runs. */
 export const MAGIC_COOKIE_VALUE = "d5b0c3b2-plugwire-v1-7a41f9e6";
+
+/**
+ * First word of the line that carries the auth token on the plugin's stdin:
+ * `PLUGWIRE_TOKEN <token>\n`, written by the host right after spawn when
+ * PLUGWIRE_AUTH_TOKEN_SOURCE is `stdin` (docs/protocol.md §6).
+ */
+export const TOKEN_LINE_PREFIX = "PLUGWIRE_TOKEN";
+
+/** How long a plugin waits for the token line on stdin before it gives up. */
+export const TOKEN_LINE_TIMEOUT_MS = 5_000;
+
+/** The longest token line a plugin reads, newline included, in bytes. */
+export const MAX_TOKEN_LINE_BYTES = 1024;
 
 /** First token of the handshake line a plugin prints on stdout. */
 export const HANDSHAKE_PREFIX = "PLUGWIRE_HANDSHAKE";

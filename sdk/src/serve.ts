@@ -20,6 +20,7 @@ import {
   listenUnix,
   missingCookieMessage,
   parseProtocolVersions,
+  readLaunchToken,
   statefulErrors,
   type DeliverRequest,
   type DeliverResponse,
@@ -29,6 +30,7 @@ import { DeliveryProcessor } from "./delivery.js";
 import { PayloadContext } from "./handler-context.js";
 import { RestoreFailedError, SnapshotFailedError, UnsupportedVersionError } from "./errors.js";
 import { CAPABILITY_NAMES, hostPorts } from "./host-client.js";
+import { acceptOnlyHostConnection, refusedReason } from "./host-connection.js";
 import { createLogger } from "./log.js";
 import type { PluginContext, PluginDefinition } from "./plugin.js";
 import type { Capability } from "./types.js";
@@ -78,7 +80,6 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
     );
   }
   const socketDir = requireEnv(ENV.socketDir);
-  const token = requireEnv(ENV.authToken);
   const instanceId = requireEnv(ENV.instanceId);
   const hostAddress = requireEnv(ENV.hostAddress);
   if (!/^[A-Za-z0-9._-]+$/.test(instanceId)) {
@@ -96,6 +97,16 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
       `plugwire plugin '${plugin.name}': socket path ${socketPath} is ${Buffer.byteLength(socketPath)} bytes, ` +
         `over the ${MAX_SOCKET_PATH_BYTES}-byte unix socket limit. Give the host a shorter runDirParent (docs/protocol.md §4).`,
     );
+  }
+  // The token: by default the first line on stdin, which no other process can
+  // read (docs/protocol.md §6); read before anything listens.
+  let token: string;
+  try {
+    token = await readLaunchToken(process.env, process.stdin);
+    // The legacy variable is not passed on to processes the plugin starts.
+    delete process.env[ENV.authToken];
+  } catch (e) {
+    fatal(`plugwire plugin '${plugin.name}': ${e instanceof Error ? e.message : String(e)}`);
   }
 
   const log = createLogger();
@@ -153,7 +164,15 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   const server = createServer();
   const deliverCalls = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
   const authorize = (metadata: grpc.Metadata, method: string): void => {
-    if (!hasBearerToken(metadata, token)) {
+    if (refusedReason(metadata) === "second-connection") {
+      throw new PlugwireError(
+        "unauthenticated",
+        `plugin '${plugin.name}' refused ${method}: it serves one connection, its host's, and another connection is already the host's; ` +
+          `only the host that started this plugin may call it (docs/protocol.md §6)`,
+        { plugin: plugin.name },
+      );
+    }
+    if (refusedReason(metadata) !== undefined || !hasBearerToken(metadata, token)) {
       throw new PlugwireError(
         "unauthenticated",
         `plugin '${plugin.name}' refused ${method}: the call carried no valid plugwire auth token ` +
@@ -392,10 +411,12 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   process.stdin.on("end", graceful);
   process.stdin.on("error", graceful);
   process.stdin.resume();
+  if (process.stdin.readableEnded) graceful();
   process.on("SIGTERM", graceful);
   process.on("SIGINT", graceful);
 
   await listenUnix(server, socketPath);
   chmodSync(socketPath, 0o600);
+  if (!acceptOnlyHostConnection(server, token)) log.warn("cannot limit the plugin server to the host's connection (grpc-js internals changed); only the token is checked");
   process.stdout.write(`${HANDSHAKE_PREFIX} protocol=${version} network=unix address=${socketPath} transport=grpc\n`);
 }

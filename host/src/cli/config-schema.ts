@@ -74,6 +74,7 @@ export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
   { key: "capabilities", default: "[]", unit: "", about: `what it may call on the host: ${CAPABILITIES.join(", ")}` },
   { key: "restart", default: PLUGIN_DEFAULTS.restart, unit: "", about: "permanent (always), transient (after a crash) or temporary (never)" },
   num("handshakeTimeoutMs", "ms", "how long the host waits for the handshake line"),
+  { key: "tokenVia", default: PLUGIN_DEFAULTS.tokenVia, unit: "", about: "how the plugin gets its auth token: stdin, or env (legacy PLUGWIRE_AUTH_TOKEN, readable by any process of the same user)" },
   num("shutdownTimeoutMs", "ms", "deadline of the Shutdown RPC and the exit after it; then SIGTERM"),
   num("killGraceMs", "ms", "wait after SIGTERM before SIGKILL"),
   num("maxRestarts", "count", "restarts allowed within restartWindowMs; one more makes the plugin failed"),
@@ -125,6 +126,7 @@ export const pluginSchema = z.strictObject({
   capabilities: z.array(z.enum(CAPABILITIES as readonly Capability[] as [Capability, ...Capability[]])).optional(),
   restart: z.enum(["permanent", "transient", "temporary"]).optional(),
   overflow: z.enum(["reject", "drop-oldest"]).optional(),
+  tokenVia: z.enum(["stdin", "env"]).optional(),
   ...NUMBER_SCHEMAS,
 });
 

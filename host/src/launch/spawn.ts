@@ -6,7 +6,7 @@
 import { execa } from "execa";
 import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION, PlugwireError } from "@plugwire/proto";
 import { isHandshakeLine, parseHandshake, type Handshake } from "../handshake/parse.js";
-import { pluginEnv } from "./env.js";
+import { pluginEnv, tokenEnv, tokenLine, tokenViaHint, type TokenVia } from "./env.js";
 import { readLines } from "./lines.js";
 import { LogForwarder } from "./logs.js";
 import { join } from "node:path";
@@ -25,6 +25,8 @@ export interface LaunchOptions {
   runDir: string;
   hostAddress: string;
   token: string;
+  /** How the plugin gets `token`: a line on its stdin (default), or the legacy, weaker PLUGWIRE_AUTH_TOKEN variable. */
+  tokenVia?: TokenVia;
   instanceId: string;
   handshakeTimeoutMs: number;
   maxLogLineBytes: number;
@@ -93,7 +95,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
       [ENV.protocolVersions]: String(PROTOCOL_VERSION),
       [ENV.socketDir]: options.runDir,
       [ENV.hostAddress]: options.hostAddress,
-      [ENV.authToken]: options.token,
+      ...tokenEnv(options.token, options.tokenVia ?? "stdin"),
       [ENV.instanceId]: options.instanceId,
       [ENV.pluginName]: spec.name,
     },
@@ -126,9 +128,12 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
   });
   let handshakeError: PlugwireError | undefined;
 
-  // The host never writes to stdin; it only keeps it open. A broken pipe
+  // The host keeps stdin open, and writes on it only the token line, once,
+  // right away (docs/protocol.md §6): stdin is a socketpair that no other
+  // process can open through /proc, unlike the environment. A broken pipe
   // just means the plugin is gone, which the exit handling reports.
   child.stdin?.on("error", (e: Error) => options.logger.debug({ err: e.message }, "plugin stdin closed"));
+  if ((options.tokenVia ?? "stdin") === "stdin") child.stdin?.write(tokenLine(options.token));
 
   const stdoutDone = readLines(child.stdout!, {
     maxLineBytes: options.maxLogLineBytes,
@@ -256,7 +261,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     const error = e as PlugwireError;
     if (error === spawnFailure || options.signal?.aborted) throw error;
     // Add the plugin's last stderr lines, now that all of them have arrived.
-    throw new PlugwireError(error.code, `${error.message}${tailText(tail)}`, { plugin: spec.name });
+    throw new PlugwireError(error.code, `${error.message}${tokenViaHint(options.tokenVia ?? "stdin", tail)}${tailText(tail)}`, { plugin: spec.name });
   } finally {
     clearTimeout(timer);
     if (onAbort) options.signal?.removeEventListener("abort", onAbort);

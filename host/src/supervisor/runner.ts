@@ -681,6 +681,7 @@ export class PluginRunner {
         runDir: this.ctx.runDir(),
         hostAddress: this.ctx.hostAddress(),
         token,
+        tokenVia: this.config.tokenVia,
         instanceId,
         handshakeTimeoutMs: this.config.handshakeTimeoutMs,
         maxLogLineBytes: this.config.maxLogLineBytes,

@@ -16,16 +16,24 @@ import (
 type tokenCheck struct {
 	plugin string
 	want   []byte
+	// conns, when set, keeps calls to the host's connection (docs/protocol.md §6.3).
+	conns *hostConnection
 }
 
-func newTokenCheck(plugin, token string) *tokenCheck {
-	return &tokenCheck{plugin: plugin, want: []byte("Bearer " + token)}
+func newTokenCheck(plugin, token string, conns *hostConnection) *tokenCheck {
+	return &tokenCheck{plugin: plugin, want: []byte("Bearer " + token), conns: conns}
 }
 
 func (t *tokenCheck) authorize(ctx context.Context, fullMethod string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	values := md.Get(AuthMetadataKey)
 	if len(values) == 1 && subtle.ConstantTimeCompare([]byte(values[0]), t.want) == 1 {
+		if t.conns != nil && !t.conns.admit(ctx) {
+			return status.Errorf(codes.Unauthenticated,
+				"plugin '%s' refused %s: it serves one connection, its host's, and another connection is already the host's; "+
+					"only the host that started this plugin may call it (docs/protocol.md §6)",
+				t.plugin, path.Base(fullMethod))
+		}
 		return nil
 	}
 	return status.Errorf(codes.Unauthenticated,

@@ -44,7 +44,6 @@ func Serve(p Plugin) {
 	}
 	version := pickVersion(p.Name, requireEnv(EnvProtocolVersions))
 	socketDir := requireEnv(EnvSocketDir)
-	token := requireEnv(EnvAuthToken)
 	instanceID := requireEnv(EnvInstanceID)
 	hostAddress := requireEnv(EnvHostAddress)
 	if !instanceIDPattern.MatchString(instanceID) {
@@ -59,6 +58,15 @@ func Serve(p Plugin) {
 		fatal("plugwire plugin '%s': socket path %s is %d bytes, over the %d-byte unix socket limit. Give the host a shorter runDirParent (docs/protocol.md §4).",
 			p.Name, socketPath, len(socketPath), MaxSocketPathBytes)
 	}
+
+	// The token: by default the first line on stdin, which no other process
+	// can read (docs/protocol.md §6); read before anything listens, and
+	// before the stdin watcher below starts.
+	token, err := readLaunchToken(os.Getenv, os.Stdin, TokenLineTimeout)
+	if err != nil {
+		fatal("plugwire plugin '%s': %v", p.Name, err)
+	}
+	_ = os.Unsetenv(EnvAuthToken) // the legacy variable is not passed on to child processes
 
 	log := newLogger(os.Stderr)
 	// grpc-go's own log lines (plain text, some multi-line) would reach the
@@ -83,8 +91,10 @@ func Serve(p Plugin) {
 		life.stop(sig.String(), stopGrace)
 	}()
 
-	auth := newTokenCheck(p.Name, token)
+	conns := &hostConnection{}
+	auth := newTokenCheck(p.Name, token, conns)
 	server := grpc.NewServer(
+		grpc.StatsHandler(conns),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.UnaryInterceptor(auth.unary),
@@ -109,6 +119,7 @@ func Serve(p Plugin) {
 	if err != nil {
 		fatal("plugwire plugin '%s': cannot listen on %s: %v", p.Name, socketPath, err)
 	}
+	listener = &sameUserListener{Listener: listener, log: log}
 	go func() {
 		if err := server.Serve(listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			log.Error("gRPC server failed", "error", err.Error())

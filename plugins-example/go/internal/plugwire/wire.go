@@ -24,6 +24,7 @@ const (
 	EnvSocketDir        = "PLUGWIRE_SOCKET_DIR"
 	EnvHostAddress      = "PLUGWIRE_HOST_ADDRESS"
 	EnvAuthToken        = "PLUGWIRE_AUTH_TOKEN"
+	EnvAuthTokenSource  = "PLUGWIRE_AUTH_TOKEN_SOURCE"
 	EnvInstanceID       = "PLUGWIRE_INSTANCE_ID"
 	EnvPluginName       = "PLUGWIRE_PLUGIN_NAME"
 )
