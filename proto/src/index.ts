@@ -4,6 +4,7 @@ export * from "./gen/plugwire/v1/host_pb.js";
 export * as health from "./gen/grpc/health/v1/health_pb.js";
 export * from "./wire.js";
 export * from "./errors.js";
+export * from "./limits.js";
 export * from "./grpc.js";
 export * as admin from "./gen/plugwire/admin/v1/admin_pb.js";
 export { decodeDeliverRequest, decodeDeliverResponse, encodeDeliverRequest, encodeDeliverResponse } from "./codec.js";
