@@ -344,6 +344,12 @@ describe("hostile config battery", () => {
       assert.equal(error.detail?.plugin, "hostile", "the detail names the plugin that sent it");
       assert.equal(error.claimedPlugin, "counter");
       assert.ok(error.message.length < MAX_ERROR_TEXT_BYTES + 512, `status details cut, not ${error.message.length}`);
+      assert.ok(
+        error.message.startsWith(
+          "plugin 'hostile' sent an error whose detail names plugin 'counter', another plugin of this host; it is 'hostile's error: plugin 'counter' failed to snapshot its state: Dddd",
+        ),
+        error.message.slice(0, 300),
+      );
       const details = error.detail?.kind.case === "snapshotFailed" ? error.detail.kind.value.details : "";
       assert.match(details, /^Dd+…\(truncated, 6001 bytes\)$/);
       const counter = th.host.status().find((s) => s.name === "counter")!;

@@ -508,9 +508,7 @@ export class PluginRunner {
       return record;
     } catch (e) {
       this.ctx.metrics.snapshots.inc({ ...labels, result: "failed" });
-      const error = PlugwireError.from(e, "snapshot_failed", this.name);
-      this.checkErrorDetail(error);
-      throw error;
+      throw this.checkErrorDetail(PlugwireError.from(e, "snapshot_failed", this.name));
     }
   }
 
@@ -818,16 +816,23 @@ export class PluginRunner {
    * this plugin (`plugin`, `detail.plugin`); the claimed name is kept in
    * `claimedPlugin`.
    */
-  private checkErrorDetail(error: PlugwireError): void {
+  private checkErrorDetail(error: PlugwireError): PlugwireError {
     const named = error.claimedPlugin ?? error.detail?.plugin;
     const described = this.description?.name;
-    if (named === undefined || described === undefined || named === described) return;
+    if (named === undefined || described === undefined || named === described) return error;
     const other = named !== this.name && this.ctx.isPluginName?.(named) === true;
     this.log.warn(
       { errorDetailPlugin: named, describedAs: described },
       `plugin '${this.name}' sent a ${ERROR_DETAIL_TRAILER} trailer naming plugin ${PLUGIN_NAME_PATTERN.test(named) ? `'${named}'` : quote(named, 64)}, but it describes itself as '${described}'; ` +
         `ErrorDetail.plugin must be the name Describe returns (docs/protocol.md §11)` +
         (other ? `. '${named}' is another plugin of this host: the error is reported as '${this.name}'s, not as '${named}'s` : ""),
+    );
+    if (!other) return error;
+    // Its text may blame the other plugin too: say up front whose error it is.
+    return new PlugwireError(
+      error.code,
+      `plugin '${this.name}' sent an error whose detail names plugin '${named}', another plugin of this host; it is '${this.name}'s error: ${error.message}`,
+      { plugin: this.name, detail: error.detail, claimedPlugin: named, cause: error },
     );
   }
 
@@ -911,8 +916,7 @@ export class PluginRunner {
     try {
       await restoreSnapshot(conn.plugin, record, SNAPSHOT_DEADLINE_MS);
     } catch (e) {
-      const error = PlugwireError.from(e, "restore_failed", this.name);
-      this.checkErrorDetail(error);
+      const error = this.checkErrorDetail(PlugwireError.from(e, "restore_failed", this.name));
       if (error.code !== "unsupported_version") throw error;
       await this.ctx.store.discard(id);
       // The plugin's default state is the new base: what it acked before is
