@@ -364,6 +364,29 @@ describe("hostile config battery", () => {
     }
   });
 
+  test("H-CFG-23: an SDK plugin whose Snapshot throws an 8 MiB error, whose handler an 8 MiB one -> cut at the source (4 KiB), typed errors naming it; neighbour serves", { timeout: TIMEOUT_MS }, async () => {
+    const th = testHost([nodePlugin("echo", example("echo"), { capabilities: ["control"] }), nodePlugin("big", fixture("hostile-config-sdk"))]);
+    try {
+      await th.host.start();
+      const error = await rejection(th.host.snapshot("big"));
+      assert.equal(error.code, "snapshot_failed");
+      assert.equal(error.plugin, "big");
+      assert.equal(error.claimedPlugin, undefined);
+      assert.ok(Buffer.byteLength(error.message) <= MAX_ERROR_TEXT_BYTES, `cut at the source, not ${error.message.length}`);
+      assert.match(error.message, /…\(truncated, \d+ bytes\)$/);
+      const details = error.detail?.kind.case === "snapshotFailed" ? error.detail.kind.value.details : "";
+      assert.match(details, /^Ss+…\(truncated, 8388609 bytes\)$/);
+      const handler = await rejection(th.host.dispatch(peer(1), "big.k", Buffer.from("x")));
+      assert.equal(handler.code, "handler_failed");
+      assert.equal(handler.plugin, "big");
+      assert.match(handler.message, /Hh+…\(truncated, 8388609 bytes\)$/);
+      assert.equal(th.host.status().find((s) => s.name === "big")?.state, "ready");
+      await neighbourServes(th);
+    } finally {
+      await th.close();
+    }
+  });
+
   test("H-CFG-18: a later plugin claims a kind an earlier one owns -> routed to the first, kind:shadowed event, shadowedKinds in status", { timeout: TIMEOUT_MS }, async () => {
     const th = testHost([
       nodePlugin("echo", example("echo"), { capabilities: ["control"] }),

@@ -1,5 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ErrorDetailSchema, type ErrorDetail } from "./gen/plugwire/v1/types_pb.js";
 import { MAX_ERROR_TEXT_BYTES, truncateText } from "./limits.js";
 import { ERROR_DETAIL_TRAILER } from "./wire.js";
@@ -217,10 +217,12 @@ function boundDetail(detail: ErrorDetail): ErrorDetail {
 export function toServiceStatus(e: unknown): Partial<grpc.StatusObject> {
   const err = PlugwireError.from(e);
   const metadata = new grpc.Metadata();
-  if (err.detail) metadata.set(ERROR_DETAIL_TRAILER, Buffer.from(toBinary(ErrorDetailSchema, err.detail)));
+  // Both travel in HTTP/2 trailers, where megabytes break the connection
+  // rather than the call: cut them as a receiver would (MAX_ERROR_TEXT_BYTES).
+  if (err.detail) metadata.set(ERROR_DETAIL_TRAILER, Buffer.from(toBinary(ErrorDetailSchema, boundDetail(clone(ErrorDetailSchema, err.detail)))));
   // grpc-js encodeURI()s the details, which throws on a lone UTF-16
   // surrogate (for example one quoted from bad JSON): send well-formed text.
-  return { code: err.grpcStatus, details: toWellFormed(err.message), metadata };
+  return { code: err.grpcStatus, details: toWellFormed(truncateText(err.message, MAX_ERROR_TEXT_BYTES)), metadata };
 }
 
 /** Replaces lone UTF-16 surrogates with U+FFFD, so the text survives encodeURI. */

@@ -84,17 +84,20 @@ export function kindProblem(kind: string): string | undefined {
 }
 
 /**
- * `text` cut to at most `maxBytes` UTF-8 bytes (on a character boundary)
- * plus a marker `…(truncated, N bytes)` giving the original size; unchanged
- * when it fits.
+ * `text` cut on a character boundary and marked `…(truncated, N bytes)`
+ * (N: its original UTF-8 size) so that the result is at most `maxBytes`
+ * UTF-8 bytes, marker included; unchanged when it fits. Cutting a cut text
+ * again is a no-op.
  */
 export function truncateText(text: string, maxBytes = MAX_ERROR_TEXT_BYTES): string {
   // Cheap test first: a string of n UTF-16 units has at most 3n UTF-8 bytes.
   if (text.length * 3 <= maxBytes) return text;
   const bytes = Buffer.byteLength(text, "utf8");
   if (bytes <= maxBytes) return text;
-  let cut = Buffer.from(text.slice(0, maxBytes), "utf8").subarray(0, maxBytes).toString("utf8");
+  const marker = `…(truncated, ${bytes} bytes)`;
+  const room = Math.max(0, maxBytes - Buffer.byteLength(marker, "utf8"));
+  let cut = Buffer.from(text.slice(0, room), "utf8").subarray(0, room).toString("utf8");
   // A character split by the byte cut decodes as U+FFFD at the end: drop it.
   if (cut.endsWith("\uFFFD") && !text.startsWith(cut)) cut = cut.slice(0, -1);
-  return `${cut}…(truncated, ${bytes} bytes)`;
+  return `${cut}${marker}`;
 }
