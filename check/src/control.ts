@@ -1,5 +1,5 @@
 /** The unary control calls a host makes before delivering: Describe, Start (plus Health). */
-import { PROTOCOL_VERSION, health, type DescribeResponse } from "@plugwire/proto";
+import { PROTOCOL_VERSION, describeProblems as limitProblems, health, type DescribeResponse } from "@plugwire/proto";
 import type { Session } from "./session.js";
 import { fail, pass, skip, type Check, type Outcome } from "./types.js";
 import { describeFailure, ms } from "./util.js";
@@ -20,6 +20,10 @@ function describeProblems(d: DescribeResponse, handshakeVersion: number): string
     if (d.stateful.snapshotVersions.length === 0) problems.push("stateful.snapshot_versions is empty (list the versions Restore reads)");
   }
   if (!d.sdk?.language) problems.push("sdk.language is not set (e.g. 'python', 'go')");
+  // The limits a host refuses a Describe past (docs/protocol.md §13); the empty cases are reported above.
+  for (const p of limitProblems({ name: d.name || "x", payloadKinds: d.payloadKinds, stateful: d.stateful })) {
+    if (!/ is empty$|lists no snapshot versions|stateful id is empty/.test(p)) problems.push(`${p} (a host refuses this; docs/protocol.md §13)`);
+  }
   return problems;
 }
 

@@ -2,7 +2,7 @@
  * Plugin configuration: what the application (or the CLI's YAML file) says
  * about each plugin, validated here, with the defaults filled in.
  */
-import { MAX_EFFECTS_PER_ACK, PlugwireError } from "@plugwire/proto";
+import { MAX_EFFECTS_PER_ACK, MAX_PLUGIN_CONFIG_BYTES, PlugwireError } from "@plugwire/proto";
 
 export type Capability = "peers" | "control" | "identity";
 export const CAPABILITIES: readonly Capability[] = ["peers", "control", "identity"];
@@ -136,13 +136,92 @@ function invalid(name: string, message: string): PlugwireError {
   return new PlugwireError("invalid_config", `plugin '${name}': ${message}`, { plugin: name });
 }
 
+/** A value as an error message shows it: short, and never the whole of a large one. */
+function shown(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "an object";
+  if (typeof value === "string") return value.length > 40 ? `${JSON.stringify(value.slice(0, 40))}… (a string)` : `${JSON.stringify(value)} (a string)`;
+  return String(value);
+}
+
+/** A plain object: `{}` or made by Object.create(null), not a list, Map, Date or class instance. */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * The bytes of a plugin's `config` as Start carries it (JSON), or why it
+ * cannot be sent. Refuses a config over MAX_PLUGIN_CONFIG_BYTES up front,
+ * where a 16 MiB message error would name no plugin.
+ */
+export function pluginConfigJson(name: string, config: unknown): string {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(config);
+  } catch (e) {
+    throw invalid(name, `its config cannot be sent as JSON (${(e as Error).message}); use plain objects, lists, strings, numbers, booleans and null`);
+  }
+  if (json === undefined) throw invalid(name, "its config cannot be sent as JSON; use a plain object");
+  const bytes = Buffer.byteLength(json, "utf8");
+  if (bytes > MAX_PLUGIN_CONFIG_BYTES) {
+    throw invalid(
+      name,
+      `its config is ${bytes} bytes as JSON; at most ${MAX_PLUGIN_CONFIG_BYTES} (1 MiB) travel in Start (docs/protocol.md §13). ` +
+        `Put bulk data in a file and pass its path in the config`,
+    );
+  }
+  return json;
+}
+
+/**
+ * Checks the types of a plugin config an application passed (the YAML file
+ * is checked by its schema first), so a wrong one is an invalid_config error
+ * naming the plugin and the option, never a TypeError from deep inside.
+ */
+function checkTypes(input: PluginConfig, name: string): void {
+  const o = input as unknown as Record<string, unknown>;
+  const isStringList = (v: unknown): boolean => Array.isArray(v) && v.every((a) => typeof a === "string");
+  if (o.args !== undefined && !isStringList(o.args)) {
+    throw invalid(name, `args must be a list of strings, not ${shown(o.args)}${Array.isArray(o.args) ? " with a non-string entry" : ""}; for example args: ["server.js", "--port", "8080"]`);
+  }
+  if (o.cwd !== undefined && (typeof o.cwd !== "string" || o.cwd.length === 0)) {
+    throw invalid(name, `cwd must be a directory path (a non-empty string), not ${shown(o.cwd)}`);
+  }
+  if (o.env !== undefined && (!isPlainObject(o.env) || !Object.values(o.env).every((v) => typeof v === "string"))) {
+    throw invalid(name, `env must be an object of strings (NAME: "value"), not ${isPlainObject(o.env) ? "an object with a non-string value" : shown(o.env)}`);
+  }
+  if (o.config !== undefined) {
+    if (!isPlainObject(o.config)) throw invalid(name, `config must be an object (it is handed to the plugin in Start as JSON), not ${shown(o.config)}`);
+    pluginConfigJson(name, o.config);
+  }
+  if (o.capabilities !== undefined) {
+    if (typeof o.capabilities === "string") {
+      throw invalid(name, `capabilities must be a list, not the string ${JSON.stringify(o.capabilities)}; write capabilities: [${JSON.stringify(o.capabilities)}] (valid: ${CAPABILITIES.join(", ")})`);
+    }
+    if (!Array.isArray(o.capabilities)) throw invalid(name, `capabilities must be a list of ${CAPABILITIES.join(", ")}, not ${shown(o.capabilities)}`);
+    for (const c of o.capabilities) {
+      if (!CAPABILITIES.includes(c as Capability)) throw invalid(name, `unknown capability ${shown(c)}; use ${CAPABILITIES.join(", ")}`);
+    }
+  }
+  for (const key of ["restart", "overflow"] as const) {
+    if (o[key] !== undefined && typeof o[key] !== "string") throw invalid(name, `${key} must be a string, not ${shown(o[key])}`);
+  }
+}
+
 /** Validates one plugin config and fills in defaults. */
 export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
+  if (!isPlainObject(input)) throw new PlugwireError("invalid_config", `each plugin must be an object with a name and a command, not ${shown(input)}`);
   const name = input.name;
   if (typeof name !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
-    throw new PlugwireError("invalid_config", `plugin name ${JSON.stringify(name)} must be 1-64 characters of [A-Za-z0-9._-]`);
+    throw new PlugwireError("invalid_config", `plugin name ${typeof name === "string" ? JSON.stringify(name.slice(0, 80)) : shown(name)} must be 1-64 characters of [A-Za-z0-9._-]`);
   }
-  if (typeof input.command !== "string" || input.command.length === 0) throw invalid(name, "'command' is required");
+  // The name becomes a directory under the data dir: "." and ".." would be the data dir itself or its parent.
+  if (name === "." || name === "..") throw new PlugwireError("invalid_config", `plugin name "${name}" is not allowed (it names a directory above the plugin's own data dir); choose a name with a letter or digit in it`);
+  if (typeof input.command !== "string" || input.command.length === 0) throw invalid(name, "'command' is required: the executable to run (a non-empty string)");
+  checkTypes(input, name);
   const resolved: ResolvedPluginConfig = { ...PLUGIN_DEFAULTS, ...stripUndefined(input), cwd: input.cwd } as ResolvedPluginConfig;
   for (const c of resolved.capabilities) {
     if (!CAPABILITIES.includes(c)) throw invalid(name, `unknown capability '${c}' (use ${CAPABILITIES.join(", ")})`);
@@ -185,6 +264,7 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 
 /** Validates a whole plugin list: unique names. */
 export function resolvePlugins(plugins: readonly PluginConfig[]): ResolvedPluginConfig[] {
+  if (!Array.isArray(plugins)) throw new PlugwireError("invalid_config", `host option plugins must be a list of plugin configs, not ${shown(plugins)}`);
   const seen = new Set<string>();
   return plugins.map((p) => {
     const resolved = resolvePluginConfig(p);
@@ -207,4 +287,24 @@ export function resolveStopTimeoutMs(value: unknown): number {
     );
   }
   return value;
+}
+
+/**
+ * Checks the host-wide options an application passed to createHost (the
+ * per-plugin ones are checked by resolvePlugins): each wrong one is an
+ * invalid_config error naming the option and what it takes.
+ */
+export function checkHostOptions(options: Readonly<Record<string, unknown>>): void {
+  const fail = (key: string, what: string): never => {
+    throw new PlugwireError("invalid_config", `host option ${key} must be ${what}, not ${shown(options[key])}`);
+  };
+  if (typeof options.dataDir !== "string" || options.dataDir.length === 0) fail("dataDir", "a directory path (a non-empty string)");
+  if (options.runDirParent !== undefined && typeof options.runDirParent !== "string") fail("runDirParent", "an absolute directory path");
+  for (const key of ["snapshotIntervalMs", "maxSnapshotBytes"]) {
+    const v = options[key];
+    if (v !== undefined && (typeof v !== "number" || !Number.isFinite(v) || v < 0)) fail(key, "a non-negative number");
+  }
+  const launches = options.maxConcurrentLaunches;
+  if (launches !== undefined && (typeof launches !== "number" || !Number.isInteger(launches) || launches < 1)) fail("maxConcurrentLaunches", "a whole number, at least 1");
+  if (options.strictKinds !== undefined && typeof options.strictKinds !== "boolean") fail("strictKinds", "true or false");
 }

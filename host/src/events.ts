@@ -20,4 +20,10 @@ export interface HostEvents {
   "snapshot:taken": [{ plugin: string; id: string; version: number; appliedSeq: number; sizeBytes: number }];
   "snapshot:restored": [{ plugin: string; id: string; version: number; appliedSeq: number; sizeBytes: number; replayed: number }];
   "snapshot:reset": [{ plugin: string; id: string; reason: string }];
+  /**
+   * `plugin` claims payload kind `kind`, but `owner`, listed before it,
+   * claims it too and gets its payloads (first claim wins). Emitted when the
+   * host builds its routes at start, once per shadowed kind.
+   */
+  "kind:shadowed": [{ kind: string; plugin: string; owner: string }];
 }

@@ -9,7 +9,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { PlugwireError } from "@plugwire/proto";
-import { resolvePlugins, resolveStopTimeoutMs, type PluginConfig } from "./config.js";
+import { checkHostOptions, resolvePlugins, resolveStopTimeoutMs, type PluginConfig } from "./config.js";
 import type { DeadLetter, DispatchOptions } from "./delivery/channel.js";
 import type { HostEvents } from "./events.js";
 import { checkSocketPath, chooseRunDirParent, createRunDirIn, longestSocketFileName, removeRunDir } from "./launch/rundir.js";
@@ -17,7 +17,7 @@ import { HostMetrics } from "./metrics.js";
 import { hex, type HostPorts, type NodeId, type PeerEvent } from "./ports.js";
 import { HostServiceServer, type Caller } from "./services/host-service.js";
 import { FileSnapshotStore, explainFsError, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
-import { PluginRunner, type PluginStatus } from "./supervisor/runner.js";
+import { PluginRunner, type PluginStatus, type ShadowedKind } from "./supervisor/runner.js";
 import { Semaphore } from "./supervisor/semaphore.js";
 
 export interface HostOptions {
@@ -49,6 +49,13 @@ export interface HostOptions {
    * so that every plugin is SIGKILLed by this deadline. Default 10 s.
    */
   stopTimeoutMs?: number;
+  /**
+   * A payload kind claimed by two plugins: false (default), the first listed
+   * wins and the other's claim is shadowed (a warning, a `kind:shadowed`
+   * event, `shadowedKinds` in its status); true, an error: the later plugin
+   * is refused and start() fails, naming both plugins and the kind.
+   */
+  strictKinds?: boolean;
 }
 
 /** Outcome of an operation that runs over every plugin. */
@@ -71,6 +78,8 @@ export class Host extends EventEmitter<HostEvents> {
   private readonly runners: PluginRunner[];
   private readonly byName = new Map<string, PluginRunner>();
   private readonly routes = new Map<string, PluginRunner>();
+  /** Per plugin, its claimed kinds that an earlier plugin owns. */
+  private readonly shadowed = new Map<string, ShadowedKind[]>();
   private readonly tokens = new Map<string, Caller>();
   /** Stateful id -> the plugin that declared it first; each plugin holds at most one. */
   private readonly statefulIds = new Map<string, string>();
@@ -88,6 +97,7 @@ export class Host extends EventEmitter<HostEvents> {
   constructor(private readonly options: HostOptions) {
     super();
     this.logger = options.logger ?? pino({ name: "plugwire" });
+    checkHostOptions(options as unknown as Record<string, unknown>);
     const configs = resolvePlugins(options.plugins);
     this.stopTimeoutMs = resolveStopTimeoutMs(options.stopTimeoutMs);
     const launchSlots = new Semaphore(options.maxConcurrentLaunches ?? Math.max(2, 2 * availableParallelism()));
@@ -128,6 +138,7 @@ export class Host extends EventEmitter<HostEvents> {
           registerToken: (token, caller) => this.tokens.set(token, caller),
           unregisterToken: (token) => this.tokens.delete(token),
           claimStatefulId: (plugin, id) => this.claimStatefulId(plugin, id),
+          isPluginName: (name) => this.byName.has(name),
         }),
     );
     for (const runner of this.runners) this.byName.set(runner.name, runner);
@@ -162,6 +173,7 @@ export class Host extends EventEmitter<HostEvents> {
     }
     const results = await Promise.allSettled(this.runners.map((r) => r.start()));
     const failures = results.flatMap((r, i) => (r.status === "rejected" ? [{ plugin: this.runners[i]!.name, error: PlugwireError.from(r.reason) }] : []));
+    if (failures.length === 0) failures.push(...this.buildRoutes());
     if (failures.length > 0) {
       await this.stop();
       if (failures.length === 1) throw failures[0]!.error;
@@ -171,7 +183,6 @@ export class Host extends EventEmitter<HostEvents> {
         { cause: new AggregateError(failures.map((f) => f.error)) },
       );
     }
-    this.buildRoutes();
     const interval = this.options.snapshotIntervalMs ?? 30_000;
     if (interval > 0) {
       this.snapshotTimer = setInterval(() => {
@@ -194,17 +205,48 @@ export class Host extends EventEmitter<HostEvents> {
     return undefined;
   }
 
-  private buildRoutes(): void {
+  /**
+   * Routes each kind to the first plugin (in config order) that claims it.
+   * A later claim is shadowed: warned about once per plugin, told as a
+   * `kind:shadowed` event per kind, and listed in that plugin's status. With
+   * strictKinds, each plugin with a shadowed claim is refused instead: the
+   * failures returned name both plugins and the kind.
+   */
+  private buildRoutes(): Array<{ plugin: string; error: PlugwireError }> {
+    const refused: Array<{ plugin: string; error: PlugwireError }> = [];
     for (const runner of this.runners) {
+      const shadowed: ShadowedKind[] = [];
       for (const kind of runner.kinds) {
         const owner = this.routes.get(kind);
-        if (owner) {
-          this.logger.warn({ kind, winner: owner.name, loser: runner.name }, `payload kind '${kind}' is claimed by '${owner.name}' and '${runner.name}'; '${owner.name}' wins (listed first)`);
-          continue;
-        }
-        this.routes.set(kind, runner);
+        if (owner) shadowed.push({ kind, owner: owner.name });
+        else this.routes.set(kind, runner);
       }
+      if (shadowed.length === 0) continue;
+      this.shadowed.set(runner.name, shadowed);
+      const list = shadowed.map((s) => `'${s.kind}' (owned by '${s.owner}')`);
+      const shown = list.length > 10 ? `${list.slice(0, 10).join(", ")} and ${list.length - 10} more` : list.join(", ");
+      if (this.options.strictKinds === true) {
+        const first = shadowed[0]!;
+        refused.push({
+          plugin: runner.name,
+          error: new PlugwireError(
+            "plugin_refused",
+            `plugin '${runner.name}' claims payload kind '${first.kind}', which plugin '${first.owner}' (listed before it) already claims` +
+              `${shadowed.length > 1 ? `; all its shadowed kinds: ${shown}` : ""}. strictKinds is on, so '${runner.name}' is refused. ` +
+              `Remove the kind from one of the two plugins, or turn strictKinds off to let the first listed win.`,
+            { plugin: runner.name },
+          ),
+        });
+        continue;
+      }
+      this.logger.warn(
+        { plugin: runner.name, shadowedKinds: shadowed.slice(0, 100), count: shadowed.length },
+        `plugin '${runner.name}' claims ${shadowed.length} payload kind(s) that plugins listed before it already claim: ${shown}. ` +
+          `Those payloads go to the earlier plugin (first claim wins); remove the claims, reorder the plugins, or set strictKinds to make this an error`,
+      );
+      for (const s of shadowed) this.emit("kind:shadowed", { kind: s.kind, plugin: runner.name, owner: s.owner });
     }
+    return refused;
   }
 
   /**
@@ -319,7 +361,7 @@ export class Host extends EventEmitter<HostEvents> {
   }
 
   status(): PluginStatus[] {
-    return this.runners.map((r) => r.status());
+    return this.runners.map((r) => ({ ...r.status(), shadowedKinds: this.shadowed.get(r.name) ?? [] }));
   }
 
   listDeadLetters(name: string): readonly DeadLetter[] {

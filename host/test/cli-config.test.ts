@@ -105,7 +105,7 @@ describe("plugwire config file", () => {
     }
     const expected = [
       `${path}: 3 problems:`,
-      `${path}:3:1: unknown key 'bogusKey'; the nearest valid key is 'peers' (valid here: dataDir, snapshotIntervalMs, maxSnapshotBytes, stopTimeoutMs, runDirParent, maxConcurrentLaunches, peers, plugins)`,
+      `${path}:3:1: unknown key 'bogusKey'; the nearest valid key is 'peers' (valid here: dataDir, snapshotIntervalMs, maxSnapshotBytes, stopTimeoutMs, runDirParent, maxConcurrentLaunches, strictKinds, peers, plugins)`,
       `${path}:8:5: unknown key 'capabilites' in plugins[0] (plugin 'echo'); did you mean 'capabilities'?`,
       `${path}:9:18: plugins[0].maxInFlight (plugin 'echo') must be at least 1, not 0`,
     ].join("\n");
@@ -159,7 +159,7 @@ describe("plugwire config file", () => {
       problems("plugins:\n  - { name: a, command: x }\n  - { name: a, command: y }\n"),
       "FILE:3:13: plugins[1]: a plugin named 'a' is already listed (plugins[0]); names must be unique",
     );
-    assert.match(problems(""), /^FILE: must be a YAML mapping/);
+    assert.match(problems(""), /^FILE: is empty; it must be a YAML mapping/);
     assert.match(loadError(join(dir, "missing.yaml")), /^.*missing\.yaml: cannot read the config file \(ENOENT/);
   });
 });

@@ -144,7 +144,9 @@ describe("snapshots (spec §10, §11)", () => {
       const error = await rejection(th.host.snapshot("raw"));
       assert.equal(error.code, "snapshot_failed");
       assert.equal(error.plugin, "raw");
-      assert.equal(error.detail?.plugin, "someone-else");
+      // Never passed on as another plugin's error: the detail names the sender, the claim is kept apart.
+      assert.equal(error.detail?.plugin, "raw");
+      assert.equal(error.claimedPlugin, "someone-else");
       const warning = records.find((r) => r.errorDetailPlugin === "someone-else");
       assert.equal(
         warning?.msg,

@@ -1,6 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { ErrorDetailSchema, type ErrorDetail } from "./gen/plugwire/v1/types_pb.js";
+import { MAX_ERROR_TEXT_BYTES, truncateText } from "./limits.js";
 import { ERROR_DETAIL_TRAILER } from "./wire.js";
 
 /**
@@ -20,6 +21,7 @@ export type ErrorCode =
   | "plugin_exited"
   | "plugin_unavailable"
   | "plugin_failed"
+  | "plugin_refused"
   | "queue_full"
   | "payload_too_large"
   | "too_many_effects"
@@ -46,6 +48,7 @@ export const STATUS_OF_CODE: Readonly<Record<ErrorCode, grpc.status>> = {
   plugin_exited: grpc.status.UNAVAILABLE,
   plugin_unavailable: grpc.status.UNAVAILABLE,
   plugin_failed: grpc.status.UNAVAILABLE,
+  plugin_refused: grpc.status.FAILED_PRECONDITION,
   queue_full: grpc.status.RESOURCE_EXHAUSTED,
   payload_too_large: grpc.status.RESOURCE_EXHAUSTED,
   too_many_effects: grpc.status.RESOURCE_EXHAUSTED,
@@ -76,6 +79,8 @@ export interface PlugwireErrorOptions {
   plugin?: string;
   /** The typed stateful-plugin error, when there is one. */
   detail?: ErrorDetail;
+  /** The plugin name a plugin's ErrorDetail claimed, when it is not the plugin the error came from. */
+  claimedPlugin?: string;
   cause?: unknown;
 }
 
@@ -88,12 +93,19 @@ export class PlugwireError extends Error {
   readonly code: ErrorCode;
   readonly plugin: string | undefined;
   readonly detail: ErrorDetail | undefined;
+  /**
+   * Set when the plugin's `plugwire-error-bin` trailer named another plugin
+   * than the one the error came from: what it claimed. `plugin` and
+   * `detail.plugin` then name the plugin that sent it.
+   */
+  readonly claimedPlugin: string | undefined;
 
   constructor(code: ErrorCode, message: string, options: PlugwireErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.plugin = options.plugin;
     this.detail = options.detail;
+    this.claimedPlugin = options.claimedPlugin;
   }
 
   /** The gRPC status code this error travels as. */
@@ -150,11 +162,20 @@ export function isServiceError(e: unknown): e is grpc.ServiceError {
   );
 }
 
+/**
+ * A gRPC error from a plugin (or any peer) as a PlugwireError. Its texts are
+ * the sender's: the status details and the ErrorDetail's strings are cut to
+ * MAX_ERROR_TEXT_BYTES. When the caller knows which plugin it called
+ * (`plugin`), an ErrorDetail naming any other plugin is not passed on as that
+ * plugin's error: `detail.plugin` is set to `plugin` and the name it claimed
+ * is kept in `claimedPlugin`.
+ */
 function fromServiceError(e: grpc.ServiceError, plugin: string | undefined): PlugwireError {
   const raw = e.metadata.get(ERROR_DETAIL_TRAILER)[0];
+  const text = truncateText(e.details || e.message, MAX_ERROR_TEXT_BYTES);
   if (raw instanceof Buffer) {
     try {
-      const detail = fromBinary(ErrorDetailSchema, raw);
+      const detail = boundDetail(fromBinary(ErrorDetailSchema, raw));
       const code: ErrorCode =
         detail.kind.case === "snapshotFailed"
           ? "snapshot_failed"
@@ -163,26 +184,47 @@ function fromServiceError(e: grpc.ServiceError, plugin: string | undefined): Plu
             : detail.kind.case === "unsupportedVersion"
               ? "unsupported_version"
               : "internal";
-      // The caller's name for the plugin wins; `detail.plugin` (the name the plugin describes itself by) stays in `detail`.
-      return new PlugwireError(code, e.details || e.message, { plugin: plugin ?? (detail.plugin || undefined), detail, cause: e });
+      // The caller's name for the plugin wins, in the error and in its detail.
+      let claimedPlugin: string | undefined;
+      if (plugin !== undefined && detail.plugin !== plugin) {
+        claimedPlugin = detail.plugin;
+        detail.plugin = plugin;
+      }
+      return new PlugwireError(code, text, { plugin: plugin ?? (detail.plugin || undefined), detail, claimedPlugin, cause: e });
     } catch (decodeError) {
-      return new PlugwireError("internal", `${e.details} (and an undecodable ${ERROR_DETAIL_TRAILER} trailer)`, {
+      return new PlugwireError("internal", `${text} (and an undecodable ${ERROR_DETAIL_TRAILER} trailer)`, {
         plugin,
         cause: decodeError,
       });
     }
   }
-  return new PlugwireError(CODE_OF_STATUS[e.code] ?? "internal", e.details || e.message, { plugin, cause: e });
+  return new PlugwireError(CODE_OF_STATUS[e.code] ?? "internal", text, { plugin, cause: e });
+}
+
+/** Most snapshot versions kept from an UnsupportedVersion detail's `expected`. */
+const MAX_DETAIL_VERSIONS = 64;
+
+/** The ErrorDetail with its strings cut to MAX_ERROR_TEXT_BYTES (the plugin name to 256 bytes) and `expected` to 64 entries. */
+function boundDetail(detail: ErrorDetail): ErrorDetail {
+  detail.plugin = truncateText(detail.plugin, 256);
+  const kind = detail.kind;
+  if (kind.case === "snapshotFailed" || kind.case === "restoreFailed") kind.value.details = truncateText(kind.value.details, MAX_ERROR_TEXT_BYTES);
+  if (kind.case === "unsupportedVersion" && kind.value.expected.length > MAX_DETAIL_VERSIONS) {
+    kind.value.expected = kind.value.expected.slice(0, MAX_DETAIL_VERSIONS);
+  }
+  return detail;
 }
 
 /** Turns an error into the status object a grpc-js handler reports. */
 export function toServiceStatus(e: unknown): Partial<grpc.StatusObject> {
   const err = PlugwireError.from(e);
   const metadata = new grpc.Metadata();
-  if (err.detail) metadata.set(ERROR_DETAIL_TRAILER, Buffer.from(toBinary(ErrorDetailSchema, err.detail)));
+  // Both travel in HTTP/2 trailers, where megabytes break the connection
+  // rather than the call: cut them as a receiver would (MAX_ERROR_TEXT_BYTES).
+  if (err.detail) metadata.set(ERROR_DETAIL_TRAILER, Buffer.from(toBinary(ErrorDetailSchema, boundDetail(clone(ErrorDetailSchema, err.detail)))));
   // grpc-js encodeURI()s the details, which throws on a lone UTF-16
   // surrogate (for example one quoted from bad JSON): send well-formed text.
-  return { code: err.grpcStatus, details: toWellFormed(err.message), metadata };
+  return { code: err.grpcStatus, details: toWellFormed(truncateText(err.message, MAX_ERROR_TEXT_BYTES)), metadata };
 }
 
 /** Replaces lone UTF-16 surrogates with U+FFFD, so the text survives encodeURI. */

@@ -5,6 +5,7 @@ export * as health from "./gen/grpc/health/v1/health_pb.js";
 export * from "./wire.js";
 export * from "./token.js";
 export * from "./errors.js";
+export * from "./limits.js";
 export * from "./grpc.js";
 export * as admin from "./gen/plugwire/admin/v1/admin_pb.js";
 export {

@@ -1,3 +1,4 @@
+import { describeProblems } from "@plugwire/proto";
 import type { Logger } from "./log.js";
 import type { Capability, NodeId, Payload, PeerEvent, Snapshot } from "./types.js";
 
@@ -94,16 +95,27 @@ export interface PluginDefinition {
   stateful?: StatefulHooks;
 }
 
-/** Checks a plugin definition and returns it, typed. */
+/**
+ * Checks a plugin definition and returns it, typed. A definition the host
+ * would refuse at Describe (docs/protocol.md §13: the name, at most 1024
+ * payload kinds of 1-128 printable ASCII characters without spaces and no
+ * duplicates, a stateful id and 1-64 snapshot versions) throws here, so its
+ * author sees the problem before any host runs it.
+ */
 export function definePlugin(definition: PluginDefinition): PluginDefinition {
-  if (!/^[A-Za-z0-9._-]{1,64}$/.test(definition.name)) {
-    throw new Error(`plugin name '${definition.name}' must be 1-64 characters of [A-Za-z0-9._-]`);
+  const name = String(definition.name);
+  if (!Array.isArray(definition.payloadKinds) || definition.payloadKinds.some((k) => typeof k !== "string")) {
+    throw new Error(`plugin '${name}': payloadKinds must be a list of strings`);
   }
-  if (definition.payloadKinds.some((k) => k.length === 0)) {
-    throw new Error(`plugin '${definition.name}' declares an empty payload kind`);
-  }
-  if (definition.stateful && definition.stateful.versions.length === 0) {
-    throw new Error(`plugin '${definition.name}' is stateful but lists no snapshot versions`);
+  const problems = describeProblems({
+    name,
+    payloadKinds: definition.payloadKinds,
+    stateful: definition.stateful && { id: String(definition.stateful.id), snapshotVersions: definition.stateful.versions },
+  });
+  if (problems.length > 0) {
+    // Kept from before: the plain name error reads as it always has.
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(name) && problems.length === 1) throw new Error(`plugin name '${name}' must be 1-64 characters of [A-Za-z0-9._-]`);
+    throw new Error(`plugin '${name}' would be refused by the host: ${problems.join("; ")} (docs/protocol.md §13)`);
   }
   return definition;
 }

@@ -32,6 +32,7 @@ function info(s: PluginStatus): admin.PluginInfo {
     payloadKinds: [...s.kinds],
     stateful: s.stateful,
     deadLetters: s.deadLetters,
+    shadowedKinds: s.shadowedKinds.map((k) => ({ $typeName: "plugwire.admin.v1.ShadowedKind", kind: k.kind, owner: k.owner })),
   };
 }
 

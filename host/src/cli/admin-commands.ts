@@ -60,12 +60,25 @@ export function formatPlugins(plugins: readonly admin.PluginInfo[]): string {
     p.state === "failed" ? p.lastError : p.lastExit || "-",
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")).join("\n") + "\n";
+  const table = [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")).join("\n") + "\n";
+  return table + shadowedLines(plugins);
+}
+
+/** One line per plugin whose claims are shadowed by an earlier plugin (first claim wins). */
+function shadowedLines(plugins: readonly admin.PluginInfo[]): string {
+  const lines = plugins
+    .filter((p) => (p.shadowedKinds ?? []).length > 0)
+    .map((p) => {
+      const kinds = p.shadowedKinds.map((k) => `'${k.kind}' (owned by ${k.owner})`);
+      const shown = kinds.length > 10 ? `${kinds.slice(0, 10).join(", ")} and ${kinds.length - 10} more` : kinds.join(", ");
+      return `shadowed: ${p.name} claims ${shown}; those payloads go to the earlier plugin\n`;
+    });
+  return lines.join("");
 }
 
 export async function statusCommand(client: AdminClient, json: boolean): Promise<string> {
   const { plugins } = await client.listPlugins({}).catch(unreachable);
-  return json ? `${JSON.stringify(plugins.map((p) => ({ ...p, lastAckedSeq: Number(p.lastAckedSeq), $typeName: undefined })), null, 2)}\n` : formatPlugins(plugins);
+  return json ? `${JSON.stringify(plugins.map((p) => ({ ...p, lastAckedSeq: Number(p.lastAckedSeq), shadowedKinds: (p.shadowedKinds ?? []).map((k) => ({ kind: k.kind, owner: k.owner })), $typeName: undefined })), null, 2)}\n` : formatPlugins(plugins);
 }
 
 export async function restartCommand(client: AdminClient, name: string): Promise<string> {

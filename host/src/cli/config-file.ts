@@ -3,12 +3,12 @@
  * schema in config-schema.ts. Every problem is reported as FILE:LINE:COL with
  * what to change; an unknown key names the nearest valid one.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, type Document } from "yaml";
 import type * as z from "zod";
 import { PlugwireError } from "@plugwire/proto";
-import type { PluginConfig } from "../config.js";
+import { pluginConfigJson, type PluginConfig } from "../config.js";
 import { configSchema, keysAt } from "./config-schema.js";
 
 export interface PeerSeed {
@@ -26,6 +26,8 @@ export interface ConfigFile {
   /** Absolute, when set. */
   runDirParent: string | undefined;
   maxConcurrentLaunches: number | undefined;
+  /** A payload kind claimed by two plugins is an error. */
+  strictKinds: boolean | undefined;
   plugins: PluginConfig[];
   /** Peers the in-memory directory starts with. */
   peers: PeerSeed[];
@@ -33,6 +35,51 @@ export interface ConfigFile {
 
 /** At most this many problems are listed. */
 const MAX_PROBLEMS = 20;
+
+/**
+ * Largest config file read, in bytes. A plugin's own config is at most
+ * 1 MiB (it travels in Start); bulk data belongs in files of its own.
+ */
+export const MAX_CONFIG_FILE_BYTES = 4 * 1024 * 1024;
+
+/** The file's text, refusing one over MAX_CONFIG_FILE_BYTES before reading it, and one that is not UTF-8 text. */
+function readConfigText(path: string): string {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    fail(path, `cannot read the config file (${(e as Error).message})`);
+  }
+  let bytes: Buffer;
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) fail(path, "is not a regular file; pass the path of a YAML config file");
+    if (stat.size > MAX_CONFIG_FILE_BYTES) {
+      fail(path, `is ${stat.size} bytes; a config file may be at most ${MAX_CONFIG_FILE_BYTES} bytes (4 MiB). Keep large plugin data in files of their own and pass their paths in the plugin's config`);
+    }
+    // Read at most one byte past the cap: the file may grow after fstat.
+    bytes = Buffer.alloc(Math.min(stat.size, MAX_CONFIG_FILE_BYTES) + 1);
+    let length = 0;
+    for (let n = -1; n !== 0 && length < bytes.length; length += n) n = readSync(fd, bytes, length, bytes.length - length, null);
+    if (length > MAX_CONFIG_FILE_BYTES) fail(path, `is over ${MAX_CONFIG_FILE_BYTES} bytes (4 MiB), the most a config file may be`);
+    bytes = bytes.subarray(0, length);
+  } catch (e) {
+    if (e instanceof PlugwireError) throw e;
+    fail(path, `cannot read the config file (${(e as Error).message})`);
+  } finally {
+    closeSync(fd);
+  }
+  const nul = bytes.indexOf(0);
+  let text: string;
+  try {
+    if (nul >= 0) throw new Error(`a NUL byte at offset ${nul}`);
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (e) {
+    fail(path, `is not a text file (${(e as Error).message.startsWith("a NUL") ? (e as Error).message : "it is not valid UTF-8"}); pass the path of a YAML config file`);
+  }
+  if (text.trim() === "") fail(path, "is empty; it must be a YAML mapping with a 'plugins' list (see plugwire --help and docs/configuration.md)");
+  return text;
+}
 
 function fail(path: string, message: string): never {
   throw new PlugwireError("invalid_config", `${path}: ${message}`);
@@ -44,14 +91,14 @@ function fail(path: string, message: string): never {
  * working directory.
  */
 export function loadConfigFile(path: string): ConfigFile {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    fail(path, `cannot read the config file (${(e as Error).message})`);
-  }
+  const text = readConfigText(path);
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  let doc: Document;
+  try {
+    doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  } catch (e) {
+    fail(path, `is not valid YAML (${(e as Error).message})`);
+  }
   if (doc.errors.length > 0) {
     const problems = doc.errors.slice(0, MAX_PROBLEMS).map((e) => {
       const pos = lines.linePos(e.pos[0]);
@@ -59,7 +106,13 @@ export function loadConfigFile(path: string): ConfigFile {
     });
     throw new PlugwireError("invalid_config", `${path} is not valid YAML:\n${problems.join("\n")}`);
   }
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    // The yaml library refuses alias expansion past a bound ("billion laughs").
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    fail(path, `cannot be read (${(e as Error).message}); use fewer YAML aliases (*name)`);
+  }
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) fail(path, "must be a YAML mapping with a 'plugins' list (see plugwire --help)");
   const parsed = configSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
@@ -82,6 +135,14 @@ export function loadConfigFile(path: string): ConfigFile {
       fail(`${path}:${at.line}:${at.col}`, `plugins[${i}]: a plugin named '${p.name}' is already listed (plugins[${first}]); names must be unique`);
     }
     names.set(p.name, i);
+    if (p.config !== undefined) {
+      try {
+        pluginConfigJson(p.name, p.config);
+      } catch (e) {
+        const at = locate(doc, lines, ["plugins", i, "config"]);
+        fail(`${path}:${at.line}:${at.col}`, `plugins[${i}].config: ${(e as Error).message}`);
+      }
+    }
   });
   const plugins = config.plugins.map((p): PluginConfig => ({ ...p, cwd: p.cwd === undefined ? base : resolve(base, p.cwd) }));
   const peers = (config.peers ?? []).map((p): PeerSeed => ({ nodeId: p.nodeId, name: p.name, x25519: p.x25519 }));
@@ -92,6 +153,7 @@ export function loadConfigFile(path: string): ConfigFile {
     stopTimeoutMs: config.stopTimeoutMs,
     runDirParent: config.runDirParent === undefined ? undefined : isAbsolute(config.runDirParent) ? config.runDirParent : resolve(base, config.runDirParent),
     maxConcurrentLaunches: config.maxConcurrentLaunches,
+    strictKinds: config.strictKinds,
     plugins,
     peers,
   };
@@ -161,6 +223,8 @@ function describeIssue(issue: z.core.$ZodIssue, doc: Document, lines: LineCounte
   switch (issue.code) {
     case "invalid_type":
       message = input === undefined ? "is required" : `must be ${TYPE_NAMES[issue.expected] ?? issue.expected}, not ${shown(input)}`;
+      // `capabilities: control` is a one-entry list without its brackets.
+      if (issue.expected === "array" && (typeof input === "string" || typeof input === "number")) message += `; write [${String(input)}] for a list of one`;
       break;
     case "too_small":
       if (issue.origin === "array") message = `must list at least ${Number(issue.minimum) === 1 ? "one entry" : `${Number(issue.minimum)} entries`}`;

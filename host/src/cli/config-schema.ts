@@ -59,6 +59,12 @@ export const HOST_OPTIONS: readonly OptionDoc[] = [
     about: `where the host makes its private socket dir (pw-XXXXXX); keep it short: unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes`,
   },
   { key: "maxConcurrentLaunches", default: "2 × CPUs (min 2)", unit: "count", about: "plugins between spawn and handshake at once, at most" },
+  {
+    key: "strictKinds",
+    default: "false",
+    unit: "",
+    about: "true: a payload kind claimed by two plugins is an error (the later one is refused); false: the first listed wins, the other is warned about",
+  },
   { key: "peers", default: "[]", unit: "", about: "peers the in-memory directory starts with: - { nodeId: HEX, name: NAME, x25519: HEX }" },
   { key: "plugins", default: "(required)", unit: "", about: "the plugins, in priority order: the first to claim a payload kind wins it" },
 ];
@@ -143,6 +149,7 @@ export const configSchema = z.strictObject({
   stopTimeoutMs: z.number().positive().optional(),
   runDirParent: z.string().min(1).optional(),
   maxConcurrentLaunches: z.number().int().min(1).optional(),
+  strictKinds: z.boolean().optional(),
   peers: z.array(peerSchema).optional(),
   plugins: z.array(pluginSchema).min(1),
 });

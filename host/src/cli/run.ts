@@ -61,6 +61,7 @@ export async function run(options: RunOptions): Promise<Host> {
     stopTimeoutMs: config.stopTimeoutMs,
     runDirParent: config.runDirParent,
     maxConcurrentLaunches: config.maxConcurrentLaunches,
+    strictKinds: config.strictKinds,
   });
   await host.start();
   let admin: AdminServer;

@@ -9,8 +9,14 @@ import type { Logger } from "pino";
 import {
   Capability as WireCapability,
   ERROR_DETAIL_TRAILER,
+  MAX_ERROR_TEXT_BYTES,
+  MAX_SDK_FIELD_LENGTH,
+  PLUGIN_NAME_PATTERN,
   PlugwireError,
+  describeProblems,
   health,
+  quote,
+  truncateText,
   type DeliverRequest,
   type DeliverResponse,
   type DescribeResponse,
@@ -73,6 +79,8 @@ export interface RunnerContext {
    * id its latest Describe declared.
    */
   claimStatefulId?(plugin: string, id: string): string | undefined;
+  /** True when `name` is the configured name of a plugin of this host. */
+  isPluginName?: (name: string) => boolean;
 }
 
 /** The current launch of a plugin. */
@@ -93,6 +101,8 @@ interface Launch {
   warnedAckBeyondSent?: boolean;
   /** An outcome with both an error and effects was logged (once per launch). */
   warnedErrorWithEffects?: boolean;
+  /** Handler error texts over MAX_ERROR_TEXT_BYTES cut on this launch (logged once per launch). */
+  truncatedErrors?: number;
   /** Set when the host ends the launch on purpose (stop, restart, hang). */
   endReason?: EndReason;
 }
@@ -109,8 +119,19 @@ export interface PluginStatus {
   lastExit: string | undefined;
   lastError: string | undefined;
   kinds: readonly string[];
+  /** Claimed kinds that a plugin listed before this one owns (first claim wins); set by the host. */
+  shadowedKinds: readonly ShadowedKind[];
+  /** The name the plugin's Describe returned, when it is not its configured name. */
+  describedAs: string | undefined;
   stateful: boolean;
   deadLetters: number;
+}
+
+/** A kind a plugin claims that an earlier plugin owns. */
+export interface ShadowedKind {
+  kind: string;
+  /** The plugin that gets the kind's payloads. */
+  owner: string;
 }
 
 export class PluginRunner {
@@ -294,6 +315,8 @@ export class PluginRunner {
       lastExit: this.lastExit,
       lastError: this.lastError,
       kinds: this.kinds,
+      shadowedKinds: [],
+      describedAs: this.description && this.description.name !== this.name ? this.description.name : undefined,
       stateful: this.statefulId !== undefined,
       deadLetters: this.channel.listDeadLetters().length,
     };
@@ -503,9 +526,7 @@ export class PluginRunner {
       return record;
     } catch (e) {
       this.ctx.metrics.snapshots.inc({ ...labels, result: "failed" });
-      const error = PlugwireError.from(e, "snapshot_failed", this.name);
-      this.checkErrorDetail(error);
-      throw error;
+      throw this.checkErrorDetail(PlugwireError.from(e, "snapshot_failed", this.name));
     }
   }
 
@@ -784,6 +805,19 @@ export class PluginRunner {
   /** Drops the effects of outcomes that also report an error: a failed handler's effects are never performed (docs/protocol.md §8). */
   private screenAck(launch: Launch, response: DeliverResponse): DeliverResponse {
     for (const outcome of response.outcomes) {
+      // A handler's error text is the plugin's: cut it before it reaches logs, dead letters and callers.
+      if (outcome.error && outcome.error.message.length * 3 > MAX_ERROR_TEXT_BYTES) {
+        const cut = truncateText(outcome.error.message, MAX_ERROR_TEXT_BYTES);
+        if (cut !== outcome.error.message) {
+          outcome.error.message = cut;
+          if ((launch.truncatedErrors = (launch.truncatedErrors ?? 0) + 1) === 1) {
+            this.log.warn(
+              { seq: Number(outcome.seq), maxBytes: MAX_ERROR_TEXT_BYTES },
+              `plugin '${this.name}' reported a handler error over ${MAX_ERROR_TEXT_BYTES} bytes for seq ${outcome.seq}; it was cut (this and later ones). Logged once per launch.`,
+            );
+          }
+        }
+      }
       if (!outcome.error || outcome.effects.length === 0) continue;
       if (!launch.warnedErrorWithEffects) {
         launch.warnedErrorWithEffects = true;
@@ -798,15 +832,29 @@ export class PluginRunner {
     return response;
   }
 
-  /** Warns when a typed error names the plugin otherwise than its Describe does (docs/protocol.md §11). */
-  private checkErrorDetail(error: PlugwireError): void {
-    const named = error.detail?.plugin;
+  /**
+   * Warns when a typed error's ErrorDetail named the plugin otherwise than
+   * its Describe does (docs/protocol.md §11). The error itself already names
+   * this plugin (`plugin`, `detail.plugin`); the claimed name is kept in
+   * `claimedPlugin`.
+   */
+  private checkErrorDetail(error: PlugwireError): PlugwireError {
+    const named = error.claimedPlugin ?? error.detail?.plugin;
     const described = this.description?.name;
-    if (named === undefined || described === undefined || named === described) return;
+    if (named === undefined || described === undefined || named === described) return error;
+    const other = named !== this.name && this.ctx.isPluginName?.(named) === true;
     this.log.warn(
       { errorDetailPlugin: named, describedAs: described },
-      `plugin '${this.name}' sent a ${ERROR_DETAIL_TRAILER} trailer naming plugin '${named}', but it describes itself as '${described}'; ` +
-        `ErrorDetail.plugin must be the name Describe returns (docs/protocol.md §11)`,
+      `plugin '${this.name}' sent a ${ERROR_DETAIL_TRAILER} trailer naming plugin ${PLUGIN_NAME_PATTERN.test(named) ? `'${named}'` : quote(named, 64)}, but it describes itself as '${described}'; ` +
+        `ErrorDetail.plugin must be the name Describe returns (docs/protocol.md §11)` +
+        (other ? `. '${named}' is another plugin of this host: the error is reported as '${this.name}'s, not as '${named}'s` : ""),
+    );
+    if (!other) return error;
+    // Its text may blame the other plugin too: say up front whose error it is.
+    return new PlugwireError(
+      error.code,
+      `plugin '${this.name}' sent an error whose detail names plugin '${named}', another plugin of this host; it is '${this.name}'s error: ${error.message}`,
+      { plugin: this.name, detail: error.detail, claimedPlugin: named, cause: error },
     );
   }
 
@@ -832,21 +880,40 @@ export class PluginRunner {
     );
   }
 
+  /**
+   * Refuses a Describe that contradicts the handshake or breaks the limits of
+   * docs/protocol.md §13 (name, kinds, stateful id, versions) with
+   * plugin_refused: the plugin is not started, and a refused relaunch
+   * quarantines it at once (the same binary would be refused again).
+   */
   private checkDescription(d: DescribeResponse, handshakeVersion: number): void {
-    const fail = (what: string): never => {
-      throw new PlugwireError("handshake_failed", `plugin '${this.name}' described itself wrongly: ${what}`, { plugin: this.name });
+    const refuse = (what: string, todo: string): never => {
+      throw new PlugwireError("plugin_refused", `plugin '${this.name}' was refused: its Describe ${what}. It was not started. ${todo}`, { plugin: this.name });
     };
     if (d.protocolVersion !== handshakeVersion) {
-      fail(`Describe says protocol ${d.protocolVersion} but its handshake said ${handshakeVersion}`);
+      refuse(
+        `says protocol version ${d.protocolVersion}, but its handshake line said ${handshakeVersion}`,
+        `Describe must return the version of the handshake line (docs/protocol.md §7); fix the plugin.`,
+      );
     }
-    if (!d.name) fail("Describe returned no name");
-    if (d.name !== this.name) this.log.info({ describedAs: d.name }, "plugin describes itself under another name");
-    if (d.stateful && (!d.stateful.id || d.stateful.snapshotVersions.length === 0)) {
-      fail("its stateful surface needs an id and at least one snapshot version");
+    if (!d.name) refuse("returned no name", "Return the plugin's name, 1-64 characters of [A-Za-z0-9._-] (docs/protocol.md §7).");
+    const problems = describeProblems({ name: d.name, payloadKinds: d.payloadKinds, stateful: d.stateful });
+    if (problems.length > 0) {
+      refuse(`breaks the protocol's limits: ${problems.join("; ")}`, "Fix the plugin's name, payload kinds or stateful surface (docs/protocol.md §7 and §13).");
+    }
+    if (d.sdk) {
+      d.sdk.language = d.sdk.language.slice(0, MAX_SDK_FIELD_LENGTH);
+      d.sdk.version = d.sdk.version.slice(0, MAX_SDK_FIELD_LENGTH);
+    }
+    if (d.name !== this.name) {
+      this.log.warn(
+        { describedAs: d.name },
+        `plugin '${this.name}' describes itself as '${d.name}'; the host names it '${this.name}' everywhere (errors, logs, status), and its ErrorDetail.plugin should be '${d.name}'`,
+      );
     }
     const previous = this.description;
     if (previous && previous.payloadKinds.join("\n") !== d.payloadKinds.join("\n")) {
-      this.log.warn({ before: previous.payloadKinds, now: d.payloadKinds }, "plugin claims different kinds after a restart; routing keeps the first claims");
+      this.log.warn({ before: previous.payloadKinds.slice(0, 100), now: d.payloadKinds.slice(0, 100) }, "plugin claims different kinds after a restart; routing keeps the first claims");
     }
     this.channel.keepReplay = d.stateful !== undefined;
   }
@@ -917,8 +984,7 @@ export class PluginRunner {
     try {
       await restoreSnapshot(conn.plugin, record, SNAPSHOT_DEADLINE_MS);
     } catch (e) {
-      const error = PlugwireError.from(e, "restore_failed", this.name);
-      this.checkErrorDetail(error);
+      const error = this.checkErrorDetail(PlugwireError.from(e, "restore_failed", this.name));
       if (error.code !== "unsupported_version") throw error;
       await this.ctx.store.discard(id, this.name);
       // The plugin's default state is the new base: what it acked before is
@@ -1123,6 +1189,13 @@ export class PluginRunner {
       this.lastError = error.message;
       this.lastExit = "failed to relaunch";
       this.log.error({ err: error.message }, "relaunch failed");
+      if (error.code === "plugin_refused") {
+        // A deterministic refusal (its Describe breaks the limits): every
+        // relaunch would be refused the same way, so quarantine it now.
+        this.setState("failed", error.message);
+        this.failPending(`plugin '${this.name}' was refused on relaunch and is quarantined (${error.message})`);
+        return;
+      }
       this.scheduleRestart("launch-failed", { code: null, signal: null });
     }
   }

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plugwire/admin/v1/admin.proto.
  */
 export const file_plugwire_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8i6QEKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDSIkChRSZXN0YXJ0UGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKFVJlc3RhcnRQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiEKEVN0b3BQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoSU3RvcFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIgoSU25hcHNob3ROb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkiSQoTU25hcHNob3ROb3dSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RSZXN1bHQiZAoOU25hcHNob3RSZXN1bHQSDgoGcGx1Z2luGAEgASgJEgoKAm9rGAIgASgIEhMKC2FwcGxpZWRfc2VxGAMgASgEEhIKCnNpemVfYnl0ZXMYBCABKAQSDQoFZXJyb3IYBSABKAkiJgoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjMKDGRlYWRfbGV0dGVycxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLkRlYWRMZXR0ZXIibgoKRGVhZExldHRlchILCgNzZXEYASABKAQSDAoEa2luZBgCIAEoCRILCgNzcmMYAyABKAwSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxwYXJrZWRfYXRfbXMYBSABKAMSDgoGcmVhc29uGAYgASgJIjQKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSCwoDc2VxGAIgASgEIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZSJKCg9EaXNwYXRjaFJlcXVlc3QSDAoEa2luZBgBIAEoCRIOCgZwbHVnaW4YAiABKAkSCwoDc3JjGAMgASgMEgwKBGJvZHkYBCABKAwivAEKEERpc3BhdGNoUmVzcG9uc2USDgoGcGx1Z2luGAEgASgJEgwKBGtpbmQYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoT3V0Y29tZRINCgVlcnJvchgEIAEoCRIxCgdlZmZlY3RzGAUgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUGF5bG9hZEVmZmVjdBITCgtkdXJhdGlvbl9tcxgGIAEoBCKRAQoNUGF5bG9hZEVmZmVjdBI6CgtzZW5kX2RpcmVjdBgBIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmREaXJlY3RFZmZlY3RIABI6CgtzZW5kX3JvdXRlZBgCIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmRSb3V0ZWRFZmZlY3RIAEIICgZlZmZlY3QiWgoQU2VuZERpcmVjdEVmZmVjdBIMCgRwZWVyGAEgASgMEg0KBWZyYW1lGAIgASgMEhEKCXBlcmZvcm1lZBgDIAEoCBIWCg5kcm9wcGVkX3JlYXNvbhgEIAEoCSJNChBTZW5kUm91dGVkRWZmZWN0EgsKA2RzdBgBIAEoDBINCgVmcmFtZRgCIAEoDBIOCgZyb3V0ZWQYAyABKAgSDQoFZXJyb3IYBCABKAkqcwoPRGlzcGF0Y2hPdXRjb21lEiAKHERJU1BBVENIX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZESVNQQVRDSF9PVVRDT01FX0FDS0VEEAESIgoeRElTUEFUQ0hfT1VUQ09NRV9IQU5ETEVSX0VSUk9SEAIytQUKDEFkbWluU2VydmljZRJcCgtMaXN0UGx1Z2lucxIlLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVzcG9uc2USYgoNUmVzdGFydFBsdWdpbhInLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRQbHVnaW5SZXF1ZXN0GigucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlc3BvbnNlElkKClN0b3BQbHVnaW4SJC5wbHVnd2lyZS5hZG1pbi52MS5TdG9wUGx1Z2luUmVxdWVzdBolLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXNwb25zZRJcCgtTbmFwc2hvdE5vdxIlLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVzcG9uc2USaAoPTGlzdERlYWRMZXR0ZXJzEikucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBoqLnBsdWd3aXJlLmFkbWluLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEmsKEFJlcGxheURlYWRMZXR0ZXISKi5wbHVnd2lyZS5hZG1pbi52MS5SZXBsYXlEZWFkTGV0dGVyUmVxdWVzdBorLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXNwb25zZRJTCghEaXNwYXRjaBIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVxdWVzdBojLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iogIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZCIrCgxTaGFkb3dlZEtpbmQSDAoEa2luZBgBIAEoCRINCgVvd25lchgCIAEoCSIkChRSZXN0YXJ0UGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKFVJlc3RhcnRQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiEKEVN0b3BQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoSU3RvcFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIgoSU25hcHNob3ROb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkiSQoTU25hcHNob3ROb3dSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RSZXN1bHQiZAoOU25hcHNob3RSZXN1bHQSDgoGcGx1Z2luGAEgASgJEgoKAm9rGAIgASgIEhMKC2FwcGxpZWRfc2VxGAMgASgEEhIKCnNpemVfYnl0ZXMYBCABKAQSDQoFZXJyb3IYBSABKAkiJgoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjMKDGRlYWRfbGV0dGVycxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLkRlYWRMZXR0ZXIibgoKRGVhZExldHRlchILCgNzZXEYASABKAQSDAoEa2luZBgCIAEoCRILCgNzcmMYAyABKAwSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxwYXJrZWRfYXRfbXMYBSABKAMSDgoGcmVhc29uGAYgASgJIjQKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSCwoDc2VxGAIgASgEIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZSJKCg9EaXNwYXRjaFJlcXVlc3QSDAoEa2luZBgBIAEoCRIOCgZwbHVnaW4YAiABKAkSCwoDc3JjGAMgASgMEgwKBGJvZHkYBCABKAwivAEKEERpc3BhdGNoUmVzcG9uc2USDgoGcGx1Z2luGAEgASgJEgwKBGtpbmQYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoT3V0Y29tZRINCgVlcnJvchgEIAEoCRIxCgdlZmZlY3RzGAUgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUGF5bG9hZEVmZmVjdBITCgtkdXJhdGlvbl9tcxgGIAEoBCKRAQoNUGF5bG9hZEVmZmVjdBI6CgtzZW5kX2RpcmVjdBgBIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmREaXJlY3RFZmZlY3RIABI6CgtzZW5kX3JvdXRlZBgCIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmRSb3V0ZWRFZmZlY3RIAEIICgZlZmZlY3QiWgoQU2VuZERpcmVjdEVmZmVjdBIMCgRwZWVyGAEgASgMEg0KBWZyYW1lGAIgASgMEhEKCXBlcmZvcm1lZBgDIAEoCBIWCg5kcm9wcGVkX3JlYXNvbhgEIAEoCSJNChBTZW5kUm91dGVkRWZmZWN0EgsKA2RzdBgBIAEoDBINCgVmcmFtZRgCIAEoDBIOCgZyb3V0ZWQYAyABKAgSDQoFZXJyb3IYBCABKAkqcwoPRGlzcGF0Y2hPdXRjb21lEiAKHERJU1BBVENIX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZESVNQQVRDSF9PVVRDT01FX0FDS0VEEAESIgoeRElTUEFUQ0hfT1VUQ09NRV9IQU5ETEVSX0VSUk9SEAIytQUKDEFkbWluU2VydmljZRJcCgtMaXN0UGx1Z2lucxIlLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVzcG9uc2USYgoNUmVzdGFydFBsdWdpbhInLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRQbHVnaW5SZXF1ZXN0GigucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlc3BvbnNlElkKClN0b3BQbHVnaW4SJC5wbHVnd2lyZS5hZG1pbi52MS5TdG9wUGx1Z2luUmVxdWVzdBolLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXNwb25zZRJcCgtTbmFwc2hvdE5vdxIlLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVzcG9uc2USaAoPTGlzdERlYWRMZXR0ZXJzEikucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBoqLnBsdWd3aXJlLmFkbWluLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEmsKEFJlcGxheURlYWRMZXR0ZXISKi5wbHVnd2lyZS5hZG1pbi52MS5SZXBsYXlEZWFkTGV0dGVyUmVxdWVzdBorLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXNwb25zZRJTCghEaXNwYXRjaBIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVxdWVzdBojLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message plugwire.admin.v1.ListPluginsRequest
@@ -113,6 +113,14 @@ export type PluginInfo = Message<"plugwire.admin.v1.PluginInfo"> & {
    * @generated from field: uint32 dead_letters = 12;
    */
   deadLetters: number;
+
+  /**
+   * Kinds this plugin claims that a plugin listed before it owns (first
+   * claim wins), so their payloads go to that plugin.
+   *
+   * @generated from field: repeated plugwire.admin.v1.ShadowedKind shadowed_kinds = 13;
+   */
+  shadowedKinds: ShadowedKind[];
 };
 
 /**
@@ -121,6 +129,32 @@ export type PluginInfo = Message<"plugwire.admin.v1.PluginInfo"> & {
  */
 export const PluginInfoSchema: GenMessage<PluginInfo> = /*@__PURE__*/
   messageDesc(file_plugwire_admin_v1_admin, 2);
+
+/**
+ * A payload kind a plugin claims but does not get: an earlier plugin owns it.
+ *
+ * @generated from message plugwire.admin.v1.ShadowedKind
+ */
+export type ShadowedKind = Message<"plugwire.admin.v1.ShadowedKind"> & {
+  /**
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * The plugin that gets the kind's payloads.
+   *
+   * @generated from field: string owner = 2;
+   */
+  owner: string;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.ShadowedKind.
+ * Use `create(ShadowedKindSchema)` to create a new message.
+ */
+export const ShadowedKindSchema: GenMessage<ShadowedKind> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 3);
 
 /**
  * @generated from message plugwire.admin.v1.RestartPluginRequest
@@ -137,7 +171,7 @@ export type RestartPluginRequest = Message<"plugwire.admin.v1.RestartPluginReque
  * Use `create(RestartPluginRequestSchema)` to create a new message.
  */
 export const RestartPluginRequestSchema: GenMessage<RestartPluginRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 3);
+  messageDesc(file_plugwire_admin_v1_admin, 4);
 
 /**
  * @generated from message plugwire.admin.v1.RestartPluginResponse
@@ -154,7 +188,7 @@ export type RestartPluginResponse = Message<"plugwire.admin.v1.RestartPluginResp
  * Use `create(RestartPluginResponseSchema)` to create a new message.
  */
 export const RestartPluginResponseSchema: GenMessage<RestartPluginResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 4);
+  messageDesc(file_plugwire_admin_v1_admin, 5);
 
 /**
  * @generated from message plugwire.admin.v1.StopPluginRequest
@@ -171,7 +205,7 @@ export type StopPluginRequest = Message<"plugwire.admin.v1.StopPluginRequest"> &
  * Use `create(StopPluginRequestSchema)` to create a new message.
  */
 export const StopPluginRequestSchema: GenMessage<StopPluginRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 5);
+  messageDesc(file_plugwire_admin_v1_admin, 6);
 
 /**
  * @generated from message plugwire.admin.v1.StopPluginResponse
@@ -188,7 +222,7 @@ export type StopPluginResponse = Message<"plugwire.admin.v1.StopPluginResponse">
  * Use `create(StopPluginResponseSchema)` to create a new message.
  */
 export const StopPluginResponseSchema: GenMessage<StopPluginResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 6);
+  messageDesc(file_plugwire_admin_v1_admin, 7);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotNowRequest
@@ -207,7 +241,7 @@ export type SnapshotNowRequest = Message<"plugwire.admin.v1.SnapshotNowRequest">
  * Use `create(SnapshotNowRequestSchema)` to create a new message.
  */
 export const SnapshotNowRequestSchema: GenMessage<SnapshotNowRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 7);
+  messageDesc(file_plugwire_admin_v1_admin, 8);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotNowResponse
@@ -224,7 +258,7 @@ export type SnapshotNowResponse = Message<"plugwire.admin.v1.SnapshotNowResponse
  * Use `create(SnapshotNowResponseSchema)` to create a new message.
  */
 export const SnapshotNowResponseSchema: GenMessage<SnapshotNowResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 8);
+  messageDesc(file_plugwire_admin_v1_admin, 9);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotResult
@@ -263,7 +297,7 @@ export type SnapshotResult = Message<"plugwire.admin.v1.SnapshotResult"> & {
  * Use `create(SnapshotResultSchema)` to create a new message.
  */
 export const SnapshotResultSchema: GenMessage<SnapshotResult> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 9);
+  messageDesc(file_plugwire_admin_v1_admin, 10);
 
 /**
  * @generated from message plugwire.admin.v1.ListDeadLettersRequest
@@ -280,7 +314,7 @@ export type ListDeadLettersRequest = Message<"plugwire.admin.v1.ListDeadLettersR
  * Use `create(ListDeadLettersRequestSchema)` to create a new message.
  */
 export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 10);
+  messageDesc(file_plugwire_admin_v1_admin, 11);
 
 /**
  * @generated from message plugwire.admin.v1.ListDeadLettersResponse
@@ -297,7 +331,7 @@ export type ListDeadLettersResponse = Message<"plugwire.admin.v1.ListDeadLetters
  * Use `create(ListDeadLettersResponseSchema)` to create a new message.
  */
 export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 11);
+  messageDesc(file_plugwire_admin_v1_admin, 12);
 
 /**
  * @generated from message plugwire.admin.v1.DeadLetter
@@ -341,7 +375,7 @@ export type DeadLetter = Message<"plugwire.admin.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 12);
+  messageDesc(file_plugwire_admin_v1_admin, 13);
 
 /**
  * @generated from message plugwire.admin.v1.ReplayDeadLetterRequest
@@ -363,7 +397,7 @@ export type ReplayDeadLetterRequest = Message<"plugwire.admin.v1.ReplayDeadLette
  * Use `create(ReplayDeadLetterRequestSchema)` to create a new message.
  */
 export const ReplayDeadLetterRequestSchema: GenMessage<ReplayDeadLetterRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 13);
+  messageDesc(file_plugwire_admin_v1_admin, 14);
 
 /**
  * @generated from message plugwire.admin.v1.ReplayDeadLetterResponse
@@ -376,7 +410,7 @@ export type ReplayDeadLetterResponse = Message<"plugwire.admin.v1.ReplayDeadLett
  * Use `create(ReplayDeadLetterResponseSchema)` to create a new message.
  */
 export const ReplayDeadLetterResponseSchema: GenMessage<ReplayDeadLetterResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 14);
+  messageDesc(file_plugwire_admin_v1_admin, 15);
 
 /**
  * @generated from message plugwire.admin.v1.DispatchRequest
@@ -415,7 +449,7 @@ export type DispatchRequest = Message<"plugwire.admin.v1.DispatchRequest"> & {
  * Use `create(DispatchRequestSchema)` to create a new message.
  */
 export const DispatchRequestSchema: GenMessage<DispatchRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 15);
+  messageDesc(file_plugwire_admin_v1_admin, 16);
 
 /**
  * @generated from message plugwire.admin.v1.DispatchResponse
@@ -465,7 +499,7 @@ export type DispatchResponse = Message<"plugwire.admin.v1.DispatchResponse"> & {
  * Use `create(DispatchResponseSchema)` to create a new message.
  */
 export const DispatchResponseSchema: GenMessage<DispatchResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 16);
+  messageDesc(file_plugwire_admin_v1_admin, 17);
 
 /**
  * @generated from message plugwire.admin.v1.PayloadEffect
@@ -498,7 +532,7 @@ export type PayloadEffect = Message<"plugwire.admin.v1.PayloadEffect"> & {
  * Use `create(PayloadEffectSchema)` to create a new message.
  */
 export const PayloadEffectSchema: GenMessage<PayloadEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 17);
+  messageDesc(file_plugwire_admin_v1_admin, 18);
 
 /**
  * @generated from message plugwire.admin.v1.SendDirectEffect
@@ -534,7 +568,7 @@ export type SendDirectEffect = Message<"plugwire.admin.v1.SendDirectEffect"> & {
  * Use `create(SendDirectEffectSchema)` to create a new message.
  */
 export const SendDirectEffectSchema: GenMessage<SendDirectEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 18);
+  messageDesc(file_plugwire_admin_v1_admin, 19);
 
 /**
  * @generated from message plugwire.admin.v1.SendRoutedEffect
@@ -570,7 +604,7 @@ export type SendRoutedEffect = Message<"plugwire.admin.v1.SendRoutedEffect"> & {
  * Use `create(SendRoutedEffectSchema)` to create a new message.
  */
 export const SendRoutedEffectSchema: GenMessage<SendRoutedEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 19);
+  messageDesc(file_plugwire_admin_v1_admin, 20);
 
 /**
  * @generated from enum plugwire.admin.v1.DispatchOutcome
