@@ -2,7 +2,7 @@
  * Plugin configuration: what the application (or the CLI's YAML file) says
  * about each plugin, validated here, with the defaults filled in.
  */
-import { PlugwireError } from "@plugwire/proto";
+import { ENV, PlugwireError } from "@plugwire/proto";
 import { LIMIT_KEYS, type PluginLimits } from "./launch/limits.js";
 
 export type { PluginLimits } from "./launch/limits.js";
@@ -151,6 +151,7 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
     sha256File: input.sha256File,
   } as ResolvedPluginConfig;
   checkPinConfig(name, input);
+  checkReservedEnv(name, input.env);
   resolved.limits = resolveLimits(name, input.limits);
   for (const c of resolved.capabilities) {
     if (!CAPABILITIES.includes(c)) throw invalid(name, `unknown capability '${c}' (use ${CAPABILITIES.join(", ")})`);
@@ -175,6 +176,17 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
     );
   }
   return resolved;
+}
+
+/** The host sets the PLUGWIRE_* variables of the protocol; a config may not set them (a wrong cookie, another socket dir, ...). */
+function checkReservedEnv(name: string, env: unknown): void {
+  if (env === null || typeof env !== "object") return;
+  const reserved: readonly string[] = Object.values(ENV);
+  for (const key of Object.keys(env)) {
+    if (reserved.includes(key)) {
+      throw invalid(name, `env may not set ${key}: the host sets the PLUGWIRE_* variables of each launch itself (docs/protocol.md §1); remove it from the plugin's env`);
+    }
+  }
 }
 
 function checkPinConfig(name: string, input: PluginConfig): void {

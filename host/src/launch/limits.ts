@@ -65,6 +65,11 @@ export function cgroupParent(): CgroupParent | null {
   return cachedParent;
 }
 
+/** Forgets the detected cgroup parent (tests switch PLUGWIRE_NO_CGROUP). */
+export function resetCgroupDetection(): void {
+  cachedParent = undefined;
+}
+
 function ownCgroupPath(controller: string): string | undefined {
   let text: string;
   try {
@@ -209,7 +214,7 @@ export class LaunchSandbox {
     if (openFiles !== undefined) steps.push(`ulimit -n ${openFiles} || ${fail(`set the open-files limit (openFiles: ${openFiles})`)}`);
     if (cpuSeconds !== undefined) {
       steps.push(
-        `ulimit -H -t ${cpuSeconds + CPU_HARD_MARGIN_S} && ulimit -S -t ${cpuSeconds} || ${fail(`set the CPU-time limit (cpuSeconds: ${cpuSeconds})`)}`,
+        `ulimit -S -t ${cpuSeconds} && ulimit -H -t ${cpuSeconds + CPU_HARD_MARGIN_S} || ${fail(`set the CPU-time limit (cpuSeconds: ${cpuSeconds})`)}`,
       );
     }
     if (memoryMiB !== undefined && !this.memoryInCgroup) {

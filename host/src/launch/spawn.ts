@@ -322,6 +322,12 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     signalGroup("SIGKILL", true);
     const report: SandboxReport = await sandbox.finish(child.pid);
     const exit = await exited;
+    // What the failed launch left at its socket path (a symlink, a file) goes too.
+    try {
+      rmSync(socketPath, { force: true });
+    } catch (err) {
+      options.logger.warn({ path: socketPath, err: String(err) }, "could not remove the socket path of a failed launch");
+    }
     const error = e as PlugwireError;
     if (error === spawnFailure || options.signal?.aborted) throw error;
     const limit = report && error.code === "plugin_exited" ? sandbox.exceeded(exit, tailLines()) : undefined;
