@@ -96,7 +96,42 @@ function canMakeChild(dir: string): boolean {
   }
 }
 
+/**
+ * Removes the empty launch cgroups a host that died without stopping left
+ * behind (`plugwire-<pid>-…` whose host pid is gone); a cgroup that still
+ * holds processes cannot be removed and is left be.
+ */
+function sweepStale(dir: string): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const pid = Number(/^plugwire-(\d+)-/.exec(entry)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // its host runs
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH") continue;
+    }
+    try {
+      rmdirSync(join(dir, entry));
+    } catch {
+      // not empty, or not ours
+    }
+  }
+}
+
 function detectCgroupParent(): CgroupParent | null {
+  const parent = findCgroupParent();
+  if (parent) sweepStale(parent.dir);
+  return parent;
+}
+
+function findCgroupParent(): CgroupParent | null {
   if (process.platform !== "linux" || process.env.PLUGWIRE_NO_CGROUP === "1") return null;
   // A pure cgroup v2 mount.
   if (existsSync("/sys/fs/cgroup/cgroup.controllers")) {

@@ -104,7 +104,7 @@ export const BEFORE_HANDSHAKE_MSG = "plugin printed before its handshake line (i
  * window ends.
  */
 export class LogForwarder {
-  private windowStart = 0;
+  private windowStart = Date.now();
   private inWindow = 0;
   private dropped = 0;
   private flushTimer: NodeJS.Timeout | undefined;
@@ -113,23 +113,37 @@ export class LogForwarder {
 
   constructor(private readonly options: LogForwarderOptions) {}
 
+  /**
+   * True while the rate limit is used up: every line now would be dropped.
+   * The clock is read only once the window's budget is spent (reading it per
+   * line costs more than the rest of a dropped line).
+   */
+  saturated(): boolean {
+    if (this.inWindow < this.options.maxLinesPerSecond) return false;
+    const now = Date.now();
+    if (now - this.windowStart < 1000) return true;
+    // A new window (windows are at least 1 s apart; each forwards at most maxLinesPerSecond).
+    this.flush();
+    this.windowStart = now;
+    this.inWindow = 0;
+    return this.options.maxLinesPerSecond === 0;
+  }
+
   /** Counts a line against the rate limit: true if it may be logged, false if it is dropped (and counted). */
   admit(): boolean {
-    const now = Date.now();
-    if (now - this.windowStart >= 1000) {
-      this.flush();
-      this.windowStart = now;
-      this.inWindow = 0;
-    }
-    if (this.inWindow >= this.options.maxLinesPerSecond) {
-      this.dropped++;
-      this.droppedTotal++;
-      // Reported when the window ends, even if no further line comes.
-      this.flushTimer ??= setTimeout(() => this.flush(), Math.max(1, this.windowStart + 1000 - now)).unref();
+    if (this.saturated()) {
+      this.drop(1);
       return false;
     }
     this.inWindow++;
     return true;
+  }
+
+  /** Counts `count` lines dropped by the rate limit; reported when the window ends, even if no further line comes. */
+  drop(count: number): void {
+    this.dropped += count;
+    this.droppedTotal += count;
+    this.flushTimer ??= setTimeout(() => this.flush(), Math.max(1, this.windowStart + 1000 - Date.now())).unref();
   }
 
   /** Logs (once) how many lines were dropped since the last report, and counts them. */

@@ -181,6 +181,13 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
 
   const stdoutDone = readLines(child.stdout!, {
     maxLineBytes: options.maxLogLineBytes,
+    // A flood over the rate limit is counted in bulk; before the handshake, a
+    // line that starts with its prefix is still read.
+    skip: {
+      active: () => logs.saturated(),
+      keepPrefix: () => (handshake || handshakeError ? undefined : HANDSHAKE_PREFIX_BYTES),
+      onSkipped: (count) => logs.drop(count),
+    },
     onLine: (line: Line) => {
       if (handshake || handshakeError) {
         logs.forward(line, "stdout");
@@ -217,6 +224,15 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
   });
   const stderrDone = readLines(child.stderr!, {
     maxLineBytes: options.maxLogLineBytes,
+    skip: {
+      active: () => logs.saturated(),
+      onSkipped: (count, last) => {
+        logs.drop(count);
+        tail.push(...last);
+        if (tail.length > options.stderrTailLines) tail.splice(0, tail.length - options.stderrTailLines);
+      },
+      tailLines: options.stderrTailLines,
+    },
     onLine: (line: Line) => {
       tail.push(line);
       if (tail.length > options.stderrTailLines) tail.shift();
