@@ -452,6 +452,21 @@ describe("hostile launch: resource limits", () => {
     }));
 });
 
+describe("hostile launch: resource limits without a cgroup", () => {
+  it("H-LAUNCH-21: memoryMiB without a cgroup -> RLIMIT_DATA; an allocating plugin aborts, reported as exceeding its memory limit (RLIMIT_DATA)", { timeout: T, skip: process.platform !== "linux" && "needs Linux" }, () =>
+    withoutCgroups(() =>
+      withBattery("steady", { limits: { memoryMiB: 256 } }, async (b) => {
+        const exited = waitFor<{ plugin: string; signal: string | null; code: number | null }>(b.host, "plugin:exit", (e) => e.plugin === "hostile");
+        void b.host.dispatch(peer(2), "hl.eat", text.encode("")).catch(() => undefined);
+        const exit = await exited;
+        const status = statusOf(b.host, "hostile");
+        const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+        assert.equal(status.lastError, `exceeded its memory limit (memoryMiB: 256, enforced as RLIMIT_DATA: no cgroup was available) and ${how}`);
+        await neighbourServes(b.host);
+      }),
+    ));
+});
+
 /** Runs `body` with cgroups off (the /proc fallback), then restores detection. */
 async function withoutCgroups(body: () => Promise<void>): Promise<void> {
   const before = process.env.PLUGWIRE_NO_CGROUP;

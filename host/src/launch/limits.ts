@@ -45,6 +45,8 @@ const KILL_ROUNDS = 200;
 /** Time allowed for the cgroup to empty after the kills. */
 const KILL_WAIT_MS = 3_000;
 const SHELL = "/bin/sh";
+const OUT_OF_MEMORY = /out of memory|Cannot allocate memory|ENOMEM|allocation failed/i;
+const TOO_MANY_FILES = /EMFILE|too many open files/i;
 
 type CgroupFlavour = "v1" | "v2";
 
@@ -188,6 +190,9 @@ export class LaunchSandbox {
   private readonly cgroupDir: string | undefined;
   private readonly memoryInCgroup: boolean;
   private report: Promise<SandboxReport> | undefined;
+  /** What the plugin's stderr said about a limit, at any time (a crash's stack trace can push it out of the tail). */
+  private saidOutOfMemory = false;
+  private saidTooManyFiles = false;
   private finalReport: SandboxReport | undefined;
 
   constructor(
@@ -230,6 +235,17 @@ export class LaunchSandbox {
     this.cgroupDir = dir;
     this.confinement = dir ? (parent!.flavour === "v1" ? "cgroup-v1" : "cgroup-v2") : "none";
     this.memoryInCgroup = dir !== undefined && parent!.memory;
+  }
+
+  /** Whether a stderr line is worth passing to noteStderr (a limit that only stderr can reveal is set). */
+  get watchesStderr(): boolean {
+    return this.limits.openFiles !== undefined || (this.limits.memoryMiB !== undefined && !this.memoryInCgroup);
+  }
+
+  /** Reads a stderr line for signs of a limit hit (EMFILE; out of memory under RLIMIT_DATA). */
+  noteStderr(line: string): void {
+    if (OUT_OF_MEMORY.test(line)) this.saidOutOfMemory = true;
+    if (TOO_MANY_FILES.test(line)) this.saidTooManyFiles = true;
   }
 
   /** How memoryMiB is enforced for this launch. */
@@ -377,12 +393,12 @@ export class LaunchSandbox {
     const stderr = stderrTail.join("\n");
     if (memoryMiB !== undefined) {
       if (this.memoryInCgroup && (this.finalReport?.oomKills ?? 0) > 0) return `exceeded its memory limit (memoryMiB: ${memoryMiB})`;
-      if (!this.memoryInCgroup && /out of memory|Cannot allocate memory|ENOMEM|allocation failed/i.test(stderr)) {
+      if (!this.memoryInCgroup && (this.saidOutOfMemory || OUT_OF_MEMORY.test(stderr))) {
         return `exceeded its memory limit (memoryMiB: ${memoryMiB}, enforced as RLIMIT_DATA: no cgroup was available)`;
       }
     }
     if (cpuSeconds !== undefined && exit.signal === "SIGXCPU") return `exceeded its CPU-time limit (cpuSeconds: ${cpuSeconds})`;
-    if (openFiles !== undefined && /EMFILE|too many open files/i.test(stderr)) return `exceeded its open-files limit (openFiles: ${openFiles})`;
+    if (openFiles !== undefined && (this.saidTooManyFiles || TOO_MANY_FILES.test(stderr))) return `exceeded its open-files limit (openFiles: ${openFiles})`;
     return undefined;
   }
 }

@@ -234,6 +234,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
       tailLines: options.stderrTailLines,
     },
     onLine: (line: Line) => {
+      if (sandbox.watchesStderr) sandbox.noteStderr(line.text);
       tail.push(line);
       if (tail.length > options.stderrTailLines) tail.shift();
       logs.forward(line, "stderr");
