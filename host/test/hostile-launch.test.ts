@@ -21,6 +21,9 @@ import { after, describe, it } from "node:test";
 import { pino } from "pino";
 import { createHost, MemoryPeerDirectory, PlugwireError, type Host, type PluginConfig } from "../src/index.js";
 import { BEFORE_HANDSHAKE_MSG } from "../src/launch/logs.js";
+import { readLines, type Line } from "../src/launch/lines.js";
+import { addressProblem } from "../src/handshake/address.js";
+import { PassThrough } from "node:stream";
 import { cgroupParent, resetCgroupDetection } from "../src/launch/limits.js";
 import { alive, fixture, nodePlugin, peer, testHost, waitFor, type TestHost } from "./helpers.js";
 
@@ -530,5 +533,84 @@ describe("hostile launch: the environment", () => {
       else process.env.MY_SECRET = before;
       await th.close();
     }
+  });
+});
+
+/** A small seeded PRNG (mulberry32), so a failure can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe("launch internals (pure)", () => {
+  const PREFIX = Buffer.from("PLUGWIRE_HANDSHAKE");
+  const MAX = 40;
+
+  async function split(data: Buffer, chunks: number[], skipping: boolean): Promise<{ lines: Line[]; skipped: number }> {
+    const stream = new PassThrough();
+    const lines: Line[] = [];
+    let skipped = 0;
+    const done = readLines(stream, {
+      maxLineBytes: MAX,
+      onLine: (line) => lines.push(line),
+      skip: skipping ? { active: () => true, keepPrefix: () => PREFIX, onSkipped: (n) => (skipped += n) } : undefined,
+    });
+    let at = 0;
+    for (const size of chunks) {
+      stream.write(data.subarray(at, at + size));
+      at += size;
+    }
+    stream.end(data.subarray(at));
+    await done;
+    return { lines, skipped };
+  }
+
+  it("readLines: every line is handed over or counted; lines with the handshake prefix are never skipped, whatever the chunking", async () => {
+    for (let seed = 1; seed <= 200; seed++) {
+      const random = prng(seed);
+      const kinds = ["", "a", "short line", "x".repeat(100), "PLUGWIRE_HANDSHAKE protocol=1", "PLUGWIRE_HANDSHAKEISH", "PLUGWIRE_HANDSHAKE " + "y".repeat(60), "\r"];
+      const expected: string[] = [];
+      for (let i = 0, n = Math.floor(random() * 40); i < n; i++) expected.push(kinds[Math.floor(random() * kinds.length)]!);
+      const data = Buffer.from(expected.map((l) => `${l}\n`).join(""));
+      const chunks: number[] = [];
+      for (let left = data.length; left > 0; ) {
+        const size = 1 + Math.floor(random() * 30);
+        chunks.push(Math.min(size, left));
+        left -= size;
+      }
+      const plain = await split(data, chunks, false);
+      assert.deepEqual(
+        plain.lines.map((l) => l.text),
+        expected.map((l) => Buffer.from(l).subarray(0, MAX).toString().replace(/\r$/, "")),
+        `seed ${seed}`,
+      );
+      assert.deepEqual(plain.lines.map((l) => l.truncated), expected.map((l) => Buffer.byteLength(l) > MAX), `seed ${seed}`);
+      const skipping = await split(data, chunks, true);
+      assert.equal(skipping.lines.length + skipping.skipped, expected.length, `seed ${seed}: handed over + skipped = lines`);
+      const withPrefix = expected.filter((l) => l.startsWith("PLUGWIRE_HANDSHAKE")).map((l) => l.slice(0, MAX));
+      assert.deepEqual(skipping.lines.filter((l) => l.startsWith(PREFIX)).map((l) => l.text), withPrefix, `seed ${seed}: prefix lines kept`);
+    }
+  });
+
+  it("addressProblem: only the exact socket path passes; each other address is named for what it is", () => {
+    const run = "/tmp/pw-abc123";
+    const own = `${run}/p-2.sock`;
+    const hs = (address: string, network: "unix" | "tcp" = "unix") => ({ protocolVersion: 1, network, address, transport: "grpc" as const });
+    assert.equal(addressProblem(hs(own), run, own), undefined);
+    assert.equal(addressProblem(hs(`${run}/./p-2.sock`), run, own), `it announced ${run}/./p-2.sock, which is its socket path written otherwise; announce the path exactly`);
+    assert.equal(addressProblem(hs(`${run}/echo-1.sock`), run, own), `it announced ${run}/echo-1.sock, the socket of plugin 'echo' (launch echo-1), not its own`);
+    assert.equal(addressProblem(hs(`${run}/host.sock`), run, own), `it announced ${run}/host.sock, the host's own socket (host.sock), as its address`);
+    assert.equal(addressProblem(hs(`${run}/admin.sock`), run, own), `it announced ${run}/admin.sock, a file in the host's socket dir that is not its socket`);
+    assert.equal(addressProblem(hs(`${run}/../pw-other/x-1.sock`), run, own), `it announced ${run}/../pw-other/x-1.sock, which is outside the host's socket dir ${run}`);
+    assert.equal(
+      addressProblem(hs("127.0.0.1:7000", "tcp"), run, own),
+      "it announced network=tcp address=127.0.0.1:7000, but the host dials only the unix socket it assigned to the launch",
+    );
   });
 });
