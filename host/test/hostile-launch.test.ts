@@ -20,6 +20,7 @@ import { Writable } from "node:stream";
 import { after, describe, it } from "node:test";
 import { pino } from "pino";
 import { createHost, MemoryPeerDirectory, PlugwireError, type Host, type PluginConfig } from "../src/index.js";
+import { resolvePluginConfig } from "../src/config.js";
 import { BEFORE_HANDSHAKE_MSG } from "../src/launch/logs.js";
 import { readLines, type Line } from "../src/launch/lines.js";
 import { addressProblem } from "../src/handshake/address.js";
@@ -321,6 +322,15 @@ describe("hostile launch: the handshake address", () => {
       await neighbourServes(b.host);
     }));
 
+  it("H-LAUNCH-22: its socket owned by another user -> handshake_failed naming both uids; neighbour serves", { timeout: T, skip: process.getuid?.() !== 0 && "the fixture must be root to chown its socket" }, () =>
+    withBattery("foreign", {}, async (b) => {
+      const error = await misbehavingRestart(b);
+      assert.equal(error.code, "handshake_failed");
+      const own = join(b.host.runDirectory!, "hostile-2.sock");
+      assert.equal(error.message, refusedAddress(b, `${own} is owned by uid 4242, not by the host's user (uid 0)`) + tail("foreign"));
+      await neighbourServes(b.host);
+    }));
+
   it("H-LAUNCH-12: a plugin that exits between its handshake and Describe -> plugin_exited with its exit code and the step; neighbour serves", { timeout: T }, () =>
     withBattery("exit-after", {}, async (b) => {
       const error = await misbehavingRestart(b);
@@ -596,6 +606,25 @@ describe("launch internals (pure)", () => {
       const withPrefix = expected.filter((l) => l.startsWith("PLUGWIRE_HANDSHAKE")).map((l) => l.slice(0, MAX));
       assert.deepEqual(skipping.lines.filter((l) => l.startsWith(PREFIX)).map((l) => l.text), withPrefix, `seed ${seed}: prefix lines kept`);
     }
+  });
+
+  it("config: limits, sha256 and sha256File are checked, each error naming the plugin and the key", () => {
+    const bad: Array<[Partial<PluginConfig>, string]> = [
+      [{ limits: { memoryMiB: 0 } }, "limits.memoryMiB must be a whole number of at least 1, not 0"],
+      [{ limits: { openFiles: 1.5 } }, "limits.openFiles must be a whole number of at least 1, not 1.5"],
+      [{ limits: { swapMiB: 1 } as never }, "limits.swapMiB is not a limit (use memoryMiB, openFiles, cpuSeconds)"],
+      [{ limits: 5 as never }, "limits must be a mapping of memoryMiB, openFiles, cpuSeconds, not 5"],
+      [{ sha256: "abc" }, 'sha256 must be 64 hex digits (the SHA-256 of the file it pins, e.g. from `sha256sum FILE`), not "abc"'],
+      [{ sha256File: "x.js" }, "sha256File names the file sha256 pins, so sha256 must be set too"],
+    ];
+    for (const [extra, message] of bad) {
+      assert.throws(
+        () => resolvePluginConfig({ name: "cfg", command: "node", ...extra }),
+        (e: unknown) => e instanceof PlugwireError && e.code === "invalid_config" && e.plugin === "cfg" && e.message === `plugin 'cfg': ${message}`,
+        message,
+      );
+    }
+    assert.deepEqual(resolvePluginConfig({ name: "cfg", command: "node", limits: { cpuSeconds: 5 } }).limits, { cpuSeconds: 5 });
   });
 
   it("addressProblem: only the exact socket path passes; each other address is named for what it is", () => {

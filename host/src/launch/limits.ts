@@ -223,7 +223,11 @@ export class LaunchSandbox {
             }
           } else {
             writeFileSync(join(dir, "memory.max"), bytes);
-            if (existsSync(join(dir, "memory.swap.max"))) writeFileSync(join(dir, "memory.swap.max"), "0");
+            try {
+              if (existsSync(join(dir, "memory.swap.max"))) writeFileSync(join(dir, "memory.swap.max"), "0");
+            } catch {
+              // no swap controller: the memory limit alone applies
+            }
           }
         }
       } catch (e) {
@@ -257,7 +261,7 @@ export class LaunchSandbox {
    * The file and args to spawn: `command` as it is, or a /bin/sh wrapper
    * that joins the cgroup, sets the rlimits and execs `command`.
    */
-  wrap(command: string, args: readonly string[]): { file: string; args: string[] } {
+  wrap(command: string, args: readonly string[]): { file: string; args: string[]; wrapped: boolean } {
     const steps: string[] = [];
     const fail = (what: string): string => `{ echo ${shellQuote(`plugwire: could not ${what}`)} >&2; exit 125; }`;
     if (this.cgroupDir) steps.push(`echo $$ > ${shellQuote(join(this.cgroupDir, "cgroup.procs"))} || ${fail(`join the cgroup ${this.cgroupDir}`)}`);
@@ -272,8 +276,8 @@ export class LaunchSandbox {
       const kib = Math.floor(memoryMiB * 1024);
       steps.push(`ulimit -d ${kib} || ${fail(`set the memory limit (memoryMiB: ${memoryMiB}) as RLIMIT_DATA`)}`);
     }
-    if (steps.length === 0) return { file: command, args: [...args] };
-    return { file: SHELL, args: ["-c", `${steps.join("\n")}\nexec "$@"`, "plugwire-launch", command, ...args] };
+    if (steps.length === 0) return { file: command, args: [...args], wrapped: false };
+    return { file: SHELL, args: ["-c", `${steps.join("\n")}\nexec "$@"`, "plugwire-launch", command, ...args], wrapped: true };
   }
 
   /**

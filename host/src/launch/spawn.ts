@@ -134,7 +134,7 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
   }
   const sandbox = new LaunchSandbox(spec.limits ?? {}, options.runDir, options.instanceId, options.logger);
   const wrapped = sandbox.wrap(executable ?? spec.command, spec.args);
-  if (wrapped.file !== spec.command && executable === undefined) {
+  if (wrapped.wrapped && executable === undefined) {
     // The wrapper would only say "not found" from sh: say it as a failed spawn does.
     await sandbox.finish(undefined);
     throw new PlugwireError(
