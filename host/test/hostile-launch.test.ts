@@ -322,6 +322,16 @@ describe("hostile launch: the handshake address", () => {
       await neighbourServes(b.host);
     }));
 
+  it("H-LAUNCH-23: a hard link to another plugin's socket at its socket path -> handshake_failed (2 hard links), never dialed; neighbour serves", { timeout: T }, () =>
+    withBattery("hardlink", {}, async (b) => {
+      const error = await misbehavingRestart(b);
+      assert.equal(error.code, "handshake_failed");
+      const own = join(b.host.runDirectory!, "hostile-2.sock");
+      assert.equal(error.message, refusedAddress(b, `${own} has 2 hard links: it is another socket linked in place, not one the plugin bound`) + tail("hardlink"));
+      assert.ok(existsSync(join(b.host.runDirectory!, "echo-1.sock")), "the neighbour's socket is untouched");
+      await neighbourServes(b.host);
+    }));
+
   it("H-LAUNCH-22: its socket owned by another user -> handshake_failed naming both uids; neighbour serves", { timeout: T, skip: process.getuid?.() !== 0 && "the fixture must be root to chown its socket" }, () =>
     withBattery("foreign", {}, async (b) => {
       const error = await misbehavingRestart(b);

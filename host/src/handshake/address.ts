@@ -61,5 +61,7 @@ export function socketFileProblem(path: string, uid: number | undefined = proces
   }
   if (!st.isSocket()) return `${path} is a ${kindOf(st)}, not a unix socket`;
   if (uid !== undefined && st.uid !== uid) return `${path} is owned by uid ${st.uid}, not by the host's user (uid ${uid})`;
+  // A socket a plugin bound has one name; a hard link would make the host dial another listener.
+  if (st.nlink !== 1) return `${path} has ${st.nlink} hard links: it is another socket linked in place, not one the plugin bound`;
   return undefined;
 }
