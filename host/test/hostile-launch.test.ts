@@ -332,6 +332,26 @@ describe("hostile launch: the handshake address", () => {
       await neighbourServes(b.host);
     }));
 
+  it("H-LAUNCH-24: a handshake with no socket behind it -> handshake_failed (nothing exists at the path); neighbour serves", { timeout: T }, () =>
+    withBattery("no-socket", {}, async (b) => {
+      const error = await misbehavingRestart(b);
+      assert.equal(error.code, "handshake_failed");
+      const own = join(b.host.runDirectory!, "hostile-2.sock");
+      assert.equal(error.message, refusedAddress(b, `nothing exists at ${own}: a plugin must listen on its socket before it prints its handshake`) + tail("no-socket"));
+      await neighbourServes(b.host);
+    }));
+
+  it("H-LAUNCH-25: a plugin that removes its socket and exits right after its handshake -> plugin_exited with its exit code (not an address error); neighbour serves", { timeout: T }, () =>
+    withBattery("exit-unlink", {}, async (b) => {
+      const error = await misbehavingRestart(b);
+      assert.equal(error.code, "plugin_exited");
+      // Either the host saw the socket gone (and then the exit), or it dialed the socket before it went.
+      const gone = `plugin 'hostile' (command: ${b.command}) exited with code 7 right after its handshake, before the host could dial it (its socket ${join(b.host.runDirectory!, "hostile-2.sock")} was already gone). Its stderr should say why.${tail("exit-unlink")}`;
+      const dialed = `plugin 'hostile' (command: ${b.command}) exited with code 7 while starting, after its handshake (before it answered Describe: `;
+      assert.ok(error.message === gone || error.message.startsWith(dialed), error.message);
+      await neighbourServes(b.host);
+    }));
+
   it("H-LAUNCH-22: its socket owned by another user -> handshake_failed naming both uids; neighbour serves", { timeout: T, skip: process.getuid?.() !== 0 && "the fixture must be root to chown its socket" }, () =>
     withBattery("foreign", {}, async (b) => {
       const error = await misbehavingRestart(b);

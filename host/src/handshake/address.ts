@@ -65,3 +65,13 @@ export function socketFileProblem(path: string, uid: number | undefined = proces
   if (st.nlink !== 1) return `${path} has ${st.nlink} hard links: it is another socket linked in place, not one the plugin bound`;
   return undefined;
 }
+
+/** Whether nothing at all exists at `path` (lstat: ENOENT). */
+export function socketMissing(path: string): boolean {
+  try {
+    lstatSync(path);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "ENOENT";
+  }
+}

@@ -6,7 +6,7 @@
 import { execa } from "execa";
 import { rmSync } from "node:fs";
 import { ENV, HANDSHAKE_PREFIX, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION, PlugwireError } from "@plugwire/proto";
-import { addressProblem, socketFileProblem } from "../handshake/address.js";
+import { addressProblem, socketFileProblem, socketMissing } from "../handshake/address.js";
 import { isHandshakeLine, parseHandshake, type Handshake } from "../handshake/parse.js";
 import { pluginEnv } from "./env.js";
 import { LaunchSandbox, type PluginLimits, type SandboxReport } from "./limits.js";
@@ -202,11 +202,28 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
       const parsed = parseHandshake(line.text, [PROTOCOL_VERSION]);
       if (parsed.ok) {
         const problem = addressProblem(parsed.handshake, options.runDir, socketPath) ?? socketFileProblem(socketPath);
-        if (problem) {
+        const refuseAddress = (): void =>
           refuse(
             `${who} announced an address the host will not dial: ${problem}. ` +
               `A plugin must listen on, and announce, exactly ${socketPath} (PLUGWIRE_SOCKET_DIR/PLUGWIRE_INSTANCE_ID.sock, docs/protocol.md §4), as the SDKs do; fix the plugin.`,
           );
+        if (problem && !socketMissing(socketPath)) {
+          refuseAddress();
+          return;
+        }
+        if (problem) {
+          // No socket: a plugin that exits right after its handshake removes
+          // it on the way out; its exit is then the news, not the address.
+          handshakeError = new PlugwireError("handshake_failed", problem, { plugin: spec.name }); // later lines are logs
+          void Promise.race([leaderExited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), EXIT_OUTPUT_GRACE_MS).unref())]).then((exit) => {
+            if (!exit) return refuseAddress();
+            handshakeError = new PlugwireError(
+              "plugin_exited",
+              `${who} ${describeExit(exit)} right after its handshake, before the host could dial it (its socket ${socketPath} was already gone). Its stderr should say why.`,
+              { plugin: spec.name },
+            );
+            settle?.reject(handshakeError);
+          });
           return;
         }
         handshake = parsed.handshake;

@@ -743,6 +743,9 @@ export class PluginRunner {
       this.startHealth(launch);
     } catch (e) {
       launch.endReason = "launch-failed";
+      // A call that fails right after the handshake usually means the plugin
+      // is exiting: give it a moment to, so that its exit status tells why.
+      if (!this.stopping) await Promise.race([proc.exited, new Promise((resolve) => setTimeout(resolve, STREAM_BROKEN_GRACE_MS).unref())]);
       proc.signalGroup("SIGKILL");
       const exit = await proc.exited;
       await this.endLaunch(launch);
