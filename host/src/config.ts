@@ -2,7 +2,10 @@
  * Plugin configuration: what the application (or the CLI's YAML file) says
  * about each plugin, validated here, with the defaults filled in.
  */
-import { MAX_EFFECTS_PER_ACK, MAX_PLUGIN_CONFIG_BYTES, PlugwireError } from "@plugwire/proto";
+import { ENV, MAX_EFFECTS_PER_ACK, MAX_PLUGIN_CONFIG_BYTES, PlugwireError } from "@plugwire/proto";
+import { LIMIT_KEYS, type PluginLimits } from "./launch/limits.js";
+
+export type { PluginLimits } from "./launch/limits.js";
 
 export type Capability = "peers" | "control" | "identity";
 export const CAPABILITIES: readonly Capability[] = ["peers", "control", "identity"];
@@ -88,6 +91,16 @@ export interface PluginConfig {
    * with too_many_effects and none of them is performed. 1 to 32768.
    */
   maxEffectsPerItem?: number;
+  /**
+   * Binary pinning: the SHA-256 (hex) of the executable `command` resolves
+   * to, or of `sha256File` when that is set. Checked before every launch; a
+   * mismatch is refused (permission_denied) and not retried.
+   */
+  sha256?: string;
+  /** The file `sha256` pins instead of the executable: the script, for a plugin run by an interpreter. Relative to cwd. */
+  sha256File?: string;
+  /** Resource limits of the plugin's processes (docs/configuration.md, "Resource limits"). */
+  limits?: PluginLimits;
 }
 
 /** The largest maxEffectsPerItem: half the per-ack limit, so an SDK that acks by effect count stays under that. */
@@ -96,7 +109,11 @@ export const MAX_EFFECTS_PER_ITEM = MAX_EFFECTS_PER_ACK / 2;
 /** The largest maxInFlightBytes: SAFE_IN_FLIGHT_BYTES of the delivery channel. */
 export const MAX_IN_FLIGHT_BYTES = 128 * 1024;
 
-export type ResolvedPluginConfig = Required<Omit<PluginConfig, "cwd">> & { cwd: string | undefined };
+export type ResolvedPluginConfig = Required<Omit<PluginConfig, "cwd" | "sha256" | "sha256File">> & {
+  cwd: string | undefined;
+  sha256: string | undefined;
+  sha256File: string | undefined;
+};
 
 export const PLUGIN_DEFAULTS = {
   args: [],
@@ -130,6 +147,9 @@ export const PLUGIN_DEFAULTS = {
   maxLogLineBytes: 16 * 1024,
   maxLogLinesPerSecond: 1_000,
   maxEffectsPerItem: 4_096,
+  sha256: undefined,
+  sha256File: undefined,
+  limits: {},
 } as const satisfies Omit<ResolvedPluginConfig, "name" | "command" | "cwd">;
 
 function invalid(name: string, message: string): PlugwireError {
@@ -222,7 +242,16 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
   if (name === "." || name === "..") throw new PlugwireError("invalid_config", `plugin name "${name}" is not allowed (it names a directory above the plugin's own data dir); choose a name with a letter or digit in it`);
   if (typeof input.command !== "string" || input.command.length === 0) throw invalid(name, "'command' is required: the executable to run (a non-empty string)");
   checkTypes(input, name);
-  const resolved: ResolvedPluginConfig = { ...PLUGIN_DEFAULTS, ...stripUndefined(input), cwd: input.cwd } as ResolvedPluginConfig;
+  const resolved: ResolvedPluginConfig = {
+    ...PLUGIN_DEFAULTS,
+    ...stripUndefined(input),
+    cwd: input.cwd,
+    sha256: input.sha256,
+    sha256File: input.sha256File,
+  } as ResolvedPluginConfig;
+  checkPinConfig(name, input);
+  checkReservedEnv(name, input.env);
+  resolved.limits = resolveLimits(name, input.limits);
   for (const c of resolved.capabilities) {
     if (!CAPABILITIES.includes(c)) throw invalid(name, `unknown capability '${c}' (use ${CAPABILITIES.join(", ")})`);
   }
@@ -256,6 +285,45 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
     );
   }
   return resolved;
+}
+
+/** The host sets the PLUGWIRE_* variables of the protocol; a config may not set them (a wrong cookie, another socket dir, ...). */
+function checkReservedEnv(name: string, env: unknown): void {
+  if (env === null || typeof env !== "object") return;
+  const reserved: readonly string[] = Object.values(ENV);
+  for (const key of Object.keys(env)) {
+    if (reserved.includes(key)) {
+      throw invalid(name, `env may not set ${key}: the host sets the PLUGWIRE_* variables of each launch itself (docs/protocol.md §1); remove it from the plugin's env`);
+    }
+  }
+}
+
+function checkPinConfig(name: string, input: PluginConfig): void {
+  if (input.sha256 !== undefined && (typeof input.sha256 !== "string" || !/^[0-9a-fA-F]{64}$/.test(input.sha256))) {
+    throw invalid(name, `sha256 must be 64 hex digits (the SHA-256 of the file it pins, e.g. from \`sha256sum FILE\`), not ${JSON.stringify(input.sha256)}`);
+  }
+  if (input.sha256File !== undefined) {
+    if (typeof input.sha256File !== "string" || input.sha256File.length === 0) throw invalid(name, `sha256File must be a file path, not ${JSON.stringify(input.sha256File)}`);
+    if (input.sha256 === undefined) throw invalid(name, "sha256File names the file sha256 pins, so sha256 must be set too");
+  }
+}
+
+/** Validates `limits`: each a positive whole number, or absent. */
+function resolveLimits(name: string, limits: unknown): PluginLimits {
+  if (limits === undefined) return {};
+  if (limits === null || typeof limits !== "object" || Array.isArray(limits)) {
+    throw invalid(name, `limits must be a mapping of ${LIMIT_KEYS.join(", ")}, not ${JSON.stringify(limits)}`);
+  }
+  const out: PluginLimits = {};
+  for (const [key, value] of Object.entries(limits)) {
+    if (!(LIMIT_KEYS as readonly string[]).includes(key)) throw invalid(name, `limits.${key} is not a limit (use ${LIMIT_KEYS.join(", ")})`);
+    if (value === undefined) continue;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+      throw invalid(name, `limits.${key} must be a whole number of at least 1, not ${JSON.stringify(value)}`);
+    }
+    out[key as keyof PluginLimits] = value;
+  }
+  return out;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

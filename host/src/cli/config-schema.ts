@@ -103,8 +103,21 @@ export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
   num("maxReplayPayloads", "count", "stateful: acked payloads kept for replay before an early snapshot"),
   num("maxReplayBytes", "bytes", "stateful: bytes of acked payloads kept for replay before an early snapshot"),
   num("maxLogLineBytes", "bytes", "longest plugin log line kept; the rest of the line is dropped"),
-  num("maxLogLinesPerSecond", "per second", "plugin log lines forwarded per second per launch; the rest are dropped and counted"),
+  num("maxLogLinesPerSecond", "per second", "plugin log lines forwarded per second per launch (before and after the handshake); the rest are dropped and counted"),
   num("maxEffectsPerItem", "count", `effects (sends) one payload's handler may report; more fail the payload (too_many_effects); 1 to ${MAX_EFFECTS_PER_ITEM}`),
+  {
+    key: "sha256",
+    default: "(none)",
+    unit: "",
+    about: "pins the SHA-256 (64 hex digits) of the executable command resolves to, or of sha256File; checked before every launch, a mismatch fails the plugin",
+  },
+  { key: "sha256File", default: "(none)", unit: "", about: "the file sha256 pins instead of the executable (a script run by an interpreter); relative to cwd" },
+  {
+    key: "limits",
+    default: "{}",
+    unit: "",
+    about: "resource limits: { memoryMiB (cgroup, else RLIMIT_DATA), openFiles (RLIMIT_NOFILE), cpuSeconds (RLIMIT_CPU) }",
+  },
 ];
 
 /** A string, number or boolean, as a string: YAML reads `8080` and `true` as non-strings. */
@@ -134,6 +147,15 @@ export const pluginSchema = z.strictObject({
   overflow: z.enum(["reject", "drop-oldest"]).optional(),
   tokenVia: z.enum(["stdin", "env"]).optional(),
   ...NUMBER_SCHEMAS,
+  sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, { error: "must be 64 hex digits (the output of sha256sum)" }).optional(),
+  sha256File: z.string().min(1).optional(),
+  limits: z
+    .strictObject({
+      memoryMiB: z.number().int().min(1).optional(),
+      openFiles: z.number().int().min(1).optional(),
+      cpuSeconds: z.number().int().min(1).optional(),
+    })
+    .optional(),
 });
 
 export const peerSchema = z.strictObject({
@@ -161,6 +183,7 @@ export function keysAt(path: readonly PropertyKey[]): readonly string[] {
   if (path.length === 0) return HOST_OPTIONS.map((o) => o.key);
   if (path[0] === "plugins" && path.length === 2) return PLUGIN_OPTIONS.map((o) => o.key);
   if (path[0] === "peers" && path.length === 2) return Object.keys(peerSchema.shape);
+  if (path[0] === "plugins" && path.length === 3 && path[2] === "limits") return ["memoryMiB", "openFiles", "cpuSeconds"];
   return [];
 }
 

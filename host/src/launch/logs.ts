@@ -5,6 +5,7 @@
  * stderr). Lines are capped in length and floods are rate-limited.
  */
 import type { Logger } from "pino";
+import type { Line } from "./lines.js";
 
 export type PluginLogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal";
 
@@ -89,41 +90,92 @@ export interface LogForwarderOptions {
   maxLinesPerSecond: number;
   /** Called for every forwarded line, e.g. to emit `plugin:log`. */
   onLine?: (line: ParsedLine & { stream: "stdout" | "stderr"; truncated: boolean }) => void;
-  /** Called for every line the rate limit drops, e.g. to count it. */
-  onDropped?: () => void;
+  /** Called with the number of lines the rate limit dropped, once per window that dropped any (not per line). */
+  onDropped?: (count: number) => void;
 }
 
-/** Rate-limited forwarding of plugin log lines; a flood cannot stall the host. */
+/** The message of a line printed before the handshake; it is logged as a warning, under the same rate limit. */
+export const BEFORE_HANDSHAKE_MSG = "plugin printed before its handshake line (ignored)";
+
+/**
+ * Rate-limited forwarding of plugin log lines, stdout and stderr, before and
+ * after the handshake: a flood cannot stall the host. A dropped line is never
+ * decoded; the drops of a window are logged once, as one line, when the
+ * window ends.
+ */
 export class LogForwarder {
-  private windowStart = 0;
+  private windowStart = Date.now();
   private inWindow = 0;
   private dropped = 0;
+  private flushTimer: NodeJS.Timeout | undefined;
   /** Lines dropped by the rate limit since the forwarder was made. */
   droppedTotal = 0;
 
   constructor(private readonly options: LogForwarderOptions) {}
 
-  forward(line: string, stream: "stdout" | "stderr", truncated: boolean): void {
+  /**
+   * True while the rate limit is used up: every line now would be dropped.
+   * The clock is read only once the window's budget is spent (reading it per
+   * line costs more than the rest of a dropped line).
+   */
+  saturated(): boolean {
+    if (this.inWindow < this.options.maxLinesPerSecond) return false;
     const now = Date.now();
-    if (now - this.windowStart >= 1000) {
-      if (this.dropped > 0) {
-        this.options.logger.warn({ dropped: this.dropped }, `plugin log flood: dropped ${this.dropped} lines in the last second`);
-      }
-      this.windowStart = now;
-      this.inWindow = 0;
-      this.dropped = 0;
-    }
-    if (this.inWindow >= this.options.maxLinesPerSecond) {
-      this.dropped++;
-      this.droppedTotal++;
-      this.options.onDropped?.();
-      return;
+    if (now - this.windowStart < 1000) return true;
+    // A new window (windows are at least 1 s apart; each forwards at most maxLinesPerSecond).
+    this.flush();
+    this.windowStart = now;
+    this.inWindow = 0;
+    return this.options.maxLinesPerSecond === 0;
+  }
+
+  /** Counts a line against the rate limit: true if it may be logged, false if it is dropped (and counted). */
+  admit(): boolean {
+    if (this.saturated()) {
+      this.drop(1);
+      return false;
     }
     this.inWindow++;
-    const parsed = parseLogLine(line, stream, truncated);
+    return true;
+  }
+
+  /** Counts `count` lines dropped by the rate limit; reported when the window ends, even if no further line comes. */
+  drop(count: number): void {
+    this.dropped += count;
+    this.droppedTotal += count;
+    this.flushTimer ??= setTimeout(() => this.flush(), Math.max(1, this.windowStart + 1000 - Date.now())).unref();
+  }
+
+  /** Logs (once) how many lines were dropped since the last report, and counts them. */
+  flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    const dropped = this.dropped;
+    if (dropped === 0) return;
+    this.dropped = 0;
+    this.options.logger.warn(
+      { dropped, droppedTotal: this.droppedTotal, maxLogLinesPerSecond: this.options.maxLinesPerSecond },
+      `plugin log flood: dropped ${dropped} lines in the last second (over maxLogLinesPerSecond ${this.options.maxLinesPerSecond})`,
+    );
+    this.options.onDropped?.(dropped);
+  }
+
+  forward(line: Line | string, stream: "stdout" | "stderr", truncated?: boolean): void {
+    if (!this.admit()) return;
+    const text = typeof line === "string" ? line : line.text;
+    const cut = typeof line === "string" ? (truncated ?? false) : line.truncated;
+    const parsed = parseLogLine(text, stream, cut);
     const record: Record<string, unknown> = { ...hostLogFields(parsed.fields), stream };
-    if (truncated) record.truncated = true;
+    if (cut) record.truncated = true;
     this.options.logger[parsed.level](record, parsed.msg);
-    this.options.onLine?.({ ...parsed, stream, truncated });
+    this.options.onLine?.({ ...parsed, stream, truncated: cut });
+  }
+
+  /** A stdout line printed before the handshake line: a warning, under the same rate limit. */
+  forwardBeforeHandshake(line: Line): void {
+    if (!this.admit()) return;
+    const record: Record<string, unknown> = { stream: "stdout", line: line.text };
+    if (line.truncated) record.truncated = true;
+    this.options.logger.warn(record, BEFORE_HANDSHAKE_MSG);
   }
 }

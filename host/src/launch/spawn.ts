@@ -4,12 +4,16 @@
  * into log streams.
  */
 import { execa } from "execa";
-import { ENV, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION, PlugwireError } from "@plugwire/proto";
+import { rmSync } from "node:fs";
+import { ENV, HANDSHAKE_PREFIX, MAGIC_COOKIE_VALUE, PROTOCOL_VERSION, PlugwireError } from "@plugwire/proto";
+import { addressProblem, socketFileProblem, socketMissing } from "../handshake/address.js";
 import { isHandshakeLine, parseHandshake, type Handshake } from "../handshake/parse.js";
 import { pluginEnv, tokenEnv, tokenLine, tokenViaHint, type TokenVia } from "./env.js";
-import { readLines } from "./lines.js";
+import { LaunchSandbox, type PluginLimits, type SandboxReport } from "./limits.js";
+import { readLines, type Line } from "./lines.js";
 import { LogForwarder } from "./logs.js";
 import { join } from "node:path";
+import { checkPin, resolveExecutable } from "./pin.js";
 import { checkSocketPath, socketFileName } from "./rundir.js";
 import type { Logger } from "pino";
 
@@ -19,6 +23,11 @@ export interface LaunchSpec {
   args: readonly string[];
   env?: Readonly<Record<string, string>>;
   cwd?: string;
+  /** Resource limits of the launch (limits.ts). */
+  limits?: PluginLimits;
+  /** The pinned SHA-256 of the executable, or of `sha256File` when set (pin.ts). */
+  sha256?: string;
+  sha256File?: string;
 }
 
 export interface LaunchOptions {
@@ -34,8 +43,8 @@ export interface LaunchOptions {
   stderrTailLines: number;
   logger: Logger;
   onLog?: LogForwarder["options"]["onLine"];
-  /** Called for each line the rate limit drops. */
-  onLogDropped?: () => void;
+  /** Called with the number of lines the rate limit dropped, once per window that dropped any. */
+  onLogDropped?: (count: number) => void;
   /** Aborts the launch (a stop was requested): the group is killed and the launch fails at once. */
   signal?: AbortSignal;
 }
@@ -66,7 +75,17 @@ export interface PluginProcess {
   /** Whether the process has exited. */
   readonly hasExited: boolean;
   readonly logs: LogForwarder;
+  /** How the launch is confined (cgroup or not). */
+  readonly sandbox: LaunchSandbox;
+  /**
+   * The limit that ended the launch, as "exceeded its memory limit
+   * (memoryMiB: 64)", or undefined; meaningful once `exited` resolved.
+   */
+  limitExceeded(exit: ExitInfo): string | undefined;
 }
+
+/** The handshake prefix as bytes: lines are matched against it before they are decoded. */
+const HANDSHAKE_PREFIX_BYTES = Buffer.from(HANDSHAKE_PREFIX);
 
 function commandLine(spec: LaunchSpec): string {
   return [spec.command, ...spec.args].join(" ");
@@ -88,7 +107,8 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
   const stoppedError = (): PlugwireError =>
     new PlugwireError("plugin_unavailable", `${who} was stopped while starting, before its handshake`, { plugin: spec.name });
   if (options.signal?.aborted) throw stoppedError();
-  checkSocketPath(join(options.runDir, socketFileName(options.instanceId)), who, spec.name);
+  const socketPath = join(options.runDir, socketFileName(options.instanceId));
+  checkSocketPath(socketPath, who, spec.name);
   const env = pluginEnv(
     {
       [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
@@ -101,7 +121,32 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     },
     spec.env,
   );
-  const child = execa(spec.command, [...spec.args], {
+  const cwd = spec.cwd ?? process.cwd();
+  const executable = resolveExecutable(spec.command, cwd, env.PATH);
+  if (spec.sha256 !== undefined) {
+    await checkPin({ name: spec.name, executable, command: spec.command, cwd, sha256: spec.sha256, sha256File: spec.sha256File });
+    if (options.signal?.aborted) throw stoppedError();
+  }
+  // Nothing may wait at the launch's socket path but what the plugin makes
+  // (another launch could have put a symlink there).
+  try {
+    rmSync(socketPath, { force: true });
+  } catch (e) {
+    options.logger.warn({ path: socketPath, err: String(e) }, "could not clear the launch's socket path; the plugin may fail to listen");
+  }
+  const sandbox = new LaunchSandbox(spec.limits ?? {}, options.runDir, options.instanceId, options.logger);
+  const wrapped = sandbox.wrap(executable ?? spec.command, spec.args);
+  if (wrapped.wrapped && executable === undefined) {
+    // The wrapper would only say "not found" from sh: say it as a failed spawn does.
+    await sandbox.finish(undefined);
+    throw new PlugwireError(
+      "plugin_exited",
+      `${who} could not be started: spawn ${spec.command} ENOENT (no executable file found${spec.command.includes("/") ? "" : " in PATH"}). ` +
+        `Check the command and its path in the plugin config.`,
+      { plugin: spec.name },
+    );
+  }
+  const child = execa(wrapped.file, wrapped.args, {
     env,
     extendEnv: false,
     cwd: spec.cwd,
@@ -114,13 +159,17 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     reject: false,
   });
 
-  const tail: string[] = [];
+  const tail: Line[] = [];
   const logs = new LogForwarder({
     logger: options.logger,
     maxLinesPerSecond: options.maxLogLinesPerSecond,
     onLine: options.onLog,
     onDropped: options.onLogDropped,
   });
+  const refuse = (message: string): void => {
+    handshakeError = new PlugwireError("handshake_failed", message, { plugin: spec.name });
+    settle?.reject(handshakeError);
+  };
   let handshake: Handshake | undefined;
   let settle: { resolve: (h: Handshake) => void; reject: (e: PlugwireError) => void } | undefined;
   const handshakePromise = new Promise<Handshake>((resolve, reject) => {
@@ -137,23 +186,57 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
 
   const stdoutDone = readLines(child.stdout!, {
     maxLineBytes: options.maxLogLineBytes,
-    onLine: (line, truncated) => {
+    // A flood over the rate limit is counted in bulk; before the handshake, a
+    // line that starts with its prefix is still read.
+    skip: {
+      active: () => logs.saturated(),
+      keepPrefix: () => (handshake || handshakeError ? undefined : HANDSHAKE_PREFIX_BYTES),
+      onSkipped: (count) => logs.drop(count),
+    },
+    onLine: (line: Line) => {
       if (handshake || handshakeError) {
-        logs.forward(line, "stdout", truncated);
+        logs.forward(line, "stdout");
         return;
       }
-      if (!isHandshakeLine(line)) {
-        options.logger.warn({ stream: "stdout", line }, "plugin printed before its handshake line (ignored)");
+      // Cheap for a flood: only a line that starts with the prefix is decoded
+      // here; the others go through the log rate limit, decoded only if logged.
+      if (!line.startsWith(HANDSHAKE_PREFIX_BYTES) || !isHandshakeLine(line.text)) {
+        logs.forwardBeforeHandshake(line);
         return;
       }
-      const parsed = parseHandshake(line, [PROTOCOL_VERSION]);
+      const parsed = parseHandshake(line.text, [PROTOCOL_VERSION]);
       if (parsed.ok) {
+        const problem = addressProblem(parsed.handshake, options.runDir, socketPath) ?? socketFileProblem(socketPath);
+        const refuseAddress = (): void =>
+          refuse(
+            `${who} announced an address the host will not dial: ${problem}. ` +
+              `A plugin must listen on, and announce, exactly ${socketPath} (PLUGWIRE_SOCKET_DIR/PLUGWIRE_INSTANCE_ID.sock, docs/protocol.md §4), as the SDKs do; fix the plugin.`,
+          );
+        if (problem && !socketMissing(socketPath)) {
+          refuseAddress();
+          return;
+        }
+        if (problem) {
+          // No socket: a plugin that exits right after its handshake removes
+          // it on the way out; its exit is then the news, not the address.
+          handshakeError = new PlugwireError("handshake_failed", problem, { plugin: spec.name }); // later lines are logs
+          void Promise.race([leaderExited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), EXIT_OUTPUT_GRACE_MS).unref())]).then((exit) => {
+            if (!exit) return refuseAddress();
+            handshakeError = new PlugwireError(
+              "plugin_exited",
+              `${who} ${describeExit(exit)} right after its handshake, before the host could dial it (its socket ${socketPath} was already gone). Its stderr should say why.`,
+              { plugin: spec.name },
+            );
+            settle?.reject(handshakeError);
+          });
+          return;
+        }
         handshake = parsed.handshake;
         settle?.resolve(parsed.handshake);
       } else {
         handshakeError = new PlugwireError(
           parsed.versionMismatch ? "protocol_mismatch" : "handshake_failed",
-          `${who} printed a bad handshake line: ${parsed.reason}. Line: ${JSON.stringify(line)}. ` +
+          `${who} printed a bad handshake line: ${parsed.reason}. Line: ${JSON.stringify(line.text)}${line.truncated ? " (cut at maxLogLineBytes)" : ""}. ` +
             `Plugins must print 'PLUGWIRE_HANDSHAKE protocol=${PROTOCOL_VERSION} network=unix address=<socket> transport=grpc' (see docs/protocol.md).`,
           { plugin: spec.name },
         );
@@ -163,12 +246,25 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
   });
   const stderrDone = readLines(child.stderr!, {
     maxLineBytes: options.maxLogLineBytes,
-    onLine: (line, truncated) => {
+    skip: {
+      active: () => logs.saturated(),
+      onSkipped: (count, last) => {
+        logs.drop(count);
+        tail.push(...last);
+        if (tail.length > options.stderrTailLines) tail.splice(0, tail.length - options.stderrTailLines);
+      },
+      tailLines: options.stderrTailLines,
+    },
+    onLine: (line: Line) => {
+      if (sandbox.watchesStderr) sandbox.noteStderr(line.text);
       tail.push(line);
       if (tail.length > options.stderrTailLines) tail.shift();
-      logs.forward(line, "stderr", truncated);
+      logs.forward(line, "stderr");
     },
   });
+  // The drops of the last window are reported once the output ends.
+  void Promise.all([stdoutDone, stderrDone]).then(() => logs.flush());
+  const tailLines = (): string[] => tail.map((line) => line.text);
 
   let hasExited = false;
   let spawnFailure: PlugwireError | undefined;
@@ -237,8 +333,11 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
     // A running plugin counts as exited when its leader exits (plus a short
     // grace for its last output), even if children it left behind still hold
     // its stdout or stderr open; the runner then kills the whole group.
+    // Every process left in the launch's cgroup (or carrying its instance id)
+    // is killed once the leader is gone, setsid'd ones included.
     const leaderGone = leaderExited.then(async (exit) => {
       await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, EXIT_OUTPUT_GRACE_MS).unref())]);
+      await sandbox.finish(child.pid);
       hasExited = true;
       return exit;
     });
@@ -246,22 +345,33 @@ export async function launchPlugin(spec: LaunchSpec, options: LaunchOptions): Pr
       pid: child.pid!,
       handshake: result,
       exited: leaderGone,
-      stderrTail: () => [...tail],
+      stderrTail: tailLines,
       signalGroup,
       get hasExited() {
         return hasExited;
       },
       logs,
+      sandbox,
+      limitExceeded: (exit) => sandbox.exceeded(exit, tailLines()),
     };
   } catch (e) {
     // The whole group, even when the leader has already exited: a plugin that
-    // exits before its handshake may leave children behind.
+    // exits before its handshake may leave children behind; and every process
+    // of its cgroup, which a setsid'd child holding stdout open is in.
     signalGroup("SIGKILL", true);
-    await exited;
+    const report: SandboxReport = await sandbox.finish(child.pid);
+    const exit = await exited;
+    // What the failed launch left at its socket path (a symlink, a file) goes too.
+    try {
+      rmSync(socketPath, { force: true });
+    } catch (err) {
+      options.logger.warn({ path: socketPath, err: String(err) }, "could not remove the socket path of a failed launch");
+    }
     const error = e as PlugwireError;
     if (error === spawnFailure || options.signal?.aborted) throw error;
+    const limit = report && error.code === "plugin_exited" ? sandbox.exceeded(exit, tailLines()) : undefined;
     // Add the plugin's last stderr lines, now that all of them have arrived.
-    throw new PlugwireError(error.code, `${error.message}${tokenViaHint(options.tokenVia ?? "stdin", tail)}${tailText(tail)}`, { plugin: spec.name });
+    throw new PlugwireError(error.code, `${limit ? `${error.message} It ${limit}.` : error.message}${tokenViaHint(options.tokenVia ?? "stdin", tailLines())}${tailText(tailLines())}`, { plugin: spec.name });
   } finally {
     clearTimeout(timer);
     if (onAbort) options.signal?.removeEventListener("abort", onAbort);

@@ -26,6 +26,7 @@ import type { Capability, ResolvedPluginConfig } from "../config.js";
 import { DeliveryChannel, type DeadLetter, type DispatchOptions, type Entry } from "../delivery/channel.js";
 import type { HostEvents, PluginState } from "../events.js";
 import { describeExit, launchPlugin, type ExitInfo, type PluginProcess } from "../launch/spawn.js";
+import { PinMismatchError } from "../launch/pin.js";
 import { socketFileName } from "../launch/rundir.js";
 import type { HostMetrics } from "../metrics.js";
 import type { HostPorts, NodeId } from "../ports.js";
@@ -697,7 +698,16 @@ export class PluginRunner {
     const releaseSlot = await this.ctx.launchSlots.acquire();
     if (this.stopping) abort.abort(); // stopped while waiting for the slot: launchPlugin spawns nothing
     const proc = await launchPlugin(
-      { name: this.name, command: this.config.command, args: this.config.args, env: this.config.env, cwd: this.config.cwd },
+      {
+        name: this.name,
+        command: this.config.command,
+        args: this.config.args,
+        env: this.config.env,
+        cwd: this.config.cwd,
+        limits: this.config.limits,
+        sha256: this.config.sha256,
+        sha256File: this.config.sha256File,
+      },
       {
         runDir: this.ctx.runDir(),
         hostAddress: this.ctx.hostAddress(),
@@ -711,7 +721,7 @@ export class PluginRunner {
         logger: this.log,
         onLog: (line) =>
           this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream, fields: line.fields, truncated: line.truncated }),
-        onLogDropped: () => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }),
+        onLogDropped: (count) => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }, count),
         signal: abort.signal,
       },
     ).finally(() => {
@@ -731,12 +741,15 @@ export class PluginRunner {
       sendRoutedOnce: (seq, index, send, call) => (this.channel.isInFlight(seq) ? this.channel.sendRoutedOnce(seq, index, send, call) : send()),
     });
     void proc.exited.then((exit) => this.onExit(launch, exit));
+    // What the launch was waiting for, should the plugin exit meanwhile.
+    let phase = "before it answered Describe";
     try {
       // The version the handshake chose, which the plugin checks (docs/protocol.md §7).
       const description = await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
       this.checkDescription(description, proc.handshake.protocolVersion);
       this.claimStatefulId(description);
       this.description = description;
+      phase = "before it answered Start";
       await conn.plugin.start(
         {
           dataDir,
@@ -752,7 +765,9 @@ export class PluginRunner {
       let replayed: number;
       let redelivered: number;
       try {
+        phase = "while it restored its snapshot";
         const replayAfter = await this.restoreLatest(conn, description);
+        phase = "as its Deliver stream opened";
         if (launch.ended) throw new PlugwireError("plugin_exited", `plugin '${this.name}' exited while starting`, { plugin: this.name });
         const deliver = conn.plugin.deliver();
         launch.deliver = deliver;
@@ -771,12 +786,16 @@ export class PluginRunner {
       this.startHealth(launch);
     } catch (e) {
       launch.endReason = "launch-failed";
+      // A call that fails right after the handshake usually means the plugin
+      // is exiting: give it a moment to, so that its exit status tells why.
+      if (!this.stopping) await Promise.race([proc.exited, new Promise((resolve) => setTimeout(resolve, STREAM_BROKEN_GRACE_MS).unref())]);
       proc.signalGroup("SIGKILL");
       const exit = await proc.exited;
       await this.endLaunch(launch);
       // Not killed by us: it died by itself after its handshake, and the
       // failed call ("Connection dropped") would not say which plugin or why.
-      if (exit.signal !== "SIGKILL" && !this.stopping) throw this.exitedWhileStarting(exit, proc.stderrTail().slice(-10), e);
+      const limit = proc.limitExceeded(exit);
+      if ((exit.signal !== "SIGKILL" || limit) && !this.stopping) throw this.exitedWhileStarting(exit, proc.stderrTail().slice(-10), e, phase, limit);
       throw e;
     }
   }
@@ -868,13 +887,14 @@ export class PluginRunner {
     }
   }
 
-  private exitedWhileStarting(exit: ExitInfo, stderrTail: readonly string[], cause: unknown): PlugwireError {
+  private exitedWhileStarting(exit: ExitInfo, stderrTail: readonly string[], cause: unknown, phase: string, limit: string | undefined): PlugwireError {
     const command = [this.config.command, ...this.config.args].join(" ");
     const tail = launchStderrTail(stderrTail);
     const detail = cause instanceof Error ? cause.message : String(cause);
+    const what = limit ? `${limit} and ${describeExit(exit)}` : describeExit(exit);
     return new PlugwireError(
       "plugin_exited",
-      `plugin '${this.name}' (command: ${command}) ${describeExit(exit)} while starting, after its handshake (${detail}). ` +
+      `plugin '${this.name}' (command: ${command}) ${what} while starting, after its handshake (${phase}: ${detail}). ` +
         `Its stderr should say why.${tail}`,
       { plugin: this.name, cause },
     );
@@ -1133,18 +1153,21 @@ export class PluginRunner {
       return;
     }
     const natural: EndReason = exit.code === 0 && !exit.signal ? "exit" : "crash";
+    // A resource limit that ended it is its reason, not a generic crash.
+    const limit = launch.endReason === undefined || launch.endReason === "stream-broken" ? launch.proc.limitExceeded(exit) : undefined;
+    const what = limit ? `${limit} and ${describeExit(exit)}` : describeExit(exit);
     // A broken Deliver stream is often just the first sign of an exit: unless
     // the SIGKILL sent for the broken stream ended the process, its exit status says why.
     const reason: EndReason = launch.endReason === "stream-broken" && exit.signal !== "SIGKILL" ? natural : (launch.endReason ?? natural);
     if (!(await this.endLaunch(launch)) && !planned) return;
     if (planned) return;
     this.lastStderr = launch.proc.stderrTail().slice(-10);
-    this.lastExit = `${describeExit(exit)} (${reason})`;
-    this.lastError = reason === "hung" ? this.lastError : `${describeExit(exit)}`;
+    this.lastExit = `${what} (${reason})`;
+    this.lastError = reason === "hung" ? this.lastError : what;
     this.ctx.emit("plugin:exit", { plugin: this.name, pid: launch.proc.pid, code: exit.code, signal: exit.signal, reason, stderrTail: this.lastStderr });
     this.log.error(
-      { code: exit.code, signal: exit.signal, reason, stderrTail: this.lastStderr },
-      `plugin ${describeExit(exit)} (${reason})`,
+      { code: exit.code, signal: exit.signal, reason, stderrTail: this.lastStderr, ...(limit ? { limit, limits: this.config.limits } : {}) },
+      `plugin '${this.name}' ${what} (${reason})`,
     );
     this.scheduleRestart(reason, exit);
   }
@@ -1194,6 +1217,12 @@ export class PluginRunner {
         // relaunch would be refused the same way, so quarantine it now.
         this.setState("failed", error.message);
         this.failPending(`plugin '${this.name}' was refused on relaunch and is quarantined (${error.message})`);
+        return;
+      }
+      if (e instanceof PinMismatchError) {
+        // Retrying cannot help: the file is not the pinned one.
+        this.setState("failed", error.message);
+        this.failPending(error.message);
         return;
       }
       this.scheduleRestart("launch-failed", { code: null, signal: null });
