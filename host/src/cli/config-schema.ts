@@ -96,6 +96,11 @@ export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
   num("maxReplayBytes", "bytes", "stateful: bytes of acked payloads kept for replay before an early snapshot"),
   num("maxLogLineBytes", "bytes", "longest plugin log line kept; the rest of the line is dropped"),
   num("maxLogLinesPerSecond", "per second", "plugin log lines forwarded per second per launch; the rest are dropped and counted"),
+  num("hostLookupsPerSecond", "per second", "HostService lookups (LookupX25519, LookupName, GetSigningSeed, WatchPeers opens) per second; more: RESOURCE_EXHAUSTED; 0: no limit"),
+  num("hostSendsPerSecond", "per second", "HostService SendDirect and SendRouted calls per second; more: RESOURCE_EXHAUSTED; 0: no limit"),
+  num("maxWatchPeersStreams", "count", "WatchPeers streams open at once; one more: RESOURCE_EXHAUSTED"),
+  num("maxWatchPeersBacklog", "count", "peer events a WatchPeers stream may leave unread; one more ends it (reopen and re-sync)"),
+  num("maxHostCallBytes", "bytes", "bytes of HostService request bodies in transfer at once; more: RESOURCE_EXHAUSTED"),
 ];
 
 /** A string, number or boolean, as a string: YAML reads `8080` and `true` as non-strings. */
