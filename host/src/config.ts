@@ -101,6 +101,16 @@ export interface PluginConfig {
   sha256File?: string;
   /** Resource limits of the plugin's processes (docs/configuration.md, "Resource limits"). */
   limits?: PluginLimits;
+  /** HostService LookupX25519, LookupName, GetSigningSeed and WatchPeers opens per second (a burst of one second's worth); more is RESOURCE_EXHAUSTED. 0: no limit. */
+  hostLookupsPerSecond?: number;
+  /** HostService SendDirect and SendRouted calls per second (a burst of one second's worth); more is RESOURCE_EXHAUSTED. 0: no limit. */
+  hostSendsPerSecond?: number;
+  /** WatchPeers streams open at once, at most; one more is RESOURCE_EXHAUSTED. */
+  maxWatchPeersStreams?: number;
+  /** Peer events a WatchPeers stream may leave unread; one more ends the stream (RESOURCE_EXHAUSTED: reopen and re-sync). */
+  maxWatchPeersBacklog?: number;
+  /** Bytes of HostService request bodies the plugin may have in transfer at once; more is RESOURCE_EXHAUSTED. */
+  maxHostCallBytes?: number;
 }
 
 /** The largest maxEffectsPerItem: half the per-ack limit, so an SDK that acks by effect count stays under that. */
@@ -150,6 +160,11 @@ export const PLUGIN_DEFAULTS = {
   sha256: undefined,
   sha256File: undefined,
   limits: {},
+  hostLookupsPerSecond: 10_000,
+  hostSendsPerSecond: 10_000,
+  maxWatchPeersStreams: 16,
+  maxWatchPeersBacklog: 8_192,
+  maxHostCallBytes: 32 * 1024 * 1024,
 } as const satisfies Omit<ResolvedPluginConfig, "name" | "command" | "cwd">;
 
 function invalid(name: string, message: string): PlugwireError {

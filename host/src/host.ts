@@ -165,6 +165,9 @@ export class Host extends EventEmitter<HostEvents> {
         ports: this.options.ports,
         socketPath,
         callerOf: (token) => this.tokens.get(token),
+        limitsOf: (plugin) => this.byName.get(plugin)?.config,
+        logger: this.logger,
+        metrics: this.metrics,
       });
       await this.service.listen();
     } catch (e) {

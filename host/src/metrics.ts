@@ -17,6 +17,12 @@ export class HostMetrics {
   readonly inFlight: Gauge;
   readonly snapshots = new Counter({ name: "plugwire_snapshots_total", help: "Snapshot attempts by result", labelNames: ["plugin", "result"], registers: [this.registry] });
   readonly snapshotResets = new Counter({ name: "plugwire_snapshot_resets_total", help: "Snapshots discarded for an unsupported version", labelNames: ["plugin"], registers: [this.registry] });
+  readonly hostCallsRefused = new Counter({
+    name: "plugwire_host_calls_refused_total",
+    help: "HostService calls refused, or WatchPeers streams ended, by a per-plugin limit (reason: rate_limit, watch_streams, watch_backlog, request_bytes)",
+    labelNames: ["plugin", "reason"],
+    registers: [this.registry],
+  });
   readonly logLinesDropped = new Counter({ name: "plugwire_log_lines_dropped_total", help: "Plugin log lines dropped by the rate limit", labelNames: ["plugin"], registers: [this.registry] });
   readonly latency = new Histogram({
     name: "plugwire_dispatch_latency_seconds",

@@ -12,6 +12,7 @@ import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, connect, health } from "@plugwire/proto";
 import { alive, example, fixture } from "./helpers.js";
+import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
 
 /** Runs the fuzz-host fixture; rejects if it does not exit 0 within `ms` (it is SIGKILLed then). */
 function runHost(dataDir: string, op: string, ms = 30_000): Promise<Record<string, unknown>> {
@@ -140,4 +141,121 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
       }
     },
   );
+  test("HostService: 100 concurrent 16 MiB request bodies, with a valid token and without one, leave the host's memory bounded (they took it to 2.4 GB)", async (ctx) => {
+    const host = await new HostProcess().start();
+    try {
+      const before = memoryKb(host.info.pid);
+      // SendDirect{send{peer, frame}} with a frame just under 16 MiB; one buffer, written 200 times.
+      const frame = 16 * 1024 * 1024 - 1024;
+      const body = Buffer.alloc(frame + 64);
+      let pos = 0;
+      const put = (...bytes: number[]): void => void bytes.forEach((b) => (body[pos++] = b));
+      const varint = (n: number): void => {
+        while (n >= 0x80) {
+          put((n & 0x7f) | 0x80);
+          n = Math.floor(n / 128);
+        }
+        put(n);
+      };
+      const inner = 2 + 32 + 1 + (frame >= 2 ** 21 ? 4 : 3) + frame;
+      put(0x0a);
+      varint(inner);
+      put(0x0a, 32, ...new Array<number>(32).fill(2), 0x12);
+      varint(frame);
+      const message = body.subarray(0, pos + frame);
+      const session = rawSession(host.socketPath);
+      const call = (token: string | undefined): Promise<RawAnswer> => {
+        const stream = rawStream(session, "/plugwire.v1.HostService/SendDirect", token);
+        const answer = rawAnswer(stream);
+        stream.write(grpcPrefix(message.length));
+        stream.end(message);
+        return answer;
+      };
+      const answers = await Promise.all([
+        ...Array.from({ length: 100 }, () => call(host.info.tokens.victim)),
+        ...Array.from({ length: 100 }, () => call(undefined)),
+      ]);
+      session.close();
+      const withToken = answers.slice(0, 100);
+      const without = answers.slice(100);
+      for (const a of without) assert.equal(a.status, grpc.status.UNAUTHENTICATED, JSON.stringify(a));
+      for (const a of withToken) {
+        assert.ok(
+          a.status === grpc.status.OK || (a.status === grpc.status.RESOURCE_EXHAUSTED && a.message.includes("(host option maxHostCallBytes)")),
+          `each call with the token succeeds or is refused by maxHostCallBytes: ${JSON.stringify(a)}`,
+        );
+      }
+      assert.ok(withToken.some((a) => a.status === grpc.status.OK), "calls within the limit succeed");
+      const grew = (memoryKb(host.info.pid).hwm - before.hwm) / 1024;
+      ctx.diagnostic(`host peak RSS grew by ${Math.round(grew)} MB`);
+      assert.ok(grew < 300, `peak RSS grew by ${Math.round(grew)} MB`);
+      const { status } = await host.ask<{ status: { debug: { requestBytes: Record<string, number> } } }>({ op: "status" });
+      assert.equal(status.debug.requestBytes.victim, 0, "every byte counted was given back");
+      await host.neighbourServes();
+    } finally {
+      await host.stop();
+    }
+  });
+
+  test("SDK: 16 MiB requests of millions of tiny fields to a plugin (Describe, Deliver, with and without a token) are refused by the field budget before decoding", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pwt-fz-"));
+    const token = randomBytes(24).toString("base64url");
+    const child = spawn(process.execPath, [example("echo")], {
+      env: {
+        PATH: process.env.PATH,
+        [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
+        [ENV.protocolVersions]: "1",
+        [ENV.socketDir]: dir,
+        [ENV.authToken]: token,
+        [ENV.instanceId]: "echo-fz2",
+        [ENV.hostAddress]: `unix://${join(dir, "host.sock")}`,
+      },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    try {
+      const address = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          const m = /address=(\S+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        child.once("exit", (code) => reject(new Error(`echo exited ${code} before its handshake`)));
+      });
+      const body = Buffer.alloc(16 * 1024 * 1024 - 64);
+      for (let i = 0; i < body.length; i += 2) body[i] = 0x78; // field 15, varint 0, again and again
+      const session = rawSession(address);
+      try {
+        const started = performance.now();
+        const answers = await Promise.all([
+          rawUnary(session, "/plugwire.v1.PluginService/Describe", undefined, body),
+          rawUnary(session, "/plugwire.v1.PluginService/Describe", token, body),
+          rawUnary(session, "/grpc.health.v1.Health/Check", undefined, body),
+        ]);
+        for (const a of answers) assert.deepEqual([a.status, a.message], [grpc.status.INTERNAL, "Error deserializing request"]);
+        // A Deliver batch of 70 000 empty items is over its budget (65 536 fields) too.
+        const deliver = rawStream(session, "/plugwire.v1.PluginService/Deliver", token);
+        const answer = rawAnswer(deliver);
+        const items = Buffer.alloc(2 * 70_000);
+        for (let i = 0; i < items.length; i += 2) items[i] = 0x0a; // items (field 1), length 0
+        deliver.write(grpcPrefix(items.length));
+        deliver.end(items);
+        const d = await answer;
+        assert.deepEqual([d.status, d.message], [grpc.status.INTERNAL, "Error deserializing request"]);
+        assert.ok(performance.now() - started < 10_000, "refused within 10 s");
+      } finally {
+        session.close();
+      }
+      const probe = connect(health.Health, `unix://${address}`, { token });
+      try {
+        await probe.client.check({}, { deadlineMs: 10_000 });
+      } finally {
+        probe.close();
+      }
+      assert.equal(alive(child.pid!), true, "the plugin is still running");
+    } finally {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -104,6 +104,83 @@ function deserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => Mess
   return (bytes) => fromBinary(schema, bytes);
 }
 
+/**
+ * Most protobuf fields (those of nested messages included) a request of each
+ * type may hold when a server decodes it: {@link MAX_REQUEST_FIELDS}, and
+ * {@link MAX_DELIVER_REQUEST_FIELDS} for a `DeliverRequest` batch. grpc-js
+ * decodes a request before any handler or token check runs, and a 16 MiB
+ * message of millions of tiny fields keeps protobuf-es busy for seconds and
+ * takes gigabytes (found by the fuzzer against the host and the SDK). The
+ * count runs on the raw bytes before decoding and stops at the budget, so a
+ * request costs at most that many steps whatever its size; a large `bytes`
+ * field is one field. A request over its budget is refused (INTERNAL,
+ * "Error deserializing request"). docs/protocol.md §13 lists the budgets.
+ */
+export const MAX_REQUEST_FIELDS = 256;
+/**
+ * A DeliverRequest's budget: 16 fields per item for 4096 items (the default
+ * in-flight window). A payload item holds 7 today (items, seq, redelivered,
+ * payload, src, kind, body), so a batch of up to 9362 payload items passes;
+ * the host's batches hold 128 by default (`maxBatch`).
+ */
+export const MAX_DELIVER_REQUEST_FIELDS = 16 * 4096;
+
+/** The field budget of a request of this type when a server decodes it. */
+export function requestFieldBudget(schema: DescMessage): number {
+  return schema.typeName === DeliverRequestSchema.typeName ? MAX_DELIVER_REQUEST_FIELDS : MAX_REQUEST_FIELDS;
+}
+
+/**
+ * Throws unless `bytes` is protobuf with at most `budget` fields (those of
+ * nested messages of `schema` included). Runs on the raw bytes; never decodes.
+ */
+export function checkFieldCount(schema: DescMessage, bytes: Uint8Array, budget: number): void {
+  const left = { n: budget };
+  countFields(schema, bytes, left, budget);
+}
+
+function countFields(schema: DescMessage, bytes: Uint8Array, left: { n: number }, budget: number): void {
+  let pos = 0;
+  const varint = (): number => {
+    let value = 0;
+    for (let shift = 1, i = 0; i < 10; i++, shift *= 128) {
+      if (pos >= bytes.length) throw new Error("truncated varint");
+      const b = bytes[pos++]!;
+      value += (b & 0x7f) * shift;
+      if (b < 0x80) return value;
+    }
+    throw new Error("varint longer than 10 bytes");
+  };
+  while (pos < bytes.length) {
+    if (--left.n < 0) throw new Error(`a ${schema.typeName} request holds at most ${budget} protobuf fields`);
+    const tag = varint();
+    const wireType = tag % 8;
+    if (wireType === 0) varint();
+    else if (wireType === 1) pos += 8;
+    else if (wireType === 5) pos += 4;
+    else if (wireType === 2) {
+      const length = varint();
+      const end = pos + length;
+      if (end > bytes.length) throw new Error("length-delimited field runs past the end");
+      const field = schema.fields.find((f) => f.number === Math.floor(tag / 8));
+      const nested = field?.fieldKind === "message" || (field?.fieldKind === "list" && field.listKind === "message") ? field.message : undefined;
+      if (nested) countFields(nested, bytes.subarray(pos, end), left, budget);
+      pos = end;
+    } else if (wireType !== 3 && wireType !== 4) throw new Error(`invalid wire type ${wireType}`);
+    if (pos > bytes.length) throw new Error("fixed-size field runs past the end");
+  }
+}
+
+/** A server-side request deserializer: the field budget first, then the codec. */
+function requestDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
+  const decode = deserializer(schema);
+  const budget = requestFieldBudget(schema);
+  return (bytes) => {
+    checkFieldCount(schema, bytes, budget);
+    return decode(bytes);
+  };
+}
+
 function methodPath(service: DescService, method: DescMethod): string {
   return `/${service.typeName}/${method.name}`;
 }
@@ -117,7 +194,9 @@ export function serviceDefinition(service: DescService): grpc.ServiceDefinition 
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
       requestSerialize: serializer(method.input) as (value: unknown) => Buffer,
-      requestDeserialize: deserializer(method.input),
+      // Only servers call requestDeserialize: they decode what any local
+      // process may send, before its token is checked.
+      requestDeserialize: requestDeserializer(method.input),
       responseSerialize: serializer(method.output) as (value: unknown) => Buffer,
       responseDeserialize: deserializer(method.output),
       originalName: method.name,
@@ -300,16 +379,28 @@ export function connect<S extends GenServiceMethods>(
   return { client: client as ServiceClient<S>, channel, close: () => channel.close() };
 }
 
-/** Starts a grpc-js server with the message limits set. */
-export function createServer(maxMessageBytes?: number): grpc.Server {
-  const server = new grpc.Server(messageLimitOptions(maxMessageBytes));
+/** grpc-js server options, plus the per-stream receive window. */
+export interface ServerOptions extends grpc.ServerOptions {
+  /**
+   * HTTP/2 receive window of each stream, in bytes: what a client may send
+   * on a stream before the server has read it. Default: the window of every
+   * plugwire channel (8 MiB). A server that refuses calls from their headers
+   * wants it small, so a refused call cannot push megabytes at it first.
+   */
+  streamWindowBytes?: number;
+}
+
+/** Starts a grpc-js server with the message limits set; `options` adds grpc-js server options (for example `interceptors`). */
+export function createServer(maxMessageBytes?: number, options: ServerOptions = {}): grpc.Server {
+  const { streamWindowBytes = FLOW_CONTROL_WINDOW_BYTES, ...grpcOptions } = options;
+  const server = new grpc.Server({ ...grpcOptions, ...messageLimitOptions(maxMessageBytes) });
   // grpc-js 1.14 reads `grpc-node.flow_control_window` on clients only; its
   // server hands these options to http2.createServer when it binds, so the
   // per-stream window is set there. Guarded: a grpc-js without the field
   // simply keeps the default window.
   const internals = server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> } };
   if (internals.commonServerOptions && typeof internals.commonServerOptions === "object") {
-    internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: FLOW_CONTROL_WINDOW_BYTES };
+    internals.commonServerOptions.settings = { ...internals.commonServerOptions.settings, initialWindowSize: streamWindowBytes };
   }
   return server;
 }
@@ -342,4 +433,17 @@ function widenConnectionWindows(server: grpc.Server): void {
       session.setLocalWindowSize(FLOW_CONTROL_WINDOW_BYTES);
     });
   }
+}
+
+/**
+ * The HTTP/2 stream under a server call, as a server interceptor sees it (the
+ * innermost call of grpc-js 1.14 holds it in a private field). Undefined when
+ * a grpc-js without the field is installed: callers then do without.
+ */
+export function http2StreamOf(call: grpc.ServerInterceptingCallInterface): import("node:http2").ServerHttp2Stream | undefined {
+  const stream = (call as unknown as { stream?: unknown }).stream;
+  if (stream && typeof stream === "object" && typeof (stream as { on?: unknown }).on === "function" && "session" in stream) {
+    return stream as import("node:http2").ServerHttp2Stream;
+  }
+  return undefined;
 }

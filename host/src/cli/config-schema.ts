@@ -118,6 +118,11 @@ export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
     unit: "",
     about: "resource limits: { memoryMiB (cgroup, else RLIMIT_DATA), openFiles (RLIMIT_NOFILE), cpuSeconds (RLIMIT_CPU) }",
   },
+  num("hostLookupsPerSecond", "per second", "HostService lookups (LookupX25519, LookupName, GetSigningSeed, WatchPeers opens) per second; more: RESOURCE_EXHAUSTED; 0: no limit"),
+  num("hostSendsPerSecond", "per second", "HostService SendDirect and SendRouted calls per second; more: RESOURCE_EXHAUSTED; 0: no limit"),
+  num("maxWatchPeersStreams", "count", "WatchPeers streams open at once; one more: RESOURCE_EXHAUSTED"),
+  num("maxWatchPeersBacklog", "count", "peer events a WatchPeers stream may leave unread; one more ends it (reopen and re-sync)"),
+  num("maxHostCallBytes", "bytes", "bytes of HostService request bodies in transfer at once; more: RESOURCE_EXHAUSTED"),
 ];
 
 /** A string, number or boolean, as a string: YAML reads `8080` and `true` as non-strings. */

@@ -17,6 +17,7 @@ import {
   type DeliverResponse,
   type DeliveryItem,
   type Effect,
+  truncateText,
 } from "@plugwire/proto";
 import type { OverflowPolicy } from "../config.js";
 import { Deque } from "./deque.js";
@@ -183,15 +184,9 @@ export interface AttachResult {
   redelivered: number;
 }
 
-/** The most characters of a handler's error message the host keeps (in the dispatch's error and the log). */
-export const MAX_HANDLER_ERROR_CHARS = 4096;
-
-/** A plugin-supplied message, cut to MAX_HANDLER_ERROR_CHARS with a note of how much was dropped. */
+/** A plugin-supplied message, cut to MAX_ERROR_TEXT_BYTES (4 KiB) with a note of its original size (one rule for every plugin text: proto/src/limits.ts). */
 function clip(message: string): string {
-  if (message.length <= MAX_HANDLER_ERROR_CHARS) return message;
-  // Never split a surrogate pair.
-  const end = /[\uD800-\uDBFF]/.test(message[MAX_HANDLER_ERROR_CHARS - 1]!) ? MAX_HANDLER_ERROR_CHARS - 1 : MAX_HANDLER_ERROR_CHARS;
-  return `${message.slice(0, end)}… (${message.length - end} more characters dropped)`;
+  return truncateText(message);
 }
 
 function entrySize(src: Uint8Array, kind: string, body: Uint8Array): number {

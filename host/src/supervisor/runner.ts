@@ -737,8 +737,17 @@ export class PluginRunner {
       name: this.name,
       capabilities: new Set(this.config.capabilities),
       // Only an item in flight to this launch can be an origin; any other
-      // origin (forged, or long acked) is sent without being remembered.
-      sendRoutedOnce: (seq, index, send, call) => (this.channel.isInFlight(seq) ? this.channel.sendRoutedOnce(seq, index, send, call) : send()),
+      // (forged, or long acked) is refused, sending nothing and remembering nothing.
+      sendRoutedOnce: (seq, index, send, call) =>
+        this.channel.isInFlight(seq)
+          ? this.channel.sendRoutedOnce(seq, index, send, call)
+          : Promise.reject(
+              new PlugwireError(
+                "invalid_argument",
+                `plugin '${this.name}' called SendRouted with origin seq ${seq} (index ${index}), which is not an item in flight to it; nothing was sent. Set origin only inside a payload handler, to the seq of the item it handles, and await the call before the handler returns (docs/protocol.md §8)`,
+                { plugin: this.name },
+              ),
+            ),
     });
     void proc.exited.then((exit) => this.onExit(launch, exit));
     // What the launch was waiting for, should the plugin exit meanwhile.
