@@ -11,7 +11,7 @@
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import { isIP } from "node:net";
+import { isIP, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
@@ -286,16 +286,76 @@ async function effectInfo(effect: PayloadEffect): Promise<admin.PayloadEffect> {
   return create(admin.PayloadEffectSchema, { effect: { case: "sendRouted", value: { dst: effect.dst, frame: effect.frame, ...answer } } });
 }
 
-/** Writes a Connect-protocol error (JSON) without reading the request, and closes the connection after it. */
-function refuse(res: ServerResponse, code: Code, message: string, plugwireCode: string): void {
+/** Body bytes an unauthenticated request may send and still get its error read back (more: the connection is closed). */
+const UNAUTHENTICATED_DRAIN_BYTES = 64 * 1024;
+/** After a body is refused for its size, what the host still reads and throws away so the client sees the answer; then it closes the connection. */
+const DISCARD_AFTER_REFUSAL_BYTES = 64 * 1024 * 1024;
+const DISCARD_AFTER_REFUSAL_MS = 10_000;
+
+/** Writes a Connect-protocol error (JSON). */
+function refuse(res: ServerResponse, code: Code, message: string, plugwireCode: string, close = false): void {
   const body = errorToJsonBytes(new ConnectError(message, code), undefined);
   res.writeHead(codeToHttpStatus(code), {
     "content-type": "application/json",
     "content-length": body.byteLength,
     [ERROR_CODE_HEADER]: plugwireCode,
-    connection: "close",
+    ...(close ? { connection: "close" } : {}),
   });
   res.end(body);
+}
+
+/** Reads and drops a request body up to `maxBytes`; `then(true)` once it ended, `then(false)` when it is longer. */
+function drain(req: IncomingMessage, maxBytes: number, then: (complete: boolean) => void): void {
+  if (req.complete) {
+    then(true);
+    return;
+  }
+  if (Number(req.headers["content-length"] ?? 0) > maxBytes) {
+    then(false);
+    return;
+  }
+  let seen = 0;
+  let done = false;
+  const finish = (complete: boolean): void => {
+    if (done) return;
+    done = true;
+    req.off("data", onData);
+    req.off("end", onEnd);
+    then(complete);
+  };
+  const onData = (chunk: Buffer): void => {
+    seen += chunk.byteLength;
+    if (seen > maxBytes) finish(false);
+  };
+  const onEnd = (): void => finish(true);
+  req.on("data", onData);
+  req.once("end", onEnd);
+  req.once("error", () => finish(false));
+}
+
+/**
+ * After the answer to a request whose body was not read to its end: throw the
+ * rest away (so the client, still sending, can read the answer), but close the
+ * connection after `maxBytes` more or DISCARD_AFTER_REFUSAL_MS.
+ */
+function discardRest(req: IncomingMessage, socket: Socket, maxBytes: number): void {
+  if (req.complete || socket.destroyed) return;
+  if (maxBytes <= 0 || req.destroyed) {
+    socket.destroySoon();
+    return;
+  }
+  let seen = 0;
+  const timer = setTimeout(() => socket.destroy(), DISCARD_AFTER_REFUSAL_MS);
+  timer.unref();
+  req.on("data", (chunk: Buffer) => {
+    seen += chunk.byteLength;
+    if (seen > maxBytes) {
+      clearTimeout(timer);
+      socket.destroy();
+    }
+  });
+  req.once("close", () => clearTimeout(timer));
+  req.resume();
 }
 
 function sizeText(bytes: number): string {
@@ -356,23 +416,26 @@ export class AdminServer {
     const tokenHint = this.adminToken.path
       ? `It is in ${this.adminToken.path} (readable by its owner only): plugwire commands read it from the data dir of the config they are given (-c FILE), or pass --admin-token-file FILE or set ${ADMIN_TOKEN_ENV}.`
       : "Ask the application that serves this admin API for its token.";
-    return (req, res) => {
-      // A request whose body is not read in full (refused, or over its
-      // limit) closes its connection instead of being drained.
-      res.once("finish", () => {
-        if (!req.complete) req.socket.destroySoon();
-      });
+    const handle = (req: IncomingMessage, res: ServerResponse): void => {
+      const socket = req.socket;
       const given = req.headers.authorization;
       if (!bearerMatches(given, this.adminToken.value)) {
-        refuse(
-          res,
-          Code.Unauthenticated,
-          `${given === undefined ? "the admin API needs its token" : "the admin API refused the token given"}: send 'authorization: Bearer <token>'. ${tokenHint}`,
-          "unauthenticated",
-        );
+        // Nothing of the body is used; a small one is read so the client gets the answer.
+        drain(req, UNAUTHENTICATED_DRAIN_BYTES, (complete) => {
+          if (!complete) res.once("finish", () => discardRest(req, socket, 0));
+          refuse(
+            res,
+            Code.Unauthenticated,
+            `${given === undefined ? "the admin API needs its token" : "the admin API refused the token given"}: send 'authorization: Bearer <token>'. ${tokenHint}`,
+            "unauthenticated",
+            !complete,
+          );
+        });
         return;
       }
-      const path = (req.url ?? "").split("?")[0];
+      // A body refused for its size (here, or by Connect's readMaxBytes) is not read to its end.
+      res.once("finish", () => discardRest(req, socket, DISCARD_AFTER_REFUSAL_BYTES));
+      const path = (req.url ?? "").split("?")[0]!;
       const isDispatch = path === DISPATCH_PATH;
       const limit = isDispatch ? this.limits.maxDispatchBodyBytes : this.limits.maxBodyBytes;
       const declared = Number(req.headers["content-length"] ?? 0);
@@ -387,6 +450,16 @@ export class AdminServer {
         return;
       }
       void (isDispatch ? large : small)(req, res);
+    };
+    return (req, res) => {
+      try {
+        handle(req, res);
+      } catch (e) {
+        // Never let one request take the host down.
+        this.host.logger.error({ err: String(e), url: (req.url ?? "").slice(0, 200) }, "admin request failed");
+        if (!res.headersSent) refuse(res, Code.Internal, "the admin API failed on this request; see the host's log", "internal", true);
+        else req.socket?.destroy();
+      }
     };
   }
 
