@@ -214,6 +214,8 @@ function raw(
     req.on("timeout", () => req.destroy(new Error("no answer within 60 s")));
     let answered = false;
     req.on("response", () => (answered = true));
+    // A write still queued when the host closes the connection fails on the socket itself, after the request let go of it.
+    req.on("socket", (socket) => socket.on("error", () => undefined));
     req.on("error", (e) => {
       const code = (e as NodeJS.ErrnoException).code;
       // The host closed the connection while the body was still being sent: an answer, if any, is on its way.
@@ -230,7 +232,7 @@ function raw(
     }
     void (async () => {
       for await (const chunk of body()) {
-        if (req.destroyed || req.writableEnded || req.socket?.destroyed) break;
+        if (answered || req.destroyed || req.writableEnded || req.socket?.destroyed) break;
         sent += chunk.byteLength;
         if (!req.write(chunk)) {
           await new Promise<void>((done) => {
@@ -244,7 +246,7 @@ function raw(
           });
         }
       }
-      if (!req.destroyed) req.end();
+      if (!req.destroyed && !req.writableEnded) req.end();
     })();
   });
 }
