@@ -123,7 +123,9 @@ function exited(child: ChildProcess): Promise<number | null> {
 /** Starts `plugwire run` with `args`; resolves once its admin API listens and every plugin is ready. */
 async function startHost(dir: string, args: string[] = [], tls?: { ca: Buffer; cert: Buffer; key: Buffer }): Promise<RunningHost> {
   const config = existsSync(join(dir, "plugwire.yaml")) ? join(dir, "plugwire.yaml") : writeConfig(dir);
-  const child = spawn(process.execPath, [BIN, "run", "--config", config, ...args], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] });
+  // A token in the host's own environment must not reach a plugin either.
+  const env = { ...process.env, PLUGWIRE_ADMIN_TOKEN: "token-in-the-host-environment" };
+  const child = spawn(process.execPath, [BIN, "run", "--config", config, ...args], { cwd: repo, env, stdio: ["ignore", "pipe", "inherit"] });
   try {
     const listening = await logLine(child, "admin API listening; try 'plugwire status'");
     const dataDir = join(dir, "data");
@@ -202,6 +204,7 @@ function raw(
         method: options.method ?? "POST",
         headers: { "content-type": "application/json", ...options.headers },
         timeout: 60_000,
+        agent: false,
       },
       (res) => {
         let body = "";
@@ -386,14 +389,18 @@ describe("hostile admin API: one plugwire run host", () => {
       socketDir: string;
       entries: string[];
       adminInSocketDir: boolean;
-      adminEnv: string[];
+      env: Record<string, string>;
       stop: { status: number; body: string };
     };
     assert.notEqual(report.socketDir, "");
     assert.notEqual(dirname(h.socket), report.socketDir, "the admin socket is not in the plugins' socket dir");
     assert.equal(report.adminInSocketDir, false, `socket dir holds ${report.entries.join(", ")}`);
     assert.ok(report.entries.every((e) => e.endsWith(".sock") && !e.startsWith("admin")), report.entries.join(", "));
-    assert.deepEqual(report.adminEnv, []);
+    // Nothing in its environment names the admin socket, its dir, the token or the token file.
+    const leaks = Object.entries(report.env).filter(
+      ([key, value]) => /ADMIN/i.test(key) || [dirname(h.socket), h.token, join(h.dataDir, "admin")].some((secret) => value.includes(secret)),
+    );
+    assert.deepEqual(leaks, []);
     assert.equal(statSync(dirname(h.socket)).mode & 0o777, 0o700, "the admin socket's dir is private");
     // Even told where the socket is, a plugin without the token stops nobody.
     assert.equal(report.stop.status, 401);

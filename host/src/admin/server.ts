@@ -440,12 +440,17 @@ export class AdminServer {
       const limit = isDispatch ? this.limits.maxDispatchBodyBytes : this.limits.maxBodyBytes;
       const declared = Number(req.headers["content-length"] ?? 0);
       if (declared > limit) {
-        refuse(
-          res,
-          Code.ResourceExhausted,
-          `admin request ${path.slice(0, 200)} has a ${declared}-byte body, over the ${sizeText(limit)} limit; it was not read` +
-            (isDispatch ? " (a payload must fit one Deliver message)" : " (raise it with --admin-max-body-bytes if you must)"),
-          "payload_too_large",
+        // Thrown away unread (up to 64 MiB) before the answer, so that a
+        // client that asked to close the connection is not reset mid-body.
+        drain(req, DISCARD_AFTER_REFUSAL_BYTES, (complete) =>
+          refuse(
+            res,
+            Code.ResourceExhausted,
+            `admin request ${path.slice(0, 200)} has a ${declared}-byte body, over the ${sizeText(limit)} limit; it was not read` +
+              (isDispatch ? " (a payload must fit one Deliver message)" : " (raise it with --admin-max-body-bytes if you must)"),
+            "payload_too_large",
+            !complete,
+          ),
         );
         return;
       }
