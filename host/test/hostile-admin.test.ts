@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
@@ -590,6 +590,10 @@ test("H-ADMIN-09: mTLS on 0.0.0.0: a client without a certificate, or with anoth
     assert.notEqual(plain.status, 200);
     assert.deepEqual(await tlsRequest(port, { ...tls }), { status: 401 });
     assert.deepEqual(await tlsRequest(port, { ...tls, token: h.token }), { status: 200 });
+    // The CLI without its client certificate is told which flags to pass.
+    const noCert = await plugwire(["status", "--admin", `https://127.0.0.1:${port}`, "--admin-tls-ca", certs.ca, "-c", h.config]);
+    assert.equal(noCert.code, 1);
+    assert.match(noCert.stderr, /^plugwire: the TLS connection to the host's admin API failed \(.+\); pass --admin-tls-ca FILE to trust its certificate, and --admin-tls-cert FILE --admin-tls-key FILE when it requires a client certificate\n$/);
     // The CLI over mTLS, token from the config's data dir.
     const status = await plugwire([
       "status",
@@ -616,7 +620,7 @@ test("H-ADMIN-09: mTLS on 0.0.0.0: a client without a certificate, or with anoth
   }
 });
 
-test("H-ADMIN-10: the admin token is made 0600 in a 0700 data dir on the first run and reused; a group-readable token -> run refused with the chmod to do", { timeout: TEST_TIMEOUT_MS }, async () => {
+test("H-ADMIN-10: the admin token is made 0600 in a 0700 data dir on the first run and reused; a group-readable or symlinked token -> run refused saying what to do", { timeout: TEST_TIMEOUT_MS }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "pwt-hadm-token-"));
   let h: RunningHost | undefined;
   try {
@@ -648,6 +652,17 @@ test("H-ADMIN-10: the admin token is made 0600 in a 0700 data dir on the first r
       `plugwire: the admin token ${tokenPath} is readable by other users (mode 640); run 'chmod 600 ${tokenPath}' (or remove it and start 'plugwire run' again to make a new token)\n`,
     );
     assert.equal(refused.stdout, "", "nothing was started");
+
+    // A symlink in its place (to a token someone else controls) is refused too.
+    rmSync(tokenPath);
+    writeFileSync(join(dir, "planted"), "planted-token-planted-token\n", { mode: 0o600 });
+    symlinkSync(join(dir, "planted"), tokenPath);
+    const planted = await plugwire(["run", "--config", join(dir, "plugwire.yaml")]);
+    assert.equal(planted.code, 1);
+    assert.equal(
+      planted.stderr,
+      `plugwire: the admin token ${tokenPath} is not a regular file (a symlink or directory is refused); remove it and start 'plugwire run' again to make a new one\n`,
+    );
   } finally {
     try {
       if (h) await stopHost(h);

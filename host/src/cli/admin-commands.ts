@@ -81,6 +81,17 @@ function unreachable(e: unknown): never {
     // The host's own error, with its plugwire code.
     const typed = fromConnectError(e);
     if (typed) throw typed;
+    const cause = (e.cause as NodeJS.ErrnoException | undefined)?.code ?? "";
+    if (cause === "ECONNREFUSED" || cause === "ENOENT") {
+      throw new PlugwireError("plugin_unavailable", `the host is not running (${e.rawMessage}); start it with 'plugwire run'`, { cause: e });
+    }
+    if (/SSL|TLS|CERT|EPROTO|ECONNRESET/.test(cause) || /certificate|ssl|tls/i.test(e.rawMessage)) {
+      throw new PlugwireError(
+        "unauthenticated",
+        `the TLS connection to the host's admin API failed (${e.rawMessage.split("\n")[0]!.trim()}); pass --admin-tls-ca FILE to trust its certificate, and --admin-tls-cert FILE --admin-tls-key FILE when it requires a client certificate`,
+        { cause: e },
+      );
+    }
     throw new PlugwireError("plugin_unavailable", `the host's admin API answered: ${e.rawMessage}`, { cause: e });
   }
   const code = (e as NodeJS.ErrnoException).code;
