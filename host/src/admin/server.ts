@@ -11,7 +11,7 @@
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import { isIP, type Socket } from "node:net";
+import { isIP } from "node:net";
 import { dirname, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
@@ -288,9 +288,8 @@ async function effectInfo(effect: PayloadEffect): Promise<admin.PayloadEffect> {
 
 /** Body bytes an unauthenticated request may send and still get its error read back (more: the connection is closed). */
 const UNAUTHENTICATED_DRAIN_BYTES = 64 * 1024;
-/** After a body is refused for its size, what the host still reads and throws away so the client sees the answer; then it closes the connection. */
+/** Past a body's limit, what the host still reads and throws away so the client sees the answer; then it closes the connection. */
 const DISCARD_AFTER_REFUSAL_BYTES = 64 * 1024 * 1024;
-const DISCARD_AFTER_REFUSAL_MS = 10_000;
 
 /** Writes a Connect-protocol error (JSON). */
 function refuse(res: ServerResponse, code: Code, message: string, plugwireCode: string, close = false): void {
@@ -304,58 +303,53 @@ function refuse(res: ServerResponse, code: Code, message: string, plugwireCode: 
   res.end(body);
 }
 
-/** Reads and drops a request body up to `maxBytes`; `then(true)` once it ended, `then(false)` when it is longer. */
-function drain(req: IncomingMessage, maxBytes: number, then: (complete: boolean) => void): void {
-  if (req.complete) {
-    then(true);
+/** What readBody got: the body when it fits, else how much was seen. */
+interface BodyRead {
+  /** The body's chunks; empty when it was over the limit. */
+  chunks: Buffer[];
+  bytes: number;
+  over: boolean;
+  /** The body was read to its end (else the connection must close after the answer). */
+  complete: boolean;
+}
+
+/**
+ * Reads a request body, keeping at most `keepBytes` (past that it is dropped
+ * as it arrives) and reading at most `readBytes` in all. The whole body is
+ * read before any answer, so that a client still sending (and one that asked
+ * to close the connection) is not reset before it reads the answer; past
+ * `readBytes`, or on a declared length over it, it stops at once.
+ */
+function readBody(req: IncomingMessage, keepBytes: number, readBytes: number, then: (read: BodyRead) => void): void {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > readBytes) {
+    then({ chunks: [], bytes: declared, over: true, complete: false });
     return;
   }
-  if (Number(req.headers["content-length"] ?? 0) > maxBytes) {
-    then(false);
-    return;
-  }
-  let seen = 0;
+  let chunks: Buffer[] = [];
+  let bytes = 0;
   let done = false;
   const finish = (complete: boolean): void => {
     if (done) return;
     done = true;
     req.off("data", onData);
     req.off("end", onEnd);
-    then(complete);
+    req.off("close", onClose);
+    if (!complete) req.pause();
+    then({ chunks, bytes, over: bytes > keepBytes, complete });
   };
   const onData = (chunk: Buffer): void => {
-    seen += chunk.byteLength;
-    if (seen > maxBytes) finish(false);
+    bytes += chunk.byteLength;
+    if (bytes <= keepBytes) chunks.push(chunk);
+    else chunks = [];
+    if (bytes > readBytes) finish(false);
   };
   const onEnd = (): void => finish(true);
+  const onClose = (): void => finish(false);
   req.on("data", onData);
   req.once("end", onEnd);
+  req.once("close", onClose);
   req.once("error", () => finish(false));
-}
-
-/**
- * After the answer to a request whose body was not read to its end: throw the
- * rest away (so the client, still sending, can read the answer), but close the
- * connection after `maxBytes` more or DISCARD_AFTER_REFUSAL_MS.
- */
-function discardRest(req: IncomingMessage, socket: Socket, maxBytes: number): void {
-  if (req.complete || socket.destroyed) return;
-  if (maxBytes <= 0 || req.destroyed) {
-    socket.destroySoon();
-    return;
-  }
-  let seen = 0;
-  const timer = setTimeout(() => socket.destroy(), DISCARD_AFTER_REFUSAL_MS);
-  timer.unref();
-  req.on("data", (chunk: Buffer) => {
-    seen += chunk.byteLength;
-    if (seen > maxBytes) {
-      clearTimeout(timer);
-      socket.destroy();
-    }
-  });
-  req.once("close", () => clearTimeout(timer));
-  req.resume();
 }
 
 function sizeText(bytes: number): string {
@@ -418,43 +412,49 @@ export class AdminServer {
       : "Ask the application that serves this admin API for its token.";
     const handle = (req: IncomingMessage, res: ServerResponse): void => {
       const socket = req.socket;
+      // A body not read to its end: the connection closes after the answer.
+      const answer = (read: BodyRead, code: Code, message: string, plugwireCode: string): void => {
+        if (!read.complete) res.once("finish", () => socket.destroySoon());
+        refuse(res, code, message, plugwireCode, !read.complete);
+      };
       const given = req.headers.authorization;
       if (!bearerMatches(given, this.adminToken.value)) {
-        // Nothing of the body is used; a small one is read so the client gets the answer.
-        drain(req, UNAUTHENTICATED_DRAIN_BYTES, (complete) => {
-          if (!complete) res.once("finish", () => discardRest(req, socket, 0));
-          refuse(
-            res,
+        // Nothing of the body is kept; a small one is read so the client gets the answer.
+        readBody(req, 0, UNAUTHENTICATED_DRAIN_BYTES, (read) =>
+          answer(
+            read,
             Code.Unauthenticated,
             `${given === undefined ? "the admin API needs its token" : "the admin API refused the token given"}: send 'authorization: Bearer <token>'. ${tokenHint}`,
             "unauthenticated",
-            !complete,
-          );
-        });
-        return;
-      }
-      // A body refused for its size (here, or by Connect's readMaxBytes) is not read to its end.
-      res.once("finish", () => discardRest(req, socket, DISCARD_AFTER_REFUSAL_BYTES));
-      const path = (req.url ?? "").split("?")[0]!;
-      const isDispatch = path === DISPATCH_PATH;
-      const limit = isDispatch ? this.limits.maxDispatchBodyBytes : this.limits.maxBodyBytes;
-      const declared = Number(req.headers["content-length"] ?? 0);
-      if (declared > limit) {
-        // Thrown away unread (up to 64 MiB) before the answer, so that a
-        // client that asked to close the connection is not reset mid-body.
-        drain(req, DISCARD_AFTER_REFUSAL_BYTES, (complete) =>
-          refuse(
-            res,
-            Code.ResourceExhausted,
-            `admin request ${path.slice(0, 200)} has a ${declared}-byte body, over the ${sizeText(limit)} limit; it was not read` +
-              (isDispatch ? " (a payload must fit one Deliver message)" : " (raise it with --admin-max-body-bytes if you must)"),
-            "payload_too_large",
-            !complete,
           ),
         );
         return;
       }
-      void (isDispatch ? large : small)(req, res);
+      const path = (req.url ?? "").split("?")[0]!;
+      const isDispatch = path === DISPATCH_PATH;
+      const limit = isDispatch ? this.limits.maxDispatchBodyBytes : this.limits.maxBodyBytes;
+      const declared = req.headers["content-length"] !== undefined;
+      readBody(req, limit, limit + DISCARD_AFTER_REFUSAL_BYTES, (read) => {
+        if (read.over) {
+          answer(
+            read,
+            Code.ResourceExhausted,
+            `admin request ${path.slice(0, 200)} has ${declared ? `a ${read.bytes}-byte body` : "a body"}, over the ${sizeText(limit)} limit; it was not used` +
+              (isDispatch ? " (a payload must fit one Deliver message)" : " (raise the limit with --admin-max-body-bytes if you must)"),
+            "payload_too_large",
+          );
+          return;
+        }
+        // Connect reads the body it was given (and inflates it, bounded by the same limit).
+        const { chunks } = read;
+        Object.defineProperty(req, Symbol.asyncIterator, {
+          configurable: true,
+          value: async function* () {
+            yield* chunks;
+          },
+        });
+        void (isDispatch ? large : small)(req, res);
+      });
     };
     return (req, res) => {
       try {
