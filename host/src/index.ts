@@ -2,7 +2,8 @@ export { createHost, Host } from "./host.js";
 export type { HostOptions, FanOutResult } from "./host.js";
 /** The operator admin API, composed with a started host by the application (the CLI does). */
 export { serveAdmin, AdminServer } from "./admin/server.js";
-export type { AdminServerOptions } from "./admin/server.js";
+export type { AdminServerOptions, AdminTlsOptions } from "./admin/server.js";
+export { ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, adminTokenPath, loadOrCreateAdminToken, readAdminTokenFile, type AdminToken } from "./admin/token.js";
 export type { PluginConfig, Capability, RestartType, OverflowPolicy } from "./config.js";
 export { PLUGIN_DEFAULTS } from "./config.js";
 export type { HostPorts, PeerDirectoryPort, ControlPort, IdentityPort, PeerEvent, PeerSource, NodeId } from "./ports.js";

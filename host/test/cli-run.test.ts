@@ -117,7 +117,7 @@ describe("plugwire CLI against the demo config", () => {
         "plugwire: no plugin claims payload kind 'nope' (from peer 0101010101010101); claimed kinds: echo.ping, counter.hit, presence.who. Add a plugin that lists it in its payload kinds.\n",
       );
 
-      const status = await plugwire(["status", "--json", "--admin", `http://127.0.0.1:${String(listening.adminPort)}`]);
+      const status = await plugwire(["status", "--json", "--admin", `http://127.0.0.1:${String(listening.adminPort)}`, "-c", config]);
       assert.equal(status.code, 0, status.stderr);
       const plugins = JSON.parse(status.stdout) as Array<{ name: string; state: string; pid: number; lastAckedSeq: number }>;
       assert.deepEqual(

@@ -41,7 +41,7 @@ async function withAdmin(plugins: PluginConfig[], body: (t: TestHost & { client:
     await th.host.start();
     const server = await serveAdmin(th.host);
     try {
-      await body({ ...th, client: adminClient(server.socketPath) });
+      await body({ ...th, client: adminClient(server.socketPath, { token: server.token }) });
     } finally {
       await server.close();
     }

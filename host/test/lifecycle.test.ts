@@ -157,7 +157,7 @@ describe("lifecycle operations are serialised", () => {
       const first = pidOf(host, "echo");
       const server = await serveAdmin(host);
       try {
-        const admin = adminClient(server.socketPath);
+        const admin = adminClient(server.socketPath, { token: server.token });
         await Promise.all(Array.from({ length: 10 }, () => admin.restartPlugin({ name: "echo" })));
       } finally {
         await server.close();

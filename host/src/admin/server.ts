@@ -1,19 +1,27 @@
 /**
  * The operator admin API (plugwire.admin.v1.AdminService) over the Connect
- * protocol: on a unix socket in the host's run dir, and optionally on a
- * loopback TCP port. curl with JSON works as well as the typed client.
- * It drives a Host through its public API only; the host does not know it
- * exists (the CLI, or an application, composes the two).
+ * protocol: on a unix socket in a private dir next to the host's run dir (not
+ * in the socket dir plugins are given), and optionally on a TCP port (loopback,
+ * or any address with TLS, optionally mutual). Every request needs the admin
+ * bearer token; bodies are capped before and after decompression. curl with
+ * JSON works as well as the typed client. It drives a Host through its public
+ * API only; the host does not know it exists (the CLI, or an application,
+ * composes the two).
  */
-import { createServer, type Server } from "node:http";
-import { join } from "node:path";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import { isIP } from "node:net";
+import { dirname, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import type { ConnectRouter } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { PlugwireError, admin } from "@plugwire/proto";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { codeToHttpStatus, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
+import { MAX_MESSAGE_BYTES, PlugwireError, admin } from "@plugwire/proto";
 import type { PayloadEffect } from "../delivery/channel.js";
 import type { Host } from "../host.js";
-import { toConnectError } from "./errors.js";
+import { ERROR_CODE_HEADER, toConnectError } from "./errors.js";
+import { ADMIN_TOKEN_ENV, bearerMatches, newAdminToken, type AdminToken } from "./token.js";
 import { checkSocketPath } from "../launch/rundir.js";
 import type { PluginStatus } from "../supervisor/runner.js";
 
@@ -102,32 +110,111 @@ export function adminRoutes(host: Host) {
   };
 }
 
-/** Where the admin API listens. */
-export interface AdminServerOptions {
-  /** Unix socket path; default `admin.sock` in the host's run dir (`host.runDirectory`). */
-  socketPath?: string;
-  /** Also listen on 127.0.0.1 at this TCP port (0 picks a free one). */
-  tcpPort?: number;
+/** PEM files of the TCP port's TLS: its certificate and key, and a CA that client certificates must chain to (mTLS). */
+export interface AdminTlsOptions {
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** When set, a client must present a certificate signed by this CA (mutual TLS). */
+  ca?: string | Buffer;
 }
 
-/** File name of the admin socket in the host's run dir. */
+/** Where the admin API listens, who may call it, and how much it reads. */
+export interface AdminServerOptions {
+  /**
+   * Unix socket path; default `admin.sock` in a private dir (`pw-admin-XXXXXX`,
+   * mode 0700) made next to the host's run dir, never in the socket dir the
+   * plugins are given (PLUGWIRE_SOCKET_DIR).
+   */
+  socketPath?: string;
+  /** Also listen on TCP at this port (0 picks a free one). */
+  tcpPort?: number;
+  /**
+   * Address of the TCP port; default 127.0.0.1. Anything but a loopback
+   * address is refused unless `tls` is set.
+   */
+  tcpHost?: string;
+  /** Serve the TCP port over TLS (and require client certificates when `tls.ca` is set). */
+  tls?: AdminTlsOptions;
+  /**
+   * The bearer token every request must carry (`authorization: Bearer <token>`),
+   * on the socket and the TCP port alike. Default: a random one made now
+   * (`server.token`); `plugwire run` passes the data dir's, see
+   * loadOrCreateAdminToken.
+   */
+  token?: AdminToken | string;
+  /** Largest request body of any method but Dispatch, in bytes, before and after decompression; default 1 MiB. */
+  maxBodyBytes?: number;
+  /** Largest Dispatch request body, in bytes, before and after decompression; default 16 MiB (the largest payload a Deliver message carries). */
+  maxDispatchBodyBytes?: number;
+}
+
+/** File name of the admin socket in its private dir. */
 export const ADMIN_SOCKET_NAME = "admin.sock";
+/** Prefix of the private dir the admin socket is made in by default. */
+export const ADMIN_DIR_PREFIX = "pw-admin-";
+export const DEFAULT_ADMIN_MAX_BODY_BYTES = 1024 * 1024;
+export const DEFAULT_ADMIN_MAX_DISPATCH_BODY_BYTES = MAX_MESSAGE_BYTES;
+/** The URL path of Dispatch, the one method with a larger body limit. */
+const DISPATCH_PATH = `/${admin.AdminService.typeName}/${admin.AdminService.method.dispatch.name}`;
+
+/** True for 127.0.0.0/8, ::1 (also as ::ffff:127.x) and "localhost". */
+export function isLoopbackAddress(address: string): boolean {
+  const a = address.replace(/^\[|\]$/g, "").toLowerCase();
+  if (a === "localhost") return true;
+  if (isIP(a) === 4) return a.startsWith("127.");
+  if (isIP(a) === 6) return a === "::1" || a === "0:0:0:0:0:0:0:1" || /^::ffff:127\./.test(a);
+  return false;
+}
+
+/** Refuses a TCP address other than loopback without TLS (invalid_config, naming the flags to use). */
+export function checkAdminBind(tcpHost: string, tcpPort: number | undefined, tls: AdminTlsOptions | undefined): void {
+  if (tcpPort === undefined || tls !== undefined || isLoopbackAddress(tcpHost)) return;
+  throw new PlugwireError(
+    "invalid_config",
+    `refusing to serve the admin API on ${tcpHost} without TLS: anyone on the network could read the token and every request. ` +
+      `Pass --admin-tls-cert FILE and --admin-tls-key FILE (and --admin-tls-ca FILE to require client certificates), or bind a loopback address (--admin-host 127.0.0.1)`,
+  );
+}
+
+function byteLimit(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) throw new PlugwireError("invalid_argument", `admin ${name} must be a whole number of bytes, at least 1, not ${value}`);
+  return value;
+}
 
 /**
  * Serves the admin API for a started host: on a unix socket (by default
- * `admin.sock` in the host's run dir) and, when asked, on a loopback TCP port.
- * Close it before `host.stop()`, which removes the run dir.
+ * `admin.sock` in a private 0700 dir next to the host's run dir) and, when
+ * asked, on a TCP port (loopback unless TLS is set). Every request needs the
+ * bearer token. Close it before `host.stop()`.
  */
 export async function serveAdmin(host: Host, options: AdminServerOptions = {}): Promise<AdminServer> {
-  const runDir = host.runDirectory;
-  const socketPath = options.socketPath ?? (runDir === undefined ? undefined : join(runDir, ADMIN_SOCKET_NAME));
+  const maxBodyBytes = byteLimit(options.maxBodyBytes, DEFAULT_ADMIN_MAX_BODY_BYTES, "maxBodyBytes");
+  const maxDispatchBodyBytes = byteLimit(options.maxDispatchBodyBytes, DEFAULT_ADMIN_MAX_DISPATCH_BODY_BYTES, "maxDispatchBodyBytes");
+  const tcpHost = options.tcpHost ?? "127.0.0.1";
+  checkAdminBind(tcpHost, options.tcpPort, options.tls);
+  const token: AdminToken = typeof options.token === "string" ? { value: options.token } : (options.token ?? { value: newAdminToken() });
+  let socketPath = options.socketPath;
+  let ownDir: string | undefined;
   if (socketPath === undefined) {
-    throw new PlugwireError("invalid_argument", "serveAdmin(host) needs a started host (its run dir holds the admin socket); call host.start() first, or pass socketPath");
+    const runDir = host.runDirectory;
+    if (runDir === undefined) {
+      throw new PlugwireError("invalid_argument", "serveAdmin(host) needs a started host (its admin socket dir is made next to the host's run dir); call host.start() first, or pass socketPath");
+    }
+    // A sibling of the run dir, not inside it: plugins are given the run dir.
+    ownDir = mkdtempSync(join(dirname(runDir), ADMIN_DIR_PREFIX));
+    chmodSync(ownDir, 0o700);
+    socketPath = join(ownDir, ADMIN_SOCKET_NAME);
   }
-  checkSocketPath(socketPath, "plugwire admin API");
-  const server = new AdminServer(host, socketPath);
-  await server.listen(options.tcpPort);
-  return server;
+  try {
+    checkSocketPath(socketPath, "plugwire admin API");
+    const server = new AdminServer(host, socketPath, token, { maxBodyBytes, maxDispatchBodyBytes }, ownDir);
+    await server.listen(options.tcpPort, tcpHost, options.tls);
+    return server;
+  } catch (e) {
+    if (ownDir !== undefined) rmSync(ownDir, { recursive: true, force: true });
+    throw e;
+  }
 }
 
 /** Which kind a Dispatch request means: its kind, or its plugin's only kind. */
@@ -200,18 +287,190 @@ async function effectInfo(effect: PayloadEffect): Promise<admin.PayloadEffect> {
   return create(admin.PayloadEffectSchema, { effect: { case: "sendRouted", value: { dst: effect.dst, frame: effect.frame, ...answer } } });
 }
 
+/** Body bytes an unauthenticated request may send and still get its error read back (more: the connection is closed). */
+const UNAUTHENTICATED_DRAIN_BYTES = 64 * 1024;
+/** Past a body's limit, what the host still reads and throws away so the client sees the answer; then it closes the connection. */
+const DISCARD_AFTER_REFUSAL_BYTES = 64 * 1024 * 1024;
+
+/** Writes a Connect-protocol error (JSON). */
+function refuse(res: ServerResponse, code: Code, message: string, plugwireCode: string, close = false): void {
+  const body = errorToJsonBytes(new ConnectError(message, code), undefined);
+  res.writeHead(codeToHttpStatus(code), {
+    "content-type": "application/json",
+    "content-length": body.byteLength,
+    [ERROR_CODE_HEADER]: plugwireCode,
+    ...(close ? { connection: "close" } : {}),
+  });
+  res.end(body);
+}
+
+/** What readBody got: the body when it fits, else how much was seen. */
+interface BodyRead {
+  /** The body's chunks; empty when it was over the limit. */
+  chunks: Buffer[];
+  bytes: number;
+  over: boolean;
+  /** The body was read to its end (else the connection must close after the answer). */
+  complete: boolean;
+}
+
+/**
+ * Reads a request body, keeping at most `keepBytes` (past that it is dropped
+ * as it arrives) and reading at most `readBytes` in all. The whole body is
+ * read before any answer, so that a client still sending (and one that asked
+ * to close the connection) is not reset before it reads the answer; past
+ * `readBytes`, or on a declared length over it, it stops at once.
+ */
+function readBody(req: IncomingMessage, keepBytes: number, readBytes: number, then: (read: BodyRead) => void): void {
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > readBytes) {
+    then({ chunks: [], bytes: declared, over: true, complete: false });
+    return;
+  }
+  let chunks: Buffer[] = [];
+  let bytes = 0;
+  let done = false;
+  const finish = (complete: boolean): void => {
+    if (done) return;
+    done = true;
+    req.off("data", onData);
+    req.off("end", onEnd);
+    req.off("close", onClose);
+    if (!complete) req.pause();
+    then({ chunks, bytes, over: bytes > keepBytes, complete });
+  };
+  const onData = (chunk: Buffer): void => {
+    bytes += chunk.byteLength;
+    if (bytes <= keepBytes) chunks.push(chunk);
+    else chunks = [];
+    if (bytes > readBytes) finish(false);
+  };
+  const onEnd = (): void => finish(true);
+  const onClose = (): void => finish(false);
+  req.on("data", onData);
+  req.once("end", onEnd);
+  req.once("close", onClose);
+  req.once("error", () => finish(false));
+}
+
+function sizeText(bytes: number): string {
+  return bytes % (1024 * 1024) === 0 ? `${bytes / (1024 * 1024)} MiB` : bytes % 1024 === 0 ? `${bytes / 1024} KiB` : `${bytes} bytes`;
+}
+
 /** A running admin server (unix socket, plus TCP when asked). */
 export class AdminServer {
   private readonly servers: Server[] = [];
+  private readonly limits: { maxBodyBytes: number; maxDispatchBodyBytes: number };
 
   constructor(
     private readonly host: Host,
     /** The unix socket it listens on. */
     readonly socketPath: string,
-  ) {}
+    private readonly adminToken: AdminToken = { value: newAdminToken() },
+    limits: Partial<{ maxBodyBytes: number; maxDispatchBodyBytes: number }> = {},
+    /** The private dir made for the socket, removed on close. */
+    private readonly ownDir?: string,
+  ) {
+    this.limits = {
+      maxBodyBytes: limits.maxBodyBytes ?? DEFAULT_ADMIN_MAX_BODY_BYTES,
+      maxDispatchBodyBytes: limits.maxDispatchBodyBytes ?? DEFAULT_ADMIN_MAX_DISPATCH_BODY_BYTES,
+    };
+  }
 
-  async listen(tcpPort?: number): Promise<void> {
-    const handler = connectNodeAdapter({ routes: adminRoutes(this.host) });
+  /** The bearer token requests must carry. */
+  get token(): string {
+    return this.adminToken.value;
+  }
+
+  /** The request handler: token first (nothing is read without it), then the method's body limit. */
+  private handler(): (req: IncomingMessage, res: ServerResponse) => void {
+    const methods = admin.AdminService.methods.map((m) => m.name);
+    const unknownMethod = (req: { method?: string; url?: string }, res: ServerResponse): void => {
+      refuse(
+        res,
+        Code.Unimplemented,
+        `the admin API has no method ${req.method ?? "?"} ${(req.url ?? "").slice(0, 200)}; it serves POST /${admin.AdminService.typeName}/METHOD with METHOD one of ${methods.join(", ")}`,
+        "invalid_argument",
+      );
+    };
+    // gzip and br are accepted, but Connect decompresses with zlib's
+    // maxOutputLength = readMaxBytes: a bomb fails once its output passes the
+    // limit, without being inflated in full. Only the Connect protocol is
+    // served (the server is HTTP/1.1; the CLI and curl speak Connect).
+    const adapter = (readMaxBytes: number) =>
+      connectNodeAdapter({
+        routes: adminRoutes(this.host),
+        readMaxBytes,
+        acceptCompression: [compressionGzip, compressionBrotli],
+        grpc: false,
+        grpcWeb: false,
+        fallback: (req, res) => unknownMethod(req, res as ServerResponse),
+      });
+    const small = adapter(this.limits.maxBodyBytes);
+    const large = adapter(this.limits.maxDispatchBodyBytes);
+    const tokenHint = this.adminToken.path
+      ? `It is in ${this.adminToken.path} (readable by its owner only): plugwire commands read it from the data dir of the config they are given (-c FILE), or pass --admin-token-file FILE or set ${ADMIN_TOKEN_ENV}.`
+      : "Ask the application that serves this admin API for its token.";
+    const handle = (req: IncomingMessage, res: ServerResponse): void => {
+      const socket = req.socket;
+      // A body not read to its end: the connection closes after the answer.
+      const answer = (read: BodyRead, code: Code, message: string, plugwireCode: string): void => {
+        if (!read.complete) res.once("finish", () => socket.destroySoon());
+        refuse(res, code, message, plugwireCode, !read.complete);
+      };
+      const given = req.headers.authorization;
+      if (!bearerMatches(given, this.adminToken.value)) {
+        // Nothing of the body is kept; a small one is read so the client gets the answer.
+        readBody(req, 0, UNAUTHENTICATED_DRAIN_BYTES, (read) =>
+          answer(
+            read,
+            Code.Unauthenticated,
+            `${given === undefined ? "the admin API needs its token" : "the admin API refused the token given"}: send 'authorization: Bearer <token>'. ${tokenHint}`,
+            "unauthenticated",
+          ),
+        );
+        return;
+      }
+      const path = (req.url ?? "").split("?")[0]!;
+      const isDispatch = path === DISPATCH_PATH;
+      const limit = isDispatch ? this.limits.maxDispatchBodyBytes : this.limits.maxBodyBytes;
+      const declared = req.headers["content-length"] !== undefined;
+      readBody(req, limit, limit + DISCARD_AFTER_REFUSAL_BYTES, (read) => {
+        if (read.over) {
+          answer(
+            read,
+            Code.ResourceExhausted,
+            `admin request ${path.slice(0, 200)} has ${declared ? `a ${read.bytes}-byte body` : "a body"}, over the ${sizeText(limit)} limit; it was not used` +
+              (isDispatch ? " (a payload must fit one Deliver message)" : " (raise the limit with --admin-max-body-bytes if you must)"),
+            "payload_too_large",
+          );
+          return;
+        }
+        // Connect reads the body it was given (and inflates it, bounded by the same limit).
+        const { chunks } = read;
+        Object.defineProperty(req, Symbol.asyncIterator, {
+          configurable: true,
+          value: async function* () {
+            yield* chunks;
+          },
+        });
+        void (isDispatch ? large : small)(req, res);
+      });
+    };
+    return (req, res) => {
+      try {
+        handle(req, res);
+      } catch (e) {
+        // Never let one request take the host down.
+        this.host.logger.error({ err: String(e), url: (req.url ?? "").slice(0, 200) }, "admin request failed");
+        if (!res.headersSent) refuse(res, Code.Internal, "the admin API failed on this request; see the host's log", "internal", true);
+        else req.socket?.destroy();
+      }
+    };
+  }
+
+  async listen(tcpPort?: number, tcpHost = "127.0.0.1", tls?: AdminTlsOptions): Promise<void> {
+    const handler = this.handler();
     const listen = (server: Server, target: () => void): Promise<void> =>
       new Promise((resolve, reject) => {
         server.once("error", reject);
@@ -225,9 +484,11 @@ export class AdminServer {
     await listen(unix, () => unix.listen(this.socketPath));
     this.servers.push(unix);
     if (tcpPort !== undefined) {
-      const tcp = createServer(handler);
+      const tcp = tls
+        ? createHttpsServer({ cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: tls.ca !== undefined, rejectUnauthorized: tls.ca !== undefined, minVersion: "TLSv1.2" }, handler)
+        : createServer(handler);
       try {
-        await listen(tcp, () => tcp.listen(tcpPort, "127.0.0.1"));
+        await listen(tcp, () => tcp.listen(tcpPort, tcpHost));
       } catch (e) {
         await this.close();
         throw e;
@@ -253,5 +514,6 @@ export class AdminServer {
       ),
     );
     this.servers.length = 0;
+    if (this.ownDir !== undefined) rmSync(this.ownDir, { recursive: true, force: true });
   }
 }

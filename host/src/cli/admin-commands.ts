@@ -1,10 +1,11 @@
 /** CLI commands that talk to a running `plugwire run` through its admin API. */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConnectError } from "@connectrpc/connect";
 import { PlugwireError, admin } from "@plugwire/proto";
 import { adminClient, type AdminClient } from "../admin/client.js";
 import { fromConnectError } from "../admin/errors.js";
+import { ADMIN_TOKEN_ENV, adminTokenPath, readAdminTokenFile } from "../admin/token.js";
 import { loadConfigFile } from "./config-file.js";
 
 /** File in the data dir where `plugwire run` records its admin socket. */
@@ -14,22 +15,65 @@ export function adminPointerPath(dataDir: string): string {
   return join(dataDir, ADMIN_POINTER);
 }
 
-/** Finds the admin address: --admin wins, else the pointer file of --config's data dir. */
-export function resolveAdmin(options: { admin?: string; config?: string }): AdminClient {
-  if (options.admin) return adminClient(options.admin);
-  const configPath = options.config ?? "plugwire.yaml";
-  const { dataDir } = loadConfigFile(configPath);
-  let address: string;
+/** How a CLI command finds and authenticates to a running host's admin API. */
+export interface AdminTarget {
+  /** The admin socket path or http(s)://HOST:PORT; default: the address `plugwire run` wrote to the config's data dir. */
+  admin?: string;
+  /** The config the host runs (default ./plugwire.yaml): its data dir holds admin.address and admin.token. */
+  config?: string;
+  /** A file holding the admin token (--admin-token-file). */
+  tokenFile?: string;
+  /** PEM files for an https:// address (--admin-tls-ca, --admin-tls-cert, --admin-tls-key). */
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/**
+ * The admin token: --admin-token-file, else $PLUGWIRE_ADMIN_TOKEN, else the
+ * config's data dir's admin.token; undefined when none is found (the host's
+ * refusal then says where it is).
+ */
+export function resolveAdminToken(options: AdminTarget, dataDir: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (options.tokenFile) return readAdminTokenFile(options.tokenFile).value;
+  const fromEnv = env[ADMIN_TOKEN_ENV]?.trim();
+  if (fromEnv) return fromEnv;
+  if (dataDir === undefined || !existsSync(adminTokenPath(dataDir))) return undefined;
+  return readAdminTokenFile(adminTokenPath(dataDir)).value;
+}
+
+function readPem(path: string | undefined, flag: string): Buffer | undefined {
+  if (path === undefined) return undefined;
   try {
-    address = readFileSync(adminPointerPath(dataDir), "utf8").trim();
+    return readFileSync(path);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-    throw new PlugwireError(
-      "plugin_unavailable",
-      `no running host found for ${configPath} (no ${adminPointerPath(dataDir)}); start one with 'plugwire run --config ${configPath}' or pass --admin SOCKET`,
-    );
+    throw new PlugwireError("invalid_argument", `${flag} ${path}: cannot read it (${(e as Error).message})`, { cause: e });
   }
-  return adminClient(address);
+}
+
+/** Finds the admin address (--admin wins, else the pointer file of --config's data dir) and its token. */
+export function resolveAdmin(options: AdminTarget, env: NodeJS.ProcessEnv = process.env): AdminClient {
+  const configPath = options.config ?? "plugwire.yaml";
+  // With --admin, the config is only needed for the token: read it when there is one.
+  const dataDir = options.admin && options.config === undefined && !existsSync(configPath) ? undefined : loadConfigFile(configPath).dataDir;
+  let address = options.admin;
+  if (!address) {
+    try {
+      address = readFileSync(adminPointerPath(dataDir!), "utf8").trim();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      throw new PlugwireError(
+        "plugin_unavailable",
+        `no running host found for ${configPath} (no ${adminPointerPath(dataDir!)}); start one with 'plugwire run --config ${configPath}' or pass --admin SOCKET`,
+      );
+    }
+  }
+  const tls = {
+    ca: readPem(options.tlsCa, "--admin-tls-ca"),
+    cert: readPem(options.tlsCert, "--admin-tls-cert"),
+    key: readPem(options.tlsKey, "--admin-tls-key"),
+  };
+  return adminClient(address, { token: resolveAdminToken(options, dataDir, env), tls });
 }
 
 function unreachable(e: unknown): never {
@@ -37,6 +81,17 @@ function unreachable(e: unknown): never {
     // The host's own error, with its plugwire code.
     const typed = fromConnectError(e);
     if (typed) throw typed;
+    const cause = (e.cause as NodeJS.ErrnoException | undefined)?.code ?? "";
+    if (cause === "ECONNREFUSED" || cause === "ENOENT") {
+      throw new PlugwireError("plugin_unavailable", `the host is not running (${e.rawMessage}); start it with 'plugwire run'`, { cause: e });
+    }
+    if (/SSL|TLS|CERT|EPROTO|ECONNRESET/.test(cause) || /certificate|ssl|tls/i.test(e.rawMessage)) {
+      throw new PlugwireError(
+        "unauthenticated",
+        `the TLS connection to the host's admin API failed (${e.rawMessage.split("\n")[0]!.trim()}); pass --admin-tls-ca FILE to trust its certificate, and --admin-tls-cert FILE --admin-tls-key FILE when it requires a client certificate`,
+        { cause: e },
+      );
+    }
     throw new PlugwireError("plugin_unavailable", `the host's admin API answered: ${e.rawMessage}`, { cause: e });
   }
   const code = (e as NodeJS.ErrnoException).code;

@@ -48,7 +48,7 @@ export const MAX_SNAPSHOT_BYTES_DEFAULT = 256 * MIB;
 
 /** Top-level keys of the config file. */
 export const HOST_OPTIONS: readonly OptionDoc[] = [
-  { key: "dataDir", default: ".plugwire", unit: "", about: "plugin data dirs, snapshots and admin.address; relative to the config file's directory" },
+  { key: "dataDir", default: ".plugwire", unit: "", about: "plugin data dirs, snapshots, admin.address and admin.token; relative to the config file's directory" },
   { key: "snapshotIntervalMs", default: show(SNAPSHOT_INTERVAL_MS_DEFAULT, "ms"), unit: "ms", about: "snapshot every stateful plugin this often; 0 disables" },
   { key: "maxSnapshotBytes", default: show(MAX_SNAPSHOT_BYTES_DEFAULT, "bytes"), unit: "bytes", about: "largest snapshot accepted" },
   { key: "stopTimeoutMs", default: show(DEFAULT_STOP_TIMEOUT_MS, "ms"), unit: "ms", about: "how long stopping the host (SIGINT/SIGTERM) may take in all; more than 0" },

@@ -5,14 +5,14 @@ import { PlugwireError } from "@plugwire/proto";
 import { checkCommand } from "@plugwire/check";
 import { demo } from "./demo.js";
 import { run } from "./run.js";
-import { deadLettersCommand, resolveAdmin, restartCommand, sendCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";
+import { deadLettersCommand, resolveAdmin, type AdminTarget, restartCommand, sendCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";
 import { configHelp } from "./config-schema.js";
 import { sendRequest } from "./send-args.js";
 
 const HELP = `plugwire: run plugins out of process
 
 Usage:
-  plugwire run --config FILE [--log-level LEVEL] [--metrics-port PORT] [--admin-port PORT]
+  plugwire run --config FILE [--log-level LEVEL] [--metrics-port PORT] [ADMIN FLAGS]
                                      run a host from a YAML config until SIGINT/SIGTERM
   plugwire status [--json]           state, pid, restarts, queue depth, last exit of each plugin
   plugwire restart NAME              restart a plugin (snapshot first); brings back a failed plugin
@@ -32,9 +32,27 @@ Usage:
                                      run the conformance checks against a plugin (docs/conformance.md)
   plugwire --help                    show this help
 
+Admin flags of plugwire run (the admin API always listens on a unix socket in a private
+dir, and needs the bearer token in <dataDir>/admin.token, made 0600 on the first run):
+  --admin-port PORT             also serve it on TCP (0 picks a port; the log line says which)
+  --admin-host ADDR             address of that port (default 127.0.0.1); a non-loopback
+                                address needs TLS
+  --admin-tls-cert FILE, --admin-tls-key FILE
+                                serve the port over TLS with this PEM certificate and key
+  --admin-tls-ca FILE           and require client certificates signed by this CA (mTLS)
+  --admin-max-body-bytes N      largest request body but Dispatch's, also after
+                                decompression (default 1 MiB)
+  --admin-max-dispatch-body-bytes N
+                                largest Dispatch request body (default 16 MiB)
+
 status, restart, stop, snapshot, dead-letters and send talk to a running 'plugwire run':
-  -c, --config FILE  the config it runs (default ./plugwire.yaml); its data dir holds the admin address
-  --admin ADDR       or the admin socket path / http://127.0.0.1:PORT directly
+  -c, --config FILE  the config it runs (default ./plugwire.yaml); its data dir holds the admin
+                     address and token
+  --admin ADDR       or the admin socket path / http(s)://HOST:PORT directly
+  --admin-token-file FILE
+                     the admin token (default: $PLUGWIRE_ADMIN_TOKEN, else <dataDir>/admin.token)
+  --admin-tls-ca FILE, --admin-tls-cert FILE, --admin-tls-key FILE
+                     for an https:// address: the CA to trust, the client certificate and key
 
 ${configHelp()}
 Example (plugins-example/plugwire.yaml):
@@ -47,6 +65,25 @@ Example (plugins-example/plugwire.yaml):
 
 See docs/configuration.md for the config, docs/ for the protocol.
 `;
+
+/** Where a CLI command finds the admin API, from its flags. */
+function adminTarget(values: {
+  admin?: string;
+  config?: string;
+  "admin-token-file"?: string;
+  "admin-tls-ca"?: string;
+  "admin-tls-cert"?: string;
+  "admin-tls-key"?: string;
+}): AdminTarget {
+  return {
+    admin: values.admin,
+    config: values.config,
+    tokenFile: values["admin-token-file"],
+    tlsCa: values["admin-tls-ca"],
+    tlsCert: values["admin-tls-cert"],
+    tlsKey: values["admin-tls-key"],
+  };
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -63,9 +100,21 @@ async function main(argv: string[]): Promise<number> {
           "log-level": { type: "string", default: "info" },
           "metrics-port": { type: "string" },
           "admin-port": { type: "string" },
+          "admin-host": { type: "string" },
+          "admin-tls-cert": { type: "string" },
+          "admin-tls-key": { type: "string" },
+          "admin-tls-ca": { type: "string" },
+          "admin-max-body-bytes": { type: "string" },
+          "admin-max-dispatch-body-bytes": { type: "string" },
           help: { type: "boolean", short: "h" },
         },
       });
+      const bytes = (v: string | undefined, flag: string): number | undefined => {
+        if (v === undefined) return undefined;
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1) throw new PlugwireError("invalid_argument", `${flag} must be a whole number of bytes, at least 1`);
+        return n;
+      };
       const port = (v: string | undefined, flag: string): number | undefined => {
         if (v === undefined) return undefined;
         const n = Number(v);
@@ -82,6 +131,12 @@ async function main(argv: string[]): Promise<number> {
         logLevel: values["log-level"] ?? "info",
         metricsPort: port(values["metrics-port"], "--metrics-port"),
         adminPort: port(values["admin-port"], "--admin-port"),
+        adminHost: values["admin-host"],
+        adminTlsCert: values["admin-tls-cert"],
+        adminTlsKey: values["admin-tls-key"],
+        adminTlsCa: values["admin-tls-ca"],
+        adminMaxBodyBytes: bytes(values["admin-max-body-bytes"], "--admin-max-body-bytes"),
+        adminMaxDispatchBodyBytes: bytes(values["admin-max-dispatch-body-bytes"], "--admin-max-dispatch-body-bytes"),
       });
       return -1; // keeps running until a signal
     }
@@ -96,6 +151,10 @@ async function main(argv: string[]): Promise<number> {
         options: {
           config: { type: "string", short: "c" },
           admin: { type: "string" },
+          "admin-token-file": { type: "string" },
+          "admin-tls-ca": { type: "string" },
+          "admin-tls-cert": { type: "string" },
+          "admin-tls-key": { type: "string" },
           json: { type: "boolean" },
           replay: { type: "string" },
           help: { type: "boolean", short: "h" },
@@ -105,7 +164,7 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(HELP);
         return 0;
       }
-      const client = resolveAdmin({ admin: values.admin, config: values.config });
+      const client = resolveAdmin(adminTarget(values));
       const name = positionals[0];
       const needName = (): string => {
         if (!name) throw new PlugwireError("invalid_argument", `plugwire ${command} needs a plugin NAME (see plugwire status)`);
@@ -131,6 +190,10 @@ async function main(argv: string[]): Promise<number> {
         options: {
           config: { type: "string", short: "c" },
           admin: { type: "string" },
+          "admin-token-file": { type: "string" },
+          "admin-tls-ca": { type: "string" },
+          "admin-tls-cert": { type: "string" },
+          "admin-tls-key": { type: "string" },
           kind: { type: "string", short: "k" },
           src: { type: "string" },
           body: { type: "string" },
@@ -145,7 +208,7 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       const request = sendRequest({ plugin: positionals[0], extra: positionals.slice(1), ...values });
-      const client = resolveAdmin({ admin: values.admin, config: values.config });
+      const client = resolveAdmin(adminTarget(values));
       const { output, code } = await sendCommand(client, request, values.json ?? false);
       process.stdout.write(output);
       return code;

@@ -1,9 +1,11 @@
 /** `plugwire run --config FILE`: a host with in-memory peers and a logging control sender. */
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { pino, type Logger } from "pino";
 import { adminPointerPath } from "./admin-commands.js";
-import { serveAdmin, type AdminServer } from "../admin/server.js";
+import { PlugwireError } from "@plugwire/proto";
+import { checkAdminBind, serveAdmin, type AdminServer, type AdminTlsOptions } from "../admin/server.js";
+import { loadOrCreateAdminToken } from "../admin/token.js";
 import { createHost, type Host } from "../host.js";
 import { MemoryPeerDirectory, hex, type HostPorts } from "../ports.js";
 import { loadConfigFile } from "./config-file.js";
@@ -33,13 +35,50 @@ export interface RunOptions {
   logLevel: string;
   /** Serve Prometheus metrics on 127.0.0.1:PORT/metrics. */
   metricsPort?: number;
-  /** Also serve the admin API on 127.0.0.1:PORT. */
+  /** Also serve the admin API on TCP at this port. */
   adminPort?: number;
+  /** Address of that port; default 127.0.0.1 (anything else needs TLS). */
+  adminHost?: string;
+  /** PEM files of the TCP port's TLS; a CA makes client certificates required (mTLS). */
+  adminTlsCert?: string;
+  adminTlsKey?: string;
+  adminTlsCa?: string;
+  /** Largest admin request body (but Dispatch), bytes. */
+  adminMaxBodyBytes?: number;
+  /** Largest Dispatch request body, bytes. */
+  adminMaxDispatchBodyBytes?: number;
+}
+
+function readPem(path: string | undefined, flag: string): Buffer | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new PlugwireError("invalid_argument", `${flag} ${path}: cannot read it (${(e as Error).message})`, { cause: e });
+  }
+}
+
+/** The TLS of the admin TCP port from the run flags, or undefined. */
+function adminTls(options: RunOptions): AdminTlsOptions | undefined {
+  const cert = readPem(options.adminTlsCert, "--admin-tls-cert");
+  const key = readPem(options.adminTlsKey, "--admin-tls-key");
+  const ca = readPem(options.adminTlsCa, "--admin-tls-ca");
+  if (cert === undefined && key === undefined) {
+    if (ca !== undefined) throw new PlugwireError("invalid_argument", "--admin-tls-ca needs --admin-tls-cert FILE and --admin-tls-key FILE: the port serves TLS with them and requires client certificates signed by the CA");
+    return undefined;
+  }
+  if (cert === undefined || key === undefined) throw new PlugwireError("invalid_argument", "TLS for the admin port needs both --admin-tls-cert FILE and --admin-tls-key FILE");
+  if (options.adminPort === undefined) throw new PlugwireError("invalid_argument", "--admin-tls-cert and --admin-tls-key are for the admin TCP port: add --admin-port PORT");
+  return { cert, key, ca };
 }
 
 /** Runs until SIGINT or SIGTERM, then stops every plugin. */
 export async function run(options: RunOptions): Promise<Host> {
   const config = loadConfigFile(options.configPath);
+  const tls = adminTls(options);
+  checkAdminBind(options.adminHost ?? "127.0.0.1", options.adminPort, tls);
+  // Made on the first run, reused after: plugwire commands read it from the data dir.
+  const token = loadOrCreateAdminToken(config.dataDir);
   const logger = pino({ name: "plugwire", level: options.logLevel });
   const ports = embeddedPorts(logger);
   for (const p of config.peers) {
@@ -66,15 +105,23 @@ export async function run(options: RunOptions): Promise<Host> {
   await host.start();
   let admin: AdminServer;
   try {
-    // The admin API's socket is admin.sock in the host's run dir.
-    admin = await serveAdmin(host, { tcpPort: options.adminPort });
+    // The admin API's socket is admin.sock in a private dir next to the
+    // host's run dir (not in the socket dir plugins are given).
+    admin = await serveAdmin(host, {
+      tcpPort: options.adminPort,
+      tcpHost: options.adminHost,
+      tls,
+      token,
+      maxBodyBytes: options.adminMaxBodyBytes,
+      maxDispatchBodyBytes: options.adminMaxDispatchBodyBytes,
+    });
   } catch (e) {
     await host.stop();
     throw e;
   }
   const pointer = adminPointerPath(config.dataDir);
   writeFileSync(pointer, `${admin.socketPath}\n`, { mode: 0o600 });
-  logger.info({ admin: admin.socketPath, adminPort: admin.tcpPort }, "admin API listening; try 'plugwire status'");
+  logger.info({ admin: admin.socketPath, adminPort: admin.tcpPort, adminTls: tls !== undefined, adminToken: token.path }, "admin API listening; try 'plugwire status'");
   let metrics: Server | undefined;
   if (options.metricsPort !== undefined) {
     metrics = createServer((req, res) => {
@@ -97,7 +144,7 @@ export async function run(options: RunOptions): Promise<Host> {
     logger.info({ signal }, "stopping plugwire host");
     metrics?.close();
     rmSync(pointer, { force: true });
-    // The admin API goes first: host.stop() removes the run dir its socket is in.
+    // The admin API goes first: it drives the host.
     admin
       .close()
       .then(() => host.stop())
