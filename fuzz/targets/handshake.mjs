@@ -11,7 +11,7 @@
  */
 import fc from "fast-check";
 import { HANDSHAKE_PREFIX } from "@plugwire/proto";
-import { isHandshakeLine, parseHandshake } from "../../host/dist/src/handshake/parse.js";
+import { MAX_HANDSHAKE_REASON_CHARS, isHandshakeLine, parseHandshake } from "../../host/dist/src/handshake/parse.js";
 import { mutate } from "../lib/gen.mjs";
 import { Tally, procStatus, propertyFailure } from "../lib/util.mjs";
 
@@ -182,6 +182,8 @@ export async function fuzzHandshake({ seed, count, only, log }) {
         if (result.ok) tally.add("accepted");
         else {
           longestReason = Math.max(longestReason, result.reason.length);
+          // A refusal quotes what the plugin printed only in part: it lands in logs and errors.
+          if (result.reason.length > MAX_HANDSHAKE_REASON_CHARS) throw new Error(`refusal reason of ${result.reason.length} characters (max ${MAX_HANDSHAKE_REASON_CHARS})`);
           tally.add(`refused:${reasonKind(result.reason)}`);
         }
       }),

@@ -1,7 +1,7 @@
 /** Unit tests of the pure handshake-line parser (docs/protocol.md §5). */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { isHandshakeLine, parseHandshake, type HandshakeResult } from "../src/handshake/parse.js";
+import { MAX_HANDSHAKE_REASON_CHARS, isHandshakeLine, parseHandshake, type HandshakeResult } from "../src/handshake/parse.js";
 
 const GOOD = "PLUGWIRE_HANDSHAKE protocol=1 network=unix address=/tmp/pw-k3x9/echo-1.sock transport=grpc";
 
@@ -137,6 +137,25 @@ describe("parseHandshake", () => {
     for (const address of ["10.0.0.7:50051", "0.0.0.0:50051", "example.com:443", "localhost.example.com:80", "127.0.0.1", "[::]:80", "/tmp/a.sock",
       "127.0.0.1.evil.example:80", "127..:80", "127.0.0.256:80", "127.0.0.1:0", "127.0.0.1:65536", "localhost:99999"]) {
       assert.equal(failure(tcp(address)), `tcp address '${address}' is not a loopback host:port`, address);
+    }
+  });
+
+  it("quotes at most 120 characters of a value the plugin printed (a 1 MiB field gave a 1 MiB refusal; found by the fuzzer)", () => {
+    const huge = "x".repeat(1 << 20);
+    const lines = [
+      `PLUGWIRE_HANDSHAKE ${huge}`,
+      `PLUGWIRE_HANDSHAKE protocol=${"9".repeat(1 << 20)} network=unix address=/a transport=grpc`,
+      `PLUGWIRE_HANDSHAKE protocol=1x${huge} network=unix address=/a transport=grpc`,
+      `PLUGWIRE_HANDSHAKE protocol=1 network=${huge} address=/a transport=grpc`,
+      `PLUGWIRE_HANDSHAKE protocol=1 network=unix address=${huge} transport=grpc`,
+      `PLUGWIRE_HANDSHAKE protocol=1 network=tcp address=${huge} transport=grpc`,
+      `PLUGWIRE_HANDSHAKE protocol=1 network=unix address=/a transport=${huge}`,
+      `PLUGWIRE_HANDSHAKE ${huge}=1 ${huge}=2`,
+    ];
+    for (const line of lines) {
+      const reason = failure(parseHandshake(line, [1]));
+      assert.ok(reason.length <= MAX_HANDSHAKE_REASON_CHARS, `${reason.length}: ${reason.slice(0, 80)}`);
+      assert.match(reason, /…\(1048576 characters\)|…\(1048578 characters\)/, reason.slice(0, 200));
     }
   });
 });
