@@ -438,6 +438,8 @@ def define_plugin(
     """A plugin from functions, like the TypeScript SDK's definePlugin. A
     stateful plugin passes Stateful(id, versions, snapshot=fn, restore=fn).
     Raises ValueError for a definition the host would refuse."""
+    if isinstance(payload_kinds, (str, bytes)):
+        raise ValueError(f"plugin '{name}': payload_kinds must be a sequence of strings, not one string")
     if stateful is not None and (stateful.snapshot is None or stateful.restore is None):
         raise ValueError(f"plugin '{name}': a stateful plugin made by define_plugin needs Stateful(snapshot=..., restore=...)")
     plugin = _DefinedPlugin(name, payload_kinds, handle_payload, on_peer_forgotten, start, shutdown, stateful)
