@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -144,34 +145,46 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def probe_host(tmp_path_factory):
-    """A host running the probe plugin with every capability and a config."""
-    host = Host(
-        tmp_path_factory.mktemp("host"),
-        [
-            {
-                "name": "probe",
-                "command": sys.executable,
-                "args": [str(PLUGINS / "probe.py")],
-                "capabilities": ["peers", "control", "identity"],
-                "config": {"greeting": "hi", "n": 3},
-            }
-        ],
-    )
+def probe(snapshot_versions: str = "2") -> dict:
+    """The probe plugin's entry in a host config, with every capability and a config."""
+    return {
+        "name": "probe",
+        "command": sys.executable,
+        "args": [str(PLUGINS / "probe.py")],
+        "capabilities": ["peers", "control", "identity"],
+        "config": {"greeting": "hi", "n": 3},
+        "env": {"PROBE_SNAPSHOT_VERSIONS": snapshot_versions},
+    }
+
+
+@contextlib.contextmanager
+def running_host(workdir: Path, plugins: list[dict]):
+    """A started host (its log said "plugwire host ready"); on exit it is
+    stopped with SIGTERM, must exit 0, and must leave no plugin process behind."""
+    host = Host(workdir, plugins)
+    ok = False
     try:
         host.wait_log(lambda l: l.get("msg") == "plugwire host ready")
         yield host
+        ok = True
     finally:
-        pids = [p for p in (_last_pid(host),) if p]
+        pids = [p for p in (_last_pid(host, plugins[0]["name"]),) if p] if host.proc.poll() is None else []
         code = host.stop()
-        assert code == 0, f"the host exited {code} on SIGTERM"
-        for pid in pids:
-            assert not pid_alive(pid), f"plugin process {pid} outlived its host"
+        if ok:
+            assert code == 0, f"the host exited {code} on SIGTERM"
+            for pid in pids:
+                assert not pid_alive(pid), f"plugin process {pid} outlived its host"
 
 
-def _last_pid(host: Host) -> Optional[int]:
+@pytest.fixture(scope="module")
+def probe_host(tmp_path_factory):
+    """A host running the probe plugin, shared by a module's tests."""
+    with running_host(tmp_path_factory.mktemp("host"), [probe()]) as host:
+        yield host
+
+
+def _last_pid(host: Host, name: str) -> Optional[int]:
     try:
-        return host.status("probe").get("pid")
+        return host.status(name).get("pid")
     except Exception:
         return None

@@ -6,7 +6,9 @@
 - probe.ports    calls every host port and answers what they said (an effect)
 - probe.fail     raises: the outcome is a handler error, its effect dropped
 
-Snapshot format version 2 (JSON); version 1 is refused as UnsupportedVersion.
+Snapshots are JSON, in the versions PROBE_SNAPSHOT_VERSIONS lists (default
+"2"; the first is written), so a test can relaunch it unable to read what an
+earlier launch wrote. The shutdown hook leaves `shutdown-ran` in its data dir.
 """
 
 import json
@@ -14,6 +16,7 @@ import os
 
 import plugwire
 
+VERSIONS = tuple(int(v) for v in os.environ.get("PROBE_SNAPSHOT_VERSIONS", "2").split(","))
 state = {"counts": {}, "bodies": [], "forgotten": []}
 launch = {"config": None, "data_dir": None}
 
@@ -54,7 +57,7 @@ def on_peer_forgotten(ctx: plugwire.HandlerContext, peer: bytes) -> None:
 
 
 def snapshot():
-    return 2, json.dumps(state, sort_keys=True).encode()
+    return VERSIONS[0], json.dumps(state, sort_keys=True).encode()
 
 
 def restore(version: int, data: bytes) -> None:
@@ -68,13 +71,19 @@ def restore(version: int, data: bytes) -> None:
     state.update(restored)
 
 
+def shutdown(ctx: plugwire.Context) -> None:
+    with open(os.path.join(ctx.data_dir, "shutdown-ran"), "w") as f:
+        f.write(json.dumps(state, sort_keys=True))
+
+
 plugin = plugwire.define_plugin(
     "probe",
     ["probe.hit", "probe.get", "probe.ports", "probe.fail"],
     handle_payload,
     on_peer_forgotten=on_peer_forgotten,
     start=start,
-    stateful=plugwire.Stateful(id="test.probe", versions=(2,), snapshot=snapshot, restore=restore),
+    shutdown=shutdown,
+    stateful=plugwire.Stateful(id="test.probe", versions=VERSIONS, snapshot=snapshot, restore=restore),
 )
 
 if __name__ == "__main__":
