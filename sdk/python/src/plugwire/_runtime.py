@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 from concurrent import futures
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import grpc
 
