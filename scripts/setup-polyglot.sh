@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the Python and Go example plugins need, from pinned versions:
 #
-#   plugins-example/python/.venv   grpcio, grpcio-tools, protobuf (requirements.txt)
+#   plugins-example/python/.venv   grpcio, grpcio-tools, protobuf (requirements.txt), the plugwire
+#                                  package (sdk/python, editable) and pytest (sdk/python/requirements-dev.txt)
 #   .tools/bin                     protoc-gen-go, protoc-gen-go-grpc (for generate-polyglot.sh)
 #   plugins-example/go/bin         the presence-go and counter-go plugin binaries
 #
@@ -41,9 +42,14 @@ setup_python() {
   local dir=plugins-example/python
   local venv=$dir/.venv
   local req=$dir/requirements.txt
+  local dev=sdk/python/requirements-dev.txt
   local stamp=$venv/.installed-requirements.txt
-  # Already installed from exactly this requirements file: nothing to do.
-  if [[ -x $venv/bin/python && -f $stamp ]] && cmp -s "$req" "$stamp"; then
+  # What the venv was made from: both pin files and the package's metadata.
+  # The package is installed editable, so a change of its code needs no reinstall.
+  local want
+  want=$(cat "$req" "$dev" sdk/python/pyproject.toml)
+  # Already installed from exactly these files: nothing to do.
+  if [[ -x $venv/bin/python && -f $stamp ]] && [[ $(cat "$stamp") == "$want" ]]; then
     return 0
   fi
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -51,8 +57,12 @@ setup_python() {
     return 0
   fi
   python3 -m venv "$venv"
-  quietly "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req"
-  cp "$req" "$stamp"
+  quietly "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req" -r "$dev"
+  # setuptools (the build backend, pinned in requirements.txt) is in the venv
+  # already: building without isolation fetches nothing more.
+  quietly "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    --no-build-isolation --no-deps --editable ./sdk/python
+  printf '%s\n' "$want" >"$stamp"
 }
 
 # Prints the version a generator reports, or nothing if it is not installed.

@@ -11,66 +11,56 @@
   restores the latest snapshot and replays the items after it, forgets
   included, so the counts end exactly as if no crash had happened.
 
-The host runs it as
+It imports the plugwire package (sdk/python), which scripts/setup-polyglot.sh
+installs into plugins-example/python/.venv. The host runs it as
     plugins-example/python/.venv/bin/python plugins-example/python/counter.py
 (or plugins-example/python/run.sh counter.py) with the control capability.
 """
 
 import json
 
-from plugwire_plugin import (
-    HandlerContext,
-    Payload,
-    Plugin,
-    RestoreFailed,
-    Snapshot,
-    Stateful,
-    UnsupportedVersion,
-    serve,
-)
+import plugwire
 
 SNAPSHOT_VERSION = 1
 
 
-class Counter(Plugin):
+class Counter(plugwire.Plugin):
     name = "counter-py"
     payload_kinds = ("counter-py.hit", "counter-py.ping")
-    stateful = Stateful(id="example.counter-py", versions=(SNAPSHOT_VERSION,))
+    stateful = plugwire.Stateful(id="example.counter-py", versions=(SNAPSHOT_VERSION,))
 
-    # plugwire_plugin never runs handle_payload, peer_forgotten, snapshot or
+    # plugwire never runs handle_payload, on_peer_forgotten, snapshot or
     # restore at the same time as another, so the counts need no lock.
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def handle_payload(self, payload: Payload, ctx: HandlerContext) -> None:
-        if payload.kind == "counter-py.ping":
-            ctx.send_direct(payload.src, b"pong:" + payload.body)
+    def handle_payload(self, ctx: plugwire.HandlerContext, src: bytes, kind: str, body: bytes) -> None:
+        if kind == "counter-py.ping":
+            ctx.send_direct(src, b"pong:" + body)
             return
-        peer = payload.src.hex()
+        peer = src.hex()
         self.counts[peer] = self.counts.get(peer, 0) + 1
 
-    def peer_forgotten(self, node_id: bytes, ctx: HandlerContext) -> None:
-        peer = node_id.hex()
-        if self.counts.pop(peer, None) is not None:
-            ctx.log.info("wiped a forgotten peer's count", peer=peer)
+    def on_peer_forgotten(self, ctx: plugwire.HandlerContext, peer: bytes) -> None:
+        if self.counts.pop(peer.hex(), None) is not None:
+            ctx.log.info("wiped a forgotten peer's count", peer=peer.hex())
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> plugwire.Snapshot:
         data = json.dumps(self.counts, sort_keys=True, separators=(",", ":")).encode()
-        return Snapshot(SNAPSHOT_VERSION, data)
+        return plugwire.Snapshot(SNAPSHOT_VERSION, data)
 
-    def restore(self, snapshot: Snapshot) -> None:
-        if snapshot.version != SNAPSHOT_VERSION:
-            raise UnsupportedVersion(snapshot.version, [SNAPSHOT_VERSION])
+    def restore(self, version: int, data: bytes) -> None:
+        # The host refuses versions not in stateful.versions before this runs.
         try:
-            counts = json.loads(snapshot.data)
+            counts = json.loads(data)
         except ValueError as e:
-            raise RestoreFailed(f"snapshot is not JSON: {e}") from e
+            raise plugwire.RestoreFailed(f"snapshot is not JSON: {e}") from e
         if not isinstance(counts, dict) or not all(
             isinstance(k, str) and type(v) is int and v >= 0 for k, v in counts.items()
         ):
-            raise RestoreFailed("snapshot is not an object of peer -> non-negative count")
+            raise plugwire.RestoreFailed("snapshot is not an object of peer -> non-negative count")
         self.counts = counts
 
 
 if __name__ == "__main__":
-    serve(Counter())
+    plugwire.serve(Counter())

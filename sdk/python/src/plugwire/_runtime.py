@@ -1,15 +1,13 @@
-"""The protocol chores of a plugwire plugin in Python.
+"""The protocol chores of a plugwire plugin: what serve() does.
 
-A plugin subclasses :class:`Plugin` and calls :func:`serve`. This module does
-the rest, as docs/protocol.md specifies: the magic cookie, version
-negotiation, the unix socket and the handshake line, the auth token on every
-call (health checks included), grpc.health.v1, the items of the Deliver
-stream (payloads and forgotten peers) applied one at a time in seq order with
-cumulative acks and per-item outcomes, chunked snapshots and restores with
-typed errors, a HostService client, and exiting on Shutdown, SIGTERM or stdin
-EOF.
+As docs/protocol.md specifies: the magic cookie, version negotiation, the
+token line on stdin, the unix socket and the handshake line, the auth token
+on every call (health checks included), grpc.health.v1, the items of the
+Deliver stream (payloads and forgotten peers) applied one at a time in seq
+order with cumulative acks and per-item outcomes, chunked snapshots and
+restores with typed errors, and exiting on Shutdown, SIGTERM or stdin EOF.
 
-Handlers (handle_payload and peer_forgotten) run on a gRPC worker thread, one
+Handlers (handle_payload and on_peer_forgotten) run on a worker thread, one
 item at a time. Snapshot and restore run between items, never during one.
 """
 
@@ -28,47 +26,30 @@ import threading
 import time
 import traceback
 from concurrent import futures
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Optional
 
-_GEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen")
-if _GEN not in sys.path:
-    sys.path.insert(0, _GEN)
+import grpc
 
-import grpc  # noqa: E402
+# The grpc.health.v1 modules are generated with --proto_path=proto/grpc
+# (docs/protocol.md §16): generated into a grpc/ package, they would be
+# hidden by grpcio's own `grpc` package.
+from ._gen.health.v1 import health_pb2, health_pb2_grpc
+from ._gen.plugwire.v1 import plugin_pb2, plugin_pb2_grpc, types_pb2
+from ._protocol import *  # noqa: F403
+from ._protocol import MESSAGE_LIMITS as _MESSAGE_LIMITS
+from .plugin import (
+    Context,
+    HandlerContext,
+    HostClient,
+    Logger,
+    Plugin,
+    RestoreFailed,
+    SnapshotFailed,
+    UnsupportedVersion,
+    _versions,
+    validate,
+)
 
-# The grpc.health.v1 modules are generated with --proto_path=proto/grpc into
-# gen/health/v1 (docs/protocol.md §16): generated into gen/grpc/, they would
-# be hidden by grpcio's own `grpc` package.
-from health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from plugwire.v1 import host_pb2, host_pb2_grpc, plugin_pb2, plugin_pb2_grpc, types_pb2  # noqa: E402
-
-# Constants of the plugwire v1 wire protocol (docs/protocol.md §13).
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = (PROTOCOL_VERSION,)
-MAGIC_COOKIE_VALUE = "d5b0c3b2-plugwire-v1-7a41f9e6"
-HANDSHAKE_PREFIX = "PLUGWIRE_HANDSHAKE"
-AUTH_METADATA_KEY = "authorization"
-ERROR_DETAIL_TRAILER = "plugwire-error-bin"
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-SNAPSHOT_CHUNK_BYTES = 1024 * 1024
-MAX_SOCKET_PATH_BYTES = 103
-SDK_VERSION = "0.1.0"
-
-ENV_MAGIC_COOKIE = "PLUGWIRE_MAGIC_COOKIE"
-ENV_PROTOCOL_VERSIONS = "PLUGWIRE_PROTOCOL_VERSIONS"
-ENV_SOCKET_DIR = "PLUGWIRE_SOCKET_DIR"
-ENV_HOST_ADDRESS = "PLUGWIRE_HOST_ADDRESS"
-ENV_AUTH_TOKEN = "PLUGWIRE_AUTH_TOKEN"
-ENV_AUTH_TOKEN_SOURCE = "PLUGWIRE_AUTH_TOKEN_SOURCE"
-ENV_INSTANCE_ID = "PLUGWIRE_INSTANCE_ID"
-ENV_PLUGIN_NAME = "PLUGWIRE_PLUGIN_NAME"
-
-# The token line the host writes on stdin (PLUGWIRE_AUTH_TOKEN_SOURCE=stdin,
-# docs/protocol.md §6): "PLUGWIRE_TOKEN <token>\n", at most 1024 bytes, within 5 s.
-TOKEN_LINE_PREFIX = "PLUGWIRE_TOKEN"
-TOKEN_LINE_TIMEOUT_S = 5.0
-MAX_TOKEN_LINE_BYTES = 1024
 
 # While a batch of items is being applied, an ack goes out after this many
 # items or this many seconds, whichever comes first; and always once the
@@ -81,301 +62,11 @@ _EXIT_GRACE_S = 0.5
 # How long in-flight calls may finish once the plugin decided to exit.
 _STOP_GRACE_S = 0.2
 
-_MESSAGE_LIMITS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
-
 _CAPABILITY_NAMES = {
     types_pb2.CAPABILITY_PEERS: "peers",
     types_pb2.CAPABILITY_CONTROL: "control",
     types_pb2.CAPABILITY_IDENTITY: "identity",
 }
-
-
-# --------------------------------------------------------------------------
-# What a plugin sees
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Payload:
-    seq: int
-    src: bytes
-    kind: str
-    body: bytes
-    # True when the host delivered this payload before (to an earlier launch
-    # that never acked it, or as a replay after a restore).
-    redelivered: bool
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    version: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Stateful:
-    """The snapshot surface of a stateful plugin."""
-
-    id: str
-    versions: Sequence[int]
-
-
-@dataclass(frozen=True)
-class PeerSeen:
-    node_id: bytes
-    x25519_pub: bytes
-    name: str
-    source: str  # "direct", "routed" or "unspecified"
-
-
-@dataclass(frozen=True)
-class PeerForgotten:
-    node_id: bytes
-
-
-PeerEvent = Union[PeerSeen, PeerForgotten]
-
-
-class SnapshotFailed(Exception):
-    """The state could not be serialized."""
-
-
-class RestoreFailed(Exception):
-    """The snapshot bytes are corrupt or break an invariant."""
-
-
-class UnsupportedVersion(Exception):
-    """The snapshot is in a format version the plugin does not read. The host
-    discards it and the plugin keeps its default state."""
-
-    def __init__(self, version: int, expected: Sequence[int]):
-        self.version = version
-        self.expected = list(expected)
-        super().__init__(f"cannot read snapshot version {version} (it reads {_versions(self.expected)})")
-
-
-class HostCallError(Exception):
-    """A HostService call failed; `code` is the grpc.StatusCode."""
-
-    def __init__(self, method: str, code: grpc.StatusCode, details: str):
-        self.method = method
-        self.code = code
-        self.details = details
-        super().__init__(f"host refused {method}: {code.name}: {details}")
-
-
-class Logger:
-    """One JSON object per line on stderr: level, msg, time in ms, fields."""
-
-    def __init__(self, stream=None):
-        self._stream = stream or sys.stderr
-        self._lock = threading.Lock()
-
-    def _emit(self, level: str, msg: str, fields: dict) -> None:
-        record = {"level": level, "time": int(time.time() * 1000), "msg": msg, **fields}
-        line = json.dumps(record, default=_json_default, separators=(",", ":")) + "\n"
-        with self._lock:
-            try:
-                self._stream.write(line)
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass  # the host is gone; nothing left to tell
-
-    def debug(self, msg: str, **fields) -> None:
-        self._emit("debug", msg, fields)
-
-    def info(self, msg: str, **fields) -> None:
-        self._emit("info", msg, fields)
-
-    def warn(self, msg: str, **fields) -> None:
-        self._emit("warn", msg, fields)
-
-    def error(self, msg: str, **fields) -> None:
-        self._emit("error", msg, fields)
-
-
-def _json_default(value):
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    return str(value)
-
-
-class HostClient:
-    """Client of the host's HostService. Every call carries the auth token.
-
-    Lookups answer None for a peer the host does not know. Calls that need a
-    capability the plugin was not granted raise HostCallError with
-    PERMISSION_DENIED.
-    """
-
-    def __init__(self, address: str, token: str):
-        self._channel = grpc.insecure_channel(address, options=_MESSAGE_LIMITS)
-        self._stub = host_pb2_grpc.HostServiceStub(self._channel)
-        self._metadata = ((AUTH_METADATA_KEY, f"Bearer {token}"),)
-
-    def _call(self, method: str, request):
-        try:
-            return getattr(self._stub, method)(request, metadata=self._metadata)
-        except grpc.RpcError as e:
-            raise HostCallError(method, e.code(), e.details() or "") from e
-
-    def lookup_x25519(self, node_id: bytes) -> Optional[bytes]:
-        r = self._call("LookupX25519", host_pb2.LookupX25519Request(node_id=node_id))
-        return r.x25519_pub if r.HasField("x25519_pub") else None
-
-    def lookup_name(self, node_id: bytes) -> Optional[str]:
-        r = self._call("LookupName", host_pb2.LookupNameRequest(node_id=node_id))
-        return r.name if r.HasField("name") else None
-
-    def watch_peers(self) -> "PeerWatch":
-        """Every peer event published from now on. Iterate it; cancel() ends it."""
-        call = self._stub.WatchPeers(host_pb2.WatchPeersRequest(), metadata=self._metadata)
-        return PeerWatch(call)
-
-    def send_direct(self, peer: bytes, frame: bytes) -> None:
-        """Best-effort send outside a payload handler. Inside one, use
-        HandlerContext.send_direct, which rides on the payload's ack."""
-        self._call("SendDirect", host_pb2.SendDirectRequest(send=plugin_pb2.SendDirect(peer=peer, frame=frame)))
-
-    def send_routed(self, dst: bytes, frame: bytes, origin: Optional[tuple[int, int]] = None) -> bool:
-        """Sends through the routing table; True if a route existed."""
-        request = host_pb2.SendRoutedRequest(dst=dst, frame=frame)
-        if origin is not None:
-            request.origin.seq, request.origin.index = origin
-        return self._call("SendRouted", request).routed
-
-    def signing_seed(self) -> bytes:
-        """The 32-byte Ed25519 signing seed; needs the identity capability."""
-        return self._call("GetSigningSeed", host_pb2.GetSigningSeedRequest()).seed
-
-    def close(self) -> None:
-        self._channel.close()
-
-
-class PeerWatch:
-    """An iterator of PeerSeen / PeerForgotten events from WatchPeers."""
-
-    _SOURCES = {
-        types_pb2.PEER_SOURCE_DIRECT: "direct",
-        types_pb2.PEER_SOURCE_ROUTED: "routed",
-    }
-
-    def __init__(self, call):
-        self._call = call
-        self._cancelled = False
-
-    def __iter__(self) -> Iterator[PeerEvent]:
-        try:
-            for response in self._call:
-                which = response.event.WhichOneof("event")
-                if which == "seen":
-                    s = response.event.seen
-                    yield PeerSeen(s.node_id, s.x25519_pub, s.name, self._SOURCES.get(s.source, "unspecified"))
-                elif which == "forgotten":
-                    yield PeerForgotten(response.event.forgotten.node_id)
-        except grpc.RpcError as e:
-            if self._cancelled and e.code() == grpc.StatusCode.CANCELLED:
-                return
-            raise HostCallError("WatchPeers", e.code(), e.details() or "") from e
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        self._call.cancel()
-
-
-class Context:
-    """What a plugin knows about its launch; filled in by Start."""
-
-    def __init__(self, name: str, instance_id: str, host: HostClient, log: Logger, stopping: threading.Event):
-        self.name = name
-        self.instance_id = instance_id
-        self.data_dir = ""
-        self.config: dict = {}
-        self.capabilities: frozenset[str] = frozenset()
-        self.host = host
-        self.log = log
-        # Set when the plugin begins to shut down; background threads stop on it.
-        self.stopping = stopping
-
-    def require(self, capability: str) -> None:
-        if capability not in self.capabilities:
-            raise PermissionError(
-                f"plugin '{self.name}' was not granted the '{capability}' capability; "
-                "add it to the plugin's capabilities in the host config"
-            )
-
-
-class HandlerContext(Context):
-    """The context of one handler run: handle_payload or peer_forgotten.
-    `seq` is the seq of the item being applied."""
-
-    def __init__(self, base: Context, seq: int):
-        self.__dict__.update(base.__dict__)
-        self.seq = seq
-        self._effects: list[plugin_pb2.Effect] = []
-        self._routed_index = 0
-
-    def send_direct(self, peer: bytes, frame: bytes) -> None:
-        """Asks the host to send frame to a directly connected peer. An effect:
-        the host performs it when it receives this item's ack, exactly once
-        even if the item is redelivered or replayed."""
-        self.require("control")
-        self._effects.append(plugin_pb2.Effect(send_direct=plugin_pb2.SendDirect(peer=bytes(peer), frame=bytes(frame))))
-
-    def send_routed(self, dst: bytes, frame: bytes) -> bool:
-        """Sends through the routing table and answers whether a route existed.
-        The call names this item (seq, index), so a replay does not send twice."""
-        origin = (self.seq, self._routed_index)
-        self._routed_index += 1
-        return self.host.send_routed(dst, frame, origin=origin)
-
-
-class Plugin:
-    """Base class of a plugin. Set `name` and `payload_kinds`, override
-    `handle_payload`; the other hooks are optional. A stateful plugin sets
-    `stateful` and overrides `snapshot` and `restore`."""
-
-    name: str = ""
-    payload_kinds: Sequence[str] = ()
-    stateful: Optional[Stateful] = None
-
-    def start(self, ctx: Context) -> None:
-        """Runs once the host has handed over the context."""
-
-    def handle_payload(self, payload: Payload, ctx: HandlerContext) -> None:
-        """Handles one payload. An exception is reported in the payload's ack;
-        the payload is not retried and its effects are dropped."""
-        raise NotImplementedError
-
-    def peer_forgotten(self, node_id: bytes, ctx: HandlerContext) -> None:
-        """The daemon forgot this peer: drop any state kept about it. Runs in
-        seq order among the payloads, and is replayed after a restore like
-        them, so state restored from an older snapshot forgets the peer again.
-        An exception is reported in the item's ack; it is not retried."""
-
-    def snapshot(self) -> Snapshot:
-        """Serializes the state. Raise SnapshotFailed (or anything) if impossible."""
-        raise SnapshotFailed("snapshot() is not implemented")
-
-    def restore(self, snapshot: Snapshot) -> None:
-        """Replaces the state. Raise UnsupportedVersion for a format it does not
-        read (leaving the state untouched), RestoreFailed for bad bytes."""
-        raise RestoreFailed("restore() is not implemented")
-
-    def shutdown(self, ctx: Context) -> None:
-        """Cleans up before the process exits; keep it short."""
-
-
-# --------------------------------------------------------------------------
-# Serving
-# --------------------------------------------------------------------------
-
-
-def _versions(versions: Sequence[int]) -> str:
-    return ", ".join(str(v) for v in versions) or "none"
 
 
 def _fatal(message: str) -> None:
@@ -510,6 +201,20 @@ def _abort_typed(context: grpc.ServicerContext, plugin: str, error: BaseExceptio
     context.abort(code, message)
 
 
+def _snapshot_of(plugin: Plugin) -> "tuple[int, bytes]":
+    """Calls plugin.snapshot() and checks what it returned: (version, bytes)."""
+    result = plugin.snapshot()
+    try:
+        version, data = result
+    except (TypeError, ValueError):
+        raise SnapshotFailed(f"snapshot() returned {type(result).__name__}, not (version, bytes)") from None
+    if type(version) is not int or not 0 <= version <= 0xFFFFFFFF:
+        raise SnapshotFailed(f"snapshot() returned version {version!r}, not an integer 0..4294967295")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SnapshotFailed(f"snapshot() returned data of type {type(data).__name__}, not bytes")
+    return version, bytes(data)
+
+
 class _AckStream:
     """One Deliver stream, as the plugin acks on it: acks wait in `out` for
     the stream's response generator; None ends the stream."""
@@ -634,16 +339,16 @@ class _Delivery:
         without effects. A failed handler is reported, not retried, and its
         effects are dropped."""
         base = self._context()
-        ctx = HandlerContext(base, item.seq)
+        ctx = HandlerContext(base, item.seq, item.redelivered)
         which = item.WhichOneof("item")
         try:
             if which == "payload":
                 p = item.payload
                 if p.kind not in self._plugin.payload_kinds:
                     raise ValueError(f"plugin '{self._plugin.name}' does not claim payload kind '{p.kind}'")
-                self._plugin.handle_payload(Payload(item.seq, p.src, p.kind, p.body, item.redelivered), ctx)
+                self._plugin.handle_payload(ctx, bytes(p.src), p.kind, bytes(p.body))
             elif which == "peer_forgotten":
-                self._plugin.peer_forgotten(bytes(item.peer_forgotten.node_id), ctx)
+                self._plugin.on_peer_forgotten(ctx, bytes(item.peer_forgotten.node_id))
             else:
                 raise ValueError(
                     f"plugin '{self._plugin.name}' does not understand delivery item seq {item.seq} "
@@ -654,7 +359,7 @@ class _Delivery:
             if which == "payload":
                 base.log.error("payload handler failed", seq=item.seq, kind=item.payload.kind, error=message)
             elif which == "peer_forgotten":
-                base.log.error("peer_forgotten handler failed", seq=item.seq, peer=item.peer_forgotten.node_id, error=message)
+                base.log.error("on_peer_forgotten handler failed", seq=item.seq, peer=item.peer_forgotten.node_id, error=message)
             else:
                 base.log.error("unknown delivery item", seq=item.seq, error=message)
             return plugin_pb2.ItemOutcome(seq=item.seq, error=plugin_pb2.HandlerError(message=message))
@@ -740,14 +445,13 @@ class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
             # Ack first: the host stores the snapshot only once it has the acks it covers.
             self._delivery.flush_locked()
             try:
-                snap = plugin.snapshot()
+                version, data = _snapshot_of(plugin)
                 applied_seq = self._delivery.applied_seq
             except Exception as e:
                 _abort_typed(context, plugin.name, e, "snapshot")
-        data = bytes(snap.data)
         yield plugin_pb2.SnapshotResponse(
             header=plugin_pb2.SnapshotHeader(
-                id=plugin.stateful.id, version=snap.version, applied_seq=applied_seq, size_bytes=len(data)
+                id=plugin.stateful.id, version=version, applied_seq=applied_seq, size_bytes=len(data)
             )
         )
         for offset in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
@@ -789,7 +493,7 @@ class _PluginServicer(plugin_pb2_grpc.PluginServiceServicer):
             _abort_typed(context, plugin.name, UnsupportedVersion(header.version, stateful.versions), "restore")
         with self._delivery.lock:
             try:
-                plugin.restore(Snapshot(header.version, b"".join(chunks)))
+                plugin.restore(header.version, b"".join(chunks))
             except Exception as e:
                 _abort_typed(context, plugin.name, e, "restore")
             self._delivery.restored(header.applied_seq)
@@ -952,8 +656,10 @@ def serve(plugin: Plugin) -> None:
             "Add it to a host config and run `plugwire run --config FILE`, or test it with `plugwire check -- COMMAND`.\n"
         )
         sys.exit(1)
-    if not plugin.name or not plugin.payload_kinds:
-        _fatal(f"plugwire plugin {program}: set the plugin's `name` and `payload_kinds`")
+    try:
+        validate(plugin)
+    except ValueError as e:
+        _fatal(f"plugwire plugin {program}: {e}")
     version = _pick_version(plugin.name, _require_env(ENV_PROTOCOL_VERSIONS))
     socket_dir = _require_env(ENV_SOCKET_DIR)
     instance_id = _require_env(ENV_INSTANCE_ID)

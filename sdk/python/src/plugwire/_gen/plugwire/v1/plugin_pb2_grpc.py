@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from plugwire.v1 import plugin_pb2 as plugwire_dot_v1_dot_plugin__pb2
+from plugwire._gen.plugwire.v1 import plugin_pb2 as plugwire_dot_v1_dot_plugin__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

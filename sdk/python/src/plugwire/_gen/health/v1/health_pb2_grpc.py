@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from health.v1 import health_pb2 as health_dot_v1_dot_health__pb2
+from plugwire._gen.health.v1 import health_pb2 as health_dot_v1_dot_health__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -1,5 +1,5 @@
-from plugwire.v1 import plugin_pb2 as _plugin_pb2
-from plugwire.v1 import types_pb2 as _types_pb2
+from plugwire._gen.plugwire.v1 import plugin_pb2 as _plugin_pb2
+from plugwire._gen.plugwire.v1 import types_pb2 as _types_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping

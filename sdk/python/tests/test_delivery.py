@@ -1,6 +1,6 @@
-"""Unit tests of plugwire_plugin's delivery loop, without a host or sockets.
+"""Unit tests of the delivery loop and the token line, without a host or sockets.
 
-    plugins-example/python/.venv/bin/python -m unittest discover -s plugins-example/python
+    plugins-example/python/.venv/bin/python -m pytest sdk/python/tests/test_delivery.py
 """
 
 import os
@@ -8,8 +8,9 @@ import queue
 import threading
 import unittest
 
-from plugwire_plugin import LaunchTokenError, read_launch_token
-from plugwire_plugin import Context, HandlerContext, Logger, Payload, Plugin, _Delivery, plugin_pb2
+from plugwire import Context, HandlerContext, LaunchTokenError, Logger, Plugin, read_launch_token
+from plugwire._gen.plugwire.v1 import plugin_pb2
+from plugwire._runtime import _Delivery
 
 A = bytes([0xAA]) * 32
 B = bytes([0xBB]) * 32
@@ -31,15 +32,15 @@ class Recorder(Plugin):
         self.calls = []
         self.fail_forget = False
 
-    def handle_payload(self, payload: Payload, ctx: HandlerContext) -> None:
-        self.calls.append(("payload", payload.seq, payload.src, payload.redelivered))
-        if payload.kind == "t.ping":
-            ctx.send_direct(payload.src, b"pong")
-        if payload.kind == "t.boom":
-            ctx.send_direct(payload.src, b"dropped")
+    def handle_payload(self, ctx: HandlerContext, src: bytes, kind: str, body: bytes) -> None:
+        self.calls.append(("payload", ctx.seq, src, ctx.redelivered))
+        if kind == "t.ping":
+            ctx.send_direct(src, b"pong")
+        if kind == "t.boom":
+            ctx.send_direct(src, b"dropped")
             raise RuntimeError("boom")
 
-    def peer_forgotten(self, node_id: bytes, ctx: HandlerContext) -> None:
+    def on_peer_forgotten(self, ctx: HandlerContext, node_id: bytes) -> None:
         self.calls.append(("forget", ctx.seq, node_id))
         if self.fail_forget:
             raise RuntimeError("cannot forget")
@@ -198,9 +199,9 @@ class DeliveryTest(unittest.TestCase):
         delivery = self.delivery
 
         class StopAtTwo(Recorder):
-            def handle_payload(self, payload, ctx):
-                super().handle_payload(payload, ctx)
-                if payload.seq == 2:
+            def handle_payload(self, ctx, src, kind, body):
+                super().handle_payload(ctx, src, kind, body)
+                if ctx.seq == 2:
                     delivery._stopped = True  # what stop() sets, from the Shutdown thread
 
         self.plugin.__class__ = StopAtTwo
