@@ -11,11 +11,34 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
+	pb "github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1"
 )
 
+// The typed errors of a Stateful plugin, the seeds' SnapshotFailed,
+// RestoreFailed and UnsupportedVersion. Return them (or wrap them: the SDK
+// uses errors.As) from Snapshot and Restore; the SDK sends each with its gRPC
+// status and the ErrorDetail trailer of docs/protocol.md §10. Any other error
+// from Snapshot counts as SnapshotFailed, from Restore as RestoreFailed.
+
+// SnapshotFailed returns a *SnapshotFailedError with a formatted message.
+func SnapshotFailed(format string, args ...any) error {
+	return &SnapshotFailedError{Details: fmt.Sprintf(format, args...)}
+}
+
+// RestoreFailed returns a *RestoreFailedError with a formatted message.
+func RestoreFailed(format string, args ...any) error {
+	return &RestoreFailedError{Details: fmt.Sprintf(format, args...)}
+}
+
+// UnsupportedVersion returns an *UnsupportedVersionError: version is not one
+// of the expected versions.
+func UnsupportedVersion(version uint32, expected ...uint32) error {
+	return &UnsupportedVersionError{Version: version, Expected: expected}
+}
+
 // UnsupportedVersionError: the snapshot is in a format version the plugin
-// does not read. The host discards it and the plugin keeps its default state.
+// does not read. The host treats it as a reset: it discards the snapshot and
+// the plugin keeps its default state.
 type UnsupportedVersionError struct {
 	Version  uint32
 	Expected []uint32
