@@ -134,7 +134,8 @@ type itemRun struct {
 // In Start it lives until the plugin shuts down; in HandlePayload and
 // OnPeerForgotten it belongs to that item, and SendDirect and SendRouted are
 // effects of the item (see their docs); in Shutdown it carries the host's
-// deadline.
+// deadline. Do not keep a handler's Context after the handler returns:
+// effects recorded on it then go nowhere; keep Start's for goroutines.
 type Context struct {
 	context.Context
 	launch *launch
