@@ -197,7 +197,8 @@ func (d *delivery) run(ctx context.Context, item *pb.DeliveryItem) (outcome *pb.
 	var what []any // log fields naming the item
 	fail := func(err error) *pb.ItemOutcome {
 		l.log.Error("handler failed", append(what, "error", err.Error())...)
-		return &pb.ItemOutcome{Seq: item.Seq, Error: &pb.HandlerError{Message: err.Error()}}
+		// A handler's text may be anything: send it as valid UTF-8, cut as the host cuts it.
+		return &pb.ItemOutcome{Seq: item.Seq, Error: &pb.HandlerError{Message: errorText(err.Error())}}
 	}
 	defer func() {
 		if r := recover(); r != nil {

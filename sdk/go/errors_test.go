@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -65,5 +67,27 @@ func TestDescribeFindsTheStatefulSurface(t *testing.T) {
 	d := describe(statefulPlugin{})
 	if d.stateful == nil || d.id != "s" || !slices.Equal(d.versions, []uint32{2, 1}) || d.name != "recorder" {
 		t.Fatalf("described: %+v", d)
+	}
+}
+
+func TestErrorTextsAreValidUTF8AndCutAsTheHostCutsThem(t *testing.T) {
+	if got := errorText("bad \xff\xfe bytes"); got != "bad \uFFFD bytes" {
+		t.Fatalf("invalid UTF-8: %q", got)
+	}
+	if got := errorText("short"); got != "short" {
+		t.Fatalf("short text changed: %q", got)
+	}
+	long := strings.Repeat("é", 3000) // 6000 bytes
+	got := errorText(long)
+	if len(got) > MaxErrorTextBytes || !utf8.ValidString(got) || !strings.HasSuffix(got, "…(truncated, 6000 bytes)") {
+		t.Fatalf("cut text: %d bytes, valid %v, ends %q", len(got), utf8.ValidString(got), got[len(got)-30:])
+	}
+	if again := errorText(got); again != got {
+		t.Fatal("cutting a cut text again changed it")
+	}
+	// An outcome with such a text marshals (an invalid string field would break the Deliver stream).
+	o := &pb.ItemOutcome{Seq: 1, Error: &pb.HandlerError{Message: errorText("\xc3\x28" + long)}}
+	if _, err := proto.Marshal(o); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -88,8 +88,9 @@ type host struct {
 	changed chan struct{} // closed and replaced on every new line
 }
 
-// writeConfig writes the host config into dir and returns its path.
-func writeConfig(t *testing.T, r repo, dir string) string {
+// writeConfig writes the host config into dir and returns its path. extra
+// holds more lines of the plugin's entry.
+func writeConfig(t *testing.T, r repo, dir string, extra ...string) string {
 	t.Helper()
 	config := fmt.Sprintf(`dataDir: data
 snapshotIntervalMs: 0
@@ -100,7 +101,7 @@ plugins:
     command: %s
     capabilities: [peers, control, identity]
     config: { greeting: hello from the host config }
-`, peerA, strings.Repeat("0b", 32), testPlugin, r.plugin)
+`, peerA, strings.Repeat("0b", 32), testPlugin, r.plugin) + strings.Join(extra, "")
 	path := filepath.Join(dir, "plugwire.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -463,6 +464,60 @@ func TestExactStateAfterKill9AndAfterAHostRestart(t *testing.T) {
 	h = startHost(t, r, config)
 	if s := h.state(); !reflect.DeepEqual(s.Counts, map[string]uint64{peerA: 5, peerB: 4}) {
 		t.Fatalf("after a host restart: counts %v", s.Counts)
+	}
+	h.stop()
+}
+
+func TestTheConformanceKitPassesTheTestPlugin(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	cmd := exec.Command(r.node, r.cli, "check", "--json", "--", r.plugin)
+	out, err := cmd.Output()
+	var report struct {
+		Passed  int `json:"passed"`
+		Failed  int `json:"failed"`
+		Skipped int `json:"skipped"`
+		Checks  []struct {
+			ID     string `json:"id"`
+			Status string `json:"status"`
+			Detail string `json:"detail"`
+		} `json:"checks"`
+	}
+	if jsonErr := json.Unmarshal(out, &report); jsonErr != nil {
+		t.Fatalf("plugwire check --json: %v (%v): %q", err, jsonErr, out)
+	}
+	for _, c := range report.Checks {
+		if c.Status != "pass" {
+			t.Errorf("check %s: %s: %s", c.ID, c.Status, c.Detail)
+		}
+	}
+	// A stateful plugin: every check applies.
+	if err != nil || report.Failed != 0 || report.Skipped != 0 || report.Passed == 0 {
+		t.Fatalf("plugwire check: %v; %d passed, %d failed, %d skipped", err, report.Passed, report.Failed, report.Skipped)
+	}
+}
+
+func TestTheLegacyEnvTokenAndUnsupportedVersionAsAReset(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	dir := t.TempDir()
+
+	// tokenVia: env, the legacy PLUGWIRE_AUTH_TOKEN instead of the token line on stdin.
+	h := startHost(t, r, writeConfig(t, r, dir, "    tokenVia: env\n"))
+	h.hit(peerA, 2)
+	if got := h.state().Counts; !reflect.DeepEqual(got, map[string]uint64{peerA: 2}) {
+		t.Fatalf("counts with tokenVia env: %v", got)
+	}
+	h.stop() // stores a snapshot in format version 1
+
+	// A build that reads only version 2 cannot restore it: a reset, from the default state.
+	h = startHost(t, r, writeConfig(t, r, dir, "    env: { TESTPLUGIN_SNAPSHOT_VERSION: \"2\" }\n"))
+	if got := h.state().Counts; !reflect.DeepEqual(got, map[string]uint64{}) {
+		t.Fatalf("counts after a snapshot of an unsupported version: %v, want none", got)
+	}
+	h.hit(peerB, 1)
+	if got := h.state().Counts; !reflect.DeepEqual(got, map[string]uint64{peerB: 1}) {
+		t.Fatalf("counts after the reset: %v", got)
 	}
 	h.stop()
 }

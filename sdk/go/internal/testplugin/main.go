@@ -10,7 +10,9 @@
 //   - t.route answers with what SendRouted to the sender reported;
 //   - t.seed answers with the length of the signing seed (SigningSeed);
 //   - a forgotten peer drops its count;
-//   - Shutdown writes the counts to <data dir>/shutdown.json.
+//   - Shutdown writes the counts to <data dir>/shutdown.json;
+//   - its snapshot format version is $TESTPLUGIN_SNAPSHOT_VERSION (default 1),
+//     so that a test can make it unable to read an earlier launch's snapshot.
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	plugwire "github.com/plugwire/plugwire/sdk/go"
 )
@@ -34,7 +37,20 @@ type plugin struct {
 	counts  map[string]uint64
 }
 
-func main() { plugwire.Serve(&plugin{counts: map[string]uint64{}}) }
+// snapshotVersion is the one format version this build reads and writes.
+var snapshotVersion = uint32(1)
+
+func main() {
+	if v := os.Getenv("TESTPLUGIN_SNAPSHOT_VERSION"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "TESTPLUGIN_SNAPSHOT_VERSION=%q is not a version\n", v)
+			os.Exit(1)
+		}
+		snapshotVersion = uint32(n)
+	}
+	plugwire.Serve(&plugin{counts: map[string]uint64{}})
+}
 
 func (*plugin) Name() string { return "go-sdk-test" }
 
@@ -109,17 +125,20 @@ func (p *plugin) Shutdown(ctx *plugwire.Context) error {
 
 func (*plugin) ID() string { return "go-sdk-test.counts" }
 
-func (*plugin) Versions() []uint32 { return []uint32{1} }
+func (*plugin) Versions() []uint32 { return []uint32{snapshotVersion} }
 
 func (p *plugin) Snapshot() (uint32, []byte, error) {
 	data, err := json.Marshal(p.counts)
 	if err != nil {
 		return 0, nil, plugwire.SnapshotFailed("%v", err)
 	}
-	return 1, data, nil
+	return snapshotVersion, data, nil
 }
 
-func (p *plugin) Restore(_ uint32, data []byte) error {
+func (p *plugin) Restore(version uint32, data []byte) error {
+	if version != snapshotVersion {
+		return plugwire.UnsupportedVersion(version, snapshotVersion)
+	}
 	var counts map[string]uint64
 	if err := json.Unmarshal(data, &counts); err != nil || counts == nil {
 		return plugwire.RestoreFailed("not an object of peer -> count: %v", err)
