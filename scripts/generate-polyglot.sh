@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates the committed Go and Python code of the example plugins from proto/:
 #
-#   plugins-example/go/gen/plugwire/v1/       protoc-gen-go + protoc-gen-go-grpc, through buf
-#                                             (buf.gen.go.yaml); Go uses google.golang.org/grpc/health
+#   sdk/go/gen/plugwire/v1/                   protoc-gen-go + protoc-gen-go-grpc, through buf
+#                                             (buf.gen.go.yaml), inside the Go SDK module sdk/go;
+#                                             Go uses google.golang.org/grpc/health
 #   sdk/python/src/plugwire/_gen/plugwire/v1/ grpc_tools.protoc from the venv:
 #   sdk/python/src/plugwire/_gen/health/v1/    *_pb2.py, *_pb2.pyi (--pyi_out), *_pb2_grpc.py,
 #                                             their imports rewritten to live under plugwire._gen

@@ -4,7 +4,8 @@
 #   plugins-example/python/.venv   grpcio, grpcio-tools, protobuf (requirements.txt), the plugwire
 #                                  package (sdk/python, editable) and pytest (sdk/python/requirements-dev.txt)
 #   .tools/bin                     protoc-gen-go, protoc-gen-go-grpc (for generate-polyglot.sh)
-#   plugins-example/go/bin         the presence-go and counter-go plugin binaries
+#   Go module cache                the modules of sdk/go (the Go SDK) and plugins-example/go (go mod download)
+#   plugins-example/go/bin         the presence-go and counter-go plugin binaries, built against sdk/go
 #
 # Idempotent and quiet on success. A language whose toolchain is missing is
 # skipped with a notice on stderr; the script still exits 0.
@@ -15,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
 # Pinned code generators. Keep PROTOC_GEN_GO_VERSION equal to the
-# google.golang.org/protobuf version in plugins-example/go/go.mod.
+# google.golang.org/protobuf version in sdk/go/go.mod.
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 
@@ -86,9 +87,13 @@ setup_go() {
     GOBIN=$tools_bin quietly go install "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
   fi
 
-  # go build is incremental: a rebuild with nothing changed takes well under a second.
+  # The modules both go.mod files pin (go.sum checks them); a no-op once cached.
+  (cd sdk/go && quietly go mod download)
+  # go build is incremental: a rebuild with nothing changed takes well under a
+  # second. plugins-example/go imports the SDK through a replace directive.
   (
     cd plugins-example/go
+    quietly go mod download
     quietly go build -trimpath -buildvcs=false -o bin/presence-go .
     quietly go build -trimpath -buildvcs=false -o bin/counter-go ./cmd/counter-go
   )

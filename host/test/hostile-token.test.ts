@@ -263,8 +263,8 @@ function runByHand(
 
 const POLYGLOT: Array<{ name: string; command: string[] }> = [
   { name: "TypeScript SDK (echo)", command: [process.execPath, example("echo")] },
-  { name: "Python helper (counter.py)", command: [join(repo, "plugins-example/python/.venv/bin/python"), join(repo, "plugins-example/python/counter.py")] },
-  { name: "Go helper (counter-go)", command: [join(repo, "plugins-example/go/bin/counter-go")] },
+  { name: "Python SDK (counter.py)", command: [join(repo, "plugins-example/python/.venv/bin/python"), join(repo, "plugins-example/python/counter.py")] },
+  { name: "Go SDK (counter-go)", command: [join(repo, "plugins-example/go/bin/counter-go")] },
 ];
 
 describe("H-TOKEN: a plugin without its token line", () => {
@@ -346,7 +346,7 @@ describe("H-TOKEN: a plugin without its token line", () => {
 describe("H-TOKEN: one connection per plugin server", () => {
   const cases = [
     { id: "H-TOKEN-09", sdk: "TS SDK (echo)", name: "echo", command: process.execPath, args: [example("echo")] },
-    { id: "H-TOKEN-10", sdk: "Go helper (counter-go)", name: "counter-go", command: join(repo, "plugins-example/go/bin/counter-go"), args: [] },
+    { id: "H-TOKEN-10", sdk: "Go SDK (counter-go)", name: "counter-go", command: join(repo, "plugins-example/go/bin/counter-go"), args: [] },
   ];
   for (const c of cases) test(`${c.id}: ${c.sdk}: a second connection with the right token while the host's is open -> UNAUTHENTICATED naming the plugin; after the host's connection closes, a new one is served (reconnect)`, { timeout: TIMEOUT_MS }, async () => {
     assert.ok(existsSync(c.command), `${c.command} is missing: run scripts/setup-polyglot.sh`);

@@ -3,8 +3,8 @@ module github.com/plugwire/plugwire/plugins-example/go
 go 1.26.0
 
 require (
+	github.com/plugwire/plugwire/sdk/go v0.0.0
 	google.golang.org/grpc v1.85.0
-	google.golang.org/protobuf v1.36.12
 )
 
 require (
@@ -12,4 +12,10 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// The SDK module lives in this repository; a plugin outside it would
+// `go get github.com/plugwire/plugwire/sdk/go` instead, or point this
+// replace directive at its checkout.
+replace github.com/plugwire/plugwire/sdk/go => ../../sdk/go

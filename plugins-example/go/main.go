@@ -14,7 +14,6 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"sync"
 	"time"
@@ -22,51 +21,50 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
-	"github.com/plugwire/plugwire/plugins-example/go/internal/plugwire"
+	plugwire "github.com/plugwire/plugwire/sdk/go"
 )
 
 func main() {
-	p := &presence{names: map[string]string{}}
-	plugwire.Serve(plugwire.Plugin{
-		Name:          "presence-go",
-		PayloadKinds:  []string{"echo-go.ping", "presence-go.who"},
-		Start:         p.start,
-		HandlePayload: p.handlePayload,
-		PeerForgotten: p.peerForgotten,
-	})
+	plugwire.Serve(&presence{names: map[string]string{}})
 }
 
 // presence remembers the latest name of every peer seen since Start.
 type presence struct {
+	plugwire.BasePlugin // no Shutdown hook
+
 	mu    sync.Mutex
 	names map[string]string // hex node id -> name
 }
 
-func (p *presence) start(ctx context.Context, pc *plugwire.Context) error {
-	if !pc.Has(plugwire.CapabilityPeers) {
-		pc.Log.Warn("not watching peers: the host did not grant the peers capability")
+func (*presence) Name() string { return "presence-go" }
+
+func (*presence) PayloadKinds() []string { return []string{"echo-go.ping", "presence-go.who"} }
+
+func (p *presence) Start(ctx *plugwire.Context) error {
+	if !ctx.Has(plugwire.CapabilityPeers) {
+		ctx.Log().Warn("not watching peers: the host did not grant the peers capability")
 		return nil
 	}
-	go p.watchPeers(ctx, pc)
+	// ctx lives until shutdown: the watch ends with it.
+	go p.watchPeers(ctx)
 	return nil
 }
 
-func (p *presence) handlePayload(ctx context.Context, payload plugwire.Payload, h *plugwire.Handler) error {
-	switch payload.Kind {
+func (p *presence) HandlePayload(ctx *plugwire.Context, src []byte, kind string, body []byte) error {
+	switch kind {
 	case "echo-go.ping":
-		return h.SendDirect(payload.Src, append([]byte("pong:"), payload.Body...))
+		return ctx.SendDirect(src, append([]byte("pong:"), body...))
 	case "presence-go.who":
-		name, known, err := h.Host.LookupName(ctx, payload.Src)
+		name, known, err := ctx.LookupName(src)
 		if err != nil {
 			return err
 		}
-		key, keyKnown, err := h.Host.LookupX25519(ctx, payload.Src)
+		key, keyKnown, err := ctx.LookupX25519(src)
 		if err != nil {
 			return err
 		}
-		h.Log.Info("who",
-			"peer", hex.EncodeToString(payload.Src),
+		ctx.Log().Info("who",
+			"peer", hex.EncodeToString(src),
 			"name", name, "name_known", known,
 			"x25519", hex.EncodeToString(key), "x25519_known", keyKnown,
 		)
@@ -74,30 +72,30 @@ func (p *presence) handlePayload(ctx context.Context, payload plugwire.Payload, 
 	return nil
 }
 
-func (p *presence) peerForgotten(_ context.Context, nodeID []byte, h *plugwire.Handler) error {
+func (p *presence) OnPeerForgotten(ctx *plugwire.Context, nodeID []byte) error {
 	id := hex.EncodeToString(nodeID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_, known := p.names[id]
 	delete(p.names, id)
-	h.Log.Info("dropped a forgotten peer", "peer", id, "seq", h.Seq, "was_known", known, "known_peers", len(p.names))
+	ctx.Log().Info("dropped a forgotten peer", "peer", id, "seq", ctx.Seq(), "was_known", known, "known_peers", len(p.names))
 	return nil
 }
 
 // watchPeers follows the peer directory until ctx ends, resubscribing after
 // a broken stream.
-func (p *presence) watchPeers(ctx context.Context, pc *plugwire.Context) {
+func (p *presence) watchPeers(ctx *plugwire.Context) {
 	for ctx.Err() == nil {
-		for event, err := range pc.Host.WatchPeers(ctx) {
+		for event, err := range ctx.WatchPeers() {
 			if err != nil {
 				if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
-					pc.Log.Error("cannot watch peers", "error", err.Error())
+					ctx.Log().Error("cannot watch peers", "error", err.Error())
 					return
 				}
-				pc.Log.Warn("peer watch broke; resubscribing", "error", err.Error())
+				ctx.Log().Warn("peer watch broke; resubscribing", "error", err.Error())
 				break
 			}
-			p.record(pc, event)
+			p.record(ctx, event)
 		}
 		select {
 		case <-ctx.Done():
@@ -106,17 +104,15 @@ func (p *presence) watchPeers(ctx context.Context, pc *plugwire.Context) {
 	}
 }
 
-func (p *presence) record(pc *plugwire.Context, event *pb.PeerEvent) {
+func (p *presence) record(ctx *plugwire.Context, event plugwire.PeerEvent) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch e := event.Event.(type) {
-	case *pb.PeerEvent_Seen:
-		id := hex.EncodeToString(e.Seen.NodeId)
-		p.names[id] = e.Seen.Name
-		pc.Log.Info("peer seen", "peer", id, "name", e.Seen.Name, "source", e.Seen.Source.String(), "known_peers", len(p.names))
-	case *pb.PeerEvent_Forgotten:
-		id := hex.EncodeToString(e.Forgotten.NodeId)
+	id := hex.EncodeToString(event.NodeID)
+	if event.Forgotten {
 		delete(p.names, id)
-		pc.Log.Info("peer forgotten", "peer", id, "known_peers", len(p.names))
+		ctx.Log().Info("peer forgotten", "peer", id, "known_peers", len(p.names))
+		return
 	}
+	p.names[id] = event.Name
+	ctx.Log().Info("peer seen", "peer", id, "name", event.Name, "source", string(event.Source), "known_peers", len(p.names))
 }

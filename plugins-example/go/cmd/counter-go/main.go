@@ -16,73 +16,70 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 
-	"github.com/plugwire/plugwire/plugins-example/go/internal/plugwire"
+	plugwire "github.com/plugwire/plugwire/sdk/go"
 )
 
 const snapshotVersion = 1
 
 func main() {
-	// The helper never runs two of HandlePayload, PeerForgotten, Snapshot and
-	// Restore at once, so the counts need no lock.
-	c := &counter{counts: map[string]uint64{}}
-	plugwire.Serve(plugwire.Plugin{
-		Name:          "counter-go",
-		PayloadKinds:  []string{"counter-go.hit", "counter-go.ping"},
-		HandlePayload: c.handlePayload,
-		PeerForgotten: c.peerForgotten,
-		Stateful: &plugwire.Stateful{
-			ID:       "example.counter-go",
-			Versions: []uint32{snapshotVersion},
-			Snapshot: c.snapshot,
-			Restore:  c.restore,
-		},
-	})
+	plugwire.Serve(&counter{counts: map[string]uint64{}})
 }
 
+// counter is a plugwire.Plugin and a plugwire.Stateful. The SDK never runs
+// two of HandlePayload, OnPeerForgotten, Snapshot and Restore at once, so the
+// counts need no lock.
 type counter struct {
+	plugwire.BasePlugin // no Start or Shutdown hook
+
 	counts map[string]uint64 // hex node id -> hits
 }
 
-func (c *counter) handlePayload(_ context.Context, p plugwire.Payload, h *plugwire.Handler) error {
-	if p.Kind == "counter-go.ping" {
-		return h.SendDirect(p.Src, append([]byte("pong:"), p.Body...))
+func (*counter) Name() string { return "counter-go" }
+
+func (*counter) PayloadKinds() []string { return []string{"counter-go.hit", "counter-go.ping"} }
+
+func (c *counter) HandlePayload(ctx *plugwire.Context, src []byte, kind string, body []byte) error {
+	if kind == "counter-go.ping" {
+		return ctx.SendDirect(src, append([]byte("pong:"), body...))
 	}
-	c.counts[hex.EncodeToString(p.Src)]++
+	c.counts[hex.EncodeToString(src)]++
 	return nil
 }
 
-func (c *counter) peerForgotten(_ context.Context, nodeID []byte, h *plugwire.Handler) error {
+func (c *counter) OnPeerForgotten(ctx *plugwire.Context, nodeID []byte) error {
 	peer := hex.EncodeToString(nodeID)
 	if _, ok := c.counts[peer]; ok {
 		delete(c.counts, peer)
-		h.Log.Info("wiped a forgotten peer's count", "peer", peer)
+		ctx.Log().Info("wiped a forgotten peer's count", "peer", peer)
 	}
 	return nil
 }
 
-func (c *counter) snapshot() (plugwire.Snapshot, error) {
+func (*counter) ID() string { return "example.counter-go" }
+
+func (*counter) Versions() []uint32 { return []uint32{snapshotVersion} }
+
+func (c *counter) Snapshot() (uint32, []byte, error) {
 	data, err := json.Marshal(c.counts) // map keys come out sorted
 	if err != nil {
-		return plugwire.Snapshot{}, &plugwire.SnapshotFailedError{Details: err.Error()}
+		return 0, nil, plugwire.SnapshotFailed("cannot encode the counts: %v", err)
 	}
-	return plugwire.Snapshot{Version: snapshotVersion, Bytes: data}, nil
+	return snapshotVersion, data, nil
 }
 
-func (c *counter) restore(s plugwire.Snapshot) error {
-	if s.Version != snapshotVersion {
-		return &plugwire.UnsupportedVersionError{Version: s.Version, Expected: []uint32{snapshotVersion}}
+func (c *counter) Restore(version uint32, data []byte) error {
+	if version != snapshotVersion { // the SDK checks Versions() first; this is the belt to its braces
+		return plugwire.UnsupportedVersion(version, snapshotVersion)
 	}
 	var counts map[string]uint64
-	if err := json.Unmarshal(s.Bytes, &counts); err != nil {
-		return &plugwire.RestoreFailedError{Details: fmt.Sprintf("snapshot is not an object of peer -> non-negative count: %v", err)}
+	if err := json.Unmarshal(data, &counts); err != nil {
+		return plugwire.RestoreFailed("snapshot is not an object of peer -> non-negative count: %v", err)
 	}
 	if counts == nil { // the JSON was null
-		return &plugwire.RestoreFailedError{Details: "snapshot is not an object of peer -> non-negative count"}
+		return plugwire.RestoreFailed("snapshot is not an object of peer -> non-negative count")
 	}
 	// Replace the state only once the bytes checked out.
 	c.counts = counts

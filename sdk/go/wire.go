@@ -12,6 +12,8 @@ const (
 	MaxMessageBytes    = 16 * 1024 * 1024
 	SnapshotChunkBytes = 1024 * 1024
 	MaxSocketPathBytes = 103
+	// MaxErrorTextBytes: error texts a plugin sends are cut to this (docs/protocol.md §13).
+	MaxErrorTextBytes = 4096
 
 	// SDKVersion is reported in Describe.
 	SDKVersion = "0.1.0"

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
+	pb "github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1"
 )
 
 // ackStream is one Deliver stream as the plugin acks on it.
@@ -27,8 +27,8 @@ type ackStream struct {
 // restore against handlers, so those always run between items, and every
 // ack is sent with it held, so sends never overlap.
 type delivery struct {
-	plugin *Plugin
-	pc     func() *Context
+	plugin *described
+	launch func() *launch
 	// now is the clock of the ack cadence; time.Now outside tests.
 	now func() time.Time
 
@@ -46,8 +46,8 @@ type delivery struct {
 	endOnce sync.Once
 }
 
-func newDeliveryOf(p *Plugin, pc func() *Context, now func() time.Time) *delivery {
-	return &delivery{plugin: p, pc: pc, now: now, lastAck: now(), ended: make(chan struct{})}
+func newDeliveryOf(p *described, launch func() *launch, now func() time.Time) *delivery {
+	return &delivery{plugin: p, launch: launch, now: now, lastAck: now(), ended: make(chan struct{})}
 }
 
 // endStreams ends the plugin's side of every Deliver stream, as it exits
@@ -191,12 +191,14 @@ func (d *delivery) stop(timeout time.Duration) {
 // effects. A failed (or panicking) handler is reported, not retried, and its
 // effects are dropped. Called with d.mu held.
 func (d *delivery) run(ctx context.Context, item *pb.DeliveryItem) (outcome *pb.ItemOutcome) {
-	pc := d.pc()
-	h := &Handler{Context: pc, Seq: item.Seq}
+	l := d.launch()
+	it := &itemRun{seq: item.Seq, redelivered: item.Redelivered}
+	hc := &Context{Context: ctx, launch: l, item: it}
 	var what []any // log fields naming the item
 	fail := func(err error) *pb.ItemOutcome {
-		pc.Log.Error("handler failed", append(what, "error", err.Error())...)
-		return &pb.ItemOutcome{Seq: item.Seq, Error: &pb.HandlerError{Message: err.Error()}}
+		l.log.Error("handler failed", append(what, "error", err.Error())...)
+		// A handler's text may be anything: send it as valid UTF-8, cut as the host cuts it.
+		return &pb.ItemOutcome{Seq: item.Seq, Error: &pb.HandlerError{Message: errorText(err.Error())}}
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -204,30 +206,28 @@ func (d *delivery) run(ctx context.Context, item *pb.DeliveryItem) (outcome *pb.
 		}
 	}()
 	var err error
-	switch it := item.Item.(type) {
+	switch x := item.Item.(type) {
 	case *pb.DeliveryItem_Payload:
-		p := it.Payload
+		p := x.Payload
 		what = []any{"seq", item.Seq, "kind", p.Kind}
-		if !slices.Contains(d.plugin.PayloadKinds, p.Kind) {
-			return fail(fmt.Errorf("plugin '%s' does not claim payload kind '%s'", d.plugin.Name, p.Kind))
+		if !slices.Contains(d.plugin.kinds, p.Kind) {
+			return fail(fmt.Errorf("plugin '%s' does not claim payload kind '%s'", d.plugin.name, p.Kind))
 		}
-		err = d.plugin.HandlePayload(ctx, Payload{Seq: item.Seq, Src: p.Src, Kind: p.Kind, Body: p.Body, Redelivered: item.Redelivered}, h)
+		err = d.plugin.HandlePayload(hc, p.Src, p.Kind, p.Body)
 	case *pb.DeliveryItem_PeerForgotten:
-		nodeID := it.PeerForgotten.NodeId
+		nodeID := x.PeerForgotten.NodeId
 		what = []any{"seq", item.Seq, "forgotten_peer", hex.EncodeToString(nodeID)}
-		if d.plugin.PeerForgotten != nil {
-			err = d.plugin.PeerForgotten(ctx, nodeID, h)
-		}
+		err = d.plugin.OnPeerForgotten(hc, nodeID)
 	default:
 		what = []any{"seq", item.Seq}
 		return fail(fmt.Errorf("plugin '%s' does not understand delivery item seq %d "+
-			"(neither a payload nor a forgotten peer; is the host newer than this plugin?)", d.plugin.Name, item.Seq))
+			"(neither a payload nor a forgotten peer; is the host newer than this plugin?)", d.plugin.name, item.Seq))
 	}
 	if err != nil {
 		return fail(err)
 	}
-	if len(h.effects) == 0 {
+	if len(it.effects) == 0 {
 		return nil
 	}
-	return &pb.ItemOutcome{Seq: item.Seq, Effects: h.effects}
+	return &pb.ItemOutcome{Seq: item.Seq, Effects: it.effects}
 }

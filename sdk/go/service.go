@@ -14,43 +14,43 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
+	pb "github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1"
 )
 
 // pluginService implements plugwire.v1.PluginService over a Plugin.
 type pluginService struct {
 	pb.UnimplementedPluginServiceServer
 
-	plugin   *Plugin
+	plugin   *described
 	life     *lifecycle
 	delivery *delivery
 	// version is the protocol version of the handshake line.
 	version uint32
 
-	mu sync.Mutex
-	pc *Context
+	mu     sync.Mutex
+	launch *launch
 }
 
-func (s *pluginService) context() *Context {
+func (s *pluginService) currentLaunch() *launch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.pc
+	return s.launch
 }
 
 func (s *pluginService) Describe(_ context.Context, req *pb.DescribeRequest) (*pb.DescribeResponse, error) {
 	if req.ProtocolVersion != s.version {
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"plugin '%s' refused Describe: it handshook protocol %d, but Describe asked for protocol %d; the host must send the version of the handshake line",
-			s.plugin.Name, s.version, req.ProtocolVersion)
+			s.plugin.name, s.version, req.ProtocolVersion)
 	}
 	r := &pb.DescribeResponse{
-		Name:            s.plugin.Name,
-		PayloadKinds:    slices.Clone(s.plugin.PayloadKinds),
+		Name:            s.plugin.name,
+		PayloadKinds:    slices.Clone(s.plugin.kinds),
 		ProtocolVersion: s.version,
 		Sdk:             &pb.SdkInfo{Language: "go", Version: SDKVersion},
 	}
-	if st := s.plugin.Stateful; st != nil {
-		r.Stateful = &pb.StatefulSurface{Id: st.ID, SnapshotVersions: slices.Clone(st.Versions)}
+	if s.plugin.stateful != nil {
+		r.Stateful = &pb.StatefulSurface{Id: s.plugin.id, SnapshotVersions: slices.Clone(s.plugin.versions)}
 	}
 	return r, nil
 }
@@ -62,7 +62,7 @@ func (s *pluginService) Start(_ context.Context, req *pb.StartRequest) (*pb.Star
 	}
 	var config map[string]any
 	if err := json.Unmarshal([]byte(configJSON), &config); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "plugin '%s' got a config that is not a JSON object: %v", s.plugin.Name, err)
+		return nil, status.Errorf(codes.InvalidArgument, "plugin '%s' got a config that is not a JSON object: %v", s.plugin.name, err)
 	}
 	caps := map[Capability]bool{}
 	for _, c := range req.Capabilities {
@@ -71,20 +71,18 @@ func (s *pluginService) Start(_ context.Context, req *pb.StartRequest) (*pb.Star
 		}
 	}
 	s.mu.Lock()
-	pc := *s.pc
-	pc.DataDir = req.DataDir
+	l := *s.launch
+	l.dataDir = req.DataDir
 	if req.InstanceId != "" {
-		pc.InstanceID = req.InstanceId
+		l.instanceID = req.InstanceId
 	}
-	pc.ConfigJSON = configJSON
-	pc.Capabilities = caps
-	s.pc = &pc
+	l.configJSON = configJSON
+	l.caps = caps
+	s.launch = &l
 	s.mu.Unlock()
-	if s.plugin.Start != nil {
-		// The hook's context lives until shutdown, not until this call returns.
-		if err := s.plugin.Start(s.life.ctx, &pc); err != nil {
-			return nil, internalError(s.plugin.Name, "Start", err)
-		}
+	// The hook's context lives until shutdown, not until this call returns.
+	if err := callHook("Start", func() error { return s.plugin.Start(&Context{Context: s.life.ctx, launch: &l}) }); err != nil {
+		return nil, internalError(s.plugin.name, "Start", err)
 	}
 	return &pb.StartResponse{}, nil
 }
@@ -129,11 +127,12 @@ func (s *pluginService) Deliver(stream grpc.BidiStreamingServer[pb.DeliverReques
 }
 
 func (s *pluginService) Snapshot(_ *pb.SnapshotRequest, stream grpc.ServerStreamingServer[pb.SnapshotResponse]) error {
-	st := s.plugin.Stateful
+	st := s.plugin.stateful
 	if st == nil {
-		return failStream(stream, s.plugin.Name, errors.New("this plugin is not stateful (it declares no stateful hooks)"), snapshotFailure)
+		return failStream(stream, s.plugin.name, errors.New("this plugin is not stateful (it does not implement plugwire.Stateful)"), snapshotFailure)
 	}
-	var snap Snapshot
+	var version uint32
+	var data []byte
 	var applied uint64
 	err := s.delivery.exclusive(func() (err error) {
 		defer func() {
@@ -142,18 +141,18 @@ func (s *pluginService) Snapshot(_ *pb.SnapshotRequest, stream grpc.ServerStream
 			}
 		}()
 		applied = s.delivery.applied
-		snap, err = st.Snapshot()
+		version, data, err = st.Snapshot()
 		return err
 	})
 	if err != nil {
-		return failStream(stream, s.plugin.Name, err, snapshotFailure)
+		return failStream(stream, s.plugin.name, err, snapshotFailure)
 	}
-	header := &pb.SnapshotHeader{Id: st.ID, Version: snap.Version, AppliedSeq: applied, SizeBytes: uint64(len(snap.Bytes))}
+	header := &pb.SnapshotHeader{Id: s.plugin.id, Version: version, AppliedSeq: applied, SizeBytes: uint64(len(data))}
 	if err := stream.Send(&pb.SnapshotResponse{Part: &pb.SnapshotResponse_Header{Header: header}}); err != nil {
 		return err
 	}
-	for offset := 0; offset < len(snap.Bytes); offset += SnapshotChunkBytes {
-		chunk := snap.Bytes[offset:min(offset+SnapshotChunkBytes, len(snap.Bytes))]
+	for offset := 0; offset < len(data); offset += SnapshotChunkBytes {
+		chunk := data[offset:min(offset+SnapshotChunkBytes, len(data))]
 		// Send blocks under flow control, so a slow host slows us down.
 		if err := stream.Send(&pb.SnapshotResponse{Part: &pb.SnapshotResponse_Chunk{Chunk: chunk}}); err != nil {
 			return err
@@ -163,7 +162,7 @@ func (s *pluginService) Snapshot(_ *pb.SnapshotRequest, stream grpc.ServerStream
 }
 
 func (s *pluginService) Restore(stream grpc.ClientStreamingServer[pb.RestoreRequest, pb.RestoreResponse]) error {
-	fail := func(err error) error { return failStream(stream, s.plugin.Name, err, restoreFailure) }
+	fail := func(err error) error { return failStream(stream, s.plugin.name, err, restoreFailure) }
 	var header *pb.SnapshotHeader
 	var data []byte
 	for {
@@ -193,18 +192,18 @@ func (s *pluginService) Restore(stream grpc.ClientStreamingServer[pb.RestoreRequ
 			return fail(errors.New("the restore stream carried a message with neither header nor chunk"))
 		}
 	}
-	st := s.plugin.Stateful
+	st := s.plugin.stateful
 	switch {
 	case st == nil:
-		return fail(errors.New("this plugin is not stateful (it declares no stateful hooks)"))
+		return fail(errors.New("this plugin is not stateful (it does not implement plugwire.Stateful)"))
 	case header == nil:
 		return fail(errors.New("the restore stream carried no header"))
-	case header.Id != st.ID:
-		return fail(fmt.Errorf("snapshot id '%s' is not this plugin's id '%s'", header.Id, st.ID))
+	case header.Id != s.plugin.id:
+		return fail(fmt.Errorf("snapshot id '%s' is not this plugin's id '%s'", header.Id, s.plugin.id))
 	case uint64(len(data)) != header.SizeBytes:
 		return fail(fmt.Errorf("snapshot was truncated: header says %d bytes, got %d", header.SizeBytes, len(data)))
-	case !slices.Contains(st.Versions, header.Version):
-		return fail(&UnsupportedVersionError{Version: header.Version, Expected: st.Versions})
+	case !slices.Contains(s.plugin.versions, header.Version):
+		return fail(&UnsupportedVersionError{Version: header.Version, Expected: slices.Clone(s.plugin.versions)})
 	}
 	err := s.delivery.exclusive(func() (err error) {
 		defer func() {
@@ -212,7 +211,7 @@ func (s *pluginService) Restore(stream grpc.ClientStreamingServer[pb.RestoreRequ
 				err = fmt.Errorf("restore hook panicked: %v", r)
 			}
 		}()
-		if err := st.Restore(Snapshot{Version: header.Version, Bytes: data}); err != nil {
+		if err := st.Restore(header.Version, data); err != nil {
 			return err
 		}
 		s.delivery.restoredLocked(header.AppliedSeq)

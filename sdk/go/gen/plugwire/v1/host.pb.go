@@ -646,8 +646,8 @@ const file_plugwire_v1_host_proto_rawDesc = "" +
 	"SendDirect\x12\x1e.plugwire.v1.SendDirectRequest\x1a\x1f.plugwire.v1.SendDirectResponse\x12M\n" +
 	"\n" +
 	"SendRouted\x12\x1e.plugwire.v1.SendRoutedRequest\x1a\x1f.plugwire.v1.SendRoutedResponse\x12Y\n" +
-	"\x0eGetSigningSeed\x12\".plugwire.v1.GetSigningSeedRequest\x1a#.plugwire.v1.GetSigningSeedResponseB\xb5\x01\n" +
-	"\x0fcom.plugwire.v1B\tHostProtoP\x01ZJgithub.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1;plugwirev1\xa2\x02\x03PXX\xaa\x02\vPlugwire.V1\xca\x02\vPlugwire\\V1\xe2\x02\x17Plugwire\\V1\\GPBMetadata\xea\x02\fPlugwire::V1b\x06proto3"
+	"\x0eGetSigningSeed\x12\".plugwire.v1.GetSigningSeedRequest\x1a#.plugwire.v1.GetSigningSeedResponseB\xa9\x01\n" +
+	"\x0fcom.plugwire.v1B\tHostProtoP\x01Z>github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1;plugwirev1\xa2\x02\x03PXX\xaa\x02\vPlugwire.V1\xca\x02\vPlugwire\\V1\xe2\x02\x17Plugwire\\V1\\GPBMetadata\xea\x02\fPlugwire::V1b\x06proto3"
 
 var (
 	file_plugwire_v1_host_proto_rawDescOnce sync.Once

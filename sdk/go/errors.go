@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -11,11 +12,34 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
+	pb "github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1"
 )
 
+// The typed errors of a Stateful plugin, the seeds' SnapshotFailed,
+// RestoreFailed and UnsupportedVersion. Return them (or wrap them: the SDK
+// uses errors.As) from Snapshot and Restore; the SDK sends each with its gRPC
+// status and the ErrorDetail trailer of docs/protocol.md §10. Any other error
+// from Snapshot counts as SnapshotFailed, from Restore as RestoreFailed.
+
+// SnapshotFailed returns a *SnapshotFailedError with a formatted message.
+func SnapshotFailed(format string, args ...any) error {
+	return &SnapshotFailedError{Details: fmt.Sprintf(format, args...)}
+}
+
+// RestoreFailed returns a *RestoreFailedError with a formatted message.
+func RestoreFailed(format string, args ...any) error {
+	return &RestoreFailedError{Details: fmt.Sprintf(format, args...)}
+}
+
+// UnsupportedVersion returns an *UnsupportedVersionError: version is not one
+// of the expected versions.
+func UnsupportedVersion(version uint32, expected ...uint32) error {
+	return &UnsupportedVersionError{Version: version, Expected: expected}
+}
+
 // UnsupportedVersionError: the snapshot is in a format version the plugin
-// does not read. The host discards it and the plugin keeps its default state.
+// does not read. The host treats it as a reset: it discards the snapshot and
+// the plugin keeps its default state.
 type UnsupportedVersionError struct {
 	Version  uint32
 	Expected []uint32
@@ -69,7 +93,7 @@ func typedStatus(plugin string, err error, fallback failure) (*status.Status, []
 	kind := fallback
 	switch {
 	case errors.As(err, &uv):
-		st = status.Newf(codes.FailedPrecondition, "plugin '%s' %s", plugin, uv.Error())
+		st = status.New(codes.FailedPrecondition, errorText(fmt.Sprintf("plugin '%s' %s", plugin, uv.Error())))
 		detail.Kind = &pb.ErrorDetail_UnsupportedVersion{UnsupportedVersion: &pb.UnsupportedVersion{Version: uv.Version, Expected: uv.Expected}}
 	case errors.As(err, &sf):
 		kind = snapshotFailure
@@ -77,11 +101,11 @@ func typedStatus(plugin string, err error, fallback failure) (*status.Status, []
 		kind = restoreFailure
 	}
 	if st == nil && kind == snapshotFailure {
-		st = status.Newf(codes.Internal, "plugin '%s' failed to snapshot its state: %v", plugin, err)
-		detail.Kind = &pb.ErrorDetail_SnapshotFailed{SnapshotFailed: &pb.SnapshotFailed{Details: err.Error()}}
+		st = status.New(codes.Internal, errorText(fmt.Sprintf("plugin '%s' failed to snapshot its state: %v", plugin, err)))
+		detail.Kind = &pb.ErrorDetail_SnapshotFailed{SnapshotFailed: &pb.SnapshotFailed{Details: errorText(err.Error())}}
 	} else if st == nil {
-		st = status.Newf(codes.InvalidArgument, "plugin '%s' failed to restore its state: %v", plugin, err)
-		detail.Kind = &pb.ErrorDetail_RestoreFailed{RestoreFailed: &pb.RestoreFailed{Details: err.Error()}}
+		st = status.New(codes.InvalidArgument, errorText(fmt.Sprintf("plugin '%s' failed to restore its state: %v", plugin, err)))
+		detail.Kind = &pb.ErrorDetail_RestoreFailed{RestoreFailed: &pb.RestoreFailed{Details: errorText(err.Error())}}
 	}
 	raw, marshalErr := proto.Marshal(detail)
 	if marshalErr != nil {
@@ -105,5 +129,23 @@ func internalError(plugin, method string, err error) error {
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
 		return err
 	}
-	return status.Errorf(codes.Internal, "plugin '%s' failed %s: %v", plugin, method, err)
+	return status.Error(codes.Internal, errorText(fmt.Sprintf("plugin '%s' failed %s: %v", plugin, method, err)))
+}
+
+// errorText is text a plugin sends the host as an error (a handler's error
+// message, a status's details): valid UTF-8, since protobuf strings must be
+// (invalid bytes become U+FFFD), and at most MaxErrorTextBytes, cut on a
+// character boundary and marked "…(truncated, N bytes)" as the host would
+// cut it (docs/protocol.md §13, proto/src/limits.ts truncateText).
+func errorText(text string) string {
+	text = strings.ToValidUTF8(text, "\uFFFD")
+	if len(text) <= MaxErrorTextBytes {
+		return text
+	}
+	marker := fmt.Sprintf("…(truncated, %d bytes)", len(text))
+	room := max(0, MaxErrorTextBytes-len(marker))
+	for room > 0 && !utf8.RuneStart(text[room]) {
+		room--
+	}
+	return text[:room] + marker
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
+	pb "github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1"
 )
 
 var (
@@ -45,34 +45,42 @@ func (h *harness) open() {
 	})
 }
 
-func newDelivery(r *recorder, now func() time.Time) *harness {
-	p := &Plugin{
-		Name:         "recorder",
-		PayloadKinds: []string{"t.hit", "t.ping", "t.boom"},
-		HandlePayload: func(_ context.Context, p Payload, h *Handler) error {
-			r.calls = append(r.calls, call{"payload", p.Seq, p.Redelivered})
-			switch p.Kind {
-			case "t.ping":
-				return h.SendDirect(p.Src, []byte("pong"))
-			case "t.boom":
-				_ = h.SendDirect(p.Src, []byte("dropped"))
-				panic("boom")
-			}
-			return nil
-		},
-		PeerForgotten: func(_ context.Context, nodeID []byte, h *Handler) error {
-			r.calls = append(r.calls, call{"forget", h.Seq, false})
-			if r.failForget {
-				return errors.New("cannot forget")
-			}
-			return h.SendDirect(nodeID, []byte("bye"))
-		},
+// recorderPlugin records the items it handles.
+type recorderPlugin struct {
+	BasePlugin
+	r *recorder
+}
+
+func (recorderPlugin) Name() string           { return "recorder" }
+func (recorderPlugin) PayloadKinds() []string { return []string{"t.hit", "t.ping", "t.boom"} }
+
+func (p recorderPlugin) HandlePayload(ctx *Context, src []byte, kind string, _ []byte) error {
+	p.r.calls = append(p.r.calls, call{"payload", ctx.Seq(), ctx.Redelivered()})
+	switch kind {
+	case "t.ping":
+		return ctx.SendDirect(src, []byte("pong"))
+	case "t.boom":
+		_ = ctx.SendDirect(src, []byte("dropped"))
+		panic("boom")
 	}
-	pc := &Context{Name: p.Name, Capabilities: map[Capability]bool{CapabilityControl: true}, Log: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+	return nil
+}
+
+func (p recorderPlugin) OnPeerForgotten(ctx *Context, nodeID []byte) error {
+	p.r.calls = append(p.r.calls, call{"forget", ctx.Seq(), false})
+	if p.r.failForget {
+		return errors.New("cannot forget")
+	}
+	return ctx.SendDirect(nodeID, []byte("bye"))
+}
+
+func newDelivery(r *recorder, now func() time.Time) *harness {
+	p := describe(recorderPlugin{r: r})
+	l := &launch{name: p.name, caps: map[Capability]bool{CapabilityControl: true}, log: slog.New(slog.NewJSONHandler(io.Discard, nil))}
 	if now == nil {
 		now = func() time.Time { return time.Time{} }
 	}
-	h := &harness{d: newDeliveryOf(p, func() *Context { return pc }, now)}
+	h := &harness{d: newDeliveryOf(p, func() *launch { return l }, now)}
 	h.open()
 	return h
 }

@@ -23,14 +23,46 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	pb "github.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1"
+	pb "github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1"
 )
 
 var instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 
+// described is a Plugin with what it declares read once, at Serve.
+type described struct {
+	Plugin
+	name  string
+	kinds []string
+	// stateful is nil unless the plugin implements Stateful.
+	stateful Stateful
+	id       string
+	versions []uint32
+}
+
+func describe(p Plugin) *described {
+	d := &described{Plugin: p, name: p.Name(), kinds: slices.Clone(p.PayloadKinds())}
+	if st, ok := p.(Stateful); ok {
+		d.stateful = st
+		d.id = st.ID()
+		d.versions = slices.Clone(st.Versions())
+	}
+	return d
+}
+
+// callHook runs a Start or Shutdown hook, turning a panic into an error.
+func callHook(name string, hook func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s hook panicked: %v", name, r)
+		}
+	}()
+	return hook()
+}
+
 // Serve runs the plugin until the host stops it, then exits the process. It
-// never returns.
-func Serve(p Plugin) {
+// never returns. Run outside a plugwire host (without its magic cookie in
+// the environment), it prints what the program is and exits 1.
+func Serve(plugin Plugin) {
 	program := filepath.Base(os.Args[0])
 	if os.Getenv(EnvMagicCookie) != MagicCookieValue {
 		fmt.Fprintf(os.Stderr,
@@ -39,24 +71,31 @@ func Serve(p Plugin) {
 			program)
 		os.Exit(1)
 	}
-	if p.Name == "" || p.HandlePayload == nil {
-		fatal("plugwire plugin %s: Plugin.Name and Plugin.HandlePayload are required", program)
+	if plugin == nil {
+		fatal("plugwire plugin %s: plugwire.Serve was given a nil Plugin", program)
 	}
-	version := pickVersion(p.Name, requireEnv(EnvProtocolVersions))
+	p := describe(plugin)
+	if p.name == "" {
+		fatal("plugwire plugin %s: its Name() is empty; a plugin needs a stable name", program)
+	}
+	if p.stateful != nil && p.id == "" {
+		fatal("plugwire plugin '%s': it implements plugwire.Stateful but its ID() is empty", p.name)
+	}
+	version := pickVersion(p.name, requireEnv(EnvProtocolVersions))
 	socketDir := requireEnv(EnvSocketDir)
 	instanceID := requireEnv(EnvInstanceID)
 	hostAddress := requireEnv(EnvHostAddress)
 	if !instanceIDPattern.MatchString(instanceID) {
-		fatal("plugwire plugin '%s': %s=%q may only use [A-Za-z0-9._-]", p.Name, EnvInstanceID, instanceID)
+		fatal("plugwire plugin '%s': %s=%q may only use [A-Za-z0-9._-]", p.name, EnvInstanceID, instanceID)
 	}
 	socketPath := filepath.Join(socketDir, instanceID+".sock")
 	if !filepath.IsAbs(socketDir) || strings.IndexFunc(socketPath, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
 		fatal("plugwire plugin '%s': %s=%q must be an absolute path without whitespace or control characters, "+
-			"since the socket path goes in the handshake line. The host that started this plugin is broken.", p.Name, EnvSocketDir, socketDir)
+			"since the socket path goes in the handshake line. The host that started this plugin is broken.", p.name, EnvSocketDir, socketDir)
 	}
 	if len(socketPath) > MaxSocketPathBytes {
 		fatal("plugwire plugin '%s': socket path %s is %d bytes, over the %d-byte unix socket limit. Give the host a shorter runDirParent (docs/protocol.md §4).",
-			p.Name, socketPath, len(socketPath), MaxSocketPathBytes)
+			p.name, socketPath, len(socketPath), MaxSocketPathBytes)
 	}
 
 	// The token: by default the first line on stdin, which no other process
@@ -64,7 +103,7 @@ func Serve(p Plugin) {
 	// before the stdin watcher below starts.
 	token, err := readLaunchToken(os.Getenv, os.Stdin, TokenLineTimeout)
 	if err != nil {
-		fatal("plugwire plugin '%s': %v", p.Name, err)
+		fatal("plugwire plugin '%s': %v", p.name, err)
 	}
 	_ = os.Unsetenv(EnvAuthToken) // the legacy variable is not passed on to child processes
 
@@ -74,10 +113,10 @@ func Serve(p Plugin) {
 	grpclog.SetLoggerV2(grpcLogger{log})
 	host, err := dialHost(hostAddress, token)
 	if err != nil {
-		fatal("plugwire plugin '%s': %v", p.Name, err)
+		fatal("plugwire plugin '%s': %v", p.name, err)
 	}
 	healthServer := health.NewServer()
-	life := newLifecycle(&p, log, host, healthServer, socketPath)
+	life := newLifecycle(p, log, host, healthServer, socketPath)
 
 	// Watch for the host's death from the very start, before the handshake.
 	go func() {
@@ -92,7 +131,7 @@ func Serve(p Plugin) {
 	}()
 
 	conns := &hostConnection{}
-	auth := newTokenCheck(p.Name, token, conns)
+	auth := newTokenCheck(p.name, token, conns)
 	server := grpc.NewServer(
 		grpc.StatsHandler(conns),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
@@ -102,13 +141,13 @@ func Serve(p Plugin) {
 	)
 	life.server = server
 	service := &pluginService{
-		plugin:  &p,
+		plugin:  p,
 		life:    life,
 		version: version,
-		pc:      &Context{Name: p.Name, InstanceID: instanceID, ConfigJSON: "{}", Capabilities: map[Capability]bool{}, Host: host, Log: log},
+		launch:  &launch{name: p.name, instanceID: instanceID, configJSON: "{}", caps: map[Capability]bool{}, host: host, log: log},
 	}
-	service.delivery = newDeliveryOf(&p, service.context, time.Now)
-	life.context = service.context
+	service.delivery = newDeliveryOf(p, service.currentLaunch, time.Now)
+	life.launch = service.currentLaunch
 	life.delivery = service.delivery
 	pb.RegisterPluginServiceServer(server, service)
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -117,7 +156,7 @@ func Serve(p Plugin) {
 
 	listener, err := listenUnix(socketPath)
 	if err != nil {
-		fatal("plugwire plugin '%s': cannot listen on %s: %v", p.Name, socketPath, err)
+		fatal("plugwire plugin '%s': cannot listen on %s: %v", p.name, socketPath, err)
 	}
 	listener = &sameUserListener{Listener: listener, log: log}
 	go func() {
@@ -191,13 +230,13 @@ func fatal(format string, args ...any) {
 // lifecycle owns shutdown: the hook runs at most once, health turns
 // NOT_SERVING, the Start context is cancelled, and the process exits.
 type lifecycle struct {
-	plugin     *Plugin
+	plugin     *described
 	log        *slog.Logger
-	host       *HostClient
+	host       *hostClient
 	health     *health.Server
 	socketPath string
 	server     *grpc.Server
-	context    func() *Context
+	launch     func() *launch
 	delivery   *delivery
 
 	ctx      context.Context
@@ -206,7 +245,7 @@ type lifecycle struct {
 	exitOnce sync.Once
 }
 
-func newLifecycle(p *Plugin, log *slog.Logger, host *HostClient, h *health.Server, socketPath string) *lifecycle {
+func newLifecycle(p *described, log *slog.Logger, host *hostClient, h *health.Server, socketPath string) *lifecycle {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &lifecycle{plugin: p, log: log, host: host, health: h, socketPath: socketPath, ctx: ctx, cancel: cancel}
 }
@@ -223,13 +262,14 @@ func (l *lifecycle) runShutdownHook(deadline time.Duration) {
 		if l.delivery != nil {
 			l.delivery.stop(deadline)
 		}
-		if l.plugin.Shutdown == nil || l.context == nil {
+		if l.launch == nil {
 			return
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), end)
 		defer cancel()
+		hc := &Context{Context: ctx, launch: l.launch()}
 		done := make(chan error, 1)
-		go func() { done <- l.plugin.Shutdown(ctx, l.context()) }()
+		go func() { done <- callHook("Shutdown", func() error { return l.plugin.Shutdown(hc) }) }()
 		select {
 		case err := <-done:
 			if err != nil {

@@ -627,9 +627,9 @@ const file_plugwire_v1_types_proto_rawDesc = "" +
 	"PeerSource\x12\x1b\n" +
 	"\x17PEER_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PEER_SOURCE_DIRECT\x10\x01\x12\x16\n" +
-	"\x12PEER_SOURCE_ROUTED\x10\x02B\xb6\x01\n" +
+	"\x12PEER_SOURCE_ROUTED\x10\x02B\xaa\x01\n" +
 	"\x0fcom.plugwire.v1B\n" +
-	"TypesProtoP\x01ZJgithub.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1;plugwirev1\xa2\x02\x03PXX\xaa\x02\vPlugwire.V1\xca\x02\vPlugwire\\V1\xe2\x02\x17Plugwire\\V1\\GPBMetadata\xea\x02\fPlugwire::V1b\x06proto3"
+	"TypesProtoP\x01Z>github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1;plugwirev1\xa2\x02\x03PXX\xaa\x02\vPlugwire.V1\xca\x02\vPlugwire\\V1\xe2\x02\x17Plugwire\\V1\\GPBMetadata\xea\x02\fPlugwire::V1b\x06proto3"
 
 var (
 	file_plugwire_v1_types_proto_rawDescOnce sync.Once

@@ -1383,8 +1383,8 @@ const file_plugwire_v1_plugin_proto_rawDesc = "" +
 	"\aDeliver\x12\x1b.plugwire.v1.DeliverRequest\x1a\x1c.plugwire.v1.DeliverResponse(\x010\x01\x12I\n" +
 	"\bSnapshot\x12\x1c.plugwire.v1.SnapshotRequest\x1a\x1d.plugwire.v1.SnapshotResponse0\x01\x12F\n" +
 	"\aRestore\x12\x1b.plugwire.v1.RestoreRequest\x1a\x1c.plugwire.v1.RestoreResponse(\x01\x12G\n" +
-	"\bShutdown\x12\x1c.plugwire.v1.ShutdownRequest\x1a\x1d.plugwire.v1.ShutdownResponseB\xb7\x01\n" +
-	"\x0fcom.plugwire.v1B\vPluginProtoP\x01ZJgithub.com/plugwire/plugwire/plugins-example/go/gen/plugwire/v1;plugwirev1\xa2\x02\x03PXX\xaa\x02\vPlugwire.V1\xca\x02\vPlugwire\\V1\xe2\x02\x17Plugwire\\V1\\GPBMetadata\xea\x02\fPlugwire::V1b\x06proto3"
+	"\bShutdown\x12\x1c.plugwire.v1.ShutdownRequest\x1a\x1d.plugwire.v1.ShutdownResponseB\xab\x01\n" +
+	"\x0fcom.plugwire.v1B\vPluginProtoP\x01Z>github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1;plugwirev1\xa2\x02\x03PXX\xaa\x02\vPlugwire.V1\xca\x02\vPlugwire\\V1\xe2\x02\x17Plugwire\\V1\\GPBMetadata\xea\x02\fPlugwire::V1b\x06proto3"
 
 var (
 	file_plugwire_v1_plugin_proto_rawDescOnce sync.Once
