@@ -1,6 +1,6 @@
 //! counter-rust: a stateful plugin. It counts `rust.hit` payloads per peer,
-//! answers `rust.echo` payloads with an effect (a SendDirect back to the
-//! sender), wipes a peer's count when the host forgets the peer, and
+//! answers `rust.ping` payloads with "pong:" + body as an effect (a
+//! SendDirect back to the sender, performed when the item is acked), wipes a peer's count when the host forgets the peer, and
 //! snapshots its counts so a restart (or a crash) resumes where it was.
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -22,7 +22,7 @@ impl Plugin for Counter {
     }
 
     fn payload_kinds(&self) -> &[&str] {
-        &["rust.hit", "rust.echo"]
+        &["rust.hit", "rust.ping"]
     }
 
     async fn start(&self, ctx: &Context) -> Result<(), BoxError> {
@@ -35,7 +35,7 @@ impl Plugin for Counter {
             "rust.hit" => {
                 *self.counts.lock().unwrap().entry(hex(&src)).or_insert(0) += 1;
             }
-            "rust.echo" => ctx.send_direct(&src, &body).await?,
+            "rust.ping" => ctx.send_direct(&src, &[b"pong:".as_slice(), &body].concat()).await?,
             _ => unreachable!("the SDK only passes claimed kinds"),
         }
         Ok(())
@@ -58,7 +58,8 @@ impl Plugin for Counter {
     }
 }
 
-/// Snapshot format 1: one `<peer hex> <count>` line per peer.
+/// Snapshot format 1: a JSON object of counts by peer (hex node id), the
+/// same format as the TS, Python and Go counters.
 impl Stateful for Counter {
     fn id(&self) -> &str {
         "example.counter-rust"
@@ -69,27 +70,14 @@ impl Stateful for Counter {
     }
 
     fn snapshot(&self) -> Result<Snapshot, StatefulError> {
-        let mut text = String::new();
-        for (peer, n) in self.counts.lock().unwrap().iter() {
-            text.push_str(&format!("{peer} {n}\n"));
-        }
-        Ok(Snapshot { version: 1, bytes: text.into_bytes() })
+        let bytes = serde_json::to_vec(&*self.counts.lock().unwrap()).map_err(|e| StatefulError::SnapshotFailed(e.to_string()))?;
+        Ok(Snapshot { version: 1, bytes })
     }
 
     fn restore(&self, _version: u32, bytes: &[u8]) -> Result<(), StatefulError> {
-        let text = std::str::from_utf8(bytes).map_err(|e| StatefulError::RestoreFailed(format!("snapshot is not UTF-8: {e}")))?;
-        let mut restored = BTreeMap::new();
-        for line in text.lines() {
-            let (peer, n) = line
-                .split_once(' ')
-                .ok_or_else(|| StatefulError::RestoreFailed(format!("line {line:?} is not '<peer> <count>'")))?;
-            if peer.is_empty() || !peer.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(StatefulError::RestoreFailed(format!("peer {peer:?} is not hex")));
-            }
-            let n: u64 = n.parse().map_err(|_| StatefulError::RestoreFailed(format!("count {n:?} of {peer} is not a whole number")))?;
-            restored.insert(peer.to_string(), n);
-        }
-        // Replace the state only once every entry checked out.
+        // Parse and check everything first; replace the state only then.
+        let restored: BTreeMap<String, u64> = serde_json::from_slice(bytes)
+            .map_err(|e| StatefulError::RestoreFailed(format!("snapshot is not a JSON object of whole-number counts: {e}")))?;
         *self.counts.lock().unwrap() = restored;
         Ok(())
     }

@@ -50,7 +50,11 @@ pub(crate) fn check_env() -> Result<(u32, String, String, String, TokenSource), 
     let version = offered.iter().copied().filter(|v| SUPPORTED_VERSIONS.contains(v)).max().ok_or_else(|| {
         let o: Vec<String> = offered.iter().map(|v| v.to_string()).collect();
         let s: Vec<String> = SUPPORTED_VERSIONS.iter().map(|v| v.to_string()).collect();
-        format!("no common protocol version: the host offers {} (PLUGWIRE_PROTOCOL_VERSIONS={raw:?}), this plugin speaks {}", o.join(","), s.join(","))
+        format!(
+            "the host accepts protocol versions {} (PLUGWIRE_PROTOCOL_VERSIONS={raw:?}), but this plugin speaks version {}. Upgrade the plugin or the host so they share a version.",
+            o.join(","),
+            s.join(",")
+        )
     })?;
     let dir = require("PLUGWIRE_SOCKET_DIR")?;
     let id = require("PLUGWIRE_INSTANCE_ID")?;
@@ -127,12 +131,15 @@ pub(crate) fn watch_stdin(read_token: bool, eof: oneshot::Sender<()>) -> Option<
 }
 
 pub(crate) fn check_token_line(line: &[u8]) -> Result<String, String> {
-    let bad = || "the first line on stdin is not 'PLUGWIRE_TOKEN <token>' (PLUGWIRE_AUTH_TOKEN_SOURCE=stdin); this plugin must be started by a plugwire host".to_string();
-    let rest = line.strip_prefix(TOKEN_PREFIX.as_bytes()).ok_or_else(bad)?;
+    let tail = "; the host writes 'PLUGWIRE_TOKEN <token>' there (PLUGWIRE_AUTH_TOKEN_SOURCE=stdin)";
+    let Some(rest) = line.strip_prefix(TOKEN_PREFIX.as_bytes()) else {
+        return Err(format!("the first line on stdin ({} bytes) does not start with 'PLUGWIRE_TOKEN '{tail}", line.len()));
+    };
     if rest.is_empty() || !rest.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err(bad());
+        return Err(format!("the token on the first line of stdin is empty or holds a space or a control character{tail}"));
     }
-    Ok(String::from_utf8(rest.to_vec()).map_err(|_| bad())?)
+    // Printable ASCII, so valid UTF-8.
+    Ok(String::from_utf8_lossy(rest).into_owned())
 }
 
 /// Waits for the token line (at most 5 s).

@@ -195,6 +195,29 @@ async fn run<P: Plugin>(
     };
     let life = Arc::new(life::Life::new(serving_tx, stop));
 
+    // stdin EOF, SIGTERM, SIGINT: the same shutdown, then exit. Set up before
+    // the handshake, so a signal right after it is not fatal.
+    {
+        let life = life.clone();
+        tokio::spawn(async move {
+            if eof.await.is_ok() {
+                life.shutdown(EXIT_BUDGET).await;
+                life.exit().await;
+            }
+        });
+    }
+    for kind in [tokio::signal::unix::SignalKind::terminate(), tokio::signal::unix::SignalKind::interrupt()] {
+        let life = life.clone();
+        if let Ok(mut sig) = tokio::signal::unix::signal(kind) {
+            tokio::spawn(async move {
+                if sig.recv().await.is_some() {
+                    life.shutdown(EXIT_BUDGET).await;
+                    life.exit().await;
+                }
+            });
+        }
+    }
+
     // Listen, chmod 0600, print the handshake.
     let _ = std::fs::remove_file(&socket_path);
     let listener = match tokio::net::UnixListener::bind(&socket_path) {
@@ -245,28 +268,6 @@ async fn run<P: Plugin>(
         let _ = out.flush();
     }
     let server = tokio::spawn(server);
-
-    // stdin EOF, SIGTERM, SIGINT: the same shutdown, then exit.
-    {
-        let life = life.clone();
-        tokio::spawn(async move {
-            if eof.await.is_ok() {
-                life.shutdown(EXIT_BUDGET).await;
-                life.exit().await;
-            }
-        });
-    }
-    for kind in [tokio::signal::unix::SignalKind::terminate(), tokio::signal::unix::SignalKind::interrupt()] {
-        let life = life.clone();
-        if let Ok(mut sig) = tokio::signal::unix::signal(kind) {
-            tokio::spawn(async move {
-                if sig.recv().await.is_some() {
-                    life.shutdown(EXIT_BUDGET).await;
-                    life.exit().await;
-                }
-            });
-        }
-    }
 
     exit.cancelled().await;
     delivery.ended.cancel();
