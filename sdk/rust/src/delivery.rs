@@ -205,7 +205,11 @@ impl<P: Plugin> Delivery<P> {
         match result {
             (Ok(Ok(())), _) if effects.is_empty() => None,
             (Ok(Ok(())), _) => Some(pb::ItemOutcome { seq, error: None, effects }),
-            (Ok(Err(e)), what) => fail(e.to_string(), &what),
+            (Ok(Err(e)), what) => {
+                // A failed host call (`?` on a tonic::Status) reads best as its message.
+                let text = e.downcast_ref::<Status>().map(|s| s.message().to_string()).unwrap_or_else(|| e.to_string());
+                fail(text, &what)
+            }
             (Err(join), what) => {
                 let msg = if join.is_panic() {
                     let p = join.into_panic();

@@ -138,6 +138,17 @@ pub fn serve<P: Plugin>(plugin: P) -> ! {
     }
     .unwrap_or_else(|e| die(&name, &e));
 
+    // A panic in a hook is reported as the item's error; log it as one JSON line.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        log::error("panic", &[("error", log::Val::S(msg)), ("at", log::Val::S(at))]);
+    }));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
