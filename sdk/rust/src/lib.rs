@@ -24,6 +24,7 @@
 //! fn main() { plugwire::serve(Echo) }
 //! ```
 
+mod conn;
 mod context;
 mod delivery;
 mod env;
@@ -244,15 +245,24 @@ async fn run<P: Plugin>(
 
     let expected: MetadataValue<_> = format!("Bearer {token}").parse().expect("token is printable ASCII");
     let auth_name = name.clone();
+    let owner = conn::Owner::default();
+    let auth_owner = owner.clone();
     let auth = move |req: Request<()>| -> Result<Request<()>, Status> {
         let values: Vec<_> = req.metadata().get_all("authorization").iter().collect();
-        if values.len() == 1 && util::ct_eq(values[0].as_bytes(), expected.as_bytes()) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated(format!(
+        if values.len() != 1 || !util::ct_eq(values[0].as_bytes(), expected.as_bytes()) {
+            return Err(Status::unauthenticated(format!(
                 "plugin '{auth_name}' refused a call: the call carried no valid plugwire auth token (send 'authorization: Bearer <PLUGWIRE_AUTH_TOKEN>')"
-            )))
+            )));
         }
+        // §6.3: only the host's connection is served.
+        if let Some(conn::ConnId(id)) = req.extensions().get::<conn::ConnId>().copied() {
+            if !auth_owner.admit(id) {
+                return Err(Status::unauthenticated(format!(
+                    "plugin '{auth_name}' refused a call: it serves one connection, its host's, and another connection is already the host's; only the host that started this plugin may call it (docs/protocol.md §6)"
+                )));
+            }
+        }
+        Ok(req)
     };
     let plugin_svc = service::PluginSvc {
         delivery: delivery.clone(),
@@ -270,7 +280,13 @@ async fn run<P: Plugin>(
     let server = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(plugin_server, auth.clone()))
         .add_service(InterceptedService::new(health_server, auth))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), exit.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            {
+                use tokio_stream::StreamExt;
+                tokio_stream::wrappers::UnixListenerStream::new(listener).map(move |r| r.map(|s| conn::ConnIo::new(s, owner.clone())))
+            },
+            exit.clone().cancelled_owned(),
+        );
 
     {
         use std::io::Write;
