@@ -9,7 +9,7 @@
 // shapes, and exiting on stdin EOF, Shutdown and SIGTERM.
 //
 //   node plugins-example/smoke-test.mjs            # every plugin below
-//   node plugins-example/smoke-test.mjs python go  # some of them (python, go, go-counter)
+//   node plugins-example/smoke-test.mjs python go  # some of them (python, go, go-counter, rust)
 //
 // A plugin whose executable is missing (scripts/setup-polyglot.sh skipped
 // it) is reported as skipped. Exits non-zero on any failure and says what
@@ -65,6 +65,16 @@ const PLUGINS = {
     stateful: { id: "example.counter-go", versions: [1] },
     echoKind: "counter-go.ping",
     otherKind: "counter-go.hit",
+  },
+  // Rust (sdk/rust): built by scripts/setup-polyglot.sh into the workspace's target/.
+  rust: {
+    name: "counter-rust",
+    command: [join(root, "target/release/counter-rust")],
+    kinds: ["rust.hit", "rust.ping"],
+    language: "rust",
+    stateful: { id: "example.counter-rust", versions: [1] },
+    echoKind: "rust.ping",
+    otherKind: "rust.hit",
   },
 };
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the Python and Go example plugins need, from pinned versions:
+# Installs what the Python, Go and Rust SDKs and example plugins need, from pinned versions:
 #
 #   plugins-example/python/.venv   grpcio, grpcio-tools, protobuf (requirements.txt), the plugwire
 #                                  package (sdk/python, editable) and pytest (sdk/python/requirements-dev.txt)
 #   .tools/bin                     protoc-gen-go, protoc-gen-go-grpc (for generate-polyglot.sh)
 #   Go module cache                the modules of sdk/go (the Go SDK) and plugins-example/go (go mod download)
 #   plugins-example/go/bin         the presence-go and counter-go plugin binaries, built against sdk/go
+#   target/release/counter-rust    the Rust example (cargo, from the root Cargo.lock)
 #
 # Idempotent and quiet on success. A language whose toolchain is missing is
 # skipped with a notice on stderr; the script still exits 0.
@@ -99,5 +100,20 @@ setup_go() {
   )
 }
 
+# --- Rust (sdk/rust, plugins-example/rust) ---------------------------------
+# Builds the Rust example with the committed Cargo.lock. protoc comes from the
+# protoc-bin-vendored crate, so only cargo is needed. A cold build (crates
+# downloaded and compiled) takes minutes; a rebuild with nothing changed, well
+# under a second.
+setup_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    skip Rust cargo
+    return 0
+  fi
+  quietly cargo build --release --locked --target-dir "$root/target" -p plugwire-example-rust
+}
+# --- end Rust ----------------------------------------------------------------
+
 setup_python
 setup_go
+setup_rust

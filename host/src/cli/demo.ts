@@ -41,7 +41,7 @@ function makePeer(name: string): DemoPeer {
   };
 }
 
-/** The example plugins, plus the Python and Go ones when they are built. */
+/** The example plugins, plus the Python, Go and Rust ones when they are built. */
 function demoPlugins(say: (line: string) => void): PluginConfig[] {
   const ts = (name: string, capabilities: PluginConfig["capabilities"]): PluginConfig => ({
     name,
@@ -62,6 +62,12 @@ function demoPlugins(say: (line: string) => void): PluginConfig[] {
     plugins.push({ name: "presence-go", command: goBinary, args: [], capabilities: ["peers", "control"] });
   } else {
     say("  (skipping the Go example: run scripts/setup-polyglot.sh first; it needs go)");
+  }
+  const rustBinary = join(repo, "target", "release", "counter-rust");
+  if (existsSync(rustBinary)) {
+    plugins.push({ name: "counter-rust", command: rustBinary, args: [], capabilities: ["control"] });
+  } else {
+    say("  (skipping the Rust example: run scripts/setup-polyglot.sh first; it needs cargo)");
   }
   return plugins;
 }
@@ -237,6 +243,8 @@ export async function demo(options: DemoOptions): Promise<number> {
       send(p, "counter-py.ping", new TextEncoder().encode("hi"));
       send(p, "echo-go.ping", new TextEncoder().encode("hi"));
       send(p, "presence-go.who", new Uint8Array());
+      send(p, "rust.hit", body);
+      send(p, "rust.ping", new TextEncoder().encode("hi"));
     }
     await until(20);
   }
