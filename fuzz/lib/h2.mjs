@@ -188,6 +188,12 @@ export class SessionPool {
         createConnection: () => net.connect(this.socketPath),
         // Let the fuzzer send what it likes; the server decides.
         maxSendHeaderBlockLength: 1 << 20,
+        // In MB. Node's default (10) counts the fuzzer's own unsent body: with
+        // a 16 MiB message still queued, nghttp2 on this side refuses the
+        // server's answer (RST_STREAM ENHANCE_YOUR_CALM from the client) and
+        // the stream never closes, which looked like a host hang (input #8391
+        // of seed 20251129). grpc-js clients lift the cap the same way.
+        maxSessionMemory: 1_000_000,
         maxHeaderListPairs: 10_000,
         peerMaxConcurrentStreams: 1000,
       });

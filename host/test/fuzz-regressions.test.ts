@@ -7,8 +7,9 @@ import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, connect, health } from "@plugwire/proto";
 import { alive, example, fixture } from "./helpers.js";
@@ -256,6 +257,68 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
     } finally {
       child.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test("HostService: a LookupName with a wrong token and a 16 MiB body still being sent is answered UNAUTHENTICATED and reset at once, and the fuzzer's client sees that answer (it judged it a 10 s hang)", async () => {
+    // Input #8391 of `fuzz --target host-service --seed 20251129`. The host
+    // answered within milliseconds (HEADERS grpc-status 16 + RST_STREAM
+    // NO_ERROR), but the fuzzer's node:http2 session had Node's default
+    // maxSessionMemory (10 MB), which counts the client's own queued body:
+    // its nghttp2 refused the answer's headers (RST_STREAM ENHANCE_YOUR_CALM
+    // from the client) and the stream never closed.
+    const host = await new HostProcess().start();
+    const headers = {
+      ":method": "POST",
+      ":path": "/plugwire.v1.HostService/LookupName",
+      ":scheme": "http",
+      ":authority": "localhost",
+      "content-type": "application/grpc",
+      "grpc-status": "r~P",
+      "fs-2": "WM+",
+      authorization: "Bearer 6Zt1tBxUjx1bLj0bA0vFtQ1rUeQ5x3nqZf3S1k5bW0c",
+    };
+    // One message of 16 MiB - 1024 bytes: field 2, length 0, again and again ("repeated-field2").
+    const body = Buffer.alloc(16 * 1024 * 1024 - 1024);
+    for (let i = 0; i < body.length; i += 2) body[i] = 0x12;
+    const message = Buffer.concat([grpcPrefix(body.length), body]);
+    try {
+      // A raw client: the answer comes while nearly all of the body is still
+      // queued on the client's side, and the host never lets more than its
+      // 1 MiB stream window of it onto the socket.
+      const session = rawSession(host.socketPath);
+      try {
+        const stream = session.request(headers);
+        stream.on("error", () => undefined);
+        const answer = rawAnswer(stream);
+        stream.end(message);
+        const a = await answer;
+        assert.equal(a.status, grpc.status.UNAUTHENTICATED, JSON.stringify(a));
+        assert.match(a.message, /no valid plugwire auth token/);
+        assert.equal(a.dataBytes, 0);
+        const written = (session.socket as unknown as { bytesWritten: number }).bytesWritten;
+        assert.ok(written < 2 * 1024 * 1024, `the client got ${written} bytes of its 16 MiB body out: the host must not read a refused body past its stream window`);
+      } finally {
+        session.close();
+      }
+      // The fuzzer's own client, as it sent input #8391.
+      const here = dirname(fileURLToPath(import.meta.url));
+      const h2 = (await import(pathToFileURL(join(here, "..", "..", "..", "fuzz", "lib", "h2.mjs")).href)) as {
+        SessionPool: new (socketPath: string, size: number) => { close(): void };
+        h2Request(pool: unknown, headers: object, body: Buffer[], options: object): Promise<string>;
+      };
+      const pool = new h2.SessionPool(host.socketPath, 1);
+      try {
+        const outcome = await h2.h2Request(pool, headers, [message], { endStream: true, waitMs: 5, hangMs: 10_000, streaming: false });
+        assert.equal(outcome, "grpc:UNAUTHENTICATED", "the fuzzer sees the host's answer");
+      } finally {
+        pool.close();
+      }
+      const { status } = await host.ask<{ status: { debug: { requestBytes: Record<string, number> } } }>({ op: "status" });
+      for (const [plugin, bytes] of Object.entries(status.debug.requestBytes)) assert.equal(bytes, 0, `request bytes of '${plugin}' in transfer`);
+      assert.equal(alive(host.info.pid), true, "the host is still running");
+      await host.neighbourServes();
+    } finally {
+      await host.stop();
     }
   });
 });
