@@ -7,10 +7,11 @@ import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import { ENV, MAGIC_COOKIE_VALUE, PluginService, connect, health } from "@plugwire/proto";
+import { ENV, MAGIC_COOKIE_VALUE, PluginService, TOKEN_LINE_PREFIX, connect, health } from "@plugwire/proto";
 import { alive, example, fixture } from "./helpers.js";
 import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
 
@@ -23,6 +24,15 @@ function runHost(dataDir: string, op: string, ms = 30_000): Promise<Record<strin
     });
   });
 }
+
+/** The fuzzers' HTTP/2 client (fuzz/lib/h2.mjs): its SessionPool and h2Request, as the plugin-service fuzzer uses them. */
+interface FuzzH2 {
+  SessionPool: new (socketPath: string, size?: number) => { close(): void; open: number };
+  h2Request(pool: unknown, headers: Record<string, string>, body: Buffer[], options?: { hangMs?: number }): Promise<string>;
+  grpcMessage(payload: Uint8Array): Buffer;
+}
+const fuzzH2 = (): Promise<FuzzH2> =>
+  import(pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "fuzz", "lib", "h2.mjs")).href) as Promise<FuzzH2>;
 
 /** Every `*.snap` file under `dir`, with its directory. */
 function snapFiles(dir: string): Array<{ dir: string; name: string }> {
@@ -254,6 +264,82 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
       }
       assert.equal(alive(child.pid!), true, "the plugin is still running");
     } finally {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test("SDK (plugin-service #31071): 16 MiB wrong-token OPTIONS calls without a content-type, on a second connection while the host's is open, are answered 415 and the host's connection still serves", async () => {
+    const { SessionPool, h2Request, grpcMessage } = await fuzzH2();
+    const dir = mkdtempSync(join(tmpdir(), "pwt-fz-"));
+    const token = randomBytes(32).toString("base64url");
+    const child = spawn(process.execPath, [example("echo")], {
+      env: {
+        PATH: process.env.PATH,
+        [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
+        [ENV.protocolVersions]: "1",
+        [ENV.socketDir]: dir,
+        [ENV.authTokenSource]: "stdin",
+        [ENV.instanceId]: "echo-fz31071",
+        [ENV.hostAddress]: `unix://${join(dir, "host.sock")}`,
+      },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    child.stdin.write(`${TOKEN_LINE_PREFIX} ${token}\n`);
+    const pools: Array<{ close(): void }> = [];
+    try {
+      const address = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          const m = /address=(\S+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        child.once("exit", (code) => reject(new Error(`echo exited ${code} before its handshake`)));
+      });
+      // Input 31071: Shutdown with a wrong token, :method OPTIONS, no content-type, one 16 MiB
+      // "repeated-field2" message. Three at once on one fuzzer session queue 48 MiB, over
+      // node:http2's default 10 MB session memory: the fuzzer's own client refused the plugin's
+      // 415 (RST_STREAM ENHANCE_YOUR_CALM) and waited for good, a hang counted on the plugin.
+      const body = Buffer.alloc(16_776_192);
+      for (let i = 0; i < body.length; i += 2) body[i] = 0x12;
+      const message = grpcMessage(body);
+      const headers = {
+        ":method": "OPTIONS",
+        ":path": "/plugwire.v1.PluginService/Shutdown",
+        ":scheme": "http",
+        ":authority": "localhost",
+        te: "trailers",
+        "grpc-timeout": "0S",
+        "q0-eh-t9m2": "aJiN",
+        authorization: "Bearer wrong",
+      };
+      const send3 = (): Promise<string[]> => {
+        const pool = new SessionPool(address, 1);
+        pools.push(pool);
+        return Promise.all([0, 1, 2].map(() => h2Request(pool, headers, [message], { hangMs: 8_000 })));
+      };
+      // Before the host has connected, only the token check refuses them: grpc-js answers a call
+      // without a gRPC content-type with 415, body unread.
+      assert.deepEqual(await send3(), ["http:415", "http:415", "http:415"], "every call is answered");
+      // The host's connection: the first to call with the token, kept open.
+      const host = rawSession(address);
+      try {
+        const first = await rawUnary(host, "/grpc.health.v1.Health/Check", token, Buffer.alloc(0));
+        assert.equal(first.status, grpc.status.OK);
+        // Now the second connection is refused: its first call is answered, then the connection
+        // is closed (GOAWAY), so the calls past the GOAWAY's last stream are reset, none left waiting.
+        const outcomes = await send3();
+        assert.equal(outcomes[0], "http:415");
+        for (const o of outcomes) assert.match(o, /^(http:415|stream-error:ERR_HTTP2_STREAM_ERROR|rst:7)$/, "answered or reset, not left waiting");
+        // The plugin still serves its host on the host's connection, and is alive.
+        const again = await rawUnary(host, "/grpc.health.v1.Health/Check", token, Buffer.alloc(0));
+        assert.equal(again.status, grpc.status.OK);
+        assert.equal(alive(child.pid!), true, "the plugin is still running");
+      } finally {
+        host.close();
+      }
+    } finally {
+      for (const pool of pools) pool.close();
       child.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });
     }
