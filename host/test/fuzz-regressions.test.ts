@@ -13,6 +13,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, TOKEN_LINE_PREFIX, connect, health } from "@plugwire/proto";
 import { alive, example, fixture } from "./helpers.js";
+import { connect as netConnect } from "node:net";
 import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
 
 /** Runs the fuzz-host fixture; rejects if it does not exit 0 within `ms` (it is SIGKILLed then). */
@@ -27,6 +28,12 @@ function runHost(dataDir: string, op: string, ms = 30_000): Promise<Record<strin
 
 /** The fuzzers' HTTP/2 client (fuzz/lib/h2.mjs): its SessionPool and h2Request, as the plugin-service fuzzer uses them. */
 interface FuzzH2 {
+  PREFACE: Buffer;
+  FRAME: Record<string, number>;
+  FLAG: Record<string, number>;
+  frame(type: number, flags: number, streamId: number, payload?: Buffer): Buffer;
+  hpackBlock(headers: Array<[string, string]>): Buffer;
+  parseFrames(bytes: Buffer): Array<{ type: number; payload: Buffer }>;
   SessionPool: new (socketPath: string, size?: number) => { close(): void; open: number };
   h2Request(pool: unknown, headers: Record<string, string>, body: Buffer[], options?: { hangMs?: number }): Promise<string>;
   grpcMessage(payload: Uint8Array): Buffer;
@@ -340,6 +347,83 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
       }
     } finally {
       for (const pool of pools) pool.close();
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test("SDK (plugin-service liveness): the host's connection, once node:http2 gave up on it (GOAWAY PROTOCOL_ERROR), is pinged and dropped, so the next connection with the token is served (it locked the plugin out for good)", async () => {
+    const { PREFACE, FRAME, FLAG, frame, hpackBlock, parseFrames } = await fuzzH2();
+    const dir = mkdtempSync(join(tmpdir(), "pwt-fz-"));
+    const token = randomBytes(32).toString("base64url");
+    const child = spawn(process.execPath, [example("echo")], {
+      env: {
+        PATH: process.env.PATH,
+        [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
+        [ENV.protocolVersions]: "1",
+        [ENV.socketDir]: dir,
+        [ENV.authTokenSource]: "stdin",
+        [ENV.instanceId]: "echo-fzlive",
+        [ENV.hostAddress]: `unix://${join(dir, "host.sock")}`,
+      },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    child.stdin.write(`${TOKEN_LINE_PREFIX} ${token}\n`);
+    try {
+      const address = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          const m = /address=(\S+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        child.once("exit", (code) => reject(new Error(`echo exited ${code} before its handshake`)));
+      });
+      // A raw connection calls with the token (so it is the host's), then sends DATA on an idle
+      // stream: node:http2 answers GOAWAY(PROTOCOL_ERROR) and stops reading it, and never sees it close.
+      const raw = netConnect(address);
+      raw.on("error", () => undefined);
+      let received = Buffer.alloc(0);
+      const goaway = new Promise<number>((resolve) => {
+        raw.on("data", (d: Buffer) => {
+          received = Buffer.concat([received, d]);
+          const g = parseFrames(received).find((f) => f.type === FRAME.GOAWAY!);
+          if (g) resolve(g.payload.readUInt32BE(4));
+        });
+      });
+      await new Promise<void>((resolve) => raw.once("connect", () => resolve()));
+      const block = hpackBlock([
+        [":method", "POST"],
+        [":path", "/grpc.health.v1.Health/Check"],
+        [":scheme", "http"],
+        [":authority", "localhost"],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+        ["authorization", `Bearer ${token}`],
+      ]);
+      raw.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS!, 0, 0), frame(FRAME.HEADERS!, FLAG.END_HEADERS!, 1, block), frame(FRAME.DATA!, 0, 3, Buffer.alloc(10))]));
+      assert.equal(await goaway, 1, "GOAWAY with PROTOCOL_ERROR");
+      raw.destroy();
+      // A host that dials again is served once the guard has pinged the dead connection (2 s):
+      // refused (UNAUTHENTICATED, naming the other connection) until then, never for good.
+      let last: string | undefined;
+      for (let tries = 0; tries < 100; tries++) {
+        const probe = connect(health.Health, `unix://${address}`, { token });
+        try {
+          await probe.client.check({}, { deadlineMs: 10_000 });
+          last = "ok";
+          break;
+        } catch (e) {
+          last = (e as { code?: string }).code;
+          assert.equal(last, "unauthenticated", String(e));
+          assert.match(String((e as Error).message), /another connection is already the host's/);
+        } finally {
+          probe.close();
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(last, "ok", "a new connection with the token is served within 100 tries");
+      assert.equal(alive(child.pid!), true, "the plugin is still running");
+    } finally {
       child.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });
     }
