@@ -285,19 +285,22 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
     closeRawConnections();
     for (const s of slots) s.sessions?.close();
     for (const s of slots) {
-      const ready = await s.ready.catch((e) => failures.push({ kind: "relaunch", detail: e.message }));
-      if (!ready?.socketPath) continue;
-      ready.sessions?.close();
       try {
         // Until the plugin has seen those connections close, a call on another one is refused
-        // (UNAUTHENTICATED): retry, each time on a new connection, for up to 5 s.
+        // (UNAUTHENTICATED; a dead one is dropped after a 2 s ping, docs/protocol.md §6.3), and a
+        // Shutdown sent near the end may end the plugin during the check (it is relaunched):
+        // retry, each time on a new connection to the current launch, for up to 10 s.
         for (let tries = 0; ; tries++) {
+          const proc = s.proc;
+          const ready = await s.ready;
+          ready.sessions?.close();
           const conn = connect(health.Health, `unix://${ready.socketPath}`, { token: s.tokens.valid });
           try {
             await conn.client.check({}, { deadlineMs: 10_000 });
             break;
           } catch (e) {
-            if (e?.code !== "unauthenticated" || tries >= 50) throw e;
+            const relaunched = s.proc !== proc || !proc.alive;
+            if (tries >= 100 || !(e?.code === "unauthenticated" || relaunched)) throw e;
           } finally {
             conn.close();
           }
