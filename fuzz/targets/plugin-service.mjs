@@ -299,8 +299,9 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
             await conn.client.check({}, { deadlineMs: 10_000 });
             break;
           } catch (e) {
-            const relaunched = s.proc !== proc || !proc.alive;
-            if (tries >= 100 || !(e?.code === "unauthenticated" || relaunched)) throw e;
+            // A launch sent an authenticated Shutdown removes its socket, then exits within 0.5 s.
+            const ending = s.proc !== proc || !proc.alive || s.shutdownSent;
+            if (tries >= 100 || !(e?.code === "unauthenticated" || ending)) throw e;
           } finally {
             conn.close();
           }
