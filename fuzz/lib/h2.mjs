@@ -116,6 +116,17 @@ export function parseFrames(bytes) {
   return frames;
 }
 
+/** Raw connections not yet closed (each is destroyed when its exchange ends). */
+const rawSockets = new Set();
+
+/** Destroys every raw connection still open; returns how many there were. */
+export function closeRawConnections() {
+  const n = rawSockets.size;
+  for (const socket of rawSockets) socket.destroy();
+  rawSockets.clear();
+  return n;
+}
+
 /**
  * Sends `chunks` on a fresh connection to the unix socket, reads what comes
  * back until the server closes or `quietMs` passes without a byte (at most
@@ -128,6 +139,8 @@ export function rawExchange(socketPath, chunks, { quietMs = 40, maxMs = 600 } = 
     let done = false;
     let quiet;
     const socket = net.connect(socketPath);
+    rawSockets.add(socket);
+    socket.once("close", () => rawSockets.delete(socket));
     const finish = (how) => {
       if (done) return;
       done = true;
@@ -169,8 +182,22 @@ export function rawExchange(socketPath, chunks, { quietMs = 40, maxMs = 600 } = 
 }
 
 /**
+ * node:http2's own cap on a client session's memory, in MB (default 10). A
+ * session over it refuses the response HEADERS it receives with
+ * RST_STREAM(ENHANCE_YOUR_CALM) and the request never closes (its body is
+ * still queued): with a 16 MiB body queued before the server's SETTINGS
+ * opened its windows, an answer the server sent in time was dropped by the
+ * fuzzer itself and counted as a hang. The fuzzer queues one body of at most
+ * 16 MiB per stream, a few streams per session at a time.
+ */
+export const CLIENT_SESSION_MEMORY_MB = 256;
+
+/**
  * A small pool of node:http2 client sessions on a unix socket; a session the
- * server closed (GOAWAY, protocol error) is replaced on next use.
+ * server closed (GOAWAY, protocol error) is replaced on next use. Every
+ * session the pool opened is kept until it is gone, so close() ends them all,
+ * replaced ones still draining included: a server that serves one connection
+ * (a plugin, docs/protocol.md §6) sees none of them left open.
  */
 export class SessionPool {
   constructor(socketPath, size = 4) {
@@ -178,6 +205,7 @@ export class SessionPool {
     this.sessions = new Array(size).fill(undefined);
     this.next = 0;
     this.opened = 0;
+    this.all = new Set();
   }
 
   get() {
@@ -188,26 +216,34 @@ export class SessionPool {
         createConnection: () => net.connect(this.socketPath),
         // Let the fuzzer send what it likes; the server decides.
         maxSendHeaderBlockLength: 1 << 20,
-        // In MB. Node's default (10) counts the fuzzer's own unsent body: with
-        // a 16 MiB message still queued, nghttp2 on this side refuses the
-        // server's answer (RST_STREAM ENHANCE_YOUR_CALM from the client) and
-        // the stream never closes, which looked like a host hang (input #8391
-        // of seed 20251129). grpc-js clients lift the cap the same way.
-        maxSessionMemory: 1_000_000,
+        // Node's default session memory (10 MB) counts the fuzzer's own unsent
+        // body: with a 16 MiB message still queued, nghttp2 on this side refuses
+        // the server's answer (RST_STREAM ENHANCE_YOUR_CALM from the client) and
+        // the stream never closes, which looked like a hang (inputs #8391 of
+        // host-service and #31071 of plugin-service, seed 20251129).
         maxHeaderListPairs: 10_000,
         peerMaxConcurrentStreams: 1000,
+        maxSessionMemory: CLIENT_SESSION_MEMORY_MB,
       });
       s.on("error", () => undefined);
       s.on("goaway", () => s.close());
+      s.on("close", () => this.all.delete(s));
       s.setTimeout(0);
       this.opened++;
       this.sessions[i] = s;
+      this.all.add(s);
     }
     return s;
   }
 
+  /** Sessions still open (current and replaced ones), for a check that needs them all gone. */
+  get open() {
+    return [...this.all].filter((s) => !s.destroyed).length;
+  }
+
   close() {
-    for (const s of this.sessions) s?.destroy();
+    for (const s of this.all) s.destroy();
+    this.all.clear();
     this.sessions.fill(undefined);
   }
 }
@@ -239,6 +275,10 @@ export function h2Request(pool, headers, body, { endStream = true, waitMs = 200,
       done = true;
       clearTimeout(timer);
       if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+      // A stream the server reset while its body was still queued never closes
+      // on its own (its writable side never finishes), and would keep a closing
+      // session, and so its connection, open for good.
+      if (!req.destroyed) req.destroy();
       resolve(kind);
     };
     const classify = (h) => {

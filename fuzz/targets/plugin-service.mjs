@@ -28,7 +28,7 @@ import {
 } from "@plugwire/proto";
 import { runInputs } from "../lib/engine.mjs";
 import { auth, i32, nodeId, smallBytes, text, u32, u64 } from "../lib/gen.mjs";
-import { SessionPool } from "../lib/h2.mjs";
+import { SessionPool, closeRawConnections } from "../lib/h2.mjs";
 import { Watched } from "../lib/proc.mjs";
 import { sleep } from "../lib/util.mjs";
 
@@ -276,28 +276,39 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
       onHang: (index) => failures.push({ kind: "hang", index, detail: "a complete unary call got no answer in 10 s" }),
     });
     Object.assign(result, run);
-    // Every plugin still answers a valid health check.
+    // Every plugin still answers a valid health check. A plugin serves one
+    // connection, its host's (docs/protocol.md §6), and any connection of the
+    // fuzzer that made a call with the valid token may be it: every one is
+    // closed first (sessions of every pool, replaced ones still draining
+    // included, and raw connections), so the check's own connection is the
+    // only one left.
+    closeRawConnections();
+    for (const s of slots) s.sessions?.close();
     for (const s of slots) {
-      const ready = await s.ready.catch((e) => failures.push({ kind: "relaunch", detail: e.message }));
-      if (!ready?.socketPath) continue;
-      // The fuzzer's session is the plugin's one connection (its host's): close it so the check's own connection is served.
-      ready.sessions?.close();
-      const conn = connect(health.Health, `unix://${ready.socketPath}`, { token: s.tokens.valid });
       try {
-        // Until the plugin has seen that session close, a call on another connection is refused (UNAUTHENTICATED): retry a few times.
+        // Until the plugin has seen those connections close, a call on another one is refused
+        // (UNAUTHENTICATED; a dead one is dropped after a 2 s ping, docs/protocol.md §6.3), and a
+        // Shutdown sent near the end may end the plugin during the check (it is relaunched):
+        // retry, each time on a new connection to the current launch, for up to 10 s.
         for (let tries = 0; ; tries++) {
+          const proc = s.proc;
+          const ready = await s.ready;
+          ready.sessions?.close();
+          const conn = connect(health.Health, `unix://${ready.socketPath}`, { token: s.tokens.valid });
           try {
             await conn.client.check({}, { deadlineMs: 10_000 });
             break;
           } catch (e) {
-            if (e?.code !== "unauthenticated" || tries >= 10) throw e;
-            await sleep(100);
+            // A launch sent an authenticated Shutdown removes its socket, then exits within 0.5 s.
+            const ending = s.proc !== proc || !proc.alive || s.shutdownSent;
+            if (tries >= 100 || !(e?.code === "unauthenticated" || ending)) throw e;
+          } finally {
+            conn.close();
           }
+          await sleep(100);
         }
       } catch (e) {
         failures.push({ kind: "liveness", detail: `plugin ${s.example} (slot ${s.index}) failed a valid health check after the run: ${e.message}` });
-      } finally {
-        conn.close();
       }
     }
   } catch (e) {

@@ -11,8 +11,9 @@ import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import { ENV, MAGIC_COOKIE_VALUE, PluginService, connect, health } from "@plugwire/proto";
+import { ENV, MAGIC_COOKIE_VALUE, PluginService, TOKEN_LINE_PREFIX, connect, health } from "@plugwire/proto";
 import { alive, example, fixture } from "./helpers.js";
+import { connect as netConnect } from "node:net";
 import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
 
 /** Runs the fuzz-host fixture; rejects if it does not exit 0 within `ms` (it is SIGKILLed then). */
@@ -24,6 +25,21 @@ function runHost(dataDir: string, op: string, ms = 30_000): Promise<Record<strin
     });
   });
 }
+
+/** The fuzzers' HTTP/2 client (fuzz/lib/h2.mjs): its SessionPool and h2Request, as the plugin-service fuzzer uses them. */
+interface FuzzH2 {
+  PREFACE: Buffer;
+  FRAME: Record<string, number>;
+  FLAG: Record<string, number>;
+  frame(type: number, flags: number, streamId: number, payload?: Buffer): Buffer;
+  hpackBlock(headers: Array<[string, string]>): Buffer;
+  parseFrames(bytes: Buffer): Array<{ type: number; payload: Buffer }>;
+  SessionPool: new (socketPath: string, size?: number) => { close(): void; open: number };
+  h2Request(pool: unknown, headers: Record<string, string>, body: Buffer[], options?: { hangMs?: number }): Promise<string>;
+  grpcMessage(payload: Uint8Array): Buffer;
+}
+const fuzzH2 = (): Promise<FuzzH2> =>
+  import(pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "fuzz", "lib", "h2.mjs")).href) as Promise<FuzzH2>;
 
 /** Every `*.snap` file under `dir`, with its directory. */
 function snapFiles(dir: string): Array<{ dir: string; name: string }> {
@@ -319,6 +335,159 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
       await host.neighbourServes();
     } finally {
       await host.stop();
+    }
+  });
+  test("SDK (plugin-service #31071): 16 MiB wrong-token OPTIONS calls without a content-type, on a second connection while the host's is open, are answered 415 and the host's connection still serves", async () => {
+    const { SessionPool, h2Request, grpcMessage } = await fuzzH2();
+    const dir = mkdtempSync(join(tmpdir(), "pwt-fz-"));
+    const token = randomBytes(32).toString("base64url");
+    const child = spawn(process.execPath, [example("echo")], {
+      env: {
+        PATH: process.env.PATH,
+        [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
+        [ENV.protocolVersions]: "1",
+        [ENV.socketDir]: dir,
+        [ENV.authTokenSource]: "stdin",
+        [ENV.instanceId]: "echo-fz31071",
+        [ENV.hostAddress]: `unix://${join(dir, "host.sock")}`,
+      },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    child.stdin.write(`${TOKEN_LINE_PREFIX} ${token}\n`);
+    const pools: Array<{ close(): void }> = [];
+    try {
+      const address = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          const m = /address=(\S+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        child.once("exit", (code) => reject(new Error(`echo exited ${code} before its handshake`)));
+      });
+      // Input 31071: Shutdown with a wrong token, :method OPTIONS, no content-type, one 16 MiB
+      // "repeated-field2" message. Three at once on one fuzzer session queue 48 MiB, over
+      // node:http2's default 10 MB session memory: the fuzzer's own client refused the plugin's
+      // 415 (RST_STREAM ENHANCE_YOUR_CALM) and waited for good, a hang counted on the plugin.
+      const body = Buffer.alloc(16_776_192);
+      for (let i = 0; i < body.length; i += 2) body[i] = 0x12;
+      const message = grpcMessage(body);
+      const headers = {
+        ":method": "OPTIONS",
+        ":path": "/plugwire.v1.PluginService/Shutdown",
+        ":scheme": "http",
+        ":authority": "localhost",
+        te: "trailers",
+        "grpc-timeout": "0S",
+        "q0-eh-t9m2": "aJiN",
+        authorization: "Bearer wrong",
+      };
+      const send3 = (): Promise<string[]> => {
+        const pool = new SessionPool(address, 1);
+        pools.push(pool);
+        return Promise.all([0, 1, 2].map(() => h2Request(pool, headers, [message], { hangMs: 8_000 })));
+      };
+      // Before the host has connected, only the token check refuses them: grpc-js answers a call
+      // without a gRPC content-type with 415, body unread.
+      assert.deepEqual(await send3(), ["http:415", "http:415", "http:415"], "every call is answered");
+      // The host's connection: the first to call with the token, kept open.
+      const host = rawSession(address);
+      try {
+        const first = await rawUnary(host, "/grpc.health.v1.Health/Check", token, Buffer.alloc(0));
+        assert.equal(first.status, grpc.status.OK);
+        // Now the second connection is refused: its first call is answered, then the connection
+        // is closed (GOAWAY), so the calls past the GOAWAY's last stream are reset, none left waiting.
+        const outcomes = await send3();
+        assert.equal(outcomes[0], "http:415");
+        for (const o of outcomes) assert.match(o, /^(http:415|stream-error:ERR_HTTP2_STREAM_ERROR|rst:7)$/, "answered or reset, not left waiting");
+        // The plugin still serves its host on the host's connection, and is alive.
+        const again = await rawUnary(host, "/grpc.health.v1.Health/Check", token, Buffer.alloc(0));
+        assert.equal(again.status, grpc.status.OK);
+        assert.equal(alive(child.pid!), true, "the plugin is still running");
+      } finally {
+        host.close();
+      }
+    } finally {
+      for (const pool of pools) pool.close();
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test("SDK (plugin-service liveness): the host's connection, once node:http2 gave up on it (GOAWAY PROTOCOL_ERROR), is pinged and dropped, so the next connection with the token is served (it locked the plugin out for good)", async () => {
+    const { PREFACE, FRAME, FLAG, frame, hpackBlock, parseFrames } = await fuzzH2();
+    const dir = mkdtempSync(join(tmpdir(), "pwt-fz-"));
+    const token = randomBytes(32).toString("base64url");
+    const child = spawn(process.execPath, [example("echo")], {
+      env: {
+        PATH: process.env.PATH,
+        [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
+        [ENV.protocolVersions]: "1",
+        [ENV.socketDir]: dir,
+        [ENV.authTokenSource]: "stdin",
+        [ENV.instanceId]: "echo-fzlive",
+        [ENV.hostAddress]: `unix://${join(dir, "host.sock")}`,
+      },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    child.stdin.write(`${TOKEN_LINE_PREFIX} ${token}\n`);
+    try {
+      const address = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          const m = /address=(\S+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        child.once("exit", (code) => reject(new Error(`echo exited ${code} before its handshake`)));
+      });
+      // A raw connection calls with the token (so it is the host's), then sends DATA on an idle
+      // stream: node:http2 answers GOAWAY(PROTOCOL_ERROR) and stops reading it, and never sees it close.
+      const raw = netConnect(address);
+      raw.on("error", () => undefined);
+      let received = Buffer.alloc(0);
+      const goaway = new Promise<number>((resolve) => {
+        raw.on("data", (d: Buffer) => {
+          received = Buffer.concat([received, d]);
+          const g = parseFrames(received).find((f) => f.type === FRAME.GOAWAY!);
+          if (g) resolve(g.payload.readUInt32BE(4));
+        });
+      });
+      await new Promise<void>((resolve) => raw.once("connect", () => resolve()));
+      const block = hpackBlock([
+        [":method", "POST"],
+        [":path", "/grpc.health.v1.Health/Check"],
+        [":scheme", "http"],
+        [":authority", "localhost"],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+        ["authorization", `Bearer ${token}`],
+      ]);
+      raw.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS!, 0, 0), frame(FRAME.HEADERS!, FLAG.END_HEADERS!, 1, block), frame(FRAME.DATA!, 0, 3, Buffer.alloc(10))]));
+      assert.equal(await goaway, 1, "GOAWAY with PROTOCOL_ERROR");
+      raw.destroy();
+      // A host that dials again is served once the guard has pinged the dead connection (2 s):
+      // refused (UNAUTHENTICATED, naming the other connection) until then, never for good.
+      let last: string | undefined;
+      for (let tries = 0; tries < 100; tries++) {
+        const probe = connect(health.Health, `unix://${address}`, { token });
+        try {
+          await probe.client.check({}, { deadlineMs: 10_000 });
+          last = "ok";
+          break;
+        } catch (e) {
+          last = (e as { code?: string }).code;
+          assert.equal(last, "unauthenticated", String(e));
+          assert.match(String((e as Error).message), /another connection is already the host's/);
+        } finally {
+          probe.close();
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(last, "ok", "a new connection with the token is served within 100 tries");
+      assert.equal(alive(child.pid!), true, "the plugin is still running");
+    } finally {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

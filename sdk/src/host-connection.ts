@@ -16,6 +16,16 @@
  * (guarded: without it, every connection is served and only the token is
  * checked), and a listener put in front of grpc-js's own marks a refused call
  * in its headers, which the SDK's authorize step then refuses.
+ *
+ * A connection node:http2 gave up on (it sent GOAWAY for a protocol error,
+ * such as DATA on an idle stream) stops being read and tells nobody: it never
+ * sees its peer close, and stays "open" for good. Were it the host's, every
+ * later connection, the host's own reconnection included, would be refused
+ * forever. So a call with the token on another connection while the host's is
+ * open makes the guard ping the host's connection: no PING ACK within
+ * HOST_PING_TIMEOUT_MS (or a ping that cannot be sent) and that connection is
+ * destroyed, so the next call with the token is served. The refused call itself
+ * is still refused: the caller retries.
  */
 import type { Http2Session, IncomingHttpHeaders } from "node:http2";
 import { timingSafeEqual } from "node:crypto";
@@ -24,6 +34,9 @@ import { AUTH_METADATA_KEY } from "@plugwire/proto";
 
 /** Header the connection guard sets on a call it refuses; a client's own value is removed. */
 export const REFUSED_HEADER = "plugwire-refused";
+
+/** How long the host's connection has to answer the guard's PING before it is taken for dead. */
+export const HOST_PING_TIMEOUT_MS = 2000;
 
 /** Why the guard refused a call (the value of REFUSED_HEADER). */
 export type RefusedReason = "second-connection" | "unauthenticated-connection";
@@ -48,6 +61,27 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
   if (!(internals.http2Servers instanceof Map) || internals.http2Servers.size === 0) return false;
   const expected = Buffer.from(`${token}`);
   let host: Http2Session | undefined;
+  let probing: Http2Session | undefined;
+  /** Pings the host's connection; one that does not answer is destroyed. */
+  const probe = (session: Http2Session): void => {
+    if (probing === session) return;
+    probing = session;
+    let settled = false;
+    const settle = (dead: boolean): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (probing === session) probing = undefined;
+      if (dead && !session.destroyed) session.destroy();
+    };
+    const timer = setTimeout(() => settle(true), HOST_PING_TIMEOUT_MS);
+    timer.unref();
+    try {
+      if (!session.ping((err) => settle(err !== null && err !== undefined))) settle(true);
+    } catch {
+      settle(true);
+    }
+  };
   const guard = (session: Http2Session): void => {
     session.prependListener("stream", (_stream: unknown, headers: IncomingHttpHeaders) => {
       delete headers[REFUSED_HEADER];
@@ -62,6 +96,7 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
       // token check alone, and the connection may still become the host's.
       if (!hostOpen) return;
       headers[REFUSED_HEADER] = valid ? "second-connection" : "unauthenticated-connection";
+      if (valid && host) probe(host);
       // Answer the refused call, then the connection is over.
       if (!session.closed && !session.destroyed) session.close();
     });
