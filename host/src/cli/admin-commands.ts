@@ -1,4 +1,5 @@
 /** CLI commands that talk to a running `plugwire run` through its admin API. */
+import { readPem } from "./pem.js";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConnectError } from "@connectrpc/connect";
@@ -40,15 +41,6 @@ export function resolveAdminToken(options: AdminTarget, dataDir: string | undefi
   if (fromEnv) return fromEnv;
   if (dataDir === undefined || !existsSync(adminTokenPath(dataDir))) return undefined;
   return readAdminTokenFile(adminTokenPath(dataDir)).value;
-}
-
-function readPem(path: string | undefined, flag: string): Buffer | undefined {
-  if (path === undefined) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw new PlugwireError("invalid_argument", `${flag} ${path}: cannot read it (${(e as Error).message})`, { cause: e });
-  }
 }
 
 /** Finds the admin address (--admin wins, else the pointer file of --config's data dir) and its token. */

@@ -1,5 +1,6 @@
 /** `plugwire run --config FILE`: a host with in-memory peers and a logging control sender. */
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readPem } from "./pem.js";
+import { rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { pino, type Logger } from "pino";
 import { adminPointerPath } from "./admin-commands.js";
@@ -47,15 +48,6 @@ export interface RunOptions {
   adminMaxBodyBytes?: number;
   /** Largest Dispatch request body, bytes. */
   adminMaxDispatchBodyBytes?: number;
-}
-
-function readPem(path: string | undefined, flag: string): Buffer | undefined {
-  if (path === undefined) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw new PlugwireError("invalid_argument", `${flag} ${path}: cannot read it (${(e as Error).message})`, { cause: e });
-  }
 }
 
 /** The TLS of the admin TCP port from the run flags, or undefined. */
