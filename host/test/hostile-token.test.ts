@@ -25,6 +25,18 @@ import { dialPlugin } from "../src/transport/dial.js";
 import { ProbeDriver } from "./fixtures/probe-client.js";
 import { alive, example, fixture, nodePlugin, testHost, type TestHost } from "./helpers.js";
 
+/**
+ * Whether a polyglot example is built. Without `scripts/setup-polyglot.sh`
+ * (a plain `npm ci && npm test`) its cases are skipped with a note; under CI,
+ * which builds them, a missing one fails.
+ */
+function polyglotBuilt(command: string, t: { diagnostic(message: string): void }): boolean {
+  if (existsSync(command)) return true;
+  assert.ok(!process.env.CI, `${command} is missing: run scripts/setup-polyglot.sh`);
+  t.diagnostic(`skipped: ${command} is not built (run scripts/setup-polyglot.sh)`);
+  return false;
+}
+
 const TIMEOUT_MS = 60_000;
 const here = new URL(".", import.meta.url).pathname;
 const repo = join(here, "..", "..", "..");
@@ -278,9 +290,9 @@ describe("H-TOKEN: a plugin without its token line", () => {
     );
   });
 
-  test("H-TOKEN-07: stdin closed before the line, or a first line that is not 'PLUGWIRE_TOKEN <token>' -> every SDK exits 1 at once, naming the line and never quoting it", { timeout: TIMEOUT_MS }, async () => {
+  test("H-TOKEN-07: stdin closed before the line, or a first line that is not 'PLUGWIRE_TOKEN <token>' -> every SDK exits 1 at once, naming the line and never quoting it", { timeout: TIMEOUT_MS }, async (t) => {
     for (const plugin of POLYGLOT) {
-      assert.ok(existsSync(plugin.command[0]!), `${plugin.command[0]} is missing: run scripts/setup-polyglot.sh`);
+      if (!polyglotBuilt(plugin.command[0]!, t)) continue;
       const closed = await runByHand(plugin.command, { line: null, close: true });
       assert.equal(closed.code, 1, `${plugin.name}: ${closed.stderr}`);
       assert.match(closed.stderr, /: stdin closed before the host wrote the 'PLUGWIRE_TOKEN <token>' line \(PLUGWIRE_AUTH_TOKEN_SOURCE=stdin\); this plugin must be started by a plugwire host\n$/, plugin.name);
@@ -348,8 +360,8 @@ describe("H-TOKEN: one connection per plugin server", () => {
     { id: "H-TOKEN-09", sdk: "TS SDK (echo)", name: "echo", command: process.execPath, args: [example("echo")] },
     { id: "H-TOKEN-10", sdk: "Go SDK (counter-go)", name: "counter-go", command: join(repo, "plugins-example/go/bin/counter-go"), args: [] },
   ];
-  for (const c of cases) test(`${c.id}: ${c.sdk}: a second connection with the right token while the host's is open -> UNAUTHENTICATED naming the plugin; after the host's connection closes, a new one is served (reconnect)`, { timeout: TIMEOUT_MS }, async () => {
-    assert.ok(existsSync(c.command), `${c.command} is missing: run scripts/setup-polyglot.sh`);
+  for (const c of cases) test(`${c.id}: ${c.sdk}: a second connection with the right token while the host's is open -> UNAUTHENTICATED naming the plugin; after the host's connection closes, a new one is served (reconnect)`, { timeout: TIMEOUT_MS }, async (t) => {
+    if (!polyglotBuilt(c.command, t)) return t.skip(`${c.command} is not built: run scripts/setup-polyglot.sh`);
     const runDir = createRunDir();
     const token = randomBytes(24).toString("base64url");
     let proc: PluginProcess | undefined;
