@@ -98,6 +98,7 @@ describe("the dashboard in headless Chromium against a real host", { skip: MISSI
 
   it("a SIGKILL of a plugin shows up as a restart within 2 s, with its reason; the log tail filters by plugin and level", async () => {
     const pid = await pidOf("counter");
+    assert.ok(pid > 0, "counter is running");
     assert.equal(await text(card("counter", "restarts")), "0");
     process.kill(pid, "SIGKILL");
     // The bound, as the wait's timeout.

@@ -108,7 +108,8 @@ export async function startLiveHost(options: LiveHostOptions = {}): Promise<Live
       await exited;
       clearTimeout(timer);
     }
-    for (const pid of pluginPids) if (alive(pid)) process.kill(pid, "SIGKILL");
+    // (pid 0 is "no process": kill(0) would signal our own process group)
+    for (const pid of pluginPids) if (pid > 0 && alive(pid)) process.kill(pid, "SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   };
   try {
