@@ -204,6 +204,14 @@ describe("the dashboard in headless Chromium against a real host", { skip: MISSI
         assert.ok(!body.includes(host.token), `${path} holds the token`);
       }
 
+      // The login endpoint gives nothing for a wrong code, and reads no large body.
+      const login = (body: string) => fetch(`${host.adminUrl}/dashboard/login`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      const wrong = await login(JSON.stringify({ code: "A".repeat(43) }));
+      assert.equal(wrong.status, 401);
+      assert.ok(!(await wrong.text()).includes(host.token));
+      assert.equal((await login("not json")).status, 401);
+      assert.equal((await login(JSON.stringify({ code: "x".repeat(4096) }))).status, 413);
+
       // The token pasted into the form opens it.
       await anon.fill("#token", host.token);
       await anon.click("#login button[type=submit]");

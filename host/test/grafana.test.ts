@@ -4,7 +4,8 @@
  * by a real `plugwire run` of the demo plugins on its /metrics, with the type
  * the query needs (a _bucket/_sum/_count name belongs to a histogram). After
  * some traffic, a snapshot and a SIGKILL, the series the main panels draw
- * have samples too.
+ * have samples too. The host runs with --no-dashboard: its admin port then
+ * serves no page.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -64,9 +65,14 @@ describe("the Grafana board", { timeout: 120_000 }, () => {
   });
 
   it("every metric its queries use exists in a live host's /metrics", async () => {
-    const host = await startLiveHost({ config: { snapshotIntervalMs: 0 } });
+    // (With --no-dashboard, which this test checks on the way: no page, no login URL.)
+    const host = await startLiveHost({ config: { snapshotIntervalMs: 0 }, args: ["--no-dashboard"] });
     const pids: number[] = [];
     try {
+      assert.equal(host.loginUrl, undefined, "no dashboard login URL is logged");
+      const page = await fetch(`${host.adminUrl}/`);
+      assert.equal(page.status, 401, "GET / is just an unauthenticated admin request");
+      assert.doesNotMatch(await page.text(), /<html/i);
       const src = new Uint8Array(32).fill(1);
       for (let i = 0; i < 20; i++) await host.client.dispatch({ kind: "counter.hit", src, body: new TextEncoder().encode(String(i)) });
       const snap = await host.client.snapshotNow({ name: "counter" });

@@ -74,6 +74,8 @@ export class HostObserver extends EventEmitter<{ change: [] }> {
     options: HostObserverOptions = {},
   ) {
     super();
+    // One "change" listener per open WatchStatus stream.
+    this.setMaxListeners(0);
     this.maxLogLines = options.maxLogLines ?? 1000;
     this.maxRestarts = options.maxRestarts ?? 100;
     this.historySamples = options.historySamples ?? 60;
