@@ -587,7 +587,12 @@ export class AdminServer {
         target();
       });
     const unix = createServer(handler);
-    await listen(unix, () => unix.listen(this.socketPath));
+    try {
+      await listen(unix, () => unix.listen(this.socketPath));
+    } catch (e) {
+      await this.close(); // (stops the observer it made)
+      throw e;
+    }
     this.servers.push(unix);
     if (tcpPort !== undefined) {
       const tcp = tls
