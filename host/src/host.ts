@@ -142,6 +142,9 @@ export class Host extends EventEmitter<HostEvents> {
         }),
     );
     for (const runner of this.runners) this.byName.set(runner.name, runner);
+    // The snapshot gauges (age, size, applied_seq) follow the host's own events.
+    this.on("snapshot:taken", (e) => this.metrics.snapshotStored(e.plugin, e.sizeBytes, e.appliedSeq));
+    this.on("snapshot:restored", (e) => this.metrics.snapshotStored(e.plugin, e.sizeBytes, e.appliedSeq));
   }
 
   /**

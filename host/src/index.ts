@@ -3,6 +3,7 @@ export type { HostOptions, FanOutResult } from "./host.js";
 /** The operator admin API, composed with a started host by the application (the CLI does). */
 export { serveAdmin, AdminServer } from "./admin/server.js";
 export type { AdminServerOptions, AdminTlsOptions } from "./admin/server.js";
+export { HostObserver, type HostObserverOptions } from "./admin/observe.js";
 export { ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, adminTokenPath, loadOrCreateAdminToken, readAdminTokenFile, type AdminToken } from "./admin/token.js";
 export type { PluginConfig, Capability, RestartType, OverflowPolicy } from "./config.js";
 export { PLUGIN_DEFAULTS } from "./config.js";

@@ -81,6 +81,33 @@ export class HostMetrics {
     });
   }
 
+  /** The last snapshot stored or restored per plugin (for the snapshot gauges). */
+  private readonly lastSnapshots = new Map<string, { atMs: number; sizeBytes: number; appliedSeq: number }>();
+  readonly snapshotAge = new Gauge({
+    name: "plugwire_snapshot_age_seconds",
+    help: "Seconds since the plugin's last snapshot was stored (or restored at a launch)",
+    labelNames: ["plugin"],
+    registers: [this.registry],
+    collect: () => {
+      const now = Date.now();
+      for (const [plugin, s] of this.lastSnapshots) this.snapshotAge.set({ plugin }, Math.max(0, (now - s.atMs) / 1000));
+    },
+  });
+  readonly snapshotBytes = new Gauge({ name: "plugwire_snapshot_bytes", help: "Size of the plugin's last snapshot", labelNames: ["plugin"], registers: [this.registry] });
+  readonly snapshotAppliedSeq = new Gauge({
+    name: "plugwire_snapshot_applied_seq",
+    help: "applied_seq of the plugin's last snapshot (the last payload its state includes)",
+    labelNames: ["plugin"],
+    registers: [this.registry],
+  });
+
+  /** Records a snapshot stored or restored now. */
+  snapshotStored(plugin: string, sizeBytes: number, appliedSeq: number, atMs = Date.now()): void {
+    this.lastSnapshots.set(plugin, { atMs, sizeBytes, appliedSeq });
+    this.snapshotBytes.set({ plugin }, sizeBytes);
+    this.snapshotAppliedSeq.set({ plugin }, appliedSeq);
+  }
+
   setState(plugin: string, state: PluginState): void {
     for (const s of STATES) this.state.set({ plugin, state: s }, s === state ? 1 : 0);
   }

@@ -19,7 +19,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { createGzip } from "node:zlib";
 import { after, before, describe, test } from "node:test";
-import { PlugwireError } from "@plugwire/proto";
+import { PlugwireError, admin } from "@plugwire/proto";
 import { adminClient, type AdminClient } from "../src/admin/client.js";
 import { fromConnectError } from "../src/admin/errors.js";
 import { alive, assertGone, example, fixture } from "./helpers.js";
@@ -475,11 +475,13 @@ describe("hostile admin API: one plugwire run host", () => {
   });
 
   test("H-ADMIN-07: unknown methods and paths -> unimplemented naming the methods (with the token), unauthenticated without it", { timeout: TEST_TIMEOUT_MS }, async () => {
-    const methods = "ListPlugins, RestartPlugin, StopPlugin, SnapshotNow, ListDeadLetters, ReplayDeadLetter, Dispatch";
+    const methods = admin.AdminService.methods.map((m) => m.name).join(", ");
+    assert.match(methods, /^ListPlugins, RestartPlugin, StopPlugin, SnapshotNow, ListDeadLetters, ReplayDeadLetter, Dispatch, /);
     for (const [verb, path] of [
       ["POST", method("DeleteEverything")],
       ["POST", "/plugwire.v1.HostService/SendRouted"],
-      ["GET", "/"],
+      // (GET / is the dashboard's page: dashboard.test.ts)
+      ["GET", "/index.htm"],
       ["POST", `/${"x".repeat(10_000)}`],
     ] as const) {
       const body = verb === "GET" ? undefined : Buffer.from("{}");

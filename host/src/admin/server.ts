@@ -9,6 +9,7 @@
  * composes the two).
  */
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { isIP } from "node:net";
@@ -24,6 +25,8 @@ import { ERROR_CODE_HEADER, toConnectError } from "./errors.js";
 import { ADMIN_TOKEN_ENV, bearerMatches, newAdminToken, type AdminToken } from "./token.js";
 import { checkSocketPath } from "../launch/rundir.js";
 import type { PluginStatus } from "../supervisor/runner.js";
+import { DashboardAssets } from "./dashboard.js";
+import { HostObserver } from "./observe.js";
 
 function info(s: PluginStatus): admin.PluginInfo {
   return {
@@ -52,19 +55,81 @@ async function guarded<T>(op: () => Promise<T>): Promise<T> {
   }
 }
 
-export function adminRoutes(host: Host) {
+/** WatchStatus's interval bounds and default, in ms. */
+const WATCH_INTERVAL_MS = { min: 250, max: 10_000, default: 1_000 };
+/** After an event worth showing at once, how long WatchStatus waits for more before its update. */
+const WATCH_DEBOUNCE_MS = 50;
+
+/** One WatchStatus update: every plugin's status, rates, restarts and last snapshot, and the log lines after `afterLogSeq`. */
+export function statusUpdate(host: Host, observer: HostObserver, afterLogSeq: number): admin.WatchStatusResponse {
+  const now = Date.now();
+  return create(admin.WatchStatusResponseSchema, {
+    timeMs: BigInt(now),
+    dispatchRate: observer.totalDispatchRate,
+    plugins: host.status().map((s) => {
+      const snap = observer.snapshotOf(s.name);
+      const rates = observer.ratesOf(s.name);
+      return {
+        info: info(s),
+        readySinceMs: BigInt(s.readySince ?? 0),
+        replayPayloads: s.replay ?? 0,
+        replayBytes: BigInt(s.replayBytes ?? 0),
+        lastSnapshot: snap && { atMs: BigInt(snap.atMs), sizeBytes: BigInt(snap.sizeBytes), appliedSeq: BigInt(snap.appliedSeq), restored: snap.restored },
+        restarts: observer.restartsOf(s.name, now).map((r) => ({ atMs: BigInt(r.atMs), reason: r.reason })),
+        dispatchRate: rates.dispatchRate,
+        ackLatencyMs: rates.ackLatencyMs,
+      };
+    }),
+    logs: observer.logsAfter(afterLogSeq).map((l) => ({ seq: BigInt(l.seq), timeMs: BigInt(l.timeMs), plugin: l.plugin, level: l.level, msg: l.msg })),
+  });
+}
+
+/** Resolves after `ms`, or sooner once the observer reports a change (then after a short debounce); rejects when `signal` aborts. */
+async function nextTick(observer: HostObserver, ms: number, signal: AbortSignal): Promise<void> {
+  const changed = new AbortController();
+  const onChange = (): void => changed.abort();
+  observer.once("change", onChange);
+  try {
+    await sleep(ms, undefined, { signal: AbortSignal.any([signal, changed.signal]) }).catch(() => undefined);
+    signal.throwIfAborted();
+    if (changed.signal.aborted) await sleep(WATCH_DEBOUNCE_MS, undefined, { signal });
+  } finally {
+    observer.off("change", onChange);
+  }
+}
+
+export function adminRoutes(host: Host, observer?: HostObserver) {
   const statusOf = (name: string): admin.PluginInfo => info(host.status().find((s) => s.name === name)!);
+  const operator = (name: string, what: string): void => observer?.log(name, "info", `${what} (admin API)`);
   return (router: ConnectRouter): void => {
     router.service(admin.AdminService, {
       listPlugins: async () => ({ plugins: host.status().map(info) }),
       restartPlugin: (req) => guarded(async () => {
+        operator(req.name, "restart requested");
         await host.restart(req.name);
+        observer?.noteRestart(req.name, "operator restart (admin API)");
         return { plugin: statusOf(req.name) };
       }),
       stopPlugin: (req) => guarded(async () => {
+        operator(req.name, "stop requested");
         await host.stopPlugin(req.name);
         return { plugin: statusOf(req.name) };
       }),
+      watchStatus: async function* (req, ctx) {
+        if (!observer) throw new ConnectError("this admin server keeps no status history (it was made without a HostObserver)", Code.Unimplemented);
+        const interval = Math.min(WATCH_INTERVAL_MS.max, Math.max(WATCH_INTERVAL_MS.min, req.intervalMs || WATCH_INTERVAL_MS.default));
+        let after = 0;
+        while (!ctx.signal.aborted) {
+          const update = statusUpdate(host, observer, after);
+          after = Number(update.logs.at(-1)?.seq ?? BigInt(after));
+          yield update;
+          try {
+            await nextTick(observer, interval, ctx.signal);
+          } catch {
+            return;
+          }
+        }
+      },
       snapshotNow: (req) => guarded(async () => {
         if (req.name) {
           const record = await host.snapshot(req.name).then(
@@ -102,6 +167,7 @@ export function adminRoutes(host: Host) {
         })),
       })),
       replayDeadLetter: (req) => guarded(async () => {
+        operator(req.name, `replay of dead letter seq ${req.seq} requested`);
         await host.replayDeadLetter(req.name, Number(req.seq));
         return {};
       }),
@@ -146,6 +212,18 @@ export interface AdminServerOptions {
   maxBodyBytes?: number;
   /** Largest Dispatch request body, in bytes, before and after decompression; default 16 MiB (the largest payload a Deliver message carries). */
   maxDispatchBodyBytes?: number;
+  /**
+   * Serve the web dashboard (docs/dashboard.md) at `/` of the same server;
+   * default true. The page and its script carry no secret: the page asks for
+   * the token (or takes a one-time login code, see `AdminServer.dashboardLoginCode`).
+   */
+  dashboard?: boolean;
+  /**
+   * What WatchStatus reports beyond the host's status (recent restarts, log
+   * lines, rates, snapshots). Default: one made now; attach your own before
+   * `host.start()` to see the first launches' snapshot restores too.
+   */
+  observer?: HostObserver;
 }
 
 /** File name of the admin socket in its private dir. */
@@ -208,7 +286,10 @@ export async function serveAdmin(host: Host, options: AdminServerOptions = {}): 
   }
   try {
     checkSocketPath(socketPath, "plugwire admin API");
-    const server = new AdminServer(host, socketPath, token, { maxBodyBytes, maxDispatchBodyBytes }, ownDir);
+    const server = new AdminServer(host, socketPath, token, { maxBodyBytes, maxDispatchBodyBytes }, ownDir, {
+      dashboard: options.dashboard ?? true,
+      observer: options.observer,
+    });
     await server.listen(options.tcpPort, tcpHost, options.tls);
     return server;
   } catch (e) {
@@ -361,6 +442,11 @@ function sizeText(bytes: number): string {
 export class AdminServer {
   private readonly servers: Server[] = [];
   private readonly limits: { maxBodyBytes: number; maxDispatchBodyBytes: number };
+  /** Feeds WatchStatus. */
+  readonly observer: HostObserver;
+  private readonly ownObserver: boolean;
+  /** The dashboard's page and script, and its one-time login codes; undefined when the dashboard is off. */
+  private readonly dashboard: DashboardAssets | undefined;
 
   constructor(
     private readonly host: Host,
@@ -370,7 +456,11 @@ export class AdminServer {
     limits: Partial<{ maxBodyBytes: number; maxDispatchBodyBytes: number }> = {},
     /** The private dir made for the socket, removed on close. */
     private readonly ownDir?: string,
+    view: { dashboard?: boolean; observer?: HostObserver } = {},
   ) {
+    this.ownObserver = view.observer === undefined;
+    this.observer = view.observer ?? new HostObserver(host);
+    this.dashboard = view.dashboard === false ? undefined : new DashboardAssets();
     this.limits = {
       maxBodyBytes: limits.maxBodyBytes ?? DEFAULT_ADMIN_MAX_BODY_BYTES,
       maxDispatchBodyBytes: limits.maxDispatchBodyBytes ?? DEFAULT_ADMIN_MAX_DISPATCH_BODY_BYTES,
@@ -380,6 +470,20 @@ export class AdminServer {
   /** The bearer token requests must carry. */
   get token(): string {
     return this.adminToken.value;
+  }
+
+  /** True when the dashboard is served at `/`. */
+  get servesDashboard(): boolean {
+    return this.dashboard !== undefined;
+  }
+
+  /**
+   * A one-time login code for the dashboard: the page at `/#code=CODE`
+   * trades it for the token once, within `ttlMs` (default 10 minutes).
+   * Undefined when the dashboard is off.
+   */
+  dashboardLoginCode(ttlMs?: number): string | undefined {
+    return this.dashboard?.newLoginCode(ttlMs);
   }
 
   /** The request handler: token first (nothing is read without it), then the method's body limit. */
@@ -399,7 +503,7 @@ export class AdminServer {
     // served (the server is HTTP/1.1; the CLI and curl speak Connect).
     const adapter = (readMaxBytes: number) =>
       connectNodeAdapter({
-        routes: adminRoutes(this.host),
+        routes: adminRoutes(this.host, this.observer),
         readMaxBytes,
         acceptCompression: [compressionGzip, compressionBrotli],
         grpc: false,
@@ -418,6 +522,8 @@ export class AdminServer {
         if (!read.complete) res.once("finish", () => socket.destroySoon());
         refuse(res, code, message, plugwireCode, !read.complete);
       };
+      // The dashboard's static files and its one-time login: no token needed, none given out but for a valid code.
+      if (this.dashboard?.handle(req, res, this.adminToken.value)) return;
       const given = req.headers.authorization;
       if (!bearerMatches(given, this.adminToken.value)) {
         // Nothing of the body is kept; a small one is read so the client gets the answer.
@@ -481,7 +587,12 @@ export class AdminServer {
         target();
       });
     const unix = createServer(handler);
-    await listen(unix, () => unix.listen(this.socketPath));
+    try {
+      await listen(unix, () => unix.listen(this.socketPath));
+    } catch (e) {
+      await this.close(); // (stops the observer it made)
+      throw e;
+    }
     this.servers.push(unix);
     if (tcpPort !== undefined) {
       const tcp = tls
@@ -514,6 +625,7 @@ export class AdminServer {
       ),
     );
     this.servers.length = 0;
+    if (this.ownObserver) this.observer.close();
     if (this.ownDir !== undefined) rmSync(this.ownDir, { recursive: true, force: true });
   }
 }

@@ -28,6 +28,8 @@ export interface ConfigFile {
   maxConcurrentLaunches: number | undefined;
   /** A payload kind claimed by two plugins is an error. */
   strictKinds: boolean | undefined;
+  /** Serve the web dashboard on the admin port (default true). */
+  dashboard: boolean | undefined;
   plugins: PluginConfig[];
   /** Peers the in-memory directory starts with. */
   peers: PeerSeed[];
@@ -154,6 +156,7 @@ export function loadConfigFile(path: string): ConfigFile {
     runDirParent: config.runDirParent === undefined ? undefined : isAbsolute(config.runDirParent) ? config.runDirParent : resolve(base, config.runDirParent),
     maxConcurrentLaunches: config.maxConcurrentLaunches,
     strictKinds: config.strictKinds,
+    dashboard: config.dashboard,
     plugins,
     peers,
   };

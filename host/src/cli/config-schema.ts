@@ -65,6 +65,12 @@ export const HOST_OPTIONS: readonly OptionDoc[] = [
     unit: "",
     about: "true: a payload kind claimed by two plugins is an error (the later one is refused); false: the first listed wins, the other is warned about",
   },
+  {
+    key: "dashboard",
+    default: "true",
+    unit: "",
+    about: "serve the web dashboard at / of the admin port (--admin-port); false (or --no-dashboard) turns it off (docs/dashboard.md)",
+  },
   { key: "peers", default: "[]", unit: "", about: "peers the in-memory directory starts with: - { nodeId: HEX, name: NAME, x25519: HEX }" },
   { key: "plugins", default: "(required)", unit: "", about: "the plugins, in priority order: the first to claim a payload kind wins it" },
 ];
@@ -177,6 +183,7 @@ export const configSchema = z.strictObject({
   runDirParent: z.string().min(1).optional(),
   maxConcurrentLaunches: z.number().int().min(1).optional(),
   strictKinds: z.boolean().optional(),
+  dashboard: z.boolean().optional(),
   peers: z.array(peerSchema).optional(),
   plugins: z.array(pluginSchema).min(1),
 });

@@ -44,6 +44,9 @@ dir, and needs the bearer token in <dataDir>/admin.token, made 0600 on the first
                                 decompression (default 1 MiB)
   --admin-max-dispatch-body-bytes N
                                 largest Dispatch request body (default 16 MiB)
+  --no-dashboard                do not serve the web dashboard at / of the admin port
+                                (default: served; the log prints a one-time login URL;
+                                config 'dashboard: false' too; docs/dashboard.md)
 
 status, restart, stop, snapshot, dead-letters and send talk to a running 'plugwire run':
   -c, --config FILE  the config it runs (default ./plugwire.yaml); its data dir holds the admin
@@ -106,6 +109,7 @@ async function main(argv: string[]): Promise<number> {
           "admin-tls-ca": { type: "string" },
           "admin-max-body-bytes": { type: "string" },
           "admin-max-dispatch-body-bytes": { type: "string" },
+          "no-dashboard": { type: "boolean" },
           help: { type: "boolean", short: "h" },
         },
       });
@@ -137,6 +141,7 @@ async function main(argv: string[]): Promise<number> {
         adminTlsCa: values["admin-tls-ca"],
         adminMaxBodyBytes: bytes(values["admin-max-body-bytes"], "--admin-max-body-bytes"),
         adminMaxDispatchBodyBytes: bytes(values["admin-max-dispatch-body-bytes"], "--admin-max-dispatch-body-bytes"),
+        dashboard: values["no-dashboard"] ? false : undefined,
       });
       return -1; // keeps running until a signal
     }

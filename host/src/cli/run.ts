@@ -7,6 +7,7 @@ import { adminPointerPath } from "./admin-commands.js";
 import { PlugwireError } from "@plugwire/proto";
 import { checkAdminBind, serveAdmin, type AdminServer, type AdminTlsOptions } from "../admin/server.js";
 import { loadOrCreateAdminToken } from "../admin/token.js";
+import { HostObserver } from "../admin/observe.js";
 import { createHost, type Host } from "../host.js";
 import { MemoryPeerDirectory, hex, type HostPorts } from "../ports.js";
 import { loadConfigFile } from "./config-file.js";
@@ -48,6 +49,8 @@ export interface RunOptions {
   adminMaxBodyBytes?: number;
   /** Largest Dispatch request body, bytes. */
   adminMaxDispatchBodyBytes?: number;
+  /** false: do not serve the web dashboard on the admin port (--no-dashboard); default: the config's `dashboard`, else true. */
+  dashboard?: boolean;
 }
 
 /** The TLS of the admin TCP port from the run flags, or undefined. */
@@ -62,6 +65,19 @@ function adminTls(options: RunOptions): AdminTlsOptions | undefined {
   if (cert === undefined || key === undefined) throw new PlugwireError("invalid_argument", "TLS for the admin port needs both --admin-tls-cert FILE and --admin-tls-key FILE");
   if (options.adminPort === undefined) throw new PlugwireError("invalid_argument", "--admin-tls-cert and --admin-tls-key are for the admin TCP port: add --admin-port PORT");
   return { cert, key, ca };
+}
+
+/**
+ * Logs the dashboard's one-time URL (docs/dashboard.md): its fragment holds a
+ * login code the page trades for the admin token once, within 10 minutes.
+ * The token itself is never printed.
+ */
+function logDashboardUrl(logger: Logger, admin: AdminServer, adminHost: string, tls: boolean): void {
+  const port = admin.tcpPort;
+  if (port === undefined || !admin.servesDashboard) return;
+  const host = adminHost.includes(":") ? `[${adminHost}]` : adminHost;
+  const url = `${tls ? "https" : "http"}://${host}:${port}/`;
+  logger.info({ url, loginUrl: `${url}#code=${admin.dashboardLoginCode()}` }, "dashboard: open loginUrl once (its code works one time, for 10 minutes), or open url and paste the admin token");
 }
 
 /** Runs until SIGINT or SIGTERM, then stops every plugin. */
@@ -94,6 +110,8 @@ export async function run(options: RunOptions): Promise<Host> {
     maxConcurrentLaunches: config.maxConcurrentLaunches,
     strictKinds: config.strictKinds,
   });
+  // Attached before start, so the dashboard sees the first launches' snapshot restores.
+  const observer = new HostObserver(host);
   await host.start();
   let admin: AdminServer;
   try {
@@ -106,6 +124,8 @@ export async function run(options: RunOptions): Promise<Host> {
       token,
       maxBodyBytes: options.adminMaxBodyBytes,
       maxDispatchBodyBytes: options.adminMaxDispatchBodyBytes,
+      dashboard: options.dashboard ?? config.dashboard ?? true,
+      observer,
     });
   } catch (e) {
     await host.stop();
@@ -114,6 +134,7 @@ export async function run(options: RunOptions): Promise<Host> {
   const pointer = adminPointerPath(config.dataDir);
   writeFileSync(pointer, `${admin.socketPath}\n`, { mode: 0o600 });
   logger.info({ admin: admin.socketPath, adminPort: admin.tcpPort, adminTls: tls !== undefined, adminToken: token.path }, "admin API listening; try 'plugwire status'");
+  logDashboardUrl(logger, admin, options.adminHost ?? "127.0.0.1", tls !== undefined);
   let metrics: Server | undefined;
   if (options.metricsPort !== undefined) {
     metrics = createServer((req, res) => {

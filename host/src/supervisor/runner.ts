@@ -126,6 +126,11 @@ export interface PluginStatus {
   describedAs: string | undefined;
   stateful: boolean;
   deadLetters: number;
+  /** Unix ms the running launch became ready; undefined when no launch is running (for the dashboard's uptime). */
+  readySince?: number;
+  /** Payloads acked but not yet covered by a stored snapshot, and their bytes (the replay buffer). */
+  replay?: number;
+  replayBytes?: number;
 }
 
 /** A kind a plugin claims that an earlier plugin owns. */
@@ -320,6 +325,9 @@ export class PluginRunner {
       describedAs: this.description && this.description.name !== this.name ? this.description.name : undefined,
       stateful: this.statefulId !== undefined,
       deadLetters: this.channel.listDeadLetters().length,
+      readySince: this.state === "ready" && this.readyAt > 0 ? this.readyAt : undefined,
+      replay: this.channel.replayCount,
+      replayBytes: this.channel.replayBufferBytes,
     };
   }
 

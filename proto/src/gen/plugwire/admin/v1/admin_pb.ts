@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plugwire/admin/v1/admin.proto.
  */
 export const file_plugwire_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iogIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZCIrCgxTaGFkb3dlZEtpbmQSDAoEa2luZBgBIAEoCRINCgVvd25lchgCIAEoCSIkChRSZXN0YXJ0UGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKFVJlc3RhcnRQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiEKEVN0b3BQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoSU3RvcFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIgoSU25hcHNob3ROb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkiSQoTU25hcHNob3ROb3dSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RSZXN1bHQiZAoOU25hcHNob3RSZXN1bHQSDgoGcGx1Z2luGAEgASgJEgoKAm9rGAIgASgIEhMKC2FwcGxpZWRfc2VxGAMgASgEEhIKCnNpemVfYnl0ZXMYBCABKAQSDQoFZXJyb3IYBSABKAkiJgoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjMKDGRlYWRfbGV0dGVycxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLkRlYWRMZXR0ZXIibgoKRGVhZExldHRlchILCgNzZXEYASABKAQSDAoEa2luZBgCIAEoCRILCgNzcmMYAyABKAwSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxwYXJrZWRfYXRfbXMYBSABKAMSDgoGcmVhc29uGAYgASgJIjQKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSCwoDc2VxGAIgASgEIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZSJKCg9EaXNwYXRjaFJlcXVlc3QSDAoEa2luZBgBIAEoCRIOCgZwbHVnaW4YAiABKAkSCwoDc3JjGAMgASgMEgwKBGJvZHkYBCABKAwivAEKEERpc3BhdGNoUmVzcG9uc2USDgoGcGx1Z2luGAEgASgJEgwKBGtpbmQYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoT3V0Y29tZRINCgVlcnJvchgEIAEoCRIxCgdlZmZlY3RzGAUgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUGF5bG9hZEVmZmVjdBITCgtkdXJhdGlvbl9tcxgGIAEoBCKRAQoNUGF5bG9hZEVmZmVjdBI6CgtzZW5kX2RpcmVjdBgBIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmREaXJlY3RFZmZlY3RIABI6CgtzZW5kX3JvdXRlZBgCIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmRSb3V0ZWRFZmZlY3RIAEIICgZlZmZlY3QiWgoQU2VuZERpcmVjdEVmZmVjdBIMCgRwZWVyGAEgASgMEg0KBWZyYW1lGAIgASgMEhEKCXBlcmZvcm1lZBgDIAEoCBIWCg5kcm9wcGVkX3JlYXNvbhgEIAEoCSJNChBTZW5kUm91dGVkRWZmZWN0EgsKA2RzdBgBIAEoDBINCgVmcmFtZRgCIAEoDBIOCgZyb3V0ZWQYAyABKAgSDQoFZXJyb3IYBCABKAkqcwoPRGlzcGF0Y2hPdXRjb21lEiAKHERJU1BBVENIX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZESVNQQVRDSF9PVVRDT01FX0FDS0VEEAESIgoeRElTUEFUQ0hfT1VUQ09NRV9IQU5ETEVSX0VSUk9SEAIytQUKDEFkbWluU2VydmljZRJcCgtMaXN0UGx1Z2lucxIlLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVzcG9uc2USYgoNUmVzdGFydFBsdWdpbhInLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRQbHVnaW5SZXF1ZXN0GigucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlc3BvbnNlElkKClN0b3BQbHVnaW4SJC5wbHVnd2lyZS5hZG1pbi52MS5TdG9wUGx1Z2luUmVxdWVzdBolLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXNwb25zZRJcCgtTbmFwc2hvdE5vdxIlLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVzcG9uc2USaAoPTGlzdERlYWRMZXR0ZXJzEikucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBoqLnBsdWd3aXJlLmFkbWluLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEmsKEFJlcGxheURlYWRMZXR0ZXISKi5wbHVnd2lyZS5hZG1pbi52MS5SZXBsYXlEZWFkTGV0dGVyUmVxdWVzdBorLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXNwb25zZRJTCghEaXNwYXRjaBIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVxdWVzdBojLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iogIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZCIrCgxTaGFkb3dlZEtpbmQSDAoEa2luZBgBIAEoCRINCgVvd25lchgCIAEoCSIkChRSZXN0YXJ0UGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKFVJlc3RhcnRQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiEKEVN0b3BQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoSU3RvcFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIgoSU25hcHNob3ROb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkiSQoTU25hcHNob3ROb3dSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RSZXN1bHQiZAoOU25hcHNob3RSZXN1bHQSDgoGcGx1Z2luGAEgASgJEgoKAm9rGAIgASgIEhMKC2FwcGxpZWRfc2VxGAMgASgEEhIKCnNpemVfYnl0ZXMYBCABKAQSDQoFZXJyb3IYBSABKAkiJgoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjMKDGRlYWRfbGV0dGVycxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLkRlYWRMZXR0ZXIibgoKRGVhZExldHRlchILCgNzZXEYASABKAQSDAoEa2luZBgCIAEoCRILCgNzcmMYAyABKAwSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxwYXJrZWRfYXRfbXMYBSABKAMSDgoGcmVhc29uGAYgASgJIjQKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSCwoDc2VxGAIgASgEIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZSJKCg9EaXNwYXRjaFJlcXVlc3QSDAoEa2luZBgBIAEoCRIOCgZwbHVnaW4YAiABKAkSCwoDc3JjGAMgASgMEgwKBGJvZHkYBCABKAwivAEKEERpc3BhdGNoUmVzcG9uc2USDgoGcGx1Z2luGAEgASgJEgwKBGtpbmQYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoT3V0Y29tZRINCgVlcnJvchgEIAEoCRIxCgdlZmZlY3RzGAUgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUGF5bG9hZEVmZmVjdBITCgtkdXJhdGlvbl9tcxgGIAEoBCKRAQoNUGF5bG9hZEVmZmVjdBI6CgtzZW5kX2RpcmVjdBgBIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmREaXJlY3RFZmZlY3RIABI6CgtzZW5kX3JvdXRlZBgCIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmRSb3V0ZWRFZmZlY3RIAEIICgZlZmZlY3QiWgoQU2VuZERpcmVjdEVmZmVjdBIMCgRwZWVyGAEgASgMEg0KBWZyYW1lGAIgASgMEhEKCXBlcmZvcm1lZBgDIAEoCBIWCg5kcm9wcGVkX3JlYXNvbhgEIAEoCSJNChBTZW5kUm91dGVkRWZmZWN0EgsKA2RzdBgBIAEoDBINCgVmcmFtZRgCIAEoDBIOCgZyb3V0ZWQYAyABKAgSDQoFZXJyb3IYBCABKAkiKQoSV2F0Y2hTdGF0dXNSZXF1ZXN0EhMKC2ludGVydmFsX21zGAEgASgNIpkBChNXYXRjaFN0YXR1c1Jlc3BvbnNlEg8KB3RpbWVfbXMYASABKAMSMAoHcGx1Z2lucxgCIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkRldGFpbBIVCg1kaXNwYXRjaF9yYXRlGAMgASgBEigKBGxvZ3MYBCADKAsyGi5wbHVnd2lyZS5hZG1pbi52MS5Mb2dMaW5lIp0CCgxQbHVnaW5EZXRhaWwSKwoEaW5mbxgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8SFgoOcmVhZHlfc2luY2VfbXMYAiABKAMSFwoPcmVwbGF5X3BheWxvYWRzGAMgASgNEhQKDHJlcGxheV9ieXRlcxgEIAEoBBI2Cg1sYXN0X3NuYXBzaG90GAUgASgLMh8ucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RJbmZvEjIKCHJlc3RhcnRzGAYgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFJlY29yZBIVCg1kaXNwYXRjaF9yYXRlGAcgAygBEhYKDmFja19sYXRlbmN5X21zGAggAygBIlgKDFNuYXBzaG90SW5mbxINCgVhdF9tcxgBIAEoAxISCgpzaXplX2J5dGVzGAIgASgEEhMKC2FwcGxpZWRfc2VxGAMgASgEEhAKCHJlc3RvcmVkGAQgASgIIi4KDVJlc3RhcnRSZWNvcmQSDQoFYXRfbXMYASABKAMSDgoGcmVhc29uGAIgASgJIlMKB0xvZ0xpbmUSCwoDc2VxGAEgASgEEg8KB3RpbWVfbXMYAiABKAMSDgoGcGx1Z2luGAMgASgJEg0KBWxldmVsGAQgASgJEgsKA21zZxgFIAEoCSpzCg9EaXNwYXRjaE91dGNvbWUSIAocRElTUEFUQ0hfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhoKFkRJU1BBVENIX09VVENPTUVfQUNLRUQQARIiCh5ESVNQQVRDSF9PVVRDT01FX0hBTkRMRVJfRVJST1IQAjKVBgoMQWRtaW5TZXJ2aWNlElwKC0xpc3RQbHVnaW5zEiUucGx1Z3dpcmUuYWRtaW4udjEuTGlzdFBsdWdpbnNSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuTGlzdFBsdWdpbnNSZXNwb25zZRJiCg1SZXN0YXJ0UGx1Z2luEicucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlcXVlc3QaKC5wbHVnd2lyZS5hZG1pbi52MS5SZXN0YXJ0UGx1Z2luUmVzcG9uc2USWQoKU3RvcFBsdWdpbhIkLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXF1ZXN0GiUucGx1Z3dpcmUuYWRtaW4udjEuU3RvcFBsdWdpblJlc3BvbnNlElwKC1NuYXBzaG90Tm93EiUucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3ROb3dSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3ROb3dSZXNwb25zZRJoCg9MaXN0RGVhZExldHRlcnMSKS5wbHVnd2lyZS5hZG1pbi52MS5MaXN0RGVhZExldHRlcnNSZXF1ZXN0GioucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USawoQUmVwbGF5RGVhZExldHRlchIqLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXF1ZXN0GisucGx1Z3dpcmUuYWRtaW4udjEuUmVwbGF5RGVhZExldHRlclJlc3BvbnNlElMKCERpc3BhdGNoEiIucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hSZXF1ZXN0GiMucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hSZXNwb25zZRJeCgtXYXRjaFN0YXR1cxIlLnBsdWd3aXJlLmFkbWluLnYxLldhdGNoU3RhdHVzUmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLldhdGNoU3RhdHVzUmVzcG9uc2UwAWIGcHJvdG8z");
 
 /**
  * @generated from message plugwire.admin.v1.ListPluginsRequest
@@ -607,6 +607,234 @@ export const SendRoutedEffectSchema: GenMessage<SendRoutedEffect> = /*@__PURE__*
   messageDesc(file_plugwire_admin_v1_admin, 20);
 
 /**
+ * @generated from message plugwire.admin.v1.WatchStatusRequest
+ */
+export type WatchStatusRequest = Message<"plugwire.admin.v1.WatchStatusRequest"> & {
+  /**
+   * Milliseconds between updates; 0 means 1000. Clamped to 250-10000.
+   *
+   * @generated from field: uint32 interval_ms = 1;
+   */
+  intervalMs: number;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.WatchStatusRequest.
+ * Use `create(WatchStatusRequestSchema)` to create a new message.
+ */
+export const WatchStatusRequestSchema: GenMessage<WatchStatusRequest> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 21);
+
+/**
+ * @generated from message plugwire.admin.v1.WatchStatusResponse
+ */
+export type WatchStatusResponse = Message<"plugwire.admin.v1.WatchStatusResponse"> & {
+  /**
+   * Unix time of this update in milliseconds.
+   *
+   * @generated from field: int64 time_ms = 1;
+   */
+  timeMs: bigint;
+
+  /**
+   * @generated from field: repeated plugwire.admin.v1.PluginDetail plugins = 2;
+   */
+  plugins: PluginDetail[];
+
+  /**
+   * Payloads dispatched per second over the last sample, every plugin together.
+   *
+   * @generated from field: double dispatch_rate = 3;
+   */
+  dispatchRate: number;
+
+  /**
+   * The log lines since the previous update, oldest first.
+   *
+   * @generated from field: repeated plugwire.admin.v1.LogLine logs = 4;
+   */
+  logs: LogLine[];
+};
+
+/**
+ * Describes the message plugwire.admin.v1.WatchStatusResponse.
+ * Use `create(WatchStatusResponseSchema)` to create a new message.
+ */
+export const WatchStatusResponseSchema: GenMessage<WatchStatusResponse> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 22);
+
+/**
+ * A plugin's status with what the dashboard draws of it.
+ *
+ * @generated from message plugwire.admin.v1.PluginDetail
+ */
+export type PluginDetail = Message<"plugwire.admin.v1.PluginDetail"> & {
+  /**
+   * @generated from field: plugwire.admin.v1.PluginInfo info = 1;
+   */
+  info?: PluginInfo | undefined;
+
+  /**
+   * Unix time in milliseconds it last became ready; 0 when it is not running.
+   *
+   * @generated from field: int64 ready_since_ms = 2;
+   */
+  readySinceMs: bigint;
+
+  /**
+   * Payloads acked but not yet covered by a stored snapshot (kept for replay).
+   *
+   * @generated from field: uint32 replay_payloads = 3;
+   */
+  replayPayloads: number;
+
+  /**
+   * @generated from field: uint64 replay_bytes = 4;
+   */
+  replayBytes: bigint;
+
+  /**
+   * The last snapshot stored or restored; absent when none is known.
+   *
+   * @generated from field: plugwire.admin.v1.SnapshotInfo last_snapshot = 5;
+   */
+  lastSnapshot?: SnapshotInfo | undefined;
+
+  /**
+   * Restarts in the last hour, oldest first (at most 100).
+   *
+   * @generated from field: repeated plugwire.admin.v1.RestartRecord restarts = 6;
+   */
+  restarts: RestartRecord[];
+
+  /**
+   * One sample per second, oldest first (the last 60 s): payloads dispatched
+   * per second, and the mean time from dispatch to ack in milliseconds
+   * (0 when nothing was acked in that second).
+   *
+   * @generated from field: repeated double dispatch_rate = 7;
+   */
+  dispatchRate: number[];
+
+  /**
+   * @generated from field: repeated double ack_latency_ms = 8;
+   */
+  ackLatencyMs: number[];
+};
+
+/**
+ * Describes the message plugwire.admin.v1.PluginDetail.
+ * Use `create(PluginDetailSchema)` to create a new message.
+ */
+export const PluginDetailSchema: GenMessage<PluginDetail> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 23);
+
+/**
+ * @generated from message plugwire.admin.v1.SnapshotInfo
+ */
+export type SnapshotInfo = Message<"plugwire.admin.v1.SnapshotInfo"> & {
+  /**
+   * Unix time in milliseconds the host stored (or restored) it.
+   *
+   * @generated from field: int64 at_ms = 1;
+   */
+  atMs: bigint;
+
+  /**
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: uint64 applied_seq = 3;
+   */
+  appliedSeq: bigint;
+
+  /**
+   * True when it was restored at a launch rather than taken by this host.
+   *
+   * @generated from field: bool restored = 4;
+   */
+  restored: boolean;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.SnapshotInfo.
+ * Use `create(SnapshotInfoSchema)` to create a new message.
+ */
+export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 24);
+
+/**
+ * @generated from message plugwire.admin.v1.RestartRecord
+ */
+export type RestartRecord = Message<"plugwire.admin.v1.RestartRecord"> & {
+  /**
+   * Unix time in milliseconds.
+   *
+   * @generated from field: int64 at_ms = 1;
+   */
+  atMs: bigint;
+
+  /**
+   * Why, e.g. "was killed by SIGKILL (crash)" or "operator restart".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.RestartRecord.
+ * Use `create(RestartRecordSchema)` to create a new message.
+ */
+export const RestartRecordSchema: GenMessage<RestartRecord> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 25);
+
+/**
+ * @generated from message plugwire.admin.v1.LogLine
+ */
+export type LogLine = Message<"plugwire.admin.v1.LogLine"> & {
+  /**
+   * Increases by one per line the host kept.
+   *
+   * @generated from field: uint64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: int64 time_ms = 2;
+   */
+  timeMs: bigint;
+
+  /**
+   * The plugin the line is about; empty for the host itself.
+   *
+   * @generated from field: string plugin = 3;
+   */
+  plugin: string;
+
+  /**
+   * trace, debug, info, warn, error or fatal.
+   *
+   * @generated from field: string level = 4;
+   */
+  level: string;
+
+  /**
+   * @generated from field: string msg = 5;
+   */
+  msg: string;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.LogLine.
+ * Use `create(LogLineSchema)` to create a new message.
+ */
+export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 26);
+
+/**
  * @generated from enum plugwire.admin.v1.DispatchOutcome
  */
 export enum DispatchOutcome {
@@ -717,6 +945,20 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof DispatchRequestSchema;
     output: typeof DispatchResponseSchema;
+  },
+  /**
+   * A live view of the host for the dashboard: one update at once, then one
+   * every interval until the client goes away. Each update carries every
+   * plugin's status and rates, the last hour's restarts, and the log lines
+   * (plugin output and the host's supervision events) since the previous
+   * update (the first carries the host's whole recent-log ring).
+   *
+   * @generated from rpc plugwire.admin.v1.AdminService.WatchStatus
+   */
+  watchStatus: {
+    methodKind: "server_streaming";
+    input: typeof WatchStatusRequestSchema;
+    output: typeof WatchStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_plugwire_admin_v1_admin, 0);
