@@ -108,6 +108,11 @@ export class HostStub {
           return { routed: true };
         },
         getSigningSeed: async () => ({ seed: TEST_SEED }),
+        // The kit checks the unary calls (docs/protocol.md §9); it does not
+        // offer the multiplexed Calls stream, so SDKs fall back to them.
+        calls: (call) => {
+          call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "the conformance kit's host serves the unary HostService calls only" });
+        },
         watchPeers: async (_request, call) => {
           const stream = call as unknown as grpc.ServerWritableStream<unknown, unknown>;
           this.watchers.add(stream);
