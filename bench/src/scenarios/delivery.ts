@@ -315,29 +315,43 @@ interface LookupReport {
 
 export const hostCall: Scenario = {
   name: "host-call",
-  describe: "ctx.peers.lookupName round trip measured inside a handler (sequential calls)",
+  describe: "ctx.peers.lookupName round trip measured inside a handler (sequential calls): on the Calls stream, and unary",
   needsRaw: true,
   async run(ctx) {
-    const bh = benchHost([nodePlugin("sink", SINK_PLUGIN, { capabilities: ["peers", "control"] })]);
+    // Two copies of the sink: the TS SDK's default (the HostService.Calls
+    // stream) and one told to make every host call unary, in the same host.
+    const bh = benchHost([
+      nodePlugin("sink", SINK_PLUGIN, { capabilities: ["peers", "control"] }),
+      nodePlugin("sink-unary", SINK_PLUGIN, { capabilities: ["peers", "control"], env: { BENCH_KIND_SUFFIX: ".unary", PLUGWIRE_SDK_UNARY_HOST_CALLS: "1" } }),
+    ]);
     try {
       await withTimeout(bh.host.start(), 60_000, "host.start");
       const n = ctx.quick ? 500 : 2_000;
-      const p50: number[] = [];
-      const p99: number[] = [];
-      let name: string | undefined;
+      const variants = [
+        { prefix: "host_call_rtt", kind: "bench.lookup", call: "LookupName on the HostService.Calls stream (TS SDK default)" },
+        { prefix: "host_call_unary_rtt", kind: "bench.lookup.unary", call: "HostService.LookupName, one unary grpc-js call each (PLUGWIRE_SDK_UNARY_HOST_CALLS=1)" },
+      ];
+      const results = variants.map(() => ({ p50: [] as number[], p99: [] as number[], name: undefined as string | undefined }));
+      // Interleaved, so both see the same load.
       for (let rep = 1; rep <= ctx.reps; rep++) {
-        const body = new TextEncoder().encode(JSON.stringify({ n, warmup: rep === 1 ? 300 : 30, maxMs: 20_000, reportTo: Buffer.from(REPORT_PEER).toString("hex") }));
-        const before = bh.reports.length;
-        await withTimeout(bh.host.dispatch(SRC_PEER, "bench.lookup", body), 60_000, "bench.lookup dispatch");
-        const report = (await waitForReport(bh.reports, before, 10_000)) as LookupReport;
-        name = report.name;
-        p50.push(report.p50Us);
-        p99.push(report.p99Us);
-        progress(`  host_call rep ${rep}/${ctx.reps}: p50 ${report.p50Us.toFixed(0)} µs, p99 ${report.p99Us.toFixed(0)} µs over ${report.count} calls`);
+        for (const [i, variant] of variants.entries()) {
+          const body = new TextEncoder().encode(JSON.stringify({ n, warmup: rep === 1 ? 300 : 30, maxMs: 20_000, reportTo: Buffer.from(REPORT_PEER).toString("hex") }));
+          const before = bh.reports.length;
+          await withTimeout(bh.host.dispatch(SRC_PEER, variant.kind, body), 60_000, `${variant.kind} dispatch`);
+          const report = (await waitForReport(bh.reports, before, 10_000)) as LookupReport;
+          const r = results[i]!;
+          r.name = report.name;
+          r.p50.push(report.p50Us);
+          r.p99.push(report.p99Us);
+          progress(`  ${variant.prefix} rep ${rep}/${ctx.reps}: p50 ${report.p50Us.toFixed(0)} µs, p99 ${report.p99Us.toFixed(0)} µs over ${report.count} calls`);
+        }
       }
-      const note = name === "bench-peer" ? undefined : `BUG? lookupName answered ${JSON.stringify(name)}, expected "bench-peer"`;
-      ctx.results.add({ name: "host_call_rtt_p50_us", unit: "µs", values: p50, better: "lower", baseline: "raw_uds_rtt_p50_us", note, info: { callsPerRep: n, call: "HostService.LookupName (unary, grpc-js)" } });
-      ctx.results.add({ name: "host_call_rtt_p99_us", unit: "µs", values: p99, better: "lower", baseline: "raw_uds_rtt_p99_us", note, info: { callsPerRep: n } });
+      for (const [i, variant] of variants.entries()) {
+        const r = results[i]!;
+        const note = r.name === "bench-peer" ? undefined : `BUG? lookupName answered ${JSON.stringify(r.name)}, expected "bench-peer"`;
+        ctx.results.add({ name: `${variant.prefix}_p50_us`, unit: "µs", values: r.p50, better: "lower", baseline: "raw_uds_rtt_p50_us", note, info: { callsPerRep: n, call: variant.call } });
+        ctx.results.add({ name: `${variant.prefix}_p99_us`, unit: "µs", values: r.p99, better: "lower", baseline: "raw_uds_rtt_p99_us", note, info: { callsPerRep: n } });
+      }
     } finally {
       await bh.close();
     }
