@@ -86,7 +86,8 @@ class CallMux {
         fallBack: () => unary().then(resolve, reject),
         fail: reject,
       });
-      stream.write({ id: BigInt(id), call: { case: which, value } as CallsRequest["call"] });
+      // A complete message (every nested value carries its $typeName): encoded without a reflective create().
+      stream.write({ $typeName: "plugwire.v1.CallsRequest", id: BigInt(id), call: { case: which, value } as CallsRequest["call"] });
     });
   }
 
