@@ -21,10 +21,15 @@ import {
   listenUnix,
   toServiceStatus,
   type GetSigningSeedRequest,
+  type GetSigningSeedResponse,
   type LookupNameRequest,
+  type LookupNameResponse,
   type LookupX25519Request,
+  type LookupX25519Response,
   type SendDirectRequest,
+  type SendDirectResponse,
   type SendRoutedRequest,
+  type SendRoutedResponse,
   type WatchPeersResponse,
 } from "@plugwire/proto";
 import { PLUGIN_DEFAULTS, type Capability } from "../config.js";
@@ -123,31 +128,35 @@ const CALL_METHODS = {
  */
 export const MAX_CALLS_IN_PROGRESS_PER_STREAM = 128;
 
-/** What a HostService call does, once its caller is known and admitted: shared by the unary RPCs and the Calls stream. */
+/**
+ * What a HostService call does, once its caller is known and admitted: shared
+ * by the unary RPCs and the Calls stream. Answers are complete messages (with
+ * their $typeName), so encoding them needs no reflective create().
+ */
 function hostOps(ports: HostPorts) {
   return {
-    async lookupX25519(_from: Caller, request: LookupX25519Request) {
-      return { x25519Pub: await ports.peers.lookupX25519(request.nodeId) };
+    async lookupX25519(_from: Caller, request: LookupX25519Request): Promise<LookupX25519Response> {
+      return { $typeName: "plugwire.v1.LookupX25519Response", x25519Pub: await ports.peers.lookupX25519(request.nodeId) };
     },
-    async lookupName(_from: Caller, request: LookupNameRequest) {
-      return { name: await ports.peers.lookupName(request.nodeId) };
+    async lookupName(_from: Caller, request: LookupNameRequest): Promise<LookupNameResponse> {
+      return { $typeName: "plugwire.v1.LookupNameResponse", name: await ports.peers.lookupName(request.nodeId) };
     },
-    async sendDirect(_from: Caller, request: SendDirectRequest) {
+    async sendDirect(_from: Caller, request: SendDirectRequest): Promise<SendDirectResponse> {
       if (!request.send) throw new PlugwireError("invalid_argument", "SendDirect needs a 'send' field");
       await ports.control.sendDirect(request.send.peer, request.send.frame);
-      return {};
+      return { $typeName: "plugwire.v1.SendDirectResponse" };
     },
-    async sendRouted(from: Caller, request: SendRoutedRequest) {
+    async sendRouted(from: Caller, request: SendRoutedRequest): Promise<SendRoutedResponse> {
       const send = async (): Promise<boolean> => ports.control.sendRouted(request.dst, request.frame);
       // Only an origin in flight to the caller is remembered (the Caller
       // checks); a forged one is sent without being kept.
       const routed = request.origin
         ? await from.sendRoutedOnce(Number(request.origin.seq), request.origin.index, send, { dst: request.dst, frame: request.frame })
         : await send();
-      return { routed };
+      return { $typeName: "plugwire.v1.SendRoutedResponse", routed };
     },
-    async getSigningSeed(_from: Caller, _request: GetSigningSeedRequest) {
-      return { seed: await ports.identity.signingSeed() };
+    async getSigningSeed(_from: Caller, _request: GetSigningSeedRequest): Promise<GetSigningSeedResponse> {
+      return { $typeName: "plugwire.v1.GetSigningSeedResponse", seed: await ports.identity.signingSeed() };
     },
   };
 }
@@ -537,7 +546,7 @@ export class HostServiceServer {
       const method = CALL_METHODS[which];
       const plugin = from.name;
       let release = (): void => undefined;
-      let pending: Promise<MessageInitShape<DescMessage>>;
+      let pending: Promise<CallsResponse["result"]["value"] & object>;
       try {
         const spec = METHODS[method]!;
         if (!from.capabilities.has(spec.capability)) {
@@ -576,7 +585,7 @@ export class HostServiceServer {
       }
       pending
         .then(
-          (value) => answer({ id, result: { case: which, value } } as MessageInitShape<typeof CallsResponseSchema>),
+          (value) => answer({ $typeName: "plugwire.v1.CallsResponse", id, result: { case: which, value } } as CallsResponse),
           (e: unknown) => answer({ id, result: { case: "error", value: callError(e) } }),
         )
         .finally(() => {
@@ -596,7 +605,7 @@ export class HostServiceServer {
     call.on("error", () => undefined);
   }
 
-  private runOp(from: Caller, c: CallsRequest["call"]): Promise<MessageInitShape<DescMessage>> {
+  private runOp(from: Caller, c: CallsRequest["call"]): Promise<CallsResponse["result"]["value"] & object> {
     const ops = this.ops;
     switch (c.case) {
       case "lookupX25519":
