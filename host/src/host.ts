@@ -294,6 +294,25 @@ export class Host extends EventEmitter<HostEvents> {
   }
 
   /**
+   * Delivers many payloads of one kind from one source, in order, as one
+   * call: the batch API of the hot path. One promise for all of them, and no
+   * promise or resolver per payload: it resolves once the plugin has acked
+   * every one, and rejects once all are settled if any failed (handler
+   * error, refused when queued), with the first failure's code and a message
+   * that counts the failures; the others are delivered all the same. Each
+   * payload is a sequenced item exactly as with dispatch(): the same
+   * delivery guarantees, the same limits (maxQueued counts each payload).
+   */
+  dispatchMany(src: NodeId, kind: string, bodies: readonly Uint8Array[], options?: DispatchOptions): Promise<void> {
+    if (this.stopped) {
+      return Promise.reject(new PlugwireError("plugin_unavailable", `${bodies.length} payloads of kind '${kind}' were not accepted: the host is stopping or stopped`));
+    }
+    const runner = this.routes.get(kind);
+    if (!runner) return this.dispatch(src, kind, bodies[0] ?? new Uint8Array(0), options);
+    return runner.dispatchMany(src, kind, bodies, options);
+  }
+
+  /**
    * Tells every plugin that a peer was forgotten, as a sequenced item of its
    * Deliver stream (replayed after a crash like a payload). Resolves once
    * every plugin acked it or failed; a restarting plugin is told once it is

@@ -201,6 +201,15 @@ function fromServiceError(e: grpc.ServiceError, plugin: string | undefined): Plu
   return new PlugwireError(CODE_OF_STATUS[e.code] ?? "internal", text, { plugin, cause: e });
 }
 
+/**
+ * A gRPC status carried as data (a failed call on HostService.Calls: its
+ * `CallError`) as the PlugwireError the same status would give as a call's
+ * status: the same CODE_OF_STATUS table, the text cut to MAX_ERROR_TEXT_BYTES.
+ */
+export function fromStatus(code: number, details: string, plugin?: string): PlugwireError {
+  return new PlugwireError(CODE_OF_STATUS[code as grpc.status] ?? "internal", truncateText(details, MAX_ERROR_TEXT_BYTES), { plugin });
+}
+
 /** Most snapshot versions kept from an UnsupportedVersion detail's `expected`. */
 const MAX_DETAIL_VERSIONS = 64;
 

@@ -2,7 +2,11 @@ import {
   Capability as WireCapability,
   HostService,
   PeerSource as WirePeerSource,
+  PlugwireError,
   connect,
+  fromStatus,
+  type CallsRequest,
+  type CallsResponse,
   type PeerEvent as WirePeerEvent,
 } from "@plugwire/proto";
 import type { Control, Identity, Peers } from "./plugin.js";
@@ -38,16 +42,106 @@ export function fromWirePeerEvent(e: WirePeerEvent): PeerEvent | undefined {
   }
 }
 
+type HostClient = ReturnType<typeof connect<typeof HostService.method>>["client"];
+type CallCase = NonNullable<CallsRequest["call"]["case"]>;
+type CallValue<C extends CallCase> = Extract<CallsRequest["call"], { case: C }>["value"];
+type CallAnswer<C extends CallCase> = Extract<CallsResponse["result"], { case: C }>["value"];
+
+/** gRPC UNIMPLEMENTED: the host does not serve Calls (an older host). */
+const UNIMPLEMENTED = 12;
+
+/**
+ * Host calls multiplexed on one HostService.Calls stream per launch, with
+ * correlation ids (docs/protocol.md §9.1): a few µs per call instead of a
+ * unary grpc-js call each. The stream opens with the first call. A host that
+ * does not offer Calls answers UNIMPLEMENTED before running any call: those
+ * calls and every later one go unary. A stream that breaks otherwise fails
+ * the calls in progress on it (as a unary call on a broken connection
+ * would); the next call opens a new one.
+ */
+class CallMux {
+  private stream: ReturnType<HostClient["calls"]> | undefined;
+  /** Calls in progress on the stream, by id. */
+  private readonly pending = new Map<number, { answer: (r: CallsResponse["result"]) => void; fallBack: () => void; fail: (e: unknown) => void }>();
+  private nextId = 1;
+  private unsupported = process.env.PLUGWIRE_SDK_UNARY_HOST_CALLS === "1";
+  private closed = false;
+
+  constructor(
+    private readonly host: HostClient,
+    private readonly plugin: string,
+  ) {}
+
+  call<C extends CallCase, T>(which: C, value: CallValue<C>, unary: () => Promise<T>, pick: (answer: CallAnswer<C>) => T): Promise<T> {
+    if (this.unsupported || this.closed) return unary();
+    const stream = this.open();
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, {
+        answer: (result) => {
+          if (result.case === "error") reject(fromStatus(result.value.code, result.value.message, this.plugin));
+          else if (result.case !== which) reject(new PlugwireError("internal", `the host answered a ${which} call with ${result.case ?? "nothing"} on its Calls stream`, { plugin: this.plugin }));
+          else resolve(pick(result.value as CallAnswer<C>));
+        },
+        fallBack: () => unary().then(resolve, reject),
+        fail: reject,
+      });
+      // A complete message (every nested value carries its $typeName): encoded without a reflective create().
+      stream.write({ $typeName: "plugwire.v1.CallsRequest", id: BigInt(id), call: { case: which, value } as CallsRequest["call"] });
+    });
+  }
+
+  private open(): ReturnType<HostClient["calls"]> {
+    if (this.stream) return this.stream;
+    const stream = this.host.calls();
+    this.stream = stream;
+    stream.on("data", (response: CallsResponse) => {
+      const id = Number(response.id);
+      const entry = this.pending.get(id);
+      if (!entry) return;
+      this.pending.delete(id);
+      entry.answer(response.result);
+    });
+    const broken = (e: unknown): void => {
+      if (this.stream === stream) this.stream = undefined;
+      const calls = [...this.pending];
+      this.pending.clear();
+      const code = (e as { code?: unknown } | undefined)?.code;
+      if (code === UNIMPLEMENTED) {
+        // No call ran: the host refused the method itself.
+        this.unsupported = true;
+        for (const [, entry] of calls) entry.fallBack();
+        return;
+      }
+      const error =
+        e === undefined
+          ? new PlugwireError("plugin_unavailable", `the host ended the Calls stream of plugin '${this.plugin}' with calls in progress; retry them`, { plugin: this.plugin })
+          : PlugwireError.from(e, "internal", this.plugin);
+      for (const [, entry] of calls) entry.fail(error);
+    };
+    stream.on("error", broken);
+    stream.on("end", () => broken(undefined));
+    return stream;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.stream?.cancel();
+    this.stream = undefined;
+  }
+}
+
 /** Typed access to the host's HostService for one plugin launch. */
 export function hostPorts(address: string, token: string, pluginName: string) {
   const conn = connect(HostService, address, { token, plugin: pluginName });
   const host = conn.client;
+  const mux = new CallMux(host, pluginName);
   const peers: Peers = {
-    async lookupX25519(peer) {
-      return (await host.lookupX25519({ nodeId: peer })).x25519Pub;
+    lookupX25519(peer) {
+      return mux.call("lookupX25519", { $typeName: "plugwire.v1.LookupX25519Request", nodeId: peer }, async () => (await host.lookupX25519({ nodeId: peer })).x25519Pub, (r) => r.x25519Pub);
     },
-    async lookupName(peer) {
-      return (await host.lookupName({ nodeId: peer })).name;
+    lookupName(peer) {
+      return mux.call("lookupName", { $typeName: "plugwire.v1.LookupNameRequest", nodeId: peer }, async () => (await host.lookupName({ nodeId: peer })).name, (r) => r.name);
     },
     watch(options = {}) {
       return {
@@ -73,15 +167,22 @@ export function hostPorts(address: string, token: string, pluginName: string) {
   };
   const control: Control = {
     async sendDirect(peer, frame) {
-      await host.sendDirect({ send: { peer, frame } });
+      await mux.call(
+        "sendDirect",
+        { $typeName: "plugwire.v1.SendDirectRequest", send: { $typeName: "plugwire.v1.SendDirect", peer, frame } },
+        async () => {
+          await host.sendDirect({ send: { peer, frame } });
+        },
+        () => undefined,
+      );
     },
-    async sendRouted(dst, frame) {
-      return (await host.sendRouted({ dst, frame })).routed;
+    sendRouted(dst, frame) {
+      return mux.call("sendRouted", { $typeName: "plugwire.v1.SendRoutedRequest", dst, frame }, async () => (await host.sendRouted({ dst, frame })).routed, (r) => r.routed);
     },
   };
   const identity: Identity = {
-    async signingSeed() {
-      return (await host.getSigningSeed({})).seed;
+    signingSeed() {
+      return mux.call("getSigningSeed", { $typeName: "plugwire.v1.GetSigningSeedRequest" }, async () => (await host.getSigningSeed({})).seed, (r) => r.seed);
     },
   };
   return {
@@ -90,10 +191,17 @@ export function hostPorts(address: string, token: string, pluginName: string) {
     identity,
     /** A SendRouted that names the payload and call index, for deduplication on replay. */
     sendRoutedFrom(dst: Uint8Array, frame: Uint8Array, seq: number, index: number): Promise<boolean> {
-      return host
-        .sendRouted({ dst, frame, origin: { seq: BigInt(seq), index } })
-        .then((r) => r.routed);
+      const origin = { $typeName: "plugwire.v1.EffectOrigin", seq: BigInt(seq), index } as const;
+      return mux.call(
+        "sendRouted",
+        { $typeName: "plugwire.v1.SendRoutedRequest", dst, frame, origin },
+        () => host.sendRouted({ dst, frame, origin: { seq: BigInt(seq), index } }).then((r) => r.routed),
+        (r) => r.routed,
+      );
     },
-    close: () => conn.close(),
+    close: () => {
+      mux.close();
+      conn.close();
+    },
   };
 }

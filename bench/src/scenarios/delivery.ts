@@ -26,7 +26,50 @@ import type { Ctx, Scenario } from "./types.js";
 
 export const DISPATCH_256_COUNT = { quick: 30_000, full: 200_000 };
 
-/** Warm-up, then `reps` timed pumps; returns payloads/s per rep. */
+/** Payloads per host.dispatchMany call in the batch-API rows. */
+export const MANY_BATCH = 64;
+
+/**
+ * Like pump(), through host.dispatchMany: calls of MANY_BATCH payloads, at
+ * most `window` payloads outstanding.
+ */
+function pumpMany(host: Host, kind: string, body: Uint8Array, total: number, window: number, maxMs: number): Promise<PumpResult> {
+  return new Promise((resolve) => {
+    const bodies = Array.from({ length: MANY_BATCH }, () => body);
+    let sent = 0;
+    let done = 0;
+    let failed = 0;
+    let firstError: string | undefined;
+    let finished = false;
+    const start = now();
+    const finish = (timedOut: boolean): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      resolve({ count: done, elapsedMs: now() - start, failed, timedOut, firstError });
+    };
+    const timer = setTimeout(() => finish(true), maxMs);
+    const refill = (): void => {
+      while (sent - done + MANY_BATCH <= window && sent < total) {
+        const n = Math.min(MANY_BATCH, total - sent);
+        sent += n;
+        const onDone = (): void => {
+          done += n;
+          if (done === total) finish(false);
+          else if (!finished) refill();
+        };
+        host.dispatchMany(SRC_PEER, kind, n === MANY_BATCH ? bodies : bodies.slice(0, n)).then(onDone, (e: unknown) => {
+          failed += n;
+          firstError ??= e instanceof Error ? e.message : String(e);
+          onDone();
+        });
+      }
+    };
+    refill();
+  });
+}
+
+/** Warm-up, then `reps` timed pumps; returns payloads/s and the host's CPU µs per payload, per rep. */
 export async function measureDispatch(
   ctx: Ctx,
   label: string,
@@ -35,25 +78,31 @@ export async function measureDispatch(
   size: number,
   count: number,
   seed: number,
-): Promise<{ rates: number[]; failed: number; timedOut: number; firstError?: string; window: number }> {
+  many = false,
+): Promise<{ rates: number[]; cpuUs: number[]; failed: number; timedOut: number; firstError?: string; window: number }> {
   const body = seededBytes(size, seed);
   const window = windowFor(size);
-  const warm = await pump(host, kinds, body, Math.ceil(count / 8), window, 60_000);
+  const run = (n: number, ms: number): Promise<PumpResult> => (many ? pumpMany(host, kinds[0]!, body, n, window, ms) : pump(host, kinds, body, n, window, ms));
+  const warm = await run(Math.ceil(count / 8), 60_000);
   let failed = warm.failed;
   let timedOut = warm.timedOut ? 1 : 0;
   let firstError = warm.firstError;
   const rates: number[] = [];
+  const cpuUs: number[] = [];
   for (let rep = 0; rep < ctx.reps; rep++) {
-    const r: PumpResult = await pump(host, kinds, body, count, window, 90_000);
+    const cpu0 = process.cpuUsage();
+    const r: PumpResult = await run(count, 90_000);
+    const cpu = process.cpuUsage(cpu0);
     failed += r.failed;
     if (r.timedOut) timedOut++;
     firstError ??= r.firstError;
     rates.push(r.count / (r.elapsedMs / 1000));
-    progress(`  ${label} rep ${rep + 1}/${ctx.reps}: ${Math.round(rates.at(-1)!)} payloads/s${r.timedOut ? " (time bound hit)" : ""}${r.failed ? `, ${r.failed} failed` : ""}`);
+    cpuUs.push((cpu.user + cpu.system) / Math.max(1, r.count));
+    progress(`  ${label} rep ${rep + 1}/${ctx.reps}: ${Math.round(rates.at(-1)!)} payloads/s, host ${cpuUs.at(-1)!.toFixed(2)} µs CPU each${r.timedOut ? " (time bound hit)" : ""}${r.failed ? `, ${r.failed} failed` : ""}`);
     // Let acks of a timed-out rep drain before the next one.
     if (r.timedOut) await drain(host, 30_000);
   }
-  return { rates, failed, timedOut, firstError, window };
+  return { rates, cpuUs, failed, timedOut, firstError, window };
 }
 
 /** Waits until no plugin has payloads queued or in flight. */
@@ -87,6 +136,32 @@ export const dispatch: Scenario = {
         baseline: "raw_uds_msgs_per_s",
         note: failureNote(r256.failed, r256.timedOut, r256.firstError),
         info: { payloadsPerRep: c256, bodyBytes: 256, maxOutstanding: r256.window, maxInFlight: 8192 },
+      });
+      ctx.results.add({
+        name: "dispatch_256b_host_cpu_us_per_msg",
+        unit: "µs",
+        values: r256.cpuUs,
+        better: "lower",
+        note: "host (bench) process CPU, user + system, per payload",
+        info: { payloadsPerRep: c256, bodyBytes: 256 },
+      });
+      const many = await measureDispatch(ctx, "dispatch_many_256b", bh.host, ["bench.sink"], 256, c256, 256, true);
+      ctx.results.add({
+        name: "dispatch_many_256b_msgs_per_s",
+        unit: "msgs/s",
+        values: many.rates,
+        better: "higher",
+        baseline: "raw_uds_msgs_per_s",
+        note: failureNote(many.failed, many.timedOut, many.firstError) ?? `host.dispatchMany, ${MANY_BATCH} payloads per call`,
+        info: { payloadsPerRep: c256, bodyBytes: 256, perCall: MANY_BATCH, maxOutstanding: many.window, maxInFlight: 8192 },
+      });
+      ctx.results.add({
+        name: "dispatch_many_256b_host_cpu_us_per_msg",
+        unit: "µs",
+        values: many.cpuUs,
+        better: "lower",
+        note: "host (bench) process CPU, user + system, per payload",
+        info: { payloadsPerRep: c256, bodyBytes: 256, perCall: MANY_BATCH },
       });
       const c16 = ctx.quick ? 3_000 : 10_000;
       const r16 = await measureDispatch(ctx, "dispatch_16k", bh.host, ["bench.sink"], 16 * 1024, c16, 16);
@@ -240,29 +315,43 @@ interface LookupReport {
 
 export const hostCall: Scenario = {
   name: "host-call",
-  describe: "ctx.peers.lookupName round trip measured inside a handler (sequential calls)",
+  describe: "ctx.peers.lookupName round trip measured inside a handler (sequential calls): on the Calls stream, and unary",
   needsRaw: true,
   async run(ctx) {
-    const bh = benchHost([nodePlugin("sink", SINK_PLUGIN, { capabilities: ["peers", "control"] })]);
+    // Two copies of the sink: the TS SDK's default (the HostService.Calls
+    // stream) and one told to make every host call unary, in the same host.
+    const bh = benchHost([
+      nodePlugin("sink", SINK_PLUGIN, { capabilities: ["peers", "control"] }),
+      nodePlugin("sink-unary", SINK_PLUGIN, { capabilities: ["peers", "control"], env: { BENCH_KIND_SUFFIX: ".unary", PLUGWIRE_SDK_UNARY_HOST_CALLS: "1" } }),
+    ]);
     try {
       await withTimeout(bh.host.start(), 60_000, "host.start");
       const n = ctx.quick ? 500 : 2_000;
-      const p50: number[] = [];
-      const p99: number[] = [];
-      let name: string | undefined;
+      const variants = [
+        { prefix: "host_call_rtt", kind: "bench.lookup", call: "LookupName on the HostService.Calls stream (TS SDK default)" },
+        { prefix: "host_call_unary_rtt", kind: "bench.lookup.unary", call: "HostService.LookupName, one unary grpc-js call each (PLUGWIRE_SDK_UNARY_HOST_CALLS=1)" },
+      ];
+      const results = variants.map(() => ({ p50: [] as number[], p99: [] as number[], name: undefined as string | undefined }));
+      // Interleaved, so both see the same load.
       for (let rep = 1; rep <= ctx.reps; rep++) {
-        const body = new TextEncoder().encode(JSON.stringify({ n, warmup: rep === 1 ? 300 : 30, maxMs: 20_000, reportTo: Buffer.from(REPORT_PEER).toString("hex") }));
-        const before = bh.reports.length;
-        await withTimeout(bh.host.dispatch(SRC_PEER, "bench.lookup", body), 60_000, "bench.lookup dispatch");
-        const report = (await waitForReport(bh.reports, before, 10_000)) as LookupReport;
-        name = report.name;
-        p50.push(report.p50Us);
-        p99.push(report.p99Us);
-        progress(`  host_call rep ${rep}/${ctx.reps}: p50 ${report.p50Us.toFixed(0)} µs, p99 ${report.p99Us.toFixed(0)} µs over ${report.count} calls`);
+        for (const [i, variant] of variants.entries()) {
+          const body = new TextEncoder().encode(JSON.stringify({ n, warmup: rep === 1 ? 300 : 30, maxMs: 20_000, reportTo: Buffer.from(REPORT_PEER).toString("hex") }));
+          const before = bh.reports.length;
+          await withTimeout(bh.host.dispatch(SRC_PEER, variant.kind, body), 60_000, `${variant.kind} dispatch`);
+          const report = (await waitForReport(bh.reports, before, 10_000)) as LookupReport;
+          const r = results[i]!;
+          r.name = report.name;
+          r.p50.push(report.p50Us);
+          r.p99.push(report.p99Us);
+          progress(`  ${variant.prefix} rep ${rep}/${ctx.reps}: p50 ${report.p50Us.toFixed(0)} µs, p99 ${report.p99Us.toFixed(0)} µs over ${report.count} calls`);
+        }
       }
-      const note = name === "bench-peer" ? undefined : `BUG? lookupName answered ${JSON.stringify(name)}, expected "bench-peer"`;
-      ctx.results.add({ name: "host_call_rtt_p50_us", unit: "µs", values: p50, better: "lower", baseline: "raw_uds_rtt_p50_us", note, info: { callsPerRep: n, call: "HostService.LookupName (unary, grpc-js)" } });
-      ctx.results.add({ name: "host_call_rtt_p99_us", unit: "µs", values: p99, better: "lower", baseline: "raw_uds_rtt_p99_us", note, info: { callsPerRep: n } });
+      for (const [i, variant] of variants.entries()) {
+        const r = results[i]!;
+        const note = r.name === "bench-peer" ? undefined : `BUG? lookupName answered ${JSON.stringify(r.name)}, expected "bench-peer"`;
+        ctx.results.add({ name: `${variant.prefix}_p50_us`, unit: "µs", values: r.p50, better: "lower", baseline: "raw_uds_rtt_p50_us", note, info: { callsPerRep: n, call: variant.call } });
+        ctx.results.add({ name: `${variant.prefix}_p99_us`, unit: "µs", values: r.p99, better: "lower", baseline: "raw_uds_rtt_p99_us", note, info: { callsPerRep: n } });
+      }
     } finally {
       await bh.close();
     }

@@ -31,6 +31,15 @@ const ITEM_OVERHEAD_BYTES = 32;
  */
 export const BATCH_OVERHEAD_BYTES = 1024;
 
+/** Weight of a new sample in the smoothed arrival gap and ack round trip. */
+const RATE_SMOOTHING = 1 / 16;
+/**
+ * New items wait for the next ack (or coalesceMs) while something is in
+ * flight and at least this many are expected to arrive during one ack round
+ * trip: then a batch is worth waiting for.
+ */
+const COALESCE_MIN_ARRIVALS = 4;
+
 /**
  * The most bytes (items plus per-message overhead) the host keeps in flight
  * to one plugin: what a unix socket's send buffer always holds (Linux's
@@ -193,6 +202,53 @@ function entrySize(src: Uint8Array, kind: string, body: Uint8Array): number {
   return src.byteLength + Buffer.byteLength(kind) + body.byteLength + ITEM_OVERHEAD_BYTES;
 }
 
+/**
+ * The settle of every entry of one dispatchMany call: counts them down and
+ * settles the call's one promise when the last is acked or failed.
+ */
+class SettleGroup {
+  private remaining: number;
+  private failed = 0;
+  private first: PlugwireError | undefined;
+
+  constructor(
+    private readonly count: number,
+    private readonly done: () => void,
+    private readonly fail: (e: PlugwireError) => void,
+    private readonly plugin: string,
+    private readonly kind: string,
+  ) {
+    this.remaining = count;
+  }
+
+  readonly resolve = (): void => {
+    if (--this.remaining === 0) this.settle();
+  };
+
+  readonly reject = (e: PlugwireError): void => {
+    this.failed++;
+    this.first ??= e;
+    if (--this.remaining === 0) this.settle();
+  };
+
+  private settle(): void {
+    const first = this.first;
+    if (first === undefined) {
+      this.done();
+      return;
+    }
+    this.fail(
+      this.count === 1
+        ? first
+        : new PlugwireError(
+            first.code,
+            `${this.failed} of ${this.count} payloads of kind '${this.kind}' for plugin '${this.plugin}' failed (the others were acked); the first: ${first.message}`,
+            { plugin: first.plugin ?? this.plugin, detail: first.detail, cause: first },
+          ),
+    );
+  }
+}
+
 export class DeliveryChannel {
   private nextSeq = 1;
   /** Highest cumulative ack received, ever. */
@@ -214,7 +270,7 @@ export class DeliveryChannel {
   private replayNext = 0;
   private readonly replayInFlight = new Deque<Entry>();
   /** Messages written to the current launch and not yet fully acked: last seq, and bytes with overhead. */
-  private readonly batches = new Deque<{ through: number; bytes: number }>();
+  private readonly batches = new Deque<{ through: number; bytes: number; at: number }>();
   /** Bytes of messages written to the current launch and not yet fully acked (see maxInFlightBytes). */
   private inFlightBytes = 0;
   /**
@@ -239,6 +295,10 @@ export class DeliveryChannel {
   /** Highest seq written to the current launch. */
   private launchSentThrough = 0;
   private flushScheduled = false;
+  /** Smoothed time between new items, and from writing a message to its ack, in ms (see scheduleFlush). */
+  private arrivalGapMs = 1;
+  private lastArrivalAt = 0;
+  private ackRttMs = 1;
   private replayIsFull = false;
   private trimHolds = 0;
   private deferredTrim = 0;
@@ -320,22 +380,44 @@ export class DeliveryChannel {
   /** Queues a payload; resolves when the plugin acks it, rejects on a handler error. */
   dispatch(src: Uint8Array, kind: string, body: Uint8Array, options?: DispatchOptions): Promise<void> {
     const size = entrySize(src, kind, body);
-    if (size - ITEM_OVERHEAD_BYTES > MAX_ITEM_BYTES) {
-      return Promise.reject(
-        new PlugwireError(
-          "payload_too_large",
-          `payload of kind '${kind}' for plugin '${this.options.plugin}' is ${size - ITEM_OVERHEAD_BYTES} bytes, ` +
-            `over the ${MAX_ITEM_BYTES}-byte limit of one Deliver message; it was not queued. Split it, or send a reference to data the plugin can fetch.`,
-          { plugin: this.options.plugin },
-        ),
-      );
-    }
+    if (size - ITEM_OVERHEAD_BYTES > MAX_ITEM_BYTES) return Promise.reject(this.tooLarge(kind, size));
     return this.enqueue(false, src, kind, body, size, options?.onEffect);
+  }
+
+  /**
+   * Queues many payloads of one kind from one source, in order, as one
+   * call: one promise for all of them, settled once every one is acked (or
+   * failed), and no promise or resolver per payload. Resolves when all were
+   * acked without error; otherwise rejects once all are settled, with the
+   * first failure's code and a message that counts the failures. Payloads
+   * refused when queued (too large, queue full) count as failures; the
+   * others are delivered all the same.
+   */
+  dispatchMany(src: Uint8Array, kind: string, bodies: readonly Uint8Array[], options?: DispatchOptions): Promise<void> {
+    if (bodies.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const group = new SettleGroup(bodies.length, resolve, reject, this.options.plugin, kind);
+      for (const body of bodies) {
+        const size = entrySize(src, kind, body);
+        const refusal = size - ITEM_OVERHEAD_BYTES > MAX_ITEM_BYTES ? this.tooLarge(kind, size) : this.admit(false, kind, size);
+        if (refusal) group.reject(refusal);
+        else this.push(false, src, kind, body, size, group, options?.onEffect);
+      }
+    });
   }
 
   /** Queues a forgotten peer as a sequenced item; resolves when the plugin acks it. */
   forget(peer: Uint8Array): Promise<void> {
     return this.enqueue(true, peer, "", new Uint8Array(0), entrySize(peer, "", new Uint8Array(0)));
+  }
+
+  private tooLarge(kind: string, size: number): PlugwireError {
+    return new PlugwireError(
+      "payload_too_large",
+      `payload of kind '${kind}' for plugin '${this.options.plugin}' is ${size - ITEM_OVERHEAD_BYTES} bytes, ` +
+        `over the ${MAX_ITEM_BYTES}-byte limit of one Deliver message; it was not queued. Split it, or send a reference to data the plugin can fetch.`,
+      { plugin: this.options.plugin },
+    );
   }
 
   private enqueue(
@@ -346,6 +428,15 @@ export class DeliveryChannel {
     size: number,
     onEffect?: (effect: PayloadEffect) => void,
   ): Promise<void> {
+    const refusal = this.admit(forget, kind, size);
+    if (refusal) return Promise.reject(refusal);
+    return new Promise<void>((resolve, reject) => {
+      this.push(forget, src, kind, body, size, { resolve, reject }, onEffect);
+    });
+  }
+
+  /** Makes room for one new item under maxQueued/maxQueuedBytes (dropping the oldest if so configured); the refusal when there is none. */
+  private admit(forget: boolean, kind: string, size: number): PlugwireError | undefined {
     const label = forget ? "a forgotten peer" : `payload of kind '${kind}'`;
     const maxBytes = this.options.maxQueuedBytes ?? Number.POSITIVE_INFINITY;
     // Items awaiting redelivery are not counted: they are never dropped.
@@ -362,7 +453,7 @@ export class DeliveryChannel {
               `${label} was rejected. Retry later, raise maxQueued, or use overflow: drop-oldest.${why}`
             : `plugin '${this.options.plugin}' has ${this.waiting} payloads of ${this.waitingBytes} bytes waiting (maxQueuedBytes ${maxBytes}); ` +
               `${label} (${size} bytes) was rejected. Retry later, raise maxQueuedBytes, or use overflow: drop-oldest.${why}`;
-        return Promise.reject(new PlugwireError("queue_full", message, { plugin: this.options.plugin }));
+        return new PlugwireError("queue_full", message, { plugin: this.options.plugin });
       }
       const dropped = this.unacked.removeAt(victimIndex)!;
       this.waitingBytes -= dropped.size;
@@ -375,25 +466,25 @@ export class DeliveryChannel {
         ),
       );
     }
+    return undefined;
+  }
+
+  private push(
+    forget: boolean,
+    src: Uint8Array,
+    kind: string,
+    body: Uint8Array,
+    size: number,
+    settle: Entry["settle"],
+    onEffect: ((effect: PayloadEffect) => void) | undefined,
+  ): void {
     this.dispatchedTotal++;
-    return new Promise<void>((resolve, reject) => {
-      const entry: Entry = {
-        seq: 0,
-        forget,
-        src,
-        kind,
-        body,
-        size,
-        enqueuedAt: performance.now(),
-        crashes: 0,
-        sentTo: 0,
-        settle: { resolve, reject },
-        onEffect,
-      };
-      this.unacked.push(entry);
-      this.waitingBytes += size;
-      this.scheduleFlush();
-    });
+    const at = performance.now();
+    this.noteArrival(at);
+    const entry: Entry = { seq: 0, forget, src, kind, body, size, enqueuedAt: at, crashes: 0, sentTo: 0, settle, onEffect };
+    this.unacked.push(entry);
+    this.waitingBytes += size;
+    this.scheduleFlush();
   }
 
   /** Index in `unacked` of the oldest never-sent payload; forgets are never dropped. -1 if none. */
@@ -533,7 +624,13 @@ export class DeliveryChannel {
     this.lastProgressAt = Date.now();
     // Replayed items were acked before: their effects were performed then.
     while (this.replayInFlight.length > 0 && this.replayInFlight.at(0)!.seq <= through) this.replayInFlight.shift();
-    while (this.batches.length > 0 && this.batches.at(0)!.through <= through) this.inFlightBytes -= this.batches.shift()!.bytes;
+    let lastBatchAt = -1;
+    while (this.batches.length > 0 && this.batches.at(0)!.through <= through) {
+      const batch = this.batches.shift()!;
+      this.inFlightBytes -= batch.bytes;
+      lastBatchAt = batch.at;
+    }
+    if (lastBatchAt >= 0) this.ackRttMs += (Math.min(performance.now() - lastBatchAt, 100) - this.ackRttMs) * RATE_SMOOTHING;
     if (this.inFlightBytes <= this.windowBound) this.releaseSafeWaiters();
     let ackedCount = 0;
     const oldestEnqueuedAt = this.sent > 0 ? this.unacked.at(0)!.enqueuedAt : 0;
@@ -798,23 +895,33 @@ export class DeliveryChannel {
     return last ? this.waitForAck(last.seq, timeoutMs) : Promise.resolve(true);
   }
 
+  private noteArrival(at: number): void {
+    this.arrivalGapMs += (Math.min(at - this.lastArrivalAt, 100) - this.arrivalGapMs) * RATE_SMOOTHING;
+    this.lastArrivalAt = at;
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled || this.stream === undefined) return;
     if (this.queued >= this.options.maxBatch) {
       this.flush();
       return;
     }
-    // Adaptive micro-batching: while less than a batch is in flight, send on
-    // the next turn of the event loop (lowest latency, and the plugin never
-    // runs dry). Once the plugin has a full batch to chew on, let new items
-    // gather: its next ack flushes them as one batch, and a short timer is the
-    // backstop should that ack be slow.
+    // Adaptive micro-batching, sized by the arrival rate: while items arrive
+    // seldom enough that fewer than COALESCE_MIN_ARRIVALS would come in
+    // during one ack round trip, or nothing is in flight, send on the next
+    // turn of the event loop (lowest latency; the plugin never runs dry).
+    // Once more would come in, or a full batch is in flight, let new items
+    // gather: the next ack flushes them as one batch, and a short timer is
+    // the backstop should that ack be slow. Spread-out arrivals at a high
+    // rate so go out in batches instead of one message each, whose per-
+    // message cost (and 1 KiB of window each) would make the host fall behind.
     this.flushScheduled = true;
     const run = (): void => {
       this.flushScheduled = false;
       this.flush();
     };
-    if (this.sent < this.options.maxBatch || this.options.coalesceMs === 0) setImmediate(run);
+    const busy = this.sent >= this.options.maxBatch || (this.inFlight > 0 && this.ackRttMs >= COALESCE_MIN_ARRIVALS * this.arrivalGapMs);
+    if (!busy || this.options.coalesceMs === 0) setImmediate(run);
     else setTimeout(run, this.options.coalesceMs);
   }
 
@@ -914,7 +1021,7 @@ export class DeliveryChannel {
     });
     const through = batch[batch.length - 1]!.seq;
     this.launchSentThrough = Math.max(this.launchSentThrough, through);
-    this.batches.push({ through, bytes });
+    this.batches.push({ through, bytes, at: performance.now() });
     this.inFlightBytes += bytes;
     const request: DeliverRequest = { $typeName: "plugwire.v1.DeliverRequest", items };
     this.stream!.write(request);

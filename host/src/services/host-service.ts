@@ -3,12 +3,15 @@
  * unix socket. The caller is identified by its auth token and checked for the
  * capability each call needs.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { constants as http2 } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import {
   HostService,
   PeerSource as WirePeerSource,
+  type CallsRequest,
+  type CallsResponse,
+  type CallsResponseSchema,
   PlugwireError,
   WatchPeersResponseSchema,
   addService,
@@ -17,6 +20,16 @@ import {
   http2StreamOf,
   listenUnix,
   toServiceStatus,
+  type GetSigningSeedRequest,
+  type GetSigningSeedResponse,
+  type LookupNameRequest,
+  type LookupNameResponse,
+  type LookupX25519Request,
+  type LookupX25519Response,
+  type SendDirectRequest,
+  type SendDirectResponse,
+  type SendRoutedRequest,
+  type SendRoutedResponse,
   type WatchPeersResponse,
 } from "@plugwire/proto";
 import { PLUGIN_DEFAULTS, type Capability } from "../config.js";
@@ -99,6 +112,71 @@ const CLASS_TEXT = {
   hostSendsPerSecond: "SendDirect/SendRouted",
 } as const;
 
+/** The unary method each call of the Calls stream stands for (by its oneof case). */
+const CALL_METHODS = {
+  lookupX25519: "LookupX25519",
+  lookupName: "LookupName",
+  sendDirect: "SendDirect",
+  sendRouted: "SendRouted",
+  getSigningSeed: "GetSigningSeed",
+} as const;
+
+/**
+ * Calls of one Calls stream the host runs at once; past this many it stops
+ * reading the stream until one finishes (as MAX_CONCURRENT_STREAMS_PER_CONNECTION
+ * bounds unary calls).
+ */
+export const MAX_CALLS_IN_PROGRESS_PER_STREAM = 128;
+
+/**
+ * What a HostService call does, once its caller is known and admitted: shared
+ * by the unary RPCs and the Calls stream. Answers are complete messages (with
+ * their $typeName), so encoding them needs no reflective create().
+ */
+function hostOps(ports: HostPorts) {
+  return {
+    async lookupX25519(_from: Caller, request: LookupX25519Request): Promise<LookupX25519Response> {
+      return { $typeName: "plugwire.v1.LookupX25519Response", x25519Pub: await ports.peers.lookupX25519(request.nodeId) };
+    },
+    async lookupName(_from: Caller, request: LookupNameRequest): Promise<LookupNameResponse> {
+      return { $typeName: "plugwire.v1.LookupNameResponse", name: await ports.peers.lookupName(request.nodeId) };
+    },
+    async sendDirect(_from: Caller, request: SendDirectRequest): Promise<SendDirectResponse> {
+      if (!request.send) throw new PlugwireError("invalid_argument", "SendDirect needs a 'send' field");
+      await ports.control.sendDirect(request.send.peer, request.send.frame);
+      return { $typeName: "plugwire.v1.SendDirectResponse" };
+    },
+    async sendRouted(from: Caller, request: SendRoutedRequest): Promise<SendRoutedResponse> {
+      const send = async (): Promise<boolean> => ports.control.sendRouted(request.dst, request.frame);
+      // Only an origin in flight to the caller is remembered (the Caller
+      // checks); a forged one is sent without being kept.
+      const routed = request.origin
+        ? await from.sendRoutedOnce(Number(request.origin.seq), request.origin.index, send, { dst: request.dst, frame: request.frame })
+        : await send();
+      return { $typeName: "plugwire.v1.SendRoutedResponse", routed };
+    },
+    async getSigningSeed(_from: Caller, _request: GetSigningSeedRequest): Promise<GetSigningSeedResponse> {
+      return { $typeName: "plugwire.v1.GetSigningSeedResponse", seed: await ports.identity.signingSeed() };
+    },
+  };
+}
+type HostOps = ReturnType<typeof hostOps>;
+
+/** Bytes a call's request holds in its bytes fields: what maxHostCallBytes counts for a call on the Calls stream. */
+function callRequestBytes(call: CallsRequest["call"]): number {
+  switch (call.case) {
+    case "lookupX25519":
+    case "lookupName":
+      return call.value.nodeId.byteLength;
+    case "sendDirect":
+      return (call.value.send?.peer.byteLength ?? 0) + (call.value.send?.frame.byteLength ?? 0);
+    case "sendRouted":
+      return call.value.dst.byteLength + call.value.frame.byteLength;
+    default:
+      return 0;
+  }
+}
+
 /** A token bucket holding up to one second of calls. */
 class Bucket {
   private tokens: number;
@@ -125,6 +203,8 @@ interface PluginCalls {
   buckets: Map<string, Bucket>;
   watchStreams: number;
   requestBytes: number;
+  /** Calls answered on Calls streams, ever. */
+  streamCalls: number;
 }
 
 /**
@@ -184,6 +264,12 @@ function toWireEvent(event: PeerEvent): WatchPeersResponse {
   });
 }
 
+/** A failed call of the Calls stream: the status its unary twin would have ended with. */
+function callError(e: unknown): { code: number; message: string } {
+  const status = toServiceStatus(e);
+  return { code: status.code ?? grpc.status.INTERNAL, message: status.details ?? "" };
+}
+
 /** The status grpc-js sends for an error (toServiceStatus always sets code and details). */
 function statusOf(e: unknown): Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0] {
   return toServiceStatus(e) as Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0];
@@ -210,6 +296,8 @@ interface Watcher {
 export class HostServiceServer {
   private readonly server: grpc.Server;
   private readonly watchers = new Set<Watcher>();
+  /** Open Calls streams: ended when the host service closes, as WatchPeers streams are. */
+  private readonly callStreams = new Set<grpc.ServerDuplexStream<CallsRequest, CallsResponse>>();
   private readonly calls = new Map<string, PluginCalls>();
   private readonly warnings: AggregatedWarnings;
 
@@ -244,18 +332,17 @@ export class HostServiceServer {
       return found;
     };
     this.checkCaller = caller;
-    const { ports } = options;
+    const ops = hostOps(options.ports);
+    this.ops = ops;
     addService(
       this.server,
       HostService,
       {
         async lookupX25519(request, call) {
-          caller(call.metadata, "peers", "LookupX25519");
-          return { x25519Pub: await ports.peers.lookupX25519(request.nodeId) };
+          return ops.lookupX25519(caller(call.metadata, "peers", "LookupX25519"), request);
         },
         async lookupName(request, call) {
-          caller(call.metadata, "peers", "LookupName");
-          return { name: await ports.peers.lookupName(request.nodeId) };
+          return ops.lookupName(caller(call.metadata, "peers", "LookupName"), request);
         },
         watchPeers: async (_request, call) => {
           const from = caller(call.metadata, "peers", "WatchPeers");
@@ -278,25 +365,15 @@ export class HostServiceServer {
           this.watchers.delete(watcher);
         },
         async sendDirect(request, call) {
-          caller(call.metadata, "control", "SendDirect");
-          if (!request.send) throw new PlugwireError("invalid_argument", "SendDirect needs a 'send' field");
-          await ports.control.sendDirect(request.send.peer, request.send.frame);
-          return {};
+          return ops.sendDirect(caller(call.metadata, "control", "SendDirect"), request);
         },
         async sendRouted(request, call) {
-          const from = caller(call.metadata, "control", "SendRouted");
-          const send = async (): Promise<boolean> => ports.control.sendRouted(request.dst, request.frame);
-          // Only an origin in flight to the caller is remembered (the Caller
-          // checks); a forged one is sent without being kept.
-          const routed = request.origin
-            ? await from.sendRoutedOnce(Number(request.origin.seq), request.origin.index, send, { dst: request.dst, frame: request.frame })
-            : await send();
-          return { routed };
+          return ops.sendRouted(caller(call.metadata, "control", "SendRouted"), request);
         },
-        async getSigningSeed(_request, call) {
-          caller(call.metadata, "identity", "GetSigningSeed");
-          return { seed: await ports.identity.signingSeed() };
+        async getSigningSeed(request, call) {
+          return ops.getSigningSeed(caller(call.metadata, "identity", "GetSigningSeed"), request);
         },
+        calls: (call) => this.serveCalls(call),
       },
       {
         // Token, capability and limits are checked by intercept() from the
@@ -307,14 +384,30 @@ export class HostServiceServer {
   }
 
   private readonly checkCaller: (metadata: grpc.Metadata, capability: Capability, method: string) => Caller;
+  private readonly ops: HostOps;
+
+  /** Limits by the object limitsOf() returned (a plugin's config): read once per config, not per call. */
+  private readonly limitsCache = new WeakMap<object, HostCallLimits>();
 
   private limitsOf(plugin: string): HostCallLimits {
-    return { ...HOST_CALL_LIMIT_DEFAULTS, ...this.options.limitsOf?.(plugin) };
+    const given = this.options.limitsOf?.(plugin);
+    if (given === undefined) return HOST_CALL_LIMIT_DEFAULTS;
+    let limits = this.limitsCache.get(given);
+    if (limits === undefined) {
+      // Only the five limits: limitsOf may hand over a whole plugin config.
+      limits = { ...HOST_CALL_LIMIT_DEFAULTS };
+      for (const key of Object.keys(HOST_CALL_LIMIT_DEFAULTS) as Array<keyof HostCallLimits>) {
+        const value = given[key];
+        if (value !== undefined) limits[key] = value;
+      }
+      this.limitsCache.set(given, limits);
+    }
+    return limits;
   }
 
   private callsOf(plugin: string): PluginCalls {
     let calls = this.calls.get(plugin);
-    if (!calls) this.calls.set(plugin, (calls = { buckets: new Map(), watchStreams: 0, requestBytes: 0 }));
+    if (!calls) this.calls.set(plugin, (calls = { buckets: new Map(), watchStreams: 0, requestBytes: 0, streamCalls: 0 }));
     return calls;
   }
 
@@ -334,16 +427,7 @@ export class HostServiceServer {
     const plugin = from.name;
     const limits = this.limitsOf(plugin);
     const calls = this.callsOf(plugin);
-    const rate = limits[spec.limit];
-    if (rate > 0) {
-      let bucket = calls.buckets.get(spec.limit);
-      if (!bucket) calls.buckets.set(spec.limit, (bucket = new Bucket(rate)));
-      if (!bucket.take(rate)) {
-        const text = `plugin '${plugin}' exceeded its limit of ${rate} ${CLASS_TEXT[spec.limit]} calls per second (host option ${spec.limit})`;
-        this.refused(plugin, "rate_limit", { limit: spec.limit, rate }, `${text}; refusing the excess with RESOURCE_EXHAUSTED`);
-        throw new PlugwireError("queue_full", `${text}; ${method} was refused: retry later, or raise ${spec.limit} in the plugin's host config`, { plugin });
-      }
-    }
+    this.takeRate(plugin, method, limits, calls);
     const releases: Array<() => void> = [];
     if (method === "WatchPeers") {
       if (calls.watchStreams >= limits.maxWatchPeersStreams) {
@@ -393,6 +477,152 @@ export class HostServiceServer {
     };
   }
 
+  /** Counts a call against its rate limit; throws queue_full (RESOURCE_EXHAUSTED) when over it. */
+  private takeRate(plugin: string, method: string, limits: HostCallLimits, calls: PluginCalls): void {
+    const spec = METHODS[method]!;
+    const rate = limits[spec.limit];
+    if (rate <= 0) return;
+    let bucket = calls.buckets.get(spec.limit);
+    if (!bucket) calls.buckets.set(spec.limit, (bucket = new Bucket(rate)));
+    if (!bucket.take(rate)) {
+      const text = `plugin '${plugin}' exceeded its limit of ${rate} ${CLASS_TEXT[spec.limit]} calls per second (host option ${spec.limit})`;
+      this.refused(plugin, "rate_limit", { limit: spec.limit, rate }, `${text}; refusing the excess with RESOURCE_EXHAUSTED`);
+      throw new PlugwireError("queue_full", `${text}; ${method} was refused: retry later, or raise ${spec.limit} in the plugin's host config`, { plugin });
+    }
+  }
+
+  /** The caller behind a Calls stream's token, checked when it opens and again for every call on it. */
+  private callerOfToken(token: string | undefined, method: string): Caller {
+    const found = token === undefined ? undefined : this.options.callerOf(token);
+    if (!found) {
+      throw new PlugwireError(
+        "unauthenticated",
+        `host refused ${method}: the call carried no valid plugwire auth token (send 'authorization: Bearer <PLUGWIRE_AUTH_TOKEN>')`,
+      );
+    }
+    return found;
+  }
+
+  /**
+   * Serves one Calls stream: every request is one unary call, admitted
+   * exactly as the unary RPC would be (token, capability, rate limit,
+   * request bytes), run, and answered with its id; a failed call answers
+   * with its status as a CallError and the stream goes on. A token that is
+   * no longer valid (the launch ended) ends the stream with UNAUTHENTICATED.
+   */
+  private serveCalls(call: grpc.ServerDuplexStream<CallsRequest, CallsResponse>): void {
+    const token = bearerToken(call.metadata);
+    this.callStreams.add(call);
+    const forget = (): void => {
+      this.callStreams.delete(call);
+    };
+    call.once("close", forget);
+    call.once("cancelled", forget);
+    call.once("finish", forget);
+    let inProgress = 0;
+    let ended = false;
+    let paused = false;
+    const finish = (): void => {
+      if (ended && inProgress === 0) call.end();
+    };
+    const answer = (response: CallsResponse | MessageInitShape<typeof CallsResponseSchema>): void => {
+      if (!call.cancelled && !call.destroyed && call.writable) call.write(response as CallsResponse);
+    };
+    call.on("data", (request: CallsRequest) => {
+      const id = request.id;
+      const which = request.call.case;
+      let from: Caller;
+      try {
+        from = this.callerOfToken(token, which === undefined ? "Calls" : CALL_METHODS[which]);
+      } catch (e) {
+        // The launch behind the token ended: its calls are refused from now on.
+        call.emit("error", toServiceStatus(e));
+        return;
+      }
+      if (which === undefined) {
+        answer({ id, result: { case: "error", value: callError(new PlugwireError("invalid_argument", `Calls request ${id} names no call this host knows; update the host, or use the unary RPC`)) } });
+        return;
+      }
+      const method = CALL_METHODS[which];
+      const plugin = from.name;
+      let release = (): void => undefined;
+      let pending: Promise<CallsResponse["result"]["value"] & object>;
+      try {
+        const spec = METHODS[method]!;
+        if (!from.capabilities.has(spec.capability)) {
+          throw new PlugwireError(
+            "permission_denied",
+            `plugin '${plugin}' called ${method} without the '${spec.capability}' capability; grant it in the plugin's capabilities in the host config`,
+            { plugin },
+          );
+        }
+        const limits = this.limitsOf(plugin);
+        const calls = this.callsOf(plugin);
+        this.takeRate(plugin, method, limits, calls);
+        const bytes = callRequestBytes(request.call);
+        if (bytes > 0) {
+          if (calls.requestBytes + bytes > limits.maxHostCallBytes) {
+            const text = `plugin '${plugin}' had more than ${limits.maxHostCallBytes} bytes of HostService requests in transfer at once (host option maxHostCallBytes)`;
+            this.refused(plugin, "request_bytes", { limit: "maxHostCallBytes", max: limits.maxHostCallBytes }, `${text}; refusing the excess with RESOURCE_EXHAUSTED`);
+            throw new PlugwireError("queue_full", `${text}; ${method} was refused: send fewer large calls at once, or raise maxHostCallBytes in the plugin's host config`, { plugin });
+          }
+          calls.requestBytes += bytes;
+          release = () => {
+            calls.requestBytes -= bytes;
+          };
+        }
+        pending = this.runOp(from, request.call);
+        calls.streamCalls++;
+      } catch (e) {
+        release();
+        answer({ id, result: { case: "error", value: callError(e) } });
+        return;
+      }
+      inProgress++;
+      if (inProgress >= MAX_CALLS_IN_PROGRESS_PER_STREAM && !paused) {
+        paused = true;
+        call.pause();
+      }
+      pending
+        .then(
+          (value) => answer({ $typeName: "plugwire.v1.CallsResponse", id, result: { case: which, value } } as CallsResponse),
+          (e: unknown) => answer({ id, result: { case: "error", value: callError(e) } }),
+        )
+        .finally(() => {
+          release();
+          inProgress--;
+          if (paused && inProgress < MAX_CALLS_IN_PROGRESS_PER_STREAM) {
+            paused = false;
+            call.resume();
+          }
+          finish();
+        });
+    });
+    call.on("end", () => {
+      ended = true;
+      finish();
+    });
+    call.on("error", () => undefined);
+  }
+
+  private runOp(from: Caller, c: CallsRequest["call"]): Promise<CallsResponse["result"]["value"] & object> {
+    const ops = this.ops;
+    switch (c.case) {
+      case "lookupX25519":
+        return ops.lookupX25519(from, c.value);
+      case "lookupName":
+        return ops.lookupName(from, c.value);
+      case "sendDirect":
+        return ops.sendDirect(from, c.value);
+      case "sendRouted":
+        return ops.sendRouted(from, c.value);
+      case "getSigningSeed":
+        return ops.getSigningSeed(from, c.value);
+      default:
+        return Promise.reject(new PlugwireError("invalid_argument", "a Calls request names no call"));
+    }
+  }
+
   /** The server interceptor: admit() on the headers, the release when the call ends. */
   private intercept(method: grpc.ServerMethodDefinition<unknown, unknown>, call: grpc.ServerInterceptingCallInterface): grpc.ServerInterceptingCall {
     const name = method.path.startsWith(SERVICE_PREFIX) ? method.path.slice(SERVICE_PREFIX.length) : "";
@@ -401,7 +631,15 @@ export class HostServiceServer {
       start: (next) => {
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
-            if (METHODS[name] !== undefined) {
+            if (name === "Calls") {
+              // The token now; each call on the stream is admitted as it arrives.
+              try {
+                this.callerOfToken(bearerToken(metadata), "Calls");
+              } catch (e) {
+                refuse(call, e);
+                return;
+              }
+            } else if (METHODS[name] !== undefined) {
               try {
                 release = this.admit(metadata, name, call);
               } catch (e) {
@@ -453,21 +691,25 @@ export class HostServiceServer {
     return sent;
   }
 
-  /** Open WatchPeers streams by plugin, and request bytes in transfer: for status and tests. */
-  debugState(): { watchers: Record<string, number>; requestBytes: Record<string, number> } {
+  /** Open WatchPeers streams by plugin, request bytes in transfer, and calls run on Calls streams: for status and tests. */
+  debugState(): { watchers: Record<string, number>; requestBytes: Record<string, number>; streamCalls: Record<string, number> } {
     const watchers: Record<string, number> = {};
     const requestBytes: Record<string, number> = {};
+    const streamCalls: Record<string, number> = {};
     for (const [plugin, calls] of this.calls) {
       watchers[plugin] = calls.watchStreams;
       requestBytes[plugin] = calls.requestBytes;
+      streamCalls[plugin] = calls.streamCalls;
     }
-    return { watchers, requestBytes };
+    return { watchers, requestBytes, streamCalls };
   }
 
   async close(): Promise<void> {
     this.warnings.close();
     for (const watcher of this.watchers) watcher.stream.end();
     this.watchers.clear();
+    for (const stream of this.callStreams) stream.end();
+    this.callStreams.clear();
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
   }
 

@@ -380,6 +380,12 @@ export class PluginRunner {
     return this.channel.dispatch(src, kind, body, options);
   }
 
+  /** Queues many payloads for this plugin as one call (Host.dispatchMany). */
+  dispatchMany(src: NodeId, kind: string, bodies: readonly Uint8Array[], options?: DispatchOptions): Promise<void> {
+    if (this.state === "failed" || this.state === "stopped") return Promise.reject(this.unavailableError(kind));
+    return this.channel.dispatchMany(src, kind, bodies, options);
+  }
+
   private unavailableError(kind: string): PlugwireError {
     if (this.state === "failed") {
       const tail = this.lastStderr.length ? `\nLast stderr lines:\n  ${this.lastStderr.join("\n  ")}` : "";

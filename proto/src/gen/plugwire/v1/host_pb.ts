@@ -14,7 +14,154 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plugwire/v1/host.proto.
  */
 export const file_plugwire_v1_host: GenFile = /*@__PURE__*/
-  fileDesc("ChZwbHVnd2lyZS92MS9ob3N0LnByb3RvEgtwbHVnd2lyZS52MSImChNMb29rdXBYMjU1MTlSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAwiPgoUTG9va3VwWDI1NTE5UmVzcG9uc2USFwoKeDI1NTE5X3B1YhgBIAEoDEgAiAEBQg0KC194MjU1MTlfcHViIiQKEUxvb2t1cE5hbWVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAwiMAoSTG9va3VwTmFtZVJlc3BvbnNlEhEKBG5hbWUYASABKAlIAIgBAUIHCgVfbmFtZSITChFXYXRjaFBlZXJzUmVxdWVzdCI7ChJXYXRjaFBlZXJzUmVzcG9uc2USJQoFZXZlbnQYASABKAsyFi5wbHVnd2lyZS52MS5QZWVyRXZlbnQiOgoRU2VuZERpcmVjdFJlcXVlc3QSJQoEc2VuZBgBIAEoCzIXLnBsdWd3aXJlLnYxLlNlbmREaXJlY3QiFAoSU2VuZERpcmVjdFJlc3BvbnNlIloKEVNlbmRSb3V0ZWRSZXF1ZXN0EgsKA2RzdBgBIAEoDBINCgVmcmFtZRgCIAEoDBIpCgZvcmlnaW4YAyABKAsyGS5wbHVnd2lyZS52MS5FZmZlY3RPcmlnaW4iKgoMRWZmZWN0T3JpZ2luEgsKA3NlcRgBIAEoBBINCgVpbmRleBgCIAEoDSIkChJTZW5kUm91dGVkUmVzcG9uc2USDgoGcm91dGVkGAEgASgIIhcKFUdldFNpZ25pbmdTZWVkUmVxdWVzdCImChZHZXRTaWduaW5nU2VlZFJlc3BvbnNlEgwKBHNlZWQYASABKAwy+wMKC0hvc3RTZXJ2aWNlElMKDExvb2t1cFgyNTUxORIgLnBsdWd3aXJlLnYxLkxvb2t1cFgyNTUxOVJlcXVlc3QaIS5wbHVnd2lyZS52MS5Mb29rdXBYMjU1MTlSZXNwb25zZRJNCgpMb29rdXBOYW1lEh4ucGx1Z3dpcmUudjEuTG9va3VwTmFtZVJlcXVlc3QaHy5wbHVnd2lyZS52MS5Mb29rdXBOYW1lUmVzcG9uc2USTwoKV2F0Y2hQZWVycxIeLnBsdWd3aXJlLnYxLldhdGNoUGVlcnNSZXF1ZXN0Gh8ucGx1Z3dpcmUudjEuV2F0Y2hQZWVyc1Jlc3BvbnNlMAESTQoKU2VuZERpcmVjdBIeLnBsdWd3aXJlLnYxLlNlbmREaXJlY3RSZXF1ZXN0Gh8ucGx1Z3dpcmUudjEuU2VuZERpcmVjdFJlc3BvbnNlEk0KClNlbmRSb3V0ZWQSHi5wbHVnd2lyZS52MS5TZW5kUm91dGVkUmVxdWVzdBofLnBsdWd3aXJlLnYxLlNlbmRSb3V0ZWRSZXNwb25zZRJZCg5HZXRTaWduaW5nU2VlZBIiLnBsdWd3aXJlLnYxLkdldFNpZ25pbmdTZWVkUmVxdWVzdBojLnBsdWd3aXJlLnYxLkdldFNpZ25pbmdTZWVkUmVzcG9uc2ViBnByb3RvMw", [file_plugwire_v1_plugin, file_plugwire_v1_types]);
+  fileDesc("ChZwbHVnd2lyZS92MS9ob3N0LnByb3RvEgtwbHVnd2lyZS52MSLCAgoMQ2FsbHNSZXF1ZXN0EgoKAmlkGAEgASgEEjkKDWxvb2t1cF94MjU1MTkYAiABKAsyIC5wbHVnd2lyZS52MS5Mb29rdXBYMjU1MTlSZXF1ZXN0SAASNQoLbG9va3VwX25hbWUYAyABKAsyHi5wbHVnd2lyZS52MS5Mb29rdXBOYW1lUmVxdWVzdEgAEjUKC3NlbmRfZGlyZWN0GAQgASgLMh4ucGx1Z3dpcmUudjEuU2VuZERpcmVjdFJlcXVlc3RIABI1CgtzZW5kX3JvdXRlZBgFIAEoCzIeLnBsdWd3aXJlLnYxLlNlbmRSb3V0ZWRSZXF1ZXN0SAASPgoQZ2V0X3NpZ25pbmdfc2VlZBgGIAEoCzIiLnBsdWd3aXJlLnYxLkdldFNpZ25pbmdTZWVkUmVxdWVzdEgAQgYKBGNhbGwi8wIKDUNhbGxzUmVzcG9uc2USCgoCaWQYASABKAQSOgoNbG9va3VwX3gyNTUxORgCIAEoCzIhLnBsdWd3aXJlLnYxLkxvb2t1cFgyNTUxOVJlc3BvbnNlSAASNgoLbG9va3VwX25hbWUYAyABKAsyHy5wbHVnd2lyZS52MS5Mb29rdXBOYW1lUmVzcG9uc2VIABI2CgtzZW5kX2RpcmVjdBgEIAEoCzIfLnBsdWd3aXJlLnYxLlNlbmREaXJlY3RSZXNwb25zZUgAEjYKC3NlbmRfcm91dGVkGAUgASgLMh8ucGx1Z3dpcmUudjEuU2VuZFJvdXRlZFJlc3BvbnNlSAASPwoQZ2V0X3NpZ25pbmdfc2VlZBgGIAEoCzIjLnBsdWd3aXJlLnYxLkdldFNpZ25pbmdTZWVkUmVzcG9uc2VIABInCgVlcnJvchgHIAEoCzIWLnBsdWd3aXJlLnYxLkNhbGxFcnJvckgAQggKBnJlc3VsdCIqCglDYWxsRXJyb3ISDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJIiYKE0xvb2t1cFgyNTUxOVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoDCI+ChRMb29rdXBYMjU1MTlSZXNwb25zZRIXCgp4MjU1MTlfcHViGAEgASgMSACIAQFCDQoLX3gyNTUxOV9wdWIiJAoRTG9va3VwTmFtZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoDCIwChJMb29rdXBOYW1lUmVzcG9uc2USEQoEbmFtZRgBIAEoCUgAiAEBQgcKBV9uYW1lIhMKEVdhdGNoUGVlcnNSZXF1ZXN0IjsKEldhdGNoUGVlcnNSZXNwb25zZRIlCgVldmVudBgBIAEoCzIWLnBsdWd3aXJlLnYxLlBlZXJFdmVudCI6ChFTZW5kRGlyZWN0UmVxdWVzdBIlCgRzZW5kGAEgASgLMhcucGx1Z3dpcmUudjEuU2VuZERpcmVjdCIUChJTZW5kRGlyZWN0UmVzcG9uc2UiWgoRU2VuZFJvdXRlZFJlcXVlc3QSCwoDZHN0GAEgASgMEg0KBWZyYW1lGAIgASgMEikKBm9yaWdpbhgDIAEoCzIZLnBsdWd3aXJlLnYxLkVmZmVjdE9yaWdpbiIqCgxFZmZlY3RPcmlnaW4SCwoDc2VxGAEgASgEEg0KBWluZGV4GAIgASgNIiQKElNlbmRSb3V0ZWRSZXNwb25zZRIOCgZyb3V0ZWQYASABKAgiFwoVR2V0U2lnbmluZ1NlZWRSZXF1ZXN0IiYKFkdldFNpZ25pbmdTZWVkUmVzcG9uc2USDAoEc2VlZBgBIAEoDDK/BAoLSG9zdFNlcnZpY2USUwoMTG9va3VwWDI1NTE5EiAucGx1Z3dpcmUudjEuTG9va3VwWDI1NTE5UmVxdWVzdBohLnBsdWd3aXJlLnYxLkxvb2t1cFgyNTUxOVJlc3BvbnNlEk0KCkxvb2t1cE5hbWUSHi5wbHVnd2lyZS52MS5Mb29rdXBOYW1lUmVxdWVzdBofLnBsdWd3aXJlLnYxLkxvb2t1cE5hbWVSZXNwb25zZRJPCgpXYXRjaFBlZXJzEh4ucGx1Z3dpcmUudjEuV2F0Y2hQZWVyc1JlcXVlc3QaHy5wbHVnd2lyZS52MS5XYXRjaFBlZXJzUmVzcG9uc2UwARJNCgpTZW5kRGlyZWN0Eh4ucGx1Z3dpcmUudjEuU2VuZERpcmVjdFJlcXVlc3QaHy5wbHVnd2lyZS52MS5TZW5kRGlyZWN0UmVzcG9uc2USTQoKU2VuZFJvdXRlZBIeLnBsdWd3aXJlLnYxLlNlbmRSb3V0ZWRSZXF1ZXN0Gh8ucGx1Z3dpcmUudjEuU2VuZFJvdXRlZFJlc3BvbnNlElkKDkdldFNpZ25pbmdTZWVkEiIucGx1Z3dpcmUudjEuR2V0U2lnbmluZ1NlZWRSZXF1ZXN0GiMucGx1Z3dpcmUudjEuR2V0U2lnbmluZ1NlZWRSZXNwb25zZRJCCgVDYWxscxIZLnBsdWd3aXJlLnYxLkNhbGxzUmVxdWVzdBoaLnBsdWd3aXJlLnYxLkNhbGxzUmVzcG9uc2UoATABYgZwcm90bzM", [file_plugwire_v1_plugin, file_plugwire_v1_types]);
+
+/**
+ * One host call on the Calls stream.
+ *
+ * @generated from message plugwire.v1.CallsRequest
+ */
+export type CallsRequest = Message<"plugwire.v1.CallsRequest"> & {
+  /**
+   * Chosen by the caller, echoed in the response; unique among its calls in
+   * progress on the stream.
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * @generated from oneof plugwire.v1.CallsRequest.call
+   */
+  call: {
+    /**
+     * @generated from field: plugwire.v1.LookupX25519Request lookup_x25519 = 2;
+     */
+    value: LookupX25519Request;
+    case: "lookupX25519";
+  } | {
+    /**
+     * @generated from field: plugwire.v1.LookupNameRequest lookup_name = 3;
+     */
+    value: LookupNameRequest;
+    case: "lookupName";
+  } | {
+    /**
+     * @generated from field: plugwire.v1.SendDirectRequest send_direct = 4;
+     */
+    value: SendDirectRequest;
+    case: "sendDirect";
+  } | {
+    /**
+     * @generated from field: plugwire.v1.SendRoutedRequest send_routed = 5;
+     */
+    value: SendRoutedRequest;
+    case: "sendRouted";
+  } | {
+    /**
+     * @generated from field: plugwire.v1.GetSigningSeedRequest get_signing_seed = 6;
+     */
+    value: GetSigningSeedRequest;
+    case: "getSigningSeed";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message plugwire.v1.CallsRequest.
+ * Use `create(CallsRequestSchema)` to create a new message.
+ */
+export const CallsRequestSchema: GenMessage<CallsRequest> = /*@__PURE__*/
+  messageDesc(file_plugwire_v1_host, 0);
+
+/**
+ * The answer to one CallsRequest: the unary call's response, or its error.
+ *
+ * @generated from message plugwire.v1.CallsResponse
+ */
+export type CallsResponse = Message<"plugwire.v1.CallsResponse"> & {
+  /**
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * @generated from oneof plugwire.v1.CallsResponse.result
+   */
+  result: {
+    /**
+     * @generated from field: plugwire.v1.LookupX25519Response lookup_x25519 = 2;
+     */
+    value: LookupX25519Response;
+    case: "lookupX25519";
+  } | {
+    /**
+     * @generated from field: plugwire.v1.LookupNameResponse lookup_name = 3;
+     */
+    value: LookupNameResponse;
+    case: "lookupName";
+  } | {
+    /**
+     * @generated from field: plugwire.v1.SendDirectResponse send_direct = 4;
+     */
+    value: SendDirectResponse;
+    case: "sendDirect";
+  } | {
+    /**
+     * @generated from field: plugwire.v1.SendRoutedResponse send_routed = 5;
+     */
+    value: SendRoutedResponse;
+    case: "sendRouted";
+  } | {
+    /**
+     * @generated from field: plugwire.v1.GetSigningSeedResponse get_signing_seed = 6;
+     */
+    value: GetSigningSeedResponse;
+    case: "getSigningSeed";
+  } | {
+    /**
+     * The call failed: what the unary call's status would have said.
+     *
+     * @generated from field: plugwire.v1.CallError error = 7;
+     */
+    value: CallError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message plugwire.v1.CallsResponse.
+ * Use `create(CallsResponseSchema)` to create a new message.
+ */
+export const CallsResponseSchema: GenMessage<CallsResponse> = /*@__PURE__*/
+  messageDesc(file_plugwire_v1_host, 1);
+
+/**
+ * A failed call on the Calls stream.
+ *
+ * @generated from message plugwire.v1.CallError
+ */
+export type CallError = Message<"plugwire.v1.CallError"> & {
+  /**
+   * The gRPC status code the unary call would have ended with (never OK).
+   *
+   * @generated from field: uint32 code = 1;
+   */
+  code: number;
+
+  /**
+   * The status message the unary call would have carried.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message plugwire.v1.CallError.
+ * Use `create(CallErrorSchema)` to create a new message.
+ */
+export const CallErrorSchema: GenMessage<CallError> = /*@__PURE__*/
+  messageDesc(file_plugwire_v1_host, 2);
 
 /**
  * @generated from message plugwire.v1.LookupX25519Request
@@ -31,7 +178,7 @@ export type LookupX25519Request = Message<"plugwire.v1.LookupX25519Request"> & {
  * Use `create(LookupX25519RequestSchema)` to create a new message.
  */
 export const LookupX25519RequestSchema: GenMessage<LookupX25519Request> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 0);
+  messageDesc(file_plugwire_v1_host, 3);
 
 /**
  * @generated from message plugwire.v1.LookupX25519Response
@@ -50,7 +197,7 @@ export type LookupX25519Response = Message<"plugwire.v1.LookupX25519Response"> &
  * Use `create(LookupX25519ResponseSchema)` to create a new message.
  */
 export const LookupX25519ResponseSchema: GenMessage<LookupX25519Response> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 1);
+  messageDesc(file_plugwire_v1_host, 4);
 
 /**
  * @generated from message plugwire.v1.LookupNameRequest
@@ -67,7 +214,7 @@ export type LookupNameRequest = Message<"plugwire.v1.LookupNameRequest"> & {
  * Use `create(LookupNameRequestSchema)` to create a new message.
  */
 export const LookupNameRequestSchema: GenMessage<LookupNameRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 2);
+  messageDesc(file_plugwire_v1_host, 5);
 
 /**
  * @generated from message plugwire.v1.LookupNameResponse
@@ -86,7 +233,7 @@ export type LookupNameResponse = Message<"plugwire.v1.LookupNameResponse"> & {
  * Use `create(LookupNameResponseSchema)` to create a new message.
  */
 export const LookupNameResponseSchema: GenMessage<LookupNameResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 3);
+  messageDesc(file_plugwire_v1_host, 6);
 
 /**
  * @generated from message plugwire.v1.WatchPeersRequest
@@ -99,7 +246,7 @@ export type WatchPeersRequest = Message<"plugwire.v1.WatchPeersRequest"> & {
  * Use `create(WatchPeersRequestSchema)` to create a new message.
  */
 export const WatchPeersRequestSchema: GenMessage<WatchPeersRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 4);
+  messageDesc(file_plugwire_v1_host, 7);
 
 /**
  * @generated from message plugwire.v1.WatchPeersResponse
@@ -116,7 +263,7 @@ export type WatchPeersResponse = Message<"plugwire.v1.WatchPeersResponse"> & {
  * Use `create(WatchPeersResponseSchema)` to create a new message.
  */
 export const WatchPeersResponseSchema: GenMessage<WatchPeersResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 5);
+  messageDesc(file_plugwire_v1_host, 8);
 
 /**
  * @generated from message plugwire.v1.SendDirectRequest
@@ -133,7 +280,7 @@ export type SendDirectRequest = Message<"plugwire.v1.SendDirectRequest"> & {
  * Use `create(SendDirectRequestSchema)` to create a new message.
  */
 export const SendDirectRequestSchema: GenMessage<SendDirectRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 6);
+  messageDesc(file_plugwire_v1_host, 9);
 
 /**
  * @generated from message plugwire.v1.SendDirectResponse
@@ -146,7 +293,7 @@ export type SendDirectResponse = Message<"plugwire.v1.SendDirectResponse"> & {
  * Use `create(SendDirectResponseSchema)` to create a new message.
  */
 export const SendDirectResponseSchema: GenMessage<SendDirectResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 7);
+  messageDesc(file_plugwire_v1_host, 10);
 
 /**
  * @generated from message plugwire.v1.SendRoutedRequest
@@ -177,7 +324,7 @@ export type SendRoutedRequest = Message<"plugwire.v1.SendRoutedRequest"> & {
  * Use `create(SendRoutedRequestSchema)` to create a new message.
  */
 export const SendRoutedRequestSchema: GenMessage<SendRoutedRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 8);
+  messageDesc(file_plugwire_v1_host, 11);
 
 /**
  * Which payload handler made a host call, and which call of it this is.
@@ -203,7 +350,7 @@ export type EffectOrigin = Message<"plugwire.v1.EffectOrigin"> & {
  * Use `create(EffectOriginSchema)` to create a new message.
  */
 export const EffectOriginSchema: GenMessage<EffectOrigin> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 9);
+  messageDesc(file_plugwire_v1_host, 12);
 
 /**
  * @generated from message plugwire.v1.SendRoutedResponse
@@ -222,7 +369,7 @@ export type SendRoutedResponse = Message<"plugwire.v1.SendRoutedResponse"> & {
  * Use `create(SendRoutedResponseSchema)` to create a new message.
  */
 export const SendRoutedResponseSchema: GenMessage<SendRoutedResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 10);
+  messageDesc(file_plugwire_v1_host, 13);
 
 /**
  * @generated from message plugwire.v1.GetSigningSeedRequest
@@ -235,7 +382,7 @@ export type GetSigningSeedRequest = Message<"plugwire.v1.GetSigningSeedRequest">
  * Use `create(GetSigningSeedRequestSchema)` to create a new message.
  */
 export const GetSigningSeedRequestSchema: GenMessage<GetSigningSeedRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 11);
+  messageDesc(file_plugwire_v1_host, 14);
 
 /**
  * @generated from message plugwire.v1.GetSigningSeedResponse
@@ -254,7 +401,7 @@ export type GetSigningSeedResponse = Message<"plugwire.v1.GetSigningSeedResponse
  * Use `create(GetSigningSeedResponseSchema)` to create a new message.
  */
 export const GetSigningSeedResponseSchema: GenMessage<GetSigningSeedResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_v1_host, 12);
+  messageDesc(file_plugwire_v1_host, 15);
 
 /**
  * HostService is served by the host at PLUGWIRE_HOST_ADDRESS and called by
@@ -327,6 +474,23 @@ export const HostService: GenService<{
     methodKind: "unary";
     input: typeof GetSigningSeedRequestSchema;
     output: typeof GetSigningSeedResponseSchema;
+  },
+  /**
+   * The unary calls above, multiplexed on one long-lived stream (the fast
+   * path of handler-time host calls; docs/protocol.md §9.1). Each request
+   * carries an id that its response echoes; responses may come in any order.
+   * Each call needs the capability of its unary twin, counts against the
+   * same rate limits and request-byte budget, and fails alone with the same
+   * error the unary call would have had. The token is checked when the stream
+   * opens and again for every call. A host without it answers UNIMPLEMENTED;
+   * callers then use the unary calls.
+   *
+   * @generated from rpc plugwire.v1.HostService.Calls
+   */
+  calls: {
+    methodKind: "bidi_streaming";
+    input: typeof CallsRequestSchema;
+    output: typeof CallsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_plugwire_v1_host, 0);

@@ -21,6 +21,358 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// One host call on the Calls stream.
+type CallsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the caller, echoed in the response; unique among its calls in
+	// progress on the stream.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Call:
+	//
+	//	*CallsRequest_LookupX25519
+	//	*CallsRequest_LookupName
+	//	*CallsRequest_SendDirect
+	//	*CallsRequest_SendRouted
+	//	*CallsRequest_GetSigningSeed
+	Call          isCallsRequest_Call `protobuf_oneof:"call"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallsRequest) Reset() {
+	*x = CallsRequest{}
+	mi := &file_plugwire_v1_host_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallsRequest) ProtoMessage() {}
+
+func (x *CallsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugwire_v1_host_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallsRequest.ProtoReflect.Descriptor instead.
+func (*CallsRequest) Descriptor() ([]byte, []int) {
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CallsRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CallsRequest) GetCall() isCallsRequest_Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *CallsRequest) GetLookupX25519() *LookupX25519Request {
+	if x != nil {
+		if x, ok := x.Call.(*CallsRequest_LookupX25519); ok {
+			return x.LookupX25519
+		}
+	}
+	return nil
+}
+
+func (x *CallsRequest) GetLookupName() *LookupNameRequest {
+	if x != nil {
+		if x, ok := x.Call.(*CallsRequest_LookupName); ok {
+			return x.LookupName
+		}
+	}
+	return nil
+}
+
+func (x *CallsRequest) GetSendDirect() *SendDirectRequest {
+	if x != nil {
+		if x, ok := x.Call.(*CallsRequest_SendDirect); ok {
+			return x.SendDirect
+		}
+	}
+	return nil
+}
+
+func (x *CallsRequest) GetSendRouted() *SendRoutedRequest {
+	if x != nil {
+		if x, ok := x.Call.(*CallsRequest_SendRouted); ok {
+			return x.SendRouted
+		}
+	}
+	return nil
+}
+
+func (x *CallsRequest) GetGetSigningSeed() *GetSigningSeedRequest {
+	if x != nil {
+		if x, ok := x.Call.(*CallsRequest_GetSigningSeed); ok {
+			return x.GetSigningSeed
+		}
+	}
+	return nil
+}
+
+type isCallsRequest_Call interface {
+	isCallsRequest_Call()
+}
+
+type CallsRequest_LookupX25519 struct {
+	LookupX25519 *LookupX25519Request `protobuf:"bytes,2,opt,name=lookup_x25519,json=lookupX25519,proto3,oneof"`
+}
+
+type CallsRequest_LookupName struct {
+	LookupName *LookupNameRequest `protobuf:"bytes,3,opt,name=lookup_name,json=lookupName,proto3,oneof"`
+}
+
+type CallsRequest_SendDirect struct {
+	SendDirect *SendDirectRequest `protobuf:"bytes,4,opt,name=send_direct,json=sendDirect,proto3,oneof"`
+}
+
+type CallsRequest_SendRouted struct {
+	SendRouted *SendRoutedRequest `protobuf:"bytes,5,opt,name=send_routed,json=sendRouted,proto3,oneof"`
+}
+
+type CallsRequest_GetSigningSeed struct {
+	GetSigningSeed *GetSigningSeedRequest `protobuf:"bytes,6,opt,name=get_signing_seed,json=getSigningSeed,proto3,oneof"`
+}
+
+func (*CallsRequest_LookupX25519) isCallsRequest_Call() {}
+
+func (*CallsRequest_LookupName) isCallsRequest_Call() {}
+
+func (*CallsRequest_SendDirect) isCallsRequest_Call() {}
+
+func (*CallsRequest_SendRouted) isCallsRequest_Call() {}
+
+func (*CallsRequest_GetSigningSeed) isCallsRequest_Call() {}
+
+// The answer to one CallsRequest: the unary call's response, or its error.
+type CallsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*CallsResponse_LookupX25519
+	//	*CallsResponse_LookupName
+	//	*CallsResponse_SendDirect
+	//	*CallsResponse_SendRouted
+	//	*CallsResponse_GetSigningSeed
+	//	*CallsResponse_Error
+	Result        isCallsResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallsResponse) Reset() {
+	*x = CallsResponse{}
+	mi := &file_plugwire_v1_host_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallsResponse) ProtoMessage() {}
+
+func (x *CallsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugwire_v1_host_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallsResponse.ProtoReflect.Descriptor instead.
+func (*CallsResponse) Descriptor() ([]byte, []int) {
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CallsResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CallsResponse) GetResult() isCallsResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *CallsResponse) GetLookupX25519() *LookupX25519Response {
+	if x != nil {
+		if x, ok := x.Result.(*CallsResponse_LookupX25519); ok {
+			return x.LookupX25519
+		}
+	}
+	return nil
+}
+
+func (x *CallsResponse) GetLookupName() *LookupNameResponse {
+	if x != nil {
+		if x, ok := x.Result.(*CallsResponse_LookupName); ok {
+			return x.LookupName
+		}
+	}
+	return nil
+}
+
+func (x *CallsResponse) GetSendDirect() *SendDirectResponse {
+	if x != nil {
+		if x, ok := x.Result.(*CallsResponse_SendDirect); ok {
+			return x.SendDirect
+		}
+	}
+	return nil
+}
+
+func (x *CallsResponse) GetSendRouted() *SendRoutedResponse {
+	if x != nil {
+		if x, ok := x.Result.(*CallsResponse_SendRouted); ok {
+			return x.SendRouted
+		}
+	}
+	return nil
+}
+
+func (x *CallsResponse) GetGetSigningSeed() *GetSigningSeedResponse {
+	if x != nil {
+		if x, ok := x.Result.(*CallsResponse_GetSigningSeed); ok {
+			return x.GetSigningSeed
+		}
+	}
+	return nil
+}
+
+func (x *CallsResponse) GetError() *CallError {
+	if x != nil {
+		if x, ok := x.Result.(*CallsResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isCallsResponse_Result interface {
+	isCallsResponse_Result()
+}
+
+type CallsResponse_LookupX25519 struct {
+	LookupX25519 *LookupX25519Response `protobuf:"bytes,2,opt,name=lookup_x25519,json=lookupX25519,proto3,oneof"`
+}
+
+type CallsResponse_LookupName struct {
+	LookupName *LookupNameResponse `protobuf:"bytes,3,opt,name=lookup_name,json=lookupName,proto3,oneof"`
+}
+
+type CallsResponse_SendDirect struct {
+	SendDirect *SendDirectResponse `protobuf:"bytes,4,opt,name=send_direct,json=sendDirect,proto3,oneof"`
+}
+
+type CallsResponse_SendRouted struct {
+	SendRouted *SendRoutedResponse `protobuf:"bytes,5,opt,name=send_routed,json=sendRouted,proto3,oneof"`
+}
+
+type CallsResponse_GetSigningSeed struct {
+	GetSigningSeed *GetSigningSeedResponse `protobuf:"bytes,6,opt,name=get_signing_seed,json=getSigningSeed,proto3,oneof"`
+}
+
+type CallsResponse_Error struct {
+	// The call failed: what the unary call's status would have said.
+	Error *CallError `protobuf:"bytes,7,opt,name=error,proto3,oneof"`
+}
+
+func (*CallsResponse_LookupX25519) isCallsResponse_Result() {}
+
+func (*CallsResponse_LookupName) isCallsResponse_Result() {}
+
+func (*CallsResponse_SendDirect) isCallsResponse_Result() {}
+
+func (*CallsResponse_SendRouted) isCallsResponse_Result() {}
+
+func (*CallsResponse_GetSigningSeed) isCallsResponse_Result() {}
+
+func (*CallsResponse_Error) isCallsResponse_Result() {}
+
+// A failed call on the Calls stream.
+type CallError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code the unary call would have ended with (never OK).
+	Code uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The status message the unary call would have carried.
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallError) Reset() {
+	*x = CallError{}
+	mi := &file_plugwire_v1_host_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallError) ProtoMessage() {}
+
+func (x *CallError) ProtoReflect() protoreflect.Message {
+	mi := &file_plugwire_v1_host_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallError.ProtoReflect.Descriptor instead.
+func (*CallError) Descriptor() ([]byte, []int) {
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CallError) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CallError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type LookupX25519Request struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        []byte                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -30,7 +382,7 @@ type LookupX25519Request struct {
 
 func (x *LookupX25519Request) Reset() {
 	*x = LookupX25519Request{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[0]
+	mi := &file_plugwire_v1_host_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +394,7 @@ func (x *LookupX25519Request) String() string {
 func (*LookupX25519Request) ProtoMessage() {}
 
 func (x *LookupX25519Request) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[0]
+	mi := &file_plugwire_v1_host_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +407,7 @@ func (x *LookupX25519Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupX25519Request.ProtoReflect.Descriptor instead.
 func (*LookupX25519Request) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{0}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LookupX25519Request) GetNodeId() []byte {
@@ -75,7 +427,7 @@ type LookupX25519Response struct {
 
 func (x *LookupX25519Response) Reset() {
 	*x = LookupX25519Response{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[1]
+	mi := &file_plugwire_v1_host_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -87,7 +439,7 @@ func (x *LookupX25519Response) String() string {
 func (*LookupX25519Response) ProtoMessage() {}
 
 func (x *LookupX25519Response) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[1]
+	mi := &file_plugwire_v1_host_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -100,7 +452,7 @@ func (x *LookupX25519Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupX25519Response.ProtoReflect.Descriptor instead.
 func (*LookupX25519Response) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{1}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LookupX25519Response) GetX25519Pub() []byte {
@@ -119,7 +471,7 @@ type LookupNameRequest struct {
 
 func (x *LookupNameRequest) Reset() {
 	*x = LookupNameRequest{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[2]
+	mi := &file_plugwire_v1_host_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +483,7 @@ func (x *LookupNameRequest) String() string {
 func (*LookupNameRequest) ProtoMessage() {}
 
 func (x *LookupNameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[2]
+	mi := &file_plugwire_v1_host_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +496,7 @@ func (x *LookupNameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupNameRequest.ProtoReflect.Descriptor instead.
 func (*LookupNameRequest) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{2}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LookupNameRequest) GetNodeId() []byte {
@@ -164,7 +516,7 @@ type LookupNameResponse struct {
 
 func (x *LookupNameResponse) Reset() {
 	*x = LookupNameResponse{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[3]
+	mi := &file_plugwire_v1_host_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +528,7 @@ func (x *LookupNameResponse) String() string {
 func (*LookupNameResponse) ProtoMessage() {}
 
 func (x *LookupNameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[3]
+	mi := &file_plugwire_v1_host_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +541,7 @@ func (x *LookupNameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupNameResponse.ProtoReflect.Descriptor instead.
 func (*LookupNameResponse) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{3}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LookupNameResponse) GetName() string {
@@ -207,7 +559,7 @@ type WatchPeersRequest struct {
 
 func (x *WatchPeersRequest) Reset() {
 	*x = WatchPeersRequest{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[4]
+	mi := &file_plugwire_v1_host_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +571,7 @@ func (x *WatchPeersRequest) String() string {
 func (*WatchPeersRequest) ProtoMessage() {}
 
 func (x *WatchPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[4]
+	mi := &file_plugwire_v1_host_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +584,7 @@ func (x *WatchPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPeersRequest.ProtoReflect.Descriptor instead.
 func (*WatchPeersRequest) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{4}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{7}
 }
 
 type WatchPeersResponse struct {
@@ -244,7 +596,7 @@ type WatchPeersResponse struct {
 
 func (x *WatchPeersResponse) Reset() {
 	*x = WatchPeersResponse{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[5]
+	mi := &file_plugwire_v1_host_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +608,7 @@ func (x *WatchPeersResponse) String() string {
 func (*WatchPeersResponse) ProtoMessage() {}
 
 func (x *WatchPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[5]
+	mi := &file_plugwire_v1_host_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +621,7 @@ func (x *WatchPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPeersResponse.ProtoReflect.Descriptor instead.
 func (*WatchPeersResponse) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{5}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchPeersResponse) GetEvent() *PeerEvent {
@@ -288,7 +640,7 @@ type SendDirectRequest struct {
 
 func (x *SendDirectRequest) Reset() {
 	*x = SendDirectRequest{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[6]
+	mi := &file_plugwire_v1_host_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +652,7 @@ func (x *SendDirectRequest) String() string {
 func (*SendDirectRequest) ProtoMessage() {}
 
 func (x *SendDirectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[6]
+	mi := &file_plugwire_v1_host_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +665,7 @@ func (x *SendDirectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDirectRequest.ProtoReflect.Descriptor instead.
 func (*SendDirectRequest) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{6}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SendDirectRequest) GetSend() *SendDirect {
@@ -331,7 +683,7 @@ type SendDirectResponse struct {
 
 func (x *SendDirectResponse) Reset() {
 	*x = SendDirectResponse{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[7]
+	mi := &file_plugwire_v1_host_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +695,7 @@ func (x *SendDirectResponse) String() string {
 func (*SendDirectResponse) ProtoMessage() {}
 
 func (x *SendDirectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[7]
+	mi := &file_plugwire_v1_host_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +708,7 @@ func (x *SendDirectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendDirectResponse.ProtoReflect.Descriptor instead.
 func (*SendDirectResponse) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{7}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{10}
 }
 
 type SendRoutedRequest struct {
@@ -373,7 +725,7 @@ type SendRoutedRequest struct {
 
 func (x *SendRoutedRequest) Reset() {
 	*x = SendRoutedRequest{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[8]
+	mi := &file_plugwire_v1_host_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +737,7 @@ func (x *SendRoutedRequest) String() string {
 func (*SendRoutedRequest) ProtoMessage() {}
 
 func (x *SendRoutedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[8]
+	mi := &file_plugwire_v1_host_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +750,7 @@ func (x *SendRoutedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRoutedRequest.ProtoReflect.Descriptor instead.
 func (*SendRoutedRequest) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{8}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendRoutedRequest) GetDst() []byte {
@@ -434,7 +786,7 @@ type EffectOrigin struct {
 
 func (x *EffectOrigin) Reset() {
 	*x = EffectOrigin{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[9]
+	mi := &file_plugwire_v1_host_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +798,7 @@ func (x *EffectOrigin) String() string {
 func (*EffectOrigin) ProtoMessage() {}
 
 func (x *EffectOrigin) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[9]
+	mi := &file_plugwire_v1_host_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +811,7 @@ func (x *EffectOrigin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EffectOrigin.ProtoReflect.Descriptor instead.
 func (*EffectOrigin) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{9}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EffectOrigin) GetSeq() uint64 {
@@ -486,7 +838,7 @@ type SendRoutedResponse struct {
 
 func (x *SendRoutedResponse) Reset() {
 	*x = SendRoutedResponse{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[10]
+	mi := &file_plugwire_v1_host_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +850,7 @@ func (x *SendRoutedResponse) String() string {
 func (*SendRoutedResponse) ProtoMessage() {}
 
 func (x *SendRoutedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[10]
+	mi := &file_plugwire_v1_host_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +863,7 @@ func (x *SendRoutedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRoutedResponse.ProtoReflect.Descriptor instead.
 func (*SendRoutedResponse) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{10}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendRoutedResponse) GetRouted() bool {
@@ -529,7 +881,7 @@ type GetSigningSeedRequest struct {
 
 func (x *GetSigningSeedRequest) Reset() {
 	*x = GetSigningSeedRequest{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[11]
+	mi := &file_plugwire_v1_host_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +893,7 @@ func (x *GetSigningSeedRequest) String() string {
 func (*GetSigningSeedRequest) ProtoMessage() {}
 
 func (x *GetSigningSeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[11]
+	mi := &file_plugwire_v1_host_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +906,7 @@ func (x *GetSigningSeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningSeedRequest.ProtoReflect.Descriptor instead.
 func (*GetSigningSeedRequest) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{11}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{14}
 }
 
 type GetSigningSeedResponse struct {
@@ -567,7 +919,7 @@ type GetSigningSeedResponse struct {
 
 func (x *GetSigningSeedResponse) Reset() {
 	*x = GetSigningSeedResponse{}
-	mi := &file_plugwire_v1_host_proto_msgTypes[12]
+	mi := &file_plugwire_v1_host_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +931,7 @@ func (x *GetSigningSeedResponse) String() string {
 func (*GetSigningSeedResponse) ProtoMessage() {}
 
 func (x *GetSigningSeedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugwire_v1_host_proto_msgTypes[12]
+	mi := &file_plugwire_v1_host_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +944,7 @@ func (x *GetSigningSeedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningSeedResponse.ProtoReflect.Descriptor instead.
 func (*GetSigningSeedResponse) Descriptor() ([]byte, []int) {
-	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{12}
+	return file_plugwire_v1_host_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetSigningSeedResponse) GetSeed() []byte {
@@ -606,7 +958,33 @@ var File_plugwire_v1_host_proto protoreflect.FileDescriptor
 
 const file_plugwire_v1_host_proto_rawDesc = "" +
 	"\n" +
-	"\x16plugwire/v1/host.proto\x12\vplugwire.v1\x1a\x18plugwire/v1/plugin.proto\x1a\x17plugwire/v1/types.proto\".\n" +
+	"\x16plugwire/v1/host.proto\x12\vplugwire.v1\x1a\x18plugwire/v1/plugin.proto\x1a\x17plugwire/v1/types.proto\"\x88\x03\n" +
+	"\fCallsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12G\n" +
+	"\rlookup_x25519\x18\x02 \x01(\v2 .plugwire.v1.LookupX25519RequestH\x00R\flookupX25519\x12A\n" +
+	"\vlookup_name\x18\x03 \x01(\v2\x1e.plugwire.v1.LookupNameRequestH\x00R\n" +
+	"lookupName\x12A\n" +
+	"\vsend_direct\x18\x04 \x01(\v2\x1e.plugwire.v1.SendDirectRequestH\x00R\n" +
+	"sendDirect\x12A\n" +
+	"\vsend_routed\x18\x05 \x01(\v2\x1e.plugwire.v1.SendRoutedRequestH\x00R\n" +
+	"sendRouted\x12N\n" +
+	"\x10get_signing_seed\x18\x06 \x01(\v2\".plugwire.v1.GetSigningSeedRequestH\x00R\x0egetSigningSeedB\x06\n" +
+	"\x04call\"\xc0\x03\n" +
+	"\rCallsResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12H\n" +
+	"\rlookup_x25519\x18\x02 \x01(\v2!.plugwire.v1.LookupX25519ResponseH\x00R\flookupX25519\x12B\n" +
+	"\vlookup_name\x18\x03 \x01(\v2\x1f.plugwire.v1.LookupNameResponseH\x00R\n" +
+	"lookupName\x12B\n" +
+	"\vsend_direct\x18\x04 \x01(\v2\x1f.plugwire.v1.SendDirectResponseH\x00R\n" +
+	"sendDirect\x12B\n" +
+	"\vsend_routed\x18\x05 \x01(\v2\x1f.plugwire.v1.SendRoutedResponseH\x00R\n" +
+	"sendRouted\x12O\n" +
+	"\x10get_signing_seed\x18\x06 \x01(\v2#.plugwire.v1.GetSigningSeedResponseH\x00R\x0egetSigningSeed\x12.\n" +
+	"\x05error\x18\a \x01(\v2\x16.plugwire.v1.CallErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"9\n" +
+	"\tCallError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\".\n" +
 	"\x13LookupX25519Request\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\fR\x06nodeId\"I\n" +
 	"\x14LookupX25519Response\x12\"\n" +
@@ -635,7 +1013,7 @@ const file_plugwire_v1_host_proto_rawDesc = "" +
 	"\x06routed\x18\x01 \x01(\bR\x06routed\"\x17\n" +
 	"\x15GetSigningSeedRequest\",\n" +
 	"\x16GetSigningSeedResponse\x12\x12\n" +
-	"\x04seed\x18\x01 \x01(\fR\x04seed2\xfb\x03\n" +
+	"\x04seed\x18\x01 \x01(\fR\x04seed2\xbf\x04\n" +
 	"\vHostService\x12S\n" +
 	"\fLookupX25519\x12 .plugwire.v1.LookupX25519Request\x1a!.plugwire.v1.LookupX25519Response\x12M\n" +
 	"\n" +
@@ -646,7 +1024,8 @@ const file_plugwire_v1_host_proto_rawDesc = "" +
 	"SendDirect\x12\x1e.plugwire.v1.SendDirectRequest\x1a\x1f.plugwire.v1.SendDirectResponse\x12M\n" +
 	"\n" +
 	"SendRouted\x12\x1e.plugwire.v1.SendRoutedRequest\x1a\x1f.plugwire.v1.SendRoutedResponse\x12Y\n" +
-	"\x0eGetSigningSeed\x12\".plugwire.v1.GetSigningSeedRequest\x1a#.plugwire.v1.GetSigningSeedResponseB\xa9\x01\n" +
+	"\x0eGetSigningSeed\x12\".plugwire.v1.GetSigningSeedRequest\x1a#.plugwire.v1.GetSigningSeedResponse\x12B\n" +
+	"\x05Calls\x12\x19.plugwire.v1.CallsRequest\x1a\x1a.plugwire.v1.CallsResponse(\x010\x01B\xa9\x01\n" +
 	"\x0fcom.plugwire.v1B\tHostProtoP\x01Z>github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1;plugwirev1\xa2\x02\x03PXX\xaa\x02\vPlugwire.V1\xca\x02\vPlugwire\\V1\xe2\x02\x17Plugwire\\V1\\GPBMetadata\xea\x02\fPlugwire::V1b\x06proto3"
 
 var (
@@ -661,45 +1040,61 @@ func file_plugwire_v1_host_proto_rawDescGZIP() []byte {
 	return file_plugwire_v1_host_proto_rawDescData
 }
 
-var file_plugwire_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_plugwire_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_plugwire_v1_host_proto_goTypes = []any{
-	(*LookupX25519Request)(nil),    // 0: plugwire.v1.LookupX25519Request
-	(*LookupX25519Response)(nil),   // 1: plugwire.v1.LookupX25519Response
-	(*LookupNameRequest)(nil),      // 2: plugwire.v1.LookupNameRequest
-	(*LookupNameResponse)(nil),     // 3: plugwire.v1.LookupNameResponse
-	(*WatchPeersRequest)(nil),      // 4: plugwire.v1.WatchPeersRequest
-	(*WatchPeersResponse)(nil),     // 5: plugwire.v1.WatchPeersResponse
-	(*SendDirectRequest)(nil),      // 6: plugwire.v1.SendDirectRequest
-	(*SendDirectResponse)(nil),     // 7: plugwire.v1.SendDirectResponse
-	(*SendRoutedRequest)(nil),      // 8: plugwire.v1.SendRoutedRequest
-	(*EffectOrigin)(nil),           // 9: plugwire.v1.EffectOrigin
-	(*SendRoutedResponse)(nil),     // 10: plugwire.v1.SendRoutedResponse
-	(*GetSigningSeedRequest)(nil),  // 11: plugwire.v1.GetSigningSeedRequest
-	(*GetSigningSeedResponse)(nil), // 12: plugwire.v1.GetSigningSeedResponse
-	(*PeerEvent)(nil),              // 13: plugwire.v1.PeerEvent
-	(*SendDirect)(nil),             // 14: plugwire.v1.SendDirect
+	(*CallsRequest)(nil),           // 0: plugwire.v1.CallsRequest
+	(*CallsResponse)(nil),          // 1: plugwire.v1.CallsResponse
+	(*CallError)(nil),              // 2: plugwire.v1.CallError
+	(*LookupX25519Request)(nil),    // 3: plugwire.v1.LookupX25519Request
+	(*LookupX25519Response)(nil),   // 4: plugwire.v1.LookupX25519Response
+	(*LookupNameRequest)(nil),      // 5: plugwire.v1.LookupNameRequest
+	(*LookupNameResponse)(nil),     // 6: plugwire.v1.LookupNameResponse
+	(*WatchPeersRequest)(nil),      // 7: plugwire.v1.WatchPeersRequest
+	(*WatchPeersResponse)(nil),     // 8: plugwire.v1.WatchPeersResponse
+	(*SendDirectRequest)(nil),      // 9: plugwire.v1.SendDirectRequest
+	(*SendDirectResponse)(nil),     // 10: plugwire.v1.SendDirectResponse
+	(*SendRoutedRequest)(nil),      // 11: plugwire.v1.SendRoutedRequest
+	(*EffectOrigin)(nil),           // 12: plugwire.v1.EffectOrigin
+	(*SendRoutedResponse)(nil),     // 13: plugwire.v1.SendRoutedResponse
+	(*GetSigningSeedRequest)(nil),  // 14: plugwire.v1.GetSigningSeedRequest
+	(*GetSigningSeedResponse)(nil), // 15: plugwire.v1.GetSigningSeedResponse
+	(*PeerEvent)(nil),              // 16: plugwire.v1.PeerEvent
+	(*SendDirect)(nil),             // 17: plugwire.v1.SendDirect
 }
 var file_plugwire_v1_host_proto_depIdxs = []int32{
-	13, // 0: plugwire.v1.WatchPeersResponse.event:type_name -> plugwire.v1.PeerEvent
-	14, // 1: plugwire.v1.SendDirectRequest.send:type_name -> plugwire.v1.SendDirect
-	9,  // 2: plugwire.v1.SendRoutedRequest.origin:type_name -> plugwire.v1.EffectOrigin
-	0,  // 3: plugwire.v1.HostService.LookupX25519:input_type -> plugwire.v1.LookupX25519Request
-	2,  // 4: plugwire.v1.HostService.LookupName:input_type -> plugwire.v1.LookupNameRequest
-	4,  // 5: plugwire.v1.HostService.WatchPeers:input_type -> plugwire.v1.WatchPeersRequest
-	6,  // 6: plugwire.v1.HostService.SendDirect:input_type -> plugwire.v1.SendDirectRequest
-	8,  // 7: plugwire.v1.HostService.SendRouted:input_type -> plugwire.v1.SendRoutedRequest
-	11, // 8: plugwire.v1.HostService.GetSigningSeed:input_type -> plugwire.v1.GetSigningSeedRequest
-	1,  // 9: plugwire.v1.HostService.LookupX25519:output_type -> plugwire.v1.LookupX25519Response
-	3,  // 10: plugwire.v1.HostService.LookupName:output_type -> plugwire.v1.LookupNameResponse
-	5,  // 11: plugwire.v1.HostService.WatchPeers:output_type -> plugwire.v1.WatchPeersResponse
-	7,  // 12: plugwire.v1.HostService.SendDirect:output_type -> plugwire.v1.SendDirectResponse
-	10, // 13: plugwire.v1.HostService.SendRouted:output_type -> plugwire.v1.SendRoutedResponse
-	12, // 14: plugwire.v1.HostService.GetSigningSeed:output_type -> plugwire.v1.GetSigningSeedResponse
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	3,  // 0: plugwire.v1.CallsRequest.lookup_x25519:type_name -> plugwire.v1.LookupX25519Request
+	5,  // 1: plugwire.v1.CallsRequest.lookup_name:type_name -> plugwire.v1.LookupNameRequest
+	9,  // 2: plugwire.v1.CallsRequest.send_direct:type_name -> plugwire.v1.SendDirectRequest
+	11, // 3: plugwire.v1.CallsRequest.send_routed:type_name -> plugwire.v1.SendRoutedRequest
+	14, // 4: plugwire.v1.CallsRequest.get_signing_seed:type_name -> plugwire.v1.GetSigningSeedRequest
+	4,  // 5: plugwire.v1.CallsResponse.lookup_x25519:type_name -> plugwire.v1.LookupX25519Response
+	6,  // 6: plugwire.v1.CallsResponse.lookup_name:type_name -> plugwire.v1.LookupNameResponse
+	10, // 7: plugwire.v1.CallsResponse.send_direct:type_name -> plugwire.v1.SendDirectResponse
+	13, // 8: plugwire.v1.CallsResponse.send_routed:type_name -> plugwire.v1.SendRoutedResponse
+	15, // 9: plugwire.v1.CallsResponse.get_signing_seed:type_name -> plugwire.v1.GetSigningSeedResponse
+	2,  // 10: plugwire.v1.CallsResponse.error:type_name -> plugwire.v1.CallError
+	16, // 11: plugwire.v1.WatchPeersResponse.event:type_name -> plugwire.v1.PeerEvent
+	17, // 12: plugwire.v1.SendDirectRequest.send:type_name -> plugwire.v1.SendDirect
+	12, // 13: plugwire.v1.SendRoutedRequest.origin:type_name -> plugwire.v1.EffectOrigin
+	3,  // 14: plugwire.v1.HostService.LookupX25519:input_type -> plugwire.v1.LookupX25519Request
+	5,  // 15: plugwire.v1.HostService.LookupName:input_type -> plugwire.v1.LookupNameRequest
+	7,  // 16: plugwire.v1.HostService.WatchPeers:input_type -> plugwire.v1.WatchPeersRequest
+	9,  // 17: plugwire.v1.HostService.SendDirect:input_type -> plugwire.v1.SendDirectRequest
+	11, // 18: plugwire.v1.HostService.SendRouted:input_type -> plugwire.v1.SendRoutedRequest
+	14, // 19: plugwire.v1.HostService.GetSigningSeed:input_type -> plugwire.v1.GetSigningSeedRequest
+	0,  // 20: plugwire.v1.HostService.Calls:input_type -> plugwire.v1.CallsRequest
+	4,  // 21: plugwire.v1.HostService.LookupX25519:output_type -> plugwire.v1.LookupX25519Response
+	6,  // 22: plugwire.v1.HostService.LookupName:output_type -> plugwire.v1.LookupNameResponse
+	8,  // 23: plugwire.v1.HostService.WatchPeers:output_type -> plugwire.v1.WatchPeersResponse
+	10, // 24: plugwire.v1.HostService.SendDirect:output_type -> plugwire.v1.SendDirectResponse
+	13, // 25: plugwire.v1.HostService.SendRouted:output_type -> plugwire.v1.SendRoutedResponse
+	15, // 26: plugwire.v1.HostService.GetSigningSeed:output_type -> plugwire.v1.GetSigningSeedResponse
+	1,  // 27: plugwire.v1.HostService.Calls:output_type -> plugwire.v1.CallsResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_plugwire_v1_host_proto_init() }
@@ -709,15 +1104,30 @@ func file_plugwire_v1_host_proto_init() {
 	}
 	file_plugwire_v1_plugin_proto_init()
 	file_plugwire_v1_types_proto_init()
-	file_plugwire_v1_host_proto_msgTypes[1].OneofWrappers = []any{}
-	file_plugwire_v1_host_proto_msgTypes[3].OneofWrappers = []any{}
+	file_plugwire_v1_host_proto_msgTypes[0].OneofWrappers = []any{
+		(*CallsRequest_LookupX25519)(nil),
+		(*CallsRequest_LookupName)(nil),
+		(*CallsRequest_SendDirect)(nil),
+		(*CallsRequest_SendRouted)(nil),
+		(*CallsRequest_GetSigningSeed)(nil),
+	}
+	file_plugwire_v1_host_proto_msgTypes[1].OneofWrappers = []any{
+		(*CallsResponse_LookupX25519)(nil),
+		(*CallsResponse_LookupName)(nil),
+		(*CallsResponse_SendDirect)(nil),
+		(*CallsResponse_SendRouted)(nil),
+		(*CallsResponse_GetSigningSeed)(nil),
+		(*CallsResponse_Error)(nil),
+	}
+	file_plugwire_v1_host_proto_msgTypes[4].OneofWrappers = []any{}
+	file_plugwire_v1_host_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugwire_v1_host_proto_rawDesc), len(file_plugwire_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

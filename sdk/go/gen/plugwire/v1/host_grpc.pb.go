@@ -25,6 +25,7 @@ const (
 	HostService_SendDirect_FullMethodName     = "/plugwire.v1.HostService/SendDirect"
 	HostService_SendRouted_FullMethodName     = "/plugwire.v1.HostService/SendRouted"
 	HostService_GetSigningSeed_FullMethodName = "/plugwire.v1.HostService/GetSigningSeed"
+	HostService_Calls_FullMethodName          = "/plugwire.v1.HostService/Calls"
 )
 
 // HostServiceClient is the client API for HostService service.
@@ -51,6 +52,15 @@ type HostServiceClient interface {
 	// The raw Ed25519 signing seed of the local identity.
 	// Needs CAPABILITY_IDENTITY.
 	GetSigningSeed(ctx context.Context, in *GetSigningSeedRequest, opts ...grpc.CallOption) (*GetSigningSeedResponse, error)
+	// The unary calls above, multiplexed on one long-lived stream (the fast
+	// path of handler-time host calls; docs/protocol.md §9.1). Each request
+	// carries an id that its response echoes; responses may come in any order.
+	// Each call needs the capability of its unary twin, counts against the
+	// same rate limits and request-byte budget, and fails alone with the same
+	// error the unary call would have had. The token is checked when the stream
+	// opens and again for every call. A host without it answers UNIMPLEMENTED;
+	// callers then use the unary calls.
+	Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallsRequest, CallsResponse], error)
 }
 
 type hostServiceClient struct {
@@ -130,6 +140,19 @@ func (c *hostServiceClient) GetSigningSeed(ctx context.Context, in *GetSigningSe
 	return out, nil
 }
 
+func (c *hostServiceClient) Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallsRequest, CallsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &HostService_ServiceDesc.Streams[1], HostService_Calls_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallsRequest, CallsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HostService_CallsClient = grpc.BidiStreamingClient[CallsRequest, CallsResponse]
+
 // HostServiceServer is the server API for HostService service.
 // All implementations must embed UnimplementedHostServiceServer
 // for forward compatibility.
@@ -154,6 +177,15 @@ type HostServiceServer interface {
 	// The raw Ed25519 signing seed of the local identity.
 	// Needs CAPABILITY_IDENTITY.
 	GetSigningSeed(context.Context, *GetSigningSeedRequest) (*GetSigningSeedResponse, error)
+	// The unary calls above, multiplexed on one long-lived stream (the fast
+	// path of handler-time host calls; docs/protocol.md §9.1). Each request
+	// carries an id that its response echoes; responses may come in any order.
+	// Each call needs the capability of its unary twin, counts against the
+	// same rate limits and request-byte budget, and fails alone with the same
+	// error the unary call would have had. The token is checked when the stream
+	// opens and again for every call. A host without it answers UNIMPLEMENTED;
+	// callers then use the unary calls.
+	Calls(grpc.BidiStreamingServer[CallsRequest, CallsResponse]) error
 	mustEmbedUnimplementedHostServiceServer()
 }
 
@@ -181,6 +213,9 @@ func (UnimplementedHostServiceServer) SendRouted(context.Context, *SendRoutedReq
 }
 func (UnimplementedHostServiceServer) GetSigningSeed(context.Context, *GetSigningSeedRequest) (*GetSigningSeedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSigningSeed not implemented")
+}
+func (UnimplementedHostServiceServer) Calls(grpc.BidiStreamingServer[CallsRequest, CallsResponse]) error {
+	return status.Error(codes.Unimplemented, "method Calls not implemented")
 }
 func (UnimplementedHostServiceServer) mustEmbedUnimplementedHostServiceServer() {}
 func (UnimplementedHostServiceServer) testEmbeddedByValue()                     {}
@@ -304,6 +339,13 @@ func _HostService_GetSigningSeed_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HostService_Calls_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HostServiceServer).Calls(&grpc.GenericServerStream[CallsRequest, CallsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HostService_CallsServer = grpc.BidiStreamingServer[CallsRequest, CallsResponse]
+
 // HostService_ServiceDesc is the grpc.ServiceDesc for HostService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -337,6 +379,12 @@ var HostService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "WatchPeers",
 			Handler:       _HostService_WatchPeers_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Calls",
+			Handler:       _HostService_Calls_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "plugwire/v1/host.proto",

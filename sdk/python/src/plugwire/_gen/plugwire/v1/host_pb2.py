@@ -26,39 +26,45 @@ from plugwire._gen.plugwire.v1 import plugin_pb2 as plugwire_dot_v1_dot_plugin__
 from plugwire._gen.plugwire.v1 import types_pb2 as plugwire_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16plugwire/v1/host.proto\x12\x0bplugwire.v1\x1a\x18plugwire/v1/plugin.proto\x1a\x17plugwire/v1/types.proto\"&\n\x13LookupX25519Request\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\">\n\x14LookupX25519Response\x12\x17\n\nx25519_pub\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x42\r\n\x0b_x25519_pub\"$\n\x11LookupNameRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\"0\n\x12LookupNameResponse\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_name\"\x13\n\x11WatchPeersRequest\";\n\x12WatchPeersResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.plugwire.v1.PeerEvent\":\n\x11SendDirectRequest\x12%\n\x04send\x18\x01 \x01(\x0b\x32\x17.plugwire.v1.SendDirect\"\x14\n\x12SendDirectResponse\"Z\n\x11SendRoutedRequest\x12\x0b\n\x03\x64st\x18\x01 \x01(\x0c\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\x12)\n\x06origin\x18\x03 \x01(\x0b\x32\x19.plugwire.v1.EffectOrigin\"*\n\x0c\x45\x66\x66\x65\x63tOrigin\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\"$\n\x12SendRoutedResponse\x12\x0e\n\x06routed\x18\x01 \x01(\x08\"\x17\n\x15GetSigningSeedRequest\"&\n\x16GetSigningSeedResponse\x12\x0c\n\x04seed\x18\x01 \x01(\x0c\x32\xfb\x03\n\x0bHostService\x12S\n\x0cLookupX25519\x12 .plugwire.v1.LookupX25519Request\x1a!.plugwire.v1.LookupX25519Response\x12M\n\nLookupName\x12\x1e.plugwire.v1.LookupNameRequest\x1a\x1f.plugwire.v1.LookupNameResponse\x12O\n\nWatchPeers\x12\x1e.plugwire.v1.WatchPeersRequest\x1a\x1f.plugwire.v1.WatchPeersResponse0\x01\x12M\n\nSendDirect\x12\x1e.plugwire.v1.SendDirectRequest\x1a\x1f.plugwire.v1.SendDirectResponse\x12M\n\nSendRouted\x12\x1e.plugwire.v1.SendRoutedRequest\x1a\x1f.plugwire.v1.SendRoutedResponse\x12Y\n\x0eGetSigningSeed\x12\".plugwire.v1.GetSigningSeedRequest\x1a#.plugwire.v1.GetSigningSeedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16plugwire/v1/host.proto\x12\x0bplugwire.v1\x1a\x18plugwire/v1/plugin.proto\x1a\x17plugwire/v1/types.proto\"\xc2\x02\n\x0c\x43\x61llsRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x39\n\rlookup_x25519\x18\x02 \x01(\x0b\x32 .plugwire.v1.LookupX25519RequestH\x00\x12\x35\n\x0blookup_name\x18\x03 \x01(\x0b\x32\x1e.plugwire.v1.LookupNameRequestH\x00\x12\x35\n\x0bsend_direct\x18\x04 \x01(\x0b\x32\x1e.plugwire.v1.SendDirectRequestH\x00\x12\x35\n\x0bsend_routed\x18\x05 \x01(\x0b\x32\x1e.plugwire.v1.SendRoutedRequestH\x00\x12>\n\x10get_signing_seed\x18\x06 \x01(\x0b\x32\".plugwire.v1.GetSigningSeedRequestH\x00\x42\x06\n\x04\x63\x61ll\"\xf3\x02\n\rCallsResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12:\n\rlookup_x25519\x18\x02 \x01(\x0b\x32!.plugwire.v1.LookupX25519ResponseH\x00\x12\x36\n\x0blookup_name\x18\x03 \x01(\x0b\x32\x1f.plugwire.v1.LookupNameResponseH\x00\x12\x36\n\x0bsend_direct\x18\x04 \x01(\x0b\x32\x1f.plugwire.v1.SendDirectResponseH\x00\x12\x36\n\x0bsend_routed\x18\x05 \x01(\x0b\x32\x1f.plugwire.v1.SendRoutedResponseH\x00\x12?\n\x10get_signing_seed\x18\x06 \x01(\x0b\x32#.plugwire.v1.GetSigningSeedResponseH\x00\x12\'\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x16.plugwire.v1.CallErrorH\x00\x42\x08\n\x06result\"*\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"&\n\x13LookupX25519Request\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\">\n\x14LookupX25519Response\x12\x17\n\nx25519_pub\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x42\r\n\x0b_x25519_pub\"$\n\x11LookupNameRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\"0\n\x12LookupNameResponse\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_name\"\x13\n\x11WatchPeersRequest\";\n\x12WatchPeersResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x16.plugwire.v1.PeerEvent\":\n\x11SendDirectRequest\x12%\n\x04send\x18\x01 \x01(\x0b\x32\x17.plugwire.v1.SendDirect\"\x14\n\x12SendDirectResponse\"Z\n\x11SendRoutedRequest\x12\x0b\n\x03\x64st\x18\x01 \x01(\x0c\x12\r\n\x05\x66rame\x18\x02 \x01(\x0c\x12)\n\x06origin\x18\x03 \x01(\x0b\x32\x19.plugwire.v1.EffectOrigin\"*\n\x0c\x45\x66\x66\x65\x63tOrigin\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\r\"$\n\x12SendRoutedResponse\x12\x0e\n\x06routed\x18\x01 \x01(\x08\"\x17\n\x15GetSigningSeedRequest\"&\n\x16GetSigningSeedResponse\x12\x0c\n\x04seed\x18\x01 \x01(\x0c\x32\xbf\x04\n\x0bHostService\x12S\n\x0cLookupX25519\x12 .plugwire.v1.LookupX25519Request\x1a!.plugwire.v1.LookupX25519Response\x12M\n\nLookupName\x12\x1e.plugwire.v1.LookupNameRequest\x1a\x1f.plugwire.v1.LookupNameResponse\x12O\n\nWatchPeers\x12\x1e.plugwire.v1.WatchPeersRequest\x1a\x1f.plugwire.v1.WatchPeersResponse0\x01\x12M\n\nSendDirect\x12\x1e.plugwire.v1.SendDirectRequest\x1a\x1f.plugwire.v1.SendDirectResponse\x12M\n\nSendRouted\x12\x1e.plugwire.v1.SendRoutedRequest\x1a\x1f.plugwire.v1.SendRoutedResponse\x12Y\n\x0eGetSigningSeed\x12\".plugwire.v1.GetSigningSeedRequest\x1a#.plugwire.v1.GetSigningSeedResponse\x12\x42\n\x05\x43\x61lls\x12\x19.plugwire.v1.CallsRequest\x1a\x1a.plugwire.v1.CallsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plugwire.v1.host_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOOKUPX25519REQUEST']._serialized_start=90
-  _globals['_LOOKUPX25519REQUEST']._serialized_end=128
-  _globals['_LOOKUPX25519RESPONSE']._serialized_start=130
-  _globals['_LOOKUPX25519RESPONSE']._serialized_end=192
-  _globals['_LOOKUPNAMEREQUEST']._serialized_start=194
-  _globals['_LOOKUPNAMEREQUEST']._serialized_end=230
-  _globals['_LOOKUPNAMERESPONSE']._serialized_start=232
-  _globals['_LOOKUPNAMERESPONSE']._serialized_end=280
-  _globals['_WATCHPEERSREQUEST']._serialized_start=282
-  _globals['_WATCHPEERSREQUEST']._serialized_end=301
-  _globals['_WATCHPEERSRESPONSE']._serialized_start=303
-  _globals['_WATCHPEERSRESPONSE']._serialized_end=362
-  _globals['_SENDDIRECTREQUEST']._serialized_start=364
-  _globals['_SENDDIRECTREQUEST']._serialized_end=422
-  _globals['_SENDDIRECTRESPONSE']._serialized_start=424
-  _globals['_SENDDIRECTRESPONSE']._serialized_end=444
-  _globals['_SENDROUTEDREQUEST']._serialized_start=446
-  _globals['_SENDROUTEDREQUEST']._serialized_end=536
-  _globals['_EFFECTORIGIN']._serialized_start=538
-  _globals['_EFFECTORIGIN']._serialized_end=580
-  _globals['_SENDROUTEDRESPONSE']._serialized_start=582
-  _globals['_SENDROUTEDRESPONSE']._serialized_end=618
-  _globals['_GETSIGNINGSEEDREQUEST']._serialized_start=620
-  _globals['_GETSIGNINGSEEDREQUEST']._serialized_end=643
-  _globals['_GETSIGNINGSEEDRESPONSE']._serialized_start=645
-  _globals['_GETSIGNINGSEEDRESPONSE']._serialized_end=683
-  _globals['_HOSTSERVICE']._serialized_start=686
-  _globals['_HOSTSERVICE']._serialized_end=1193
+  _globals['_CALLSREQUEST']._serialized_start=91
+  _globals['_CALLSREQUEST']._serialized_end=413
+  _globals['_CALLSRESPONSE']._serialized_start=416
+  _globals['_CALLSRESPONSE']._serialized_end=787
+  _globals['_CALLERROR']._serialized_start=789
+  _globals['_CALLERROR']._serialized_end=831
+  _globals['_LOOKUPX25519REQUEST']._serialized_start=833
+  _globals['_LOOKUPX25519REQUEST']._serialized_end=871
+  _globals['_LOOKUPX25519RESPONSE']._serialized_start=873
+  _globals['_LOOKUPX25519RESPONSE']._serialized_end=935
+  _globals['_LOOKUPNAMEREQUEST']._serialized_start=937
+  _globals['_LOOKUPNAMEREQUEST']._serialized_end=973
+  _globals['_LOOKUPNAMERESPONSE']._serialized_start=975
+  _globals['_LOOKUPNAMERESPONSE']._serialized_end=1023
+  _globals['_WATCHPEERSREQUEST']._serialized_start=1025
+  _globals['_WATCHPEERSREQUEST']._serialized_end=1044
+  _globals['_WATCHPEERSRESPONSE']._serialized_start=1046
+  _globals['_WATCHPEERSRESPONSE']._serialized_end=1105
+  _globals['_SENDDIRECTREQUEST']._serialized_start=1107
+  _globals['_SENDDIRECTREQUEST']._serialized_end=1165
+  _globals['_SENDDIRECTRESPONSE']._serialized_start=1167
+  _globals['_SENDDIRECTRESPONSE']._serialized_end=1187
+  _globals['_SENDROUTEDREQUEST']._serialized_start=1189
+  _globals['_SENDROUTEDREQUEST']._serialized_end=1279
+  _globals['_EFFECTORIGIN']._serialized_start=1281
+  _globals['_EFFECTORIGIN']._serialized_end=1323
+  _globals['_SENDROUTEDRESPONSE']._serialized_start=1325
+  _globals['_SENDROUTEDRESPONSE']._serialized_end=1361
+  _globals['_GETSIGNINGSEEDREQUEST']._serialized_start=1363
+  _globals['_GETSIGNINGSEEDREQUEST']._serialized_end=1386
+  _globals['_GETSIGNINGSEEDRESPONSE']._serialized_start=1388
+  _globals['_GETSIGNINGSEEDRESPONSE']._serialized_end=1426
+  _globals['_HOSTSERVICE']._serialized_start=1429
+  _globals['_HOSTSERVICE']._serialized_end=2004
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CallsRequest(_message.Message):
+    __slots__ = ("id", "lookup_x25519", "lookup_name", "send_direct", "send_routed", "get_signing_seed")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_X25519_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    SEND_DIRECT_FIELD_NUMBER: _ClassVar[int]
+    SEND_ROUTED_FIELD_NUMBER: _ClassVar[int]
+    GET_SIGNING_SEED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    lookup_x25519: LookupX25519Request
+    lookup_name: LookupNameRequest
+    send_direct: SendDirectRequest
+    send_routed: SendRoutedRequest
+    get_signing_seed: GetSigningSeedRequest
+    def __init__(self, id: _Optional[int] = ..., lookup_x25519: _Optional[_Union[LookupX25519Request, _Mapping]] = ..., lookup_name: _Optional[_Union[LookupNameRequest, _Mapping]] = ..., send_direct: _Optional[_Union[SendDirectRequest, _Mapping]] = ..., send_routed: _Optional[_Union[SendRoutedRequest, _Mapping]] = ..., get_signing_seed: _Optional[_Union[GetSigningSeedRequest, _Mapping]] = ...) -> None: ...
+
+class CallsResponse(_message.Message):
+    __slots__ = ("id", "lookup_x25519", "lookup_name", "send_direct", "send_routed", "get_signing_seed", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_X25519_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    SEND_DIRECT_FIELD_NUMBER: _ClassVar[int]
+    SEND_ROUTED_FIELD_NUMBER: _ClassVar[int]
+    GET_SIGNING_SEED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    lookup_x25519: LookupX25519Response
+    lookup_name: LookupNameResponse
+    send_direct: SendDirectResponse
+    send_routed: SendRoutedResponse
+    get_signing_seed: GetSigningSeedResponse
+    error: CallError
+    def __init__(self, id: _Optional[int] = ..., lookup_x25519: _Optional[_Union[LookupX25519Response, _Mapping]] = ..., lookup_name: _Optional[_Union[LookupNameResponse, _Mapping]] = ..., send_direct: _Optional[_Union[SendDirectResponse, _Mapping]] = ..., send_routed: _Optional[_Union[SendRoutedResponse, _Mapping]] = ..., get_signing_seed: _Optional[_Union[GetSigningSeedResponse, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+
+class CallError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class LookupX25519Request(_message.Message):
     __slots__ = ("node_id",)
     NODE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -67,6 +67,11 @@ class HostServiceStub:
                 request_serializer=plugwire_dot_v1_dot_host__pb2.GetSigningSeedRequest.SerializeToString,
                 response_deserializer=plugwire_dot_v1_dot_host__pb2.GetSigningSeedResponse.FromString,
                 _registered_method=True)
+        self.Calls = channel.stream_stream(
+                '/plugwire.v1.HostService/Calls',
+                request_serializer=plugwire_dot_v1_dot_host__pb2.CallsRequest.SerializeToString,
+                response_deserializer=plugwire_dot_v1_dot_host__pb2.CallsResponse.FromString,
+                _registered_method=True)
 
 
 class HostServiceServicer:
@@ -121,6 +126,20 @@ class HostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Calls(self, request_iterator, context):
+        """The unary calls above, multiplexed on one long-lived stream (the fast
+        path of handler-time host calls; docs/protocol.md §9.1). Each request
+        carries an id that its response echoes; responses may come in any order.
+        Each call needs the capability of its unary twin, counts against the
+        same rate limits and request-byte budget, and fails alone with the same
+        error the unary call would have had. The token is checked when the stream
+        opens and again for every call. A host without it answers UNIMPLEMENTED;
+        callers then use the unary calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +172,11 @@ def add_HostServiceServicer_to_server(servicer, server):
                     servicer.GetSigningSeed,
                     request_deserializer=plugwire_dot_v1_dot_host__pb2.GetSigningSeedRequest.FromString,
                     response_serializer=plugwire_dot_v1_dot_host__pb2.GetSigningSeedResponse.SerializeToString,
+            ),
+            'Calls': grpc.stream_stream_rpc_method_handler(
+                    servicer.Calls,
+                    request_deserializer=plugwire_dot_v1_dot_host__pb2.CallsRequest.FromString,
+                    response_serializer=plugwire_dot_v1_dot_host__pb2.CallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +344,33 @@ class HostService:
             '/plugwire.v1.HostService/GetSigningSeed',
             plugwire_dot_v1_dot_host__pb2.GetSigningSeedRequest.SerializeToString,
             plugwire_dot_v1_dot_host__pb2.GetSigningSeedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Calls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/plugwire.v1.HostService/Calls',
+            plugwire_dot_v1_dot_host__pb2.CallsRequest.SerializeToString,
+            plugwire_dot_v1_dot_host__pb2.CallsResponse.FromString,
             options,
             channel_credentials,
             insecure,
