@@ -36,6 +36,7 @@ import { restoreSnapshot, takeSnapshot } from "../snapshot/transfer.js";
 import { dialPlugin, type DialedPlugin } from "../transport/dial.js";
 import { RestartWindow, backoffDelayMs, shouldRestart, type EndReason } from "./policy.js";
 import type { Semaphore } from "./semaphore.js";
+import { WarmStandby, type Spare, type StandbyStatus } from "./standby.js";
 import { WarnLimiter } from "./warn-limiter.js";
 
 function launchStderrTail(lines: readonly string[]): string {
@@ -126,6 +127,8 @@ export interface PluginStatus {
   describedAs: string | undefined;
   stateful: boolean;
   deadLetters: number;
+  /** The warm standby spare (docs/supervision.md, "Warm standby"); state "off" when none is kept. */
+  standby: StandbyStatus;
 }
 
 /** A kind a plugin claims that an earlier plugin owns. */
@@ -178,6 +181,8 @@ export class PluginRunner {
   private readonly log: Logger;
   /** Lines a plugin can trigger once per event are logged once, then summarised per interval. */
   private readonly limited: WarnLimiter;
+  /** The warm standby spare, if one is kept (standby.ts). */
+  private readonly standby: WarmStandby;
 
   constructor(
     readonly config: ResolvedPluginConfig,
@@ -285,6 +290,7 @@ export class PluginRunner {
       },
     });
     ctx.metrics.setState(config.name, "stopped");
+    this.standby = this.makeStandby();
   }
 
   get name(): string {
@@ -320,6 +326,7 @@ export class PluginRunner {
       describedAs: this.description && this.description.name !== this.name ? this.description.name : undefined,
       stateful: this.statefulId !== undefined,
       deadLetters: this.channel.listDeadLetters().length,
+      standby: this.standby.status(),
     };
   }
 
@@ -572,6 +579,7 @@ export class PluginRunner {
     this.operatorOps++;
     clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
+    void this.standby.close();
     this.launchAbort?.abort();
     const launch = this.launch;
     if (launch && !launch.ready && !launch.ended) {
@@ -618,6 +626,7 @@ export class PluginRunner {
     clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
     this.stopHealth();
+    await this.standby.close();
     const launch = this.launch;
     if (launch && !launch.ended) {
       launch.endReason = "exit";
@@ -679,25 +688,44 @@ export class PluginRunner {
     if (state === this.state) return;
     const previous = this.state;
     this.state = state;
+    // A failed or stopped plugin keeps no spare.
+    if (state === "failed" || state === "stopped") void this.standby.close();
     this.ctx.metrics.setState(this.name, state);
     this.log.info({ state, previous, reason }, `plugin ${state}`);
     this.ctx.emit("plugin:state", { plugin: this.name, state, previous, reason });
   }
 
   private async launchOnce(): Promise<void> {
-    const id = ++this.launches;
-    const instanceId = `${this.name}-${id}`;
-    const token = randomBytes(24).toString("base64url");
     const dataDir = join(this.ctx.dataDir, "plugins", this.name);
     this.makeDataDir(dataDir);
-    // At most a few plugins start at once (module loading is CPU-bound): the
-    // handshake timeout runs from when this launch got its slot, so a large
-    // host on a small machine does not time out plugins that merely waited.
-    const abort = new AbortController();
-    this.launchAbort = abort;
+    // A warm standby spare, if one waits: spawned, handshaken and described already.
+    const spare = this.stopping ? undefined : this.standby.take(this.config.command, this.config.args);
+    const id = spare?.id ?? ++this.launches;
+    const instanceId = spare?.instanceId ?? `${this.name}-${id}`;
+    const token = spare?.token ?? randomBytes(24).toString("base64url");
+    const proc = spare?.proc ?? (await this.spawnProcess(instanceId, token));
+    const conn = spare?.conn ?? dialPlugin(proc.handshake, token, this.name);
+    if (spare) this.log.info({ pid: proc.pid, instanceId }, "promoting the warm standby spare");
+    await this.activate({ id, instanceId, token, proc, conn, dataDir, described: spare?.description });
+  }
+
+  /**
+   * Spawns a process of the plugin and waits for its handshake, within a
+   * launch slot: at most a few plugins start at once (module loading is
+   * CPU-bound), and the handshake timeout runs from when this launch got its
+   * slot, so a large host on a small machine does not time out plugins that
+   * merely waited. `signal`: aborts it (default: the runner's launchAbort).
+   */
+  private async spawnProcess(instanceId: string, token: string, signal?: AbortSignal): Promise<PluginProcess> {
+    let abort: AbortController | undefined;
+    if (!signal) {
+      abort = new AbortController();
+      this.launchAbort = abort;
+      signal = abort.signal;
+    }
     const releaseSlot = await this.ctx.launchSlots.acquire();
-    if (this.stopping) abort.abort(); // stopped while waiting for the slot: launchPlugin spawns nothing
-    const proc = await launchPlugin(
+    if (this.stopping) abort?.abort(); // stopped while waiting for the slot: launchPlugin spawns nothing
+    return launchPlugin(
       {
         name: this.name,
         command: this.config.command,
@@ -722,13 +750,28 @@ export class PluginRunner {
         onLog: (line) =>
           this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream, fields: line.fields, truncated: line.truncated }),
         onLogDropped: (count) => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }, count),
-        signal: abort.signal,
+        signal,
       },
     ).finally(() => {
       releaseSlot();
-      if (this.launchAbort === abort) this.launchAbort = undefined;
+      if (abort && this.launchAbort === abort) this.launchAbort = undefined;
     });
-    const conn = dialPlugin(proc.handshake, token, this.name);
+  }
+
+  /**
+   * Makes a handshaken process the serving launch: Describe (unless a spare
+   * already answered it), Start, Restore, the Deliver stream, ready.
+   */
+  private async activate(a: {
+    id: number;
+    instanceId: string;
+    token: string;
+    proc: PluginProcess;
+    conn: DialedPlugin;
+    dataDir: string;
+    described: DescribeResponse | undefined;
+  }): Promise<void> {
+    const { id, instanceId, token, proc, conn, dataDir } = a;
     const launch: Launch = { id, token, proc, conn, ended: false, ready: false, instanceId };
     this.launch = launch;
     // A stop asked for just as the handshake completed: end this launch too.
@@ -754,28 +797,32 @@ export class PluginRunner {
     let phase = "before it answered Describe";
     try {
       // The version the handshake chose, which the plugin checks (docs/protocol.md §7).
-      const description = await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
-      this.checkDescription(description, proc.handshake.protocolVersion);
+      const description = a.described ?? (await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS }));
+      if (!a.described) this.checkDescription(description, proc.handshake.protocolVersion);
+      this.channel.keepReplay = description.stateful !== undefined;
       this.claimStatefulId(description);
       this.description = description;
       phase = "before it answered Start";
-      await conn.plugin.start(
-        {
-          dataDir,
-          instanceId,
-          configJson: JSON.stringify(this.config.config),
-          capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]),
-        },
-        { deadlineMs: CONTROL_CALL_DEADLINE_MS },
-      );
       // From loading the record to attaching, a snapshot of the previous
       // launch that is saved meanwhile must not trim what this one replays.
       const releaseTrim = this.channel.holdTrim();
       let replayed: number;
       let redelivered: number;
       try {
+        // The record is read from the store while the plugin runs its Start.
+        const preloaded = description.stateful ? this.ctx.store.load(description.stateful.id, this.name) : undefined;
+        preloaded?.catch(() => undefined);
+        await conn.plugin.start(
+          {
+            dataDir,
+            instanceId,
+            configJson: JSON.stringify(this.config.config),
+            capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]),
+          },
+          { deadlineMs: CONTROL_CALL_DEADLINE_MS },
+        );
         phase = "while it restored its snapshot";
-        const replayAfter = await this.restoreLatest(conn, description);
+        const replayAfter = await this.restoreLatest(conn, description, preloaded);
         phase = "as its Deliver stream opened";
         if (launch.ended) throw new PlugwireError("plugin_exited", `plugin '${this.name}' exited while starting`, { plugin: this.name });
         const deliver = conn.plugin.deliver();
@@ -793,6 +840,7 @@ export class PluginRunner {
       launch.ready = true;
       this.setState("ready");
       this.startHealth(launch);
+      this.keepStandby();
     } catch (e) {
       launch.endReason = "launch-failed";
       // A call that fails right after the handshake usually means the plugin
@@ -944,7 +992,6 @@ export class PluginRunner {
     if (previous && previous.payloadKinds.join("\n") !== d.payloadKinds.join("\n")) {
       this.log.warn({ before: previous.payloadKinds.slice(0, 100), now: d.payloadKinds.slice(0, 100) }, "plugin claims different kinds after a restart; routing keeps the first claims");
     }
-    this.channel.keepReplay = d.stateful !== undefined;
   }
 
   /**
@@ -984,12 +1031,12 @@ export class PluginRunner {
   }
 
   /** Restores the latest stored snapshot; returns the seq replay continues after. */
-  private async restoreLatest(conn: DialedPlugin, d: DescribeResponse): Promise<number | undefined> {
+  private async restoreLatest(conn: DialedPlugin, d: DescribeResponse, preloaded?: Promise<SnapshotRecord | undefined>): Promise<number | undefined> {
     if (!d.stateful) return undefined;
     const id = d.stateful.id;
     // The store is keyed by this plugin's name as well: another plugin that
     // declares the same id never gets this state, nor this plugin its.
-    const record = await this.ctx.store.load(id, this.name);
+    const record = await (preloaded ?? this.ctx.store.load(id, this.name));
     if (record && record.id !== id) {
       throw new PlugwireError(
         "restore_failed",
@@ -1203,10 +1250,97 @@ export class PluginRunner {
     this.setState("restarting", this.lastExit);
     this.ctx.emit("plugin:restart", { plugin: this.name, attempt: this.attempt, delayMs, restarts: this.restarts });
     const ops = this.operatorOps;
-    this.restartTimer = setTimeout(() => {
+    const relaunch = (): void => {
       this.restartTimer = undefined;
       void this.enqueue(() => this.relaunch(ops));
-    }, delayMs);
+    };
+    // No delay: not even a timer tick (relaunch() itself drops a restart a stop overtook).
+    if (delayMs === 0) queueMicrotask(relaunch);
+    else this.restartTimer = setTimeout(relaunch, delayMs);
+  }
+
+  // ---- Warm standby (standby.ts; docs/supervision.md, "Warm standby") ----
+
+  private makeStandby(): WarmStandby {
+    return new WarmStandby({
+      name: this.name,
+      log: this.log,
+      spawn: (signal) => this.spawnSpare(signal),
+      discard: (spare) => this.discardSpare(spare),
+      backoffInitialMs: this.config.backoffInitialMs,
+      backoffMaxMs: this.config.backoffMaxMs,
+      backoffResetMs: this.config.backoffResetMs,
+      onEvent: (e) => this.ctx.emit("plugin:standby", { plugin: this.name, ...e }),
+    });
+  }
+
+  /** Whether this plugin keeps a spare: warmStandby true, or auto and its Describe declares it stateful. */
+  private get wantsStandby(): boolean {
+    const option = this.config.warmStandby;
+    return option === true || (option === "auto" && this.statefulId !== undefined);
+  }
+
+  /**
+   * Called once a launch is ready: makes sure a spare is waiting or coming,
+   * off the critical path. In a crash loop (restarts within backoffResetMs)
+   * the next spare waits as the restart backoff does, so a build that keeps
+   * crashing cannot make the host spawn processes faster than it restarts.
+   */
+  private keepStandby(): void {
+    if (!this.wantsStandby || this.stopping) {
+      if (this.standby.active) void this.standby.close();
+      return;
+    }
+    const delayMs = this.attempt > 0 ? Math.min(this.config.backoffMaxMs, this.config.backoffInitialMs * 2 ** Math.min(this.attempt - 1, 30)) : 0;
+    this.standby.replenish(delayMs);
+  }
+
+  /**
+   * Spawns a spare: handshake and Describe, checked as a launch's are, but
+   * no Start, no Deliver stream, and its token is not registered with the
+   * host service (so it can make no host call) until it is promoted.
+   */
+  private async spawnSpare(signal: AbortSignal): Promise<Spare> {
+    const id = ++this.launches;
+    const instanceId = `${this.name}-${id}`;
+    const token = randomBytes(24).toString("base64url");
+    const { command, args } = this.config;
+    const proc = await this.spawnProcess(instanceId, token, signal);
+    const conn = dialPlugin(proc.handshake, token, this.name);
+    const spare: Spare = { id, instanceId, token, proc, conn, description: undefined as unknown as DescribeResponse, command, args, since: 0 };
+    const onAbort = (): void => proc.signalGroup("SIGKILL");
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      spare.description = await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
+      this.checkDescription(spare.description, proc.handshake.protocolVersion);
+      return spare;
+    } catch (e) {
+      const exited = proc.hasExited || (await Promise.race([proc.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), STREAM_BROKEN_GRACE_MS).unref())]));
+      await this.discardSpare(spare);
+      const error = PlugwireError.from(e, "handshake_failed", this.name);
+      if (!exited || signal.aborted) throw error;
+      const exit = await proc.exited;
+      throw new PlugwireError(error.code, `it ${describeExit(exit)} before it answered Describe (${error.message}).${launchStderrTail(proc.stderrTail().slice(-10))}`, {
+        plugin: this.name,
+        cause: e,
+      });
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Kills a spare that will not serve (its whole group) and frees its socket. */
+  private async discardSpare(spare: Spare): Promise<void> {
+    spare.proc.signalGroup("SIGKILL");
+    await spare.proc.exited;
+    spare.conn.close();
+    spare.proc.signalGroup("SIGKILL", true);
+    const path = join(this.ctx.runDir(), socketFileName(spare.instanceId));
+    try {
+      rmSync(path, { force: true });
+    } catch (e) {
+      this.log.warn({ path, err: String(e) }, "could not remove the socket file of a warm standby spare");
+    }
   }
 
   /** The supervisor's relaunch, a lifecycle operation; `ops` is operatorOps when it was scheduled. */
