@@ -24,6 +24,8 @@ export interface HostEvents {
    * `promoted` (it took over after the serving launch ended).
    */
   "plugin:standby": [{ plugin: string; event: "ready" | "failed" | "promoted"; pid?: number; error?: string }];
+  /** A hot upgrade (`host.upgrade`) replaced the plugin's build; `pauseMs`: how long delivery was held. */
+  "plugin:upgraded": [{ plugin: string; fromPid: number; toPid: number; pauseMs: number; appliedSeq: number; command: string; args: readonly string[] }];
   "snapshot:taken": [{ plugin: string; id: string; version: number; appliedSeq: number; sizeBytes: number }];
   "snapshot:restored": [{ plugin: string; id: string; version: number; appliedSeq: number; sizeBytes: number; replayed: number }];
   "snapshot:reset": [{ plugin: string; id: string; reason: string }];

@@ -107,6 +107,28 @@ interface Launch {
   truncatedErrors?: number;
   /** Set when the host ends the launch on purpose (stop, restart, hang). */
   endReason?: EndReason;
+  /** While a hot upgrade holds delivery: what the channel wrote, not yet sent (upgrade section). */
+  held?: DeliverRequest[];
+}
+
+/** The executable and arguments a plugin runs. */
+export interface Build {
+  command: string;
+  args: readonly string[];
+}
+
+/** What a hot upgrade (`host.upgrade`) did. */
+export interface UpgradeResult {
+  plugin: string;
+  /** The pid of the build that served before, now shut down; and of the new one. */
+  fromPid: number;
+  toPid: number;
+  /** How long delivery was held: from holding new payloads to the new build's Deliver stream (ms). */
+  pauseMs: number;
+  /** The seq the state handed over covers (0 for a stateless plugin). */
+  appliedSeq: number;
+  command: string;
+  args: readonly string[];
 }
 
 /** What `status()` reports about a plugin. */
@@ -183,6 +205,10 @@ export class PluginRunner {
   private readonly limited: WarnLimiter;
   /** The warm standby spare, if one is kept (standby.ts). */
   private readonly standby: WarmStandby;
+  /** Aborts the new build's spawn of a hot upgrade under way. */
+  private upgradeAbort: AbortController | undefined;
+  /** Builds a hot upgrade replaced, while they shut down. */
+  private readonly retiring = new Set<Launch>();
 
   constructor(
     readonly config: ResolvedPluginConfig,
@@ -580,6 +606,7 @@ export class PluginRunner {
     clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
     void this.standby.close();
+    this.upgradeAbort?.abort();
     this.launchAbort?.abort();
     const launch = this.launch;
     if (launch && !launch.ready && !launch.ended) {
@@ -627,6 +654,9 @@ export class PluginRunner {
     this.restartTimer = undefined;
     this.stopHealth();
     await this.standby.close();
+    // Builds a hot upgrade replaced and that are still shutting down go now.
+    for (const old of this.retiring) old.proc.signalGroup("SIGKILL");
+    await Promise.all([...this.retiring].map((old) => old.proc.exited));
     const launch = this.launch;
     if (launch && !launch.ended) {
       launch.endReason = "exit";
@@ -716,7 +746,7 @@ export class PluginRunner {
    * slot, so a large host on a small machine does not time out plugins that
    * merely waited. `signal`: aborts it (default: the runner's launchAbort).
    */
-  private async spawnProcess(instanceId: string, token: string, signal?: AbortSignal): Promise<PluginProcess> {
+  private async spawnProcess(instanceId: string, token: string, signal?: AbortSignal, build?: Build): Promise<PluginProcess> {
     let abort: AbortController | undefined;
     if (!signal) {
       abort = new AbortController();
@@ -728,8 +758,8 @@ export class PluginRunner {
     return launchPlugin(
       {
         name: this.name,
-        command: this.config.command,
-        args: this.config.args,
+        command: build?.command ?? this.config.command,
+        args: build?.args ?? this.config.args,
         env: this.config.env,
         cwd: this.config.cwd,
         limits: this.config.limits,
@@ -830,7 +860,7 @@ export class PluginRunner {
         deliver.on("data", (response: DeliverResponse) => this.channel.onAck(this.screenAck(launch, response)));
         deliver.on("error", (e: Error) => this.onStreamBroken(launch, e.message));
         deliver.on("end", () => this.onStreamBroken(launch, "the plugin ended the Deliver stream"));
-        ({ replayed, redelivered } = this.channel.attach({ write: (request: DeliverRequest) => deliver.write(request) }, id, replayAfter));
+        ({ replayed, redelivered } = this.channel.attach(this.deliveryStream(launch, deliver), id, replayAfter));
       } finally {
         releaseTrim();
       }
@@ -1192,7 +1222,10 @@ export class PluginRunner {
     if (launch !== this.launch) {
       // Not the current launch: its end is no crash of the plugin.
       await this.endLaunch(launch);
-      this.log.warn({ pid: launch.proc.pid, code: exit.code, signal: exit.signal }, "a superseded launch of the plugin ended; it is not the running one, so nothing is restarted");
+      // A build retired by a hot upgrade ends on purpose.
+      if (launch.endReason !== "exit") {
+        this.log.warn({ pid: launch.proc.pid, code: exit.code, signal: exit.signal }, "a superseded launch of the plugin ended; it is not the running one, so nothing is restarted");
+      }
       return;
     }
     if (planned && launch.ready && launch.endReason === undefined && !launch.ended) {
@@ -1259,6 +1292,230 @@ export class PluginRunner {
     else this.restartTimer = setTimeout(relaunch, delayMs);
   }
 
+  /** What the host service knows of a launch's token (as activate() registers it): this plugin, its capabilities, its SendRouted origin check. */
+  private callerFor(): Caller {
+    return {
+      name: this.name,
+      capabilities: new Set(this.config.capabilities),
+      // Only an item in flight to this launch can be an origin; any other
+      // (forged, or long acked) is refused, sending nothing and remembering nothing.
+      sendRoutedOnce: (seq, index, send, call) =>
+        this.channel.isInFlight(seq)
+          ? this.channel.sendRoutedOnce(seq, index, send, call)
+          : Promise.reject(
+              new PlugwireError(
+                "invalid_argument",
+                `plugin '${this.name}' called SendRouted with origin seq ${seq} (index ${index}), which is not an item in flight to it; nothing was sent. Set origin only inside a payload handler, to the seq of the item it handles, and await the call before the handler returns (docs/protocol.md §8)`,
+                { plugin: this.name },
+              ),
+            ),
+    };
+  }
+
+  // ---- Hot upgrade (docs/supervision.md, "Hot upgrade") ----
+
+  /**
+   * The stream the channel writes a launch's Deliver messages to: straight
+   * to its Deliver call, or, while a hot upgrade holds delivery, into
+   * `launch.held` (sent on a rollback, redelivered to the new build otherwise).
+   */
+  private deliveryStream(launch: Launch, deliver: NonNullable<Launch["deliver"]>): { write: (request: DeliverRequest) => boolean } {
+    return {
+      write: (request: DeliverRequest) => {
+        if (launch.held) {
+          launch.held.push(request);
+          return true;
+        }
+        return deliver.write(request);
+      },
+    };
+  }
+
+  /**
+   * Hot upgrade: replaces the running build with `build` (command and args;
+   * either defaults to the current one) with no payload lost or duplicated.
+   * The new build is spawned, described and health-checked as a spare; then
+   * delivery is held at a batch boundary (the running build acks all it was
+   * sent), the running build is snapshotted, the new one gets Start and
+   * Restore, delivery switches to it (the payloads held meanwhile go to it),
+   * and the old build is shut down through the ladder. If the new build
+   * cannot start, fails its health check, declares another stateful id, or
+   * fails Start or Restore, it is killed and the old build keeps serving as if
+   * nothing happened; the error says what failed and what to do. Runs after
+   * any lifecycle operation already under way.
+   */
+  upgrade(build: Partial<Build>): Promise<UpgradeResult> {
+    return this.enqueue(() => this.upgradeNow(build));
+  }
+
+  private async upgradeNow(partial: Partial<Build>): Promise<UpgradeResult> {
+    const build: Build = { command: partial.command ?? this.config.command, args: partial.args ?? this.config.args };
+    const target = [build.command, ...build.args].join(" ");
+    const old = this.launch;
+    if (this.state !== "ready" || !old || old.ended || !old.deliver || this.stopping) {
+      throw new PlugwireError(
+        "plugin_unavailable",
+        `plugin '${this.name}' was not upgraded to '${target}': it is ${this.state}, and only a ready plugin is upgraded in place. ` +
+          `Wait until it is ready, or change its command in the config and restart it.`,
+        { plugin: this.name },
+      );
+    }
+    const rolledBack = (what: string, cause: unknown, stderrTail?: readonly string[]): PlugwireError => {
+      const error = PlugwireError.from(cause, "plugin_unavailable", this.name);
+      const why = error.message.trim();
+      return new PlugwireError(
+        error.code,
+        `plugin '${this.name}' was not upgraded to '${target}': ${what}: ${why}${/[.!?]$/.test(why) ? "" : "."} ` +
+          `The upgrade was rolled back: the running build (pid ${old.proc.pid}) keeps serving, its state and payloads untouched. ` +
+          `Fix the new build and upgrade again (host.upgrade('${this.name}', …) or plugwire upgrade ${this.name}).` +
+          (stderrTail ? launchStderrTail(stderrTail).replace(/^ It/, " The new build") : ""),
+        { plugin: this.name, cause },
+      );
+    };
+    this.log.info({ command: build.command, args: build.args }, "hot upgrade: starting the new build");
+    // 1. The new build, as a spare: handshake, Describe, a health check.
+    const abort = new AbortController();
+    this.upgradeAbort = abort;
+    let spare: Spare;
+    try {
+      spare = await this.spawnSpare(abort.signal, build);
+    } catch (e) {
+      throw rolledBack("its new build could not be started", e);
+    } finally {
+      if (this.upgradeAbort === abort) this.upgradeAbort = undefined;
+    }
+    const oldId = this.statefulId;
+    try {
+      const reply = await spare.conn.health.check({ service: "" }, { deadlineMs: this.config.healthTimeoutMs });
+      if (reply.status !== health.HealthCheckResponse_ServingStatus.SERVING) throw new Error(`it answered status ${reply.status}, not SERVING`);
+      const newId = spare.description.stateful?.id;
+      if (newId !== oldId) {
+        throw new PlugwireError(
+          "restore_failed",
+          `its Describe declares ${newId === undefined ? "no stateful id" : `stateful id '${newId}'`} where the running build declares ${oldId === undefined ? "none" : `'${oldId}'`}; ` +
+            `an upgrade hands the state over, so the id must stay the same (to change it, stop the plugin and start the new build instead)`,
+          { plugin: this.name },
+        );
+      }
+      if (this.stopping || old.ended || this.launch !== old) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
+    } catch (e) {
+      await this.discardSpare(spare);
+      throw rolledBack("its new build failed its checks", e);
+    }
+    // 2. Hold delivery at a batch boundary: the running build acks what it was sent, then is snapshotted.
+    const t0 = performance.now();
+    old.held = [];
+    const release = (): void => {
+      const held = old.held ?? [];
+      old.held = undefined;
+      if (!old.ended) for (const request of held) old.deliver!.write(request);
+    };
+    let record: SnapshotRecord | undefined;
+    try {
+      if (!(await this.channel.waitForAck(this.channel.highestSeq, SNAPSHOT_DEADLINE_MS))) {
+        throw new PlugwireError("snapshot_failed", `the running build did not ack the payloads it was sent within ${SNAPSHOT_DEADLINE_MS} ms`, { plugin: this.name });
+      }
+      if (oldId !== undefined) record = await this.snapshot();
+      if (old.ended) throw new Error("the running build ended meanwhile");
+    } catch (e) {
+      release();
+      await this.discardSpare(spare);
+      throw rolledBack("the running build could not be snapshotted", e);
+    }
+    // 3. Start and Restore into the new build, not yet attached: the old one still holds the stream.
+    const launch: Launch = { id: spare.id, token: spare.token, proc: spare.proc, conn: spare.conn, ended: false, ready: false, instanceId: spare.instanceId };
+    const dataDir = join(this.ctx.dataDir, "plugins", this.name);
+    this.ctx.registerToken(spare.token, this.callerFor());
+    try {
+      await spare.conn.plugin.start(
+        { dataDir, instanceId: spare.instanceId, configJson: JSON.stringify(this.config.config), capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]) },
+        { deadlineMs: CONTROL_CALL_DEADLINE_MS },
+      );
+      if (record) {
+        try {
+          await restoreSnapshot(spare.conn.plugin, record, SNAPSHOT_DEADLINE_MS);
+        } catch (e) {
+          throw this.checkErrorDetail(PlugwireError.from(e, "restore_failed", this.name));
+        }
+      }
+      if (spare.proc.hasExited) throw new Error("the new build exited");
+      if (this.stopping || old.ended) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
+    } catch (e) {
+      this.ctx.unregisterToken(spare.token);
+      // A call that failed because the new build is exiting: let its exit status and stderr tell why.
+      await Promise.race([spare.proc.exited, new Promise((resolve) => setTimeout(resolve, STREAM_BROKEN_GRACE_MS).unref())]);
+      const exited = spare.proc.hasExited ? await spare.proc.exited : undefined;
+      const tail = spare.proc.stderrTail().slice(-10);
+      release();
+      await this.discardSpare(spare);
+      const why = exited ? `it ${describeExit(exited)} during Start or Restore` : "it failed Start or Restore";
+      throw rolledBack(`the new build did not take over (${why})`, PlugwireError.from(e, "restore_failed", this.name), exited ? tail : undefined);
+    }
+    // 4. Switch delivery: what was held (never sent to the old build) goes to the new one.
+    old.endReason = "exit";
+    old.held = undefined;
+    old.deliver.removeAllListeners();
+    old.deliver.on("error", () => undefined);
+    old.deliver.cancel();
+    this.stopHealth();
+    this.channel.detach(false);
+    this.launch = launch;
+    this.description = spare.description;
+    this.channel.keepReplay = spare.description.stateful !== undefined;
+    void launch.proc.exited.then((exit) => this.onExit(launch, exit));
+    const deliver = spare.conn.plugin.deliver();
+    launch.deliver = deliver;
+    deliver.on("data", (response: DeliverResponse) => this.channel.onAck(this.screenAck(launch, response)));
+    deliver.on("error", (e: Error) => this.onStreamBroken(launch, e.message));
+    deliver.on("end", () => this.onStreamBroken(launch, "the plugin ended the Deliver stream"));
+    this.channel.attach(this.deliveryStream(launch, deliver), launch.id, record?.appliedSeq);
+    const pauseMs = performance.now() - t0;
+    launch.ready = true;
+    this.readyAt = Date.now();
+    this.healthFailures = 0;
+    this.startHealth(launch);
+    const mutable = this.config as { command: string; args: readonly string[] };
+    mutable.command = build.command;
+    mutable.args = build.args;
+    // 5. The old build shuts down through the ladder; the spare of the old build goes, one of the new comes.
+    void this.retire(old);
+    void this.standby.close().then(() => {
+      if (this.launch === launch && this.state === "ready") this.keepStandby();
+    });
+    const result: UpgradeResult = {
+      plugin: this.name,
+      fromPid: old.proc.pid,
+      toPid: launch.proc.pid,
+      pauseMs,
+      appliedSeq: record?.appliedSeq ?? 0,
+      command: build.command,
+      args: build.args,
+    };
+    this.log.info({ ...result }, `plugin '${this.name}' upgraded to '${target}'; delivery was held for ${pauseMs.toFixed(1)} ms`);
+    this.ctx.emit("plugin:upgraded", result);
+    return result;
+  }
+
+  /** Shuts a build a hot upgrade replaced down: Shutdown RPC, SIGTERM, SIGKILL. */
+  private async retire(old: Launch): Promise<void> {
+    this.retiring.add(old);
+    try {
+      const exited = old.proc.exited.then(() => true);
+      const within = (ms: number): Promise<boolean> => Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
+      const shutdownMs = this.config.shutdownTimeoutMs;
+      if (shutdownMs > 0) {
+        await old.conn.plugin.shutdown({ deadlineMs: shutdownMs }, { deadlineMs: shutdownMs }).catch((e: unknown) => this.log.warn({ err: String(e) }, "Shutdown RPC to the replaced build failed"));
+      }
+      if (!(await within(shutdownMs))) {
+        old.proc.signalGroup("SIGTERM");
+        if (!(await within(this.config.killGraceMs))) old.proc.signalGroup("SIGKILL");
+      }
+      await exited;
+    } finally {
+      this.retiring.delete(old);
+    }
+  }
+
   // ---- Warm standby (standby.ts; docs/supervision.md, "Warm standby") ----
 
   private makeStandby(): WarmStandby {
@@ -1300,12 +1557,12 @@ export class PluginRunner {
    * no Start, no Deliver stream, and its token is not registered with the
    * host service (so it can make no host call) until it is promoted.
    */
-  private async spawnSpare(signal: AbortSignal): Promise<Spare> {
+  private async spawnSpare(signal: AbortSignal, build?: Build): Promise<Spare> {
     const id = ++this.launches;
     const instanceId = `${this.name}-${id}`;
     const token = randomBytes(24).toString("base64url");
-    const { command, args } = this.config;
-    const proc = await this.spawnProcess(instanceId, token, signal);
+    const { command, args } = build ?? this.config;
+    const proc = await this.spawnProcess(instanceId, token, signal, { command, args });
     const conn = dialPlugin(proc.handshake, token, this.name);
     const spare: Spare = { id, instanceId, token, proc, conn, description: undefined as unknown as DescribeResponse, command, args, since: 0 };
     const onAbort = (): void => proc.signalGroup("SIGKILL");
