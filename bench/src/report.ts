@@ -143,6 +143,8 @@ export function goals(r: Results): Goal[] {
   const cr = r.get("crash_ready_ms_p50");
   const crs = r.get("crash_ready_standby_ms_p50");
   add("crash → ready, state restored, warm standby", "≤ 10 ms p50", crs && `${fmt(crs.median)} ms`, crs && crs.median <= 10);
+  const up = r.get("upgrade_pause_ms_p50");
+  add("hot upgrade: delivery held (small state)", "≤ 20 ms p50", up && `${fmt(up.median)} ms`, up && up.median <= 20);
   add(
     "crash → ready, state restored, cold",
     "≤ 1× cold spawn",

@@ -144,8 +144,8 @@ describe("hot upgrade", { timeout: 300_000 }, () => {
   });
 
   for (const bad of [
-    { mode: "refuse-restore", error: /did not take over \(it failed Start or Restore\): .*this build refuses the snapshot \(test mode refuse-restore\)\. The upgrade was rolled back: the running build \(pid \d+\) keeps serving/s },
-    { mode: "crash-in-start", error: /did not take over \(it exited with code 5 during Start or Restore\).*rolled back: the running build \(pid \d+\) keeps serving.*Last stderr lines:\n  standby fixture: crashing in Start \(mode crash-in-start\)/s },
+    { mode: "refuse-restore", error: /did not take over \(it failed Restore\): .*this build refuses the snapshot \(test mode refuse-restore\)\. The upgrade was rolled back: the running build \(pid \d+\) keeps serving/s },
+    { mode: "crash-in-start", error: /did not take over \(it exited with code 5 during Start\).*rolled back: the running build \(pid \d+\) keeps serving.*Last stderr lines:\n  standby fixture: crashing in Start \(mode crash-in-start\)/s },
     { mode: "exit-early", error: /new build could not be started: .*exited with code 3 before its handshake.*rolled back: the running build \(pid \d+\) keeps serving/s },
   ]) {
     it(`a new build in mode ${bad.mode} is rolled back; the old build keeps serving with its state, under load`, { timeout: TEST_TIMEOUT_MS }, async () => {

@@ -288,3 +288,54 @@ export const snapshot: Scenario = {
     }
   },
 };
+
+/** The counter's total count over every peer, from a fresh snapshot. */
+async function counterTotal(host: Host): Promise<number> {
+  const record = await host.snapshot("counter");
+  const counts = JSON.parse(Buffer.from(record!.bytes).toString("utf8")) as Record<string, number>;
+  return Object.values(counts).reduce((a, b) => a + b, 0);
+}
+
+export const upgrade: Scenario = {
+  name: "upgrade",
+  describe: "hot upgrade (host.upgrade) of the counter plugin to the same build under a stream of payloads: how long delivery is held",
+  async run(ctx) {
+    const bh = benchHost([nodePlugin("counter", COUNTER_PLUGIN, { warmStandby: false })]);
+    try {
+      await withTimeout(bh.host.start(), 60_000, "host.start");
+      const empty = new Uint8Array(0);
+      await pump(bh.host, ["counter.hit"], empty, 1000, 1000, 30_000);
+      let dispatched = 1000;
+      const n = ctx.quick ? 5 : 10;
+      const pauses: number[] = [];
+      const totals: number[] = [];
+      const problems = new Set<string>();
+      for (let i = 0; i <= n; i++) {
+        // Payloads keep arriving while the build is replaced.
+        const load = pump(bh.host, ["counter.hit"], empty, 2000, 64, 60_000);
+        const t0 = now();
+        const r = await withTimeout(bh.host.upgrade("counter"), 60_000, "host.upgrade");
+        const totalMs = now() - t0;
+        const pumped = await load;
+        dispatched += 2000;
+        if (pumped.failed || pumped.timedOut) problems.add(`BUG? ${pumped.failed} payloads failed during an upgrade (${pumped.firstError ?? "timed out"})`);
+        if (i === 0) continue; // warm-up
+        pauses.push(r.pauseMs);
+        totals.push(totalMs);
+        progress(`  upgrade ${i}/${n}: delivery held ${r.pauseMs.toFixed(1)} ms (upgrade in all ${totalMs.toFixed(0)} ms, pid ${r.fromPid} → ${r.toPid})`);
+      }
+      const total = await counterTotal(bh.host);
+      if (total !== dispatched) problems.add(`BUG: the counter counts ${total} payloads, ${dispatched} were dispatched`);
+      ctx.results.add({
+        name: "upgrade_pause_ms_p50",
+        unit: "ms",
+        values: pauses,
+        better: "lower",
+        note: [...problems].join("; ") || `delivery held from the batch boundary to the new build's Deliver stream (drain, snapshot, Restore while it is stored; Start ran before); state exact (${total} counted)`,
+        info: { upgrades: n, totalMs: totals, state: "counter: one peer's count (small)", load: "2000 payloads, 64 in flight, during each upgrade" },
+      });
+    } finally {
+      await bh.close();
+    }
+  },
+};

@@ -474,11 +474,11 @@ export class PluginRunner {
    * Snapshots the plugin into the store and trims its replay buffer. Returns
    * undefined for a plugin that is not stateful.
    */
-  snapshot(): Promise<SnapshotRecord | undefined> {
+  snapshot(onChecked?: (record: SnapshotRecord) => void): Promise<SnapshotRecord | undefined> {
     // One at a time: two overlapping snapshots could store the older state as
     // the newest generation after the replay buffer was trimmed past it.
     this.snapshotsPending++;
-    const next = this.snapshotQueue.then(() => this.snapshotNow()).finally(() => {
+    const next = this.snapshotQueue.then(() => this.snapshotNow(onChecked)).finally(() => {
       this.snapshotsPending--;
     });
     this.snapshotQueue = next.catch(() => undefined);
@@ -490,7 +490,8 @@ export class PluginRunner {
     return this.snapshotsPending > 0 ? Promise.resolve(undefined) : this.snapshot();
   }
 
-  private async snapshotNow(): Promise<SnapshotRecord | undefined> {
+  /** `onChecked`: called with the record once it passed every check, as it is being stored (a hot upgrade restores it meanwhile). */
+  private async snapshotNow(onChecked?: (record: SnapshotRecord) => void): Promise<SnapshotRecord | undefined> {
     const id = this.statefulId;
     if (id === undefined) return undefined;
     const launch = this.launch;
@@ -552,6 +553,7 @@ export class PluginRunner {
         );
         return record;
       }
+      onChecked?.(record);
       await this.ctx.store.save(record, this.name);
       this.channel.trimReplay(record.appliedSeq);
       this.ctx.metrics.snapshots.inc({ ...labels, result: "ok" });
@@ -1402,45 +1404,14 @@ export class PluginRunner {
       await this.discardSpare(spare);
       throw rolledBack("its new build failed its checks", e);
     }
-    // 2. Hold delivery at a batch boundary: the running build acks what it was sent, then is snapshotted.
-    const t0 = performance.now();
-    old.held = [];
+    // Delivery to the running build is held from step 3 on; released as it was on a rollback.
     const release = (): void => {
       const held = old.held ?? [];
       old.held = undefined;
       if (!old.ended) for (const request of held) old.deliver!.write(request);
     };
-    let record: SnapshotRecord | undefined;
-    try {
-      if (!(await this.channel.waitForAck(this.channel.highestSeq, SNAPSHOT_DEADLINE_MS))) {
-        throw new PlugwireError("snapshot_failed", `the running build did not ack the payloads it was sent within ${SNAPSHOT_DEADLINE_MS} ms`, { plugin: this.name });
-      }
-      if (oldId !== undefined) record = await this.snapshot();
-      if (old.ended) throw new Error("the running build ended meanwhile");
-    } catch (e) {
-      release();
-      await this.discardSpare(spare);
-      throw rolledBack("the running build could not be snapshotted", e);
-    }
-    // 3. Start and Restore into the new build, not yet attached: the old one still holds the stream.
     const launch: Launch = { id: spare.id, token: spare.token, proc: spare.proc, conn: spare.conn, ended: false, ready: false, instanceId: spare.instanceId };
-    const dataDir = join(this.ctx.dataDir, "plugins", this.name);
-    this.ctx.registerToken(spare.token, this.callerFor());
-    try {
-      await spare.conn.plugin.start(
-        { dataDir, instanceId: spare.instanceId, configJson: JSON.stringify(this.config.config), capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]) },
-        { deadlineMs: CONTROL_CALL_DEADLINE_MS },
-      );
-      if (record) {
-        try {
-          await restoreSnapshot(spare.conn.plugin, record, SNAPSHOT_DEADLINE_MS);
-        } catch (e) {
-          throw this.checkErrorDetail(PlugwireError.from(e, "restore_failed", this.name));
-        }
-      }
-      if (spare.proc.hasExited) throw new Error("the new build exited");
-      if (this.stopping || old.ended) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
-    } catch (e) {
+    const newBuildFailed = async (e: unknown, during: string): Promise<PlugwireError> => {
       this.ctx.unregisterToken(spare.token);
       // A call that failed because the new build is exiting: let its exit status and stderr tell why.
       await Promise.race([spare.proc.exited, new Promise((resolve) => setTimeout(resolve, STREAM_BROKEN_GRACE_MS).unref())]);
@@ -1448,10 +1419,57 @@ export class PluginRunner {
       const tail = spare.proc.stderrTail().slice(-10);
       release();
       await this.discardSpare(spare);
-      const why = exited ? `it ${describeExit(exited)} during Start or Restore` : "it failed Start or Restore";
-      throw rolledBack(`the new build did not take over (${why})`, PlugwireError.from(e, "restore_failed", this.name), exited ? tail : undefined);
+      const why = exited ? `it ${describeExit(exited)} during ${during}` : `it failed ${during}`;
+      return rolledBack(`the new build did not take over (${why})`, PlugwireError.from(e, "restore_failed", this.name), exited ? tail : undefined);
+    };
+    // 2. Start the new build while the running one still serves; it gets no payload yet.
+    this.ctx.registerToken(spare.token, this.callerFor());
+    try {
+      const dataDir = join(this.ctx.dataDir, "plugins", this.name);
+      await spare.conn.plugin.start(
+        { dataDir, instanceId: spare.instanceId, configJson: JSON.stringify(this.config.config), capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]) },
+        { deadlineMs: CONTROL_CALL_DEADLINE_MS },
+      );
+      if (spare.proc.hasExited) throw new Error("the new build exited");
+    } catch (e) {
+      throw await newBuildFailed(e, "Start");
     }
-    // 4. Switch delivery: what was held (never sent to the old build) goes to the new one.
+    // 3. Hold delivery at a batch boundary: the running build acks what it was sent, then is snapshotted.
+    const t0 = performance.now();
+    old.held = [];
+    let record: SnapshotRecord | undefined;
+    let restoring: Promise<void> | undefined;
+    const restoreInto = async (r: SnapshotRecord): Promise<void> => {
+      try {
+        await restoreSnapshot(spare.conn.plugin, r, SNAPSHOT_DEADLINE_MS);
+      } catch (e) {
+        throw this.checkErrorDetail(PlugwireError.from(e, "restore_failed", this.name));
+      }
+    };
+    try {
+      if (this.stopping || old.ended || this.launch !== old) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
+      if (!(await this.channel.waitForAck(this.channel.highestSeq, SNAPSHOT_DEADLINE_MS))) {
+        throw new PlugwireError("snapshot_failed", `the running build did not ack the payloads it was sent within ${SNAPSHOT_DEADLINE_MS} ms`, { plugin: this.name });
+      }
+      // The new build restores the record while it is being stored.
+      if (oldId !== undefined) record = await this.snapshot((r) => (restoring = restoreInto(r)).catch(() => undefined));
+      if (old.ended) throw new Error("the running build ended meanwhile");
+    } catch (e) {
+      this.ctx.unregisterToken(spare.token);
+      release();
+      await this.discardSpare(spare);
+      await restoring?.catch(() => undefined);
+      throw rolledBack("the running build could not be snapshotted", e);
+    }
+    // 4. Restore into the new build, not yet attached: the old one still holds the stream.
+    try {
+      if (record) await (restoring ?? restoreInto(record));
+      if (spare.proc.hasExited) throw new Error("the new build exited");
+      if (this.stopping || old.ended) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
+    } catch (e) {
+      throw await newBuildFailed(e, "Restore");
+    }
+    // 5. Switch delivery: what was held (never sent to the old build) goes to the new one.
     old.endReason = "exit";
     old.held = undefined;
     old.deliver.removeAllListeners();
@@ -1477,7 +1495,7 @@ export class PluginRunner {
     const mutable = this.config as { command: string; args: readonly string[] };
     mutable.command = build.command;
     mutable.args = build.args;
-    // 5. The old build shuts down through the ladder; the spare of the old build goes, one of the new comes.
+    // 6. The old build shuts down through the ladder; the spare of the old build goes, one of the new comes.
     void this.retire(old);
     void this.standby.close().then(() => {
       if (this.launch === launch && this.state === "ready") this.keepStandby();
