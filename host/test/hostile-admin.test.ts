@@ -475,7 +475,7 @@ describe("hostile admin API: one plugwire run host", () => {
   });
 
   test("H-ADMIN-07: unknown methods and paths -> unimplemented naming the methods (with the token), unauthenticated without it", { timeout: TEST_TIMEOUT_MS }, async () => {
-    const methods = "ListPlugins, RestartPlugin, StopPlugin, SnapshotNow, ListDeadLetters, ReplayDeadLetter, Dispatch";
+    const methods = "ListPlugins, RestartPlugin, StopPlugin, SnapshotNow, ListDeadLetters, ReplayDeadLetter, Dispatch, Upgrade";
     for (const [verb, path] of [
       ["POST", method("DeleteEverything")],
       ["POST", "/plugwire.v1.HostService/SendRouted"],

@@ -90,7 +90,8 @@ export async function takeSnapshot(
       { plugin },
     );
   }
-  return { id: header.id, version: header.version, appliedSeq: header.appliedSeq, bytes: new Uint8Array(bytes!.buffer, bytes!.byteOffset, received) };
+  // A Buffer, as the bytes a decoded chunk had been (received === header.size here).
+  return { id: header.id, version: header.version, appliedSeq: header.appliedSeq, bytes: bytes! };
 }
 
 /** Refuses a header whose id, version or applied_seq the plugin could not rightly send. */

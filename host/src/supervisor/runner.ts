@@ -1351,6 +1351,17 @@ export class PluginRunner {
   }
 
   private async upgradeNow(partial: Partial<Build>): Promise<UpgradeResult> {
+    // A stop asked for meanwhile (prepareStop) aborts the upgrade: the new build is killed at once.
+    const abort = new AbortController();
+    this.upgradeAbort = abort;
+    try {
+      return await this.upgradeSteps(partial, abort.signal);
+    } finally {
+      if (this.upgradeAbort === abort) this.upgradeAbort = undefined;
+    }
+  }
+
+  private async upgradeSteps(partial: Partial<Build>, aborted: AbortSignal): Promise<UpgradeResult> {
     const build: Build = { command: partial.command ?? this.config.command, args: partial.args ?? this.config.args };
     const target = [build.command, ...build.args].join(" ");
     const old = this.launch;
@@ -1376,16 +1387,30 @@ export class PluginRunner {
     };
     this.log.info({ command: build.command, args: build.args }, "hot upgrade: starting the new build");
     // 1. The new build, as a spare: handshake, Describe, a health check.
-    const abort = new AbortController();
-    this.upgradeAbort = abort;
     let spare: Spare;
     try {
-      spare = await this.spawnSpare(abort.signal, build);
+      spare = await this.spawnSpare(aborted, build);
     } catch (e) {
       throw rolledBack("its new build could not be started", e);
-    } finally {
-      if (this.upgradeAbort === abort) this.upgradeAbort = undefined;
     }
+    // Until the switch, a stop kills the new build, which fails the step under way.
+    const killNew = (): void => spare.proc.signalGroup("SIGKILL");
+    aborted.addEventListener("abort", killNew, { once: true });
+    try {
+      return await this.upgradeHandOver(build, old as Launch & { deliver: NonNullable<Launch["deliver"]> }, spare, rolledBack, aborted);
+    } finally {
+      aborted.removeEventListener("abort", killNew);
+    }
+  }
+
+  private async upgradeHandOver(
+    build: Build,
+    old: Launch & { deliver: NonNullable<Launch["deliver"]> },
+    spare: Spare,
+    rolledBack: (what: string, cause: unknown, stderrTail?: readonly string[]) => PlugwireError,
+    aborted: AbortSignal,
+  ): Promise<UpgradeResult> {
+    const target = [build.command, ...build.args].join(" ");
     const oldId = this.statefulId;
     try {
       const reply = await spare.conn.health.check({ service: "" }, { deadlineMs: this.config.healthTimeoutMs });
@@ -1448,8 +1473,22 @@ export class PluginRunner {
     };
     try {
       if (this.stopping || old.ended || this.launch !== old) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
-      if (!(await this.channel.waitForAck(this.channel.highestSeq, SNAPSHOT_DEADLINE_MS))) {
-        throw new PlugwireError("snapshot_failed", `the running build did not ack the payloads it was sent within ${SNAPSHOT_DEADLINE_MS} ms`, { plugin: this.name });
+      // Bounded, and cut short when the running build exits or a stop is asked for.
+      let onAbort: (() => void) | undefined;
+      const drained = await Promise.race([
+        this.channel.waitForAck(this.channel.highestSeq, SNAPSHOT_DEADLINE_MS),
+        old.proc.exited.then(() => false),
+        new Promise<boolean>((resolve) => aborted.addEventListener("abort", (onAbort = () => resolve(false)), { once: true })),
+      ]);
+      if (onAbort) aborted.removeEventListener("abort", onAbort);
+      if (!drained) {
+        throw new PlugwireError(
+          "snapshot_failed",
+          this.stopping || old.ended
+            ? `the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`
+            : `the running build did not ack the payloads it was sent within ${SNAPSHOT_DEADLINE_MS} ms`,
+          { plugin: this.name },
+        );
       }
       // The new build restores the record while it is being stored.
       if (oldId !== undefined) record = await this.snapshot((r) => (restoring = restoreInto(r)).catch(() => undefined));
