@@ -143,6 +143,31 @@ describe("hot upgrade", { timeout: 300_000 }, () => {
     }
   });
 
+  it("a stop during an upgrade kills the new build and ends the upgrade; nothing is left behind", { timeout: TEST_TIMEOUT_MS }, async () => {
+    const { s, th } = setup({ warmStandby: false });
+    try {
+      await th.host.start();
+      await stream(th.host, 0, 100);
+      const upgrading = th.host.upgrade("standby", { args: [fixture("standby"), "--mode", "hang-in-start"] }).then(
+        () => assert.fail("the upgrade should have failed"),
+        (e: unknown) => e as PlugwireError,
+      );
+      // Wait (bounded) until the new build is in its Start, by the event log it writes.
+      for (let i = 0; i < 2_000 && !s.events().some((e) => e.event === "start" && e.mode === "hang-in-start"); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.ok(s.events().some((e) => e.event === "start" && e.mode === "hang-in-start"), "the new build got Start");
+      await th.host.stop();
+      const error = await upgrading;
+      assert.match(error.message, /^plugin 'standby' was not upgraded to '.*hang-in-start': the new build did not take over .*rolled back/s);
+      for (const e of s.events()) await gone(e.pid);
+    } finally {
+      await th.close();
+      assertGone(s.events().map((e) => e.pid));
+      s.remove();
+    }
+  });
+
   for (const bad of [
     { mode: "refuse-restore", error: /did not take over \(it failed Restore\): .*this build refuses the snapshot \(test mode refuse-restore\)\. The upgrade was rolled back: the running build \(pid \d+\) keeps serving/s },
     { mode: "crash-in-start", error: /did not take over \(it exited with code 5 during Start\).*rolled back: the running build \(pid \d+\) keeps serving.*Last stderr lines:\n  standby fixture: crashing in Start \(mode crash-in-start\)/s },
