@@ -159,7 +159,7 @@ describe("hot upgrade", { timeout: 300_000 }, () => {
       assert.ok(s.events().some((e) => e.event === "start" && e.mode === "hang-in-start"), "the new build got Start");
       await th.host.stop();
       const error = await upgrading;
-      assert.match(error.message, /^plugin 'standby' was not upgraded to '.*hang-in-start': the new build did not take over .*rolled back/s);
+      assert.match(error.message, /^plugin 'standby' was not upgraded to '.*hang-in-start': the new build did not take over .*The upgrade was abandoned because the plugin is being stopped; the new build was killed\.$/s);
       for (const e of s.events()) await gone(e.pid);
     } finally {
       await th.close();

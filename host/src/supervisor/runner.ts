@@ -1379,9 +1379,11 @@ export class PluginRunner {
       return new PlugwireError(
         error.code,
         `plugin '${this.name}' was not upgraded to '${target}': ${what}: ${why}${/[.!?]$/.test(why) ? "" : "."} ` +
-          `The upgrade was rolled back: the running build (pid ${old.proc.pid}) keeps serving, its state and payloads untouched. ` +
-          `Fix the new build and upgrade again (host.upgrade('${this.name}', …) or plugwire upgrade ${this.name}).` +
-          (stderrTail ? launchStderrTail(stderrTail).replace(/^ It/, " The new build") : ""),
+          (this.stopping
+            ? `The upgrade was abandoned because the plugin is being stopped; the new build was killed.`
+            : `The upgrade was rolled back: the running build (pid ${old.proc.pid}) keeps serving, its state and payloads untouched. ` +
+              `Fix the new build and upgrade again (host.upgrade('${this.name}', …) or plugwire upgrade ${this.name}).`) +
+          (stderrTail && !this.stopping ? launchStderrTail(stderrTail).replace(/^ It/, " The new build") : ""),
         { plugin: this.name, cause },
       );
     };
