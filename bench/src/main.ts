@@ -20,13 +20,13 @@ import { cleanupAll, progress, repo } from "./lib.js";
 import { goals, goalsTable, Results, table } from "./report.js";
 import { dispatch, hostCall, latency } from "./scenarios/delivery.js";
 import { go } from "./scenarios/go.js";
-import { crash, snapshot, spawnReady } from "./scenarios/lifecycle.js";
+import { crash, snapshot, spawnReady, upgrade } from "./scenarios/lifecycle.js";
 import { hostRss, rss } from "./scenarios/memory.js";
 import { raw } from "./scenarios/raw.js";
 import { scale } from "./scenarios/scale.js";
 import type { Ctx, Scenario } from "./scenarios/types.js";
 
-const SCENARIOS: Scenario[] = [raw, dispatch, latency, hostCall, spawnReady, crash, snapshot, rss, hostRss, scale, go];
+const SCENARIOS: Scenario[] = [raw, dispatch, latency, hostCall, spawnReady, crash, upgrade, snapshot, rss, hostRss, scale, go];
 
 interface Args {
   quick: boolean;

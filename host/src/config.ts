@@ -51,6 +51,13 @@ export interface PluginConfig {
   backoffResetMs?: number;
   healthIntervalMs?: number;
   healthTimeoutMs?: number;
+  /**
+   * Warm standby: keep one spare process spawned, handshaken and described,
+   * promoted on a crash instead of a cold spawn (docs/supervision.md, "Warm
+   * standby"). `auto` (default): on for a plugin whose Describe declares it
+   * stateful, off for a stateless one; `true`/`false`: always on/off.
+   */
+  warmStandby?: boolean | "auto";
   /** Consecutive failed health checks after which the plugin counts as hung. */
   healthFailures?: number;
   /**
@@ -142,6 +149,7 @@ export const PLUGIN_DEFAULTS = {
   backoffResetMs: 60_000,
   healthIntervalMs: 5_000,
   healthTimeoutMs: 1_000,
+  warmStandby: "auto",
   healthFailures: 3,
   ackTimeoutMs: 300_000,
   maxInFlight: 4_096,
@@ -275,6 +283,9 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
   }
   if (!["stdin", "env"].includes(resolved.tokenVia)) {
     throw invalid(name, `tokenVia must be stdin or env, not ${JSON.stringify(resolved.tokenVia)}`);
+  }
+  if (resolved.warmStandby !== true && resolved.warmStandby !== false && resolved.warmStandby !== "auto") {
+    throw invalid(name, `warmStandby must be true, false or "auto", not ${shown(resolved.warmStandby)}`);
   }
   if (!["reject", "drop-oldest"].includes(resolved.overflow)) {
     throw invalid(name, `overflow must be reject or drop-oldest, not '${resolved.overflow}'`);

@@ -17,6 +17,15 @@ export interface HostEvents {
     { plugin: string; level: PluginLogLevel; msg: string; stream: "stdout" | "stderr"; fields: Record<string, unknown>; truncated: boolean },
   ];
   "plugin:dead-letter": [{ plugin: string; letter: DeadLetter }];
+  /**
+   * The warm standby spare of a plugin: `ready` (spawned, handshaken,
+   * described, waiting), `failed` (it could not be made ready, or exited
+   * while waiting; `error` says why; the serving launch is not affected),
+   * `promoted` (it took over after the serving launch ended).
+   */
+  "plugin:standby": [{ plugin: string; event: "ready" | "failed" | "promoted"; pid?: number; error?: string }];
+  /** A hot upgrade (`host.upgrade`) replaced the plugin's build; `pauseMs`: how long delivery was held. */
+  "plugin:upgraded": [{ plugin: string; fromPid: number; toPid: number; pauseMs: number; appliedSeq: number; command: string; args: readonly string[] }];
   "snapshot:taken": [{ plugin: string; id: string; version: number; appliedSeq: number; sizeBytes: number }];
   "snapshot:restored": [{ plugin: string; id: string; version: number; appliedSeq: number; sizeBytes: number; replayed: number }];
   "snapshot:reset": [{ plugin: string; id: string; reason: string }];

@@ -17,7 +17,7 @@ import { HostMetrics } from "./metrics.js";
 import { hex, type HostPorts, type NodeId, type PeerEvent } from "./ports.js";
 import { HostServiceServer, type Caller } from "./services/host-service.js";
 import { FileSnapshotStore, explainFsError, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
-import { PluginRunner, type PluginStatus, type ShadowedKind } from "./supervisor/runner.js";
+import { PluginRunner, type PluginStatus, type ShadowedKind, type UpgradeResult } from "./supervisor/runner.js";
 import { Semaphore } from "./supervisor/semaphore.js";
 
 export interface HostOptions {
@@ -363,6 +363,27 @@ export class Host extends EventEmitter<HostEvents> {
       });
     }
     await runner.restart();
+  }
+
+  /**
+   * Hot upgrade: replaces a running plugin's build with `command` and `args`
+   * (each defaults to the current one) with no payload lost or duplicated,
+   * handing its state over through a snapshot; rolls back to the running
+   * build, which keeps serving, when the new one fails. See
+   * docs/supervision.md, "Hot upgrade".
+   */
+  async upgrade(name: string, build: { command?: string; args?: readonly string[] } = {}): Promise<UpgradeResult> {
+    const runner = this.runner(name);
+    if (this.stopped) {
+      throw new PlugwireError("plugin_unavailable", `plugin '${name}' was not upgraded: the host is stopping or stopped`, { plugin: name });
+    }
+    if (build.command !== undefined && (typeof build.command !== "string" || build.command.length === 0)) {
+      throw new PlugwireError("invalid_argument", `plugin '${name}' was not upgraded: command must be a non-empty string (the new build's executable)`, { plugin: name });
+    }
+    if (build.args !== undefined && (!Array.isArray(build.args) || !build.args.every((a) => typeof a === "string"))) {
+      throw new PlugwireError("invalid_argument", `plugin '${name}' was not upgraded: args must be a list of strings`, { plugin: name });
+    }
+    return runner.upgrade(build);
   }
 
   /** Stops one plugin through the shutdown ladder (snapshotting it first); `restart` brings it back. */

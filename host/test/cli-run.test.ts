@@ -149,6 +149,52 @@ describe("plugwire CLI against the demo config", () => {
     }
   });
 
+  it("upgrade: a hot upgrade of the counter through the admin API keeps its count; a new build that cannot start is rolled back; status shows the spare", { timeout: TEST_TIMEOUT_MS }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pwt-cli-up-"));
+    const config = demoConfigIn(dir);
+    const host = spawn(process.execPath, [BIN, "run", "--config", config], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] });
+    const pids = new Set<number>();
+    const seen = async (): Promise<Array<{ name: string; state: string; pid: number; standbyPid: number; standbyState: string; lastAckedSeq: number }>> => {
+      const status = await plugwire(["status", "--json", "-c", config]);
+      assert.equal(status.code, 0, status.stderr);
+      const plugins = JSON.parse(status.stdout) as Array<{ name: string; state: string; pid: number; standbyPid: number; standbyState: string; lastAckedSeq: number }>;
+      for (const p of plugins) for (const pid of [p.pid, p.standbyPid]) if (pid) pids.add(pid);
+      return plugins;
+    };
+    try {
+      await logLine(host, "admin API listening; try 'plugwire status'");
+      for (let i = 0; i < 3; i++) assert.equal((await plugwire(["send", "--kind", "counter.hit", "--src", SRC, "--body", "x", "-c", config])).code, 0);
+      const before = (await seen()).find((p) => p.name === "counter")!;
+      assert.match(before.standbyState, /^(spawning|waiting)$/, "the stateful counter keeps a warm standby spare");
+      assert.equal((await seen()).find((p) => p.name === "echo")!.standbyState, "off", "the stateless echo keeps none");
+
+      const up = await plugwire(["upgrade", "counter", "-c", config]);
+      assert.equal(up.stderr, "");
+      assert.match(up.stdout, new RegExp(`^upgraded counter: pid ${before.pid} → \\d+, delivery held [\\d.]+ ms, state through seq 3 handed over; ready\n$`));
+      assert.equal(up.code, 0);
+      const after = (await seen()).find((p) => p.name === "counter")!;
+      assert.notEqual(after.pid, before.pid);
+      assert.equal((await plugwire(["send", "--kind", "counter.hit", "--src", SRC, "--body", "x", "-c", config])).code, 0);
+      assert.equal((await seen()).find((p) => p.name === "counter")!.lastAckedSeq, 4);
+
+      const bad = await plugwire(["upgrade", "counter", "--command", join(dir, "no-such-build"), "-c", config]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /^plugwire: plugin 'counter' was not upgraded to '.*no-such-build .*': its new build could not be started: .*The upgrade was rolled back: the running build \(pid \d+\) keeps serving/s);
+      assert.equal((await seen()).find((p) => p.name === "counter")!.pid, after.pid);
+
+      host.kill("SIGTERM");
+      assert.equal(await exited(host), 0);
+      assertGone(pids);
+    } finally {
+      if (host.exitCode === null && host.signalCode === null) {
+        host.kill("SIGKILL");
+        await exited(host);
+      }
+      for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("the bin shim says how to build when the CLI is not built", async () => {
     const dir = mkdtempSync(join(tmpdir(), "pwt-shim-"));
     try {

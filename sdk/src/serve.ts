@@ -37,6 +37,8 @@ import type { Capability } from "./types.js";
 import { SDK_VERSION } from "./version.js";
 
 const NO_EFFECTS: Effect[] = [];
+/** The largest snapshot a Restore may announce: what one buffer holds (2 GiB − 1); the host's maxSnapshotBytes is far below. */
+const MAX_RESTORE_BYTES = 2 ** 31 - 1;
 
 /** How long shutdown hooks may run when stdin closes or SIGTERM arrives. */
 const EXIT_GRACE_MS = 500;
@@ -270,7 +272,8 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
       },
       async restore(call) {
         let header: { id: string; version: number; size: number; appliedSeq: number } | undefined;
-        const chunks: Uint8Array[] = [];
+        // Filled chunk by chunk as they arrive: one copy, no concatenation at the end.
+        let body: Buffer | undefined;
         let received = 0;
         // The stream is read to its end even when it is already known to fail, so the host can finish writing it.
         let refused: string | undefined;
@@ -287,6 +290,15 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
               size: Number(message.part.value.sizeBytes),
               appliedSeq: Number(message.part.value.appliedSeq),
             };
+            if (!Number.isSafeInteger(header.size) || header.size > MAX_RESTORE_BYTES) {
+              refused = `the restore stream's header announces ${message.part.value.sizeBytes} bytes, more than this SDK restores (${MAX_RESTORE_BYTES})`;
+              continue;
+            }
+            try {
+              body = Buffer.allocUnsafeSlow(header.size);
+            } catch (e) {
+              refused = `cannot hold a ${header.size}-byte snapshot: ${e instanceof Error ? e.message : String(e)}`;
+            }
           } else if (message.part.case === "chunk") {
             if (!header) {
               refused = "the restore stream carried a chunk before its header";
@@ -297,7 +309,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
               refused = `snapshot is longer than its header says: over ${header.size} bytes`;
               continue;
             }
-            chunks.push(message.part.value);
+            body!.set(message.part.value, received - message.part.value.byteLength);
           } else {
             refused = "the restore stream carried a message with neither header nor chunk";
           }
@@ -314,7 +326,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         if (!stateful.versions.includes(header.version)) {
           throw statefulErrors.unsupportedVersion(plugin.name, header.version, stateful.versions);
         }
-        const bytes = chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks));
+        const bytes = new Uint8Array(body!.buffer, body!.byteOffset, received);
         const { version, appliedSeq } = header;
         await processor.runExclusive(async () => {
           try {

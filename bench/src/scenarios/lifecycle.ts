@@ -76,7 +76,7 @@ export const spawnReady: Scenario = {
       const spawnMs: number[] = [];
       const bareMs: number[] = [];
       const problems = new Set<string>();
-      const make = () => benchHost([nodePlugin("counter", COUNTER_PLUGIN)], { dataDir });
+      const make = () => benchHost([nodePlugin("counter", COUNTER_PLUGIN, { warmStandby: false })], { dataDir });
       let restored = 0;
       // One untimed round of each warms the file cache.
       await bareNodeStartMs();
@@ -138,43 +138,77 @@ async function killAndTime(host: Host, plugin: string, timeoutMs: number): Promi
   }
 }
 
+/** Waits until the plugin's warm standby spare is waiting to be promoted (bounded). */
+async function spareWaiting(host: Host, plugin: string, timeoutMs: number): Promise<number> {
+  const deadline = now() + timeoutMs;
+  for (let i = 0; now() < deadline && i < 100_000; i++) {
+    const standby = host.status().find((s) => s.name === plugin)?.standby;
+    if (standby?.state === "waiting" && standby.pid) return standby.pid;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  throw new Error(`plugin '${plugin}' has no warm standby spare waiting after ${timeoutMs} ms`);
+}
+
+async function crashRun(ctx: Ctx, standby: boolean): Promise<{ values: number[]; replayed: number[]; notRestored: number; notPromoted: number; restarts: number }> {
+  const bh = benchHost([nodePlugin("counter", COUNTER_PLUGIN, { warmStandby: standby })]);
+  try {
+    await withTimeout(bh.host.start(), 60_000, "host.start");
+    const empty = new Uint8Array(0);
+    await pump(bh.host, ["counter.hit"], empty, 1000, 1000, 30_000);
+    const kills = ctx.quick ? 5 : 10;
+    const values: number[] = [];
+    const replayed: number[] = [];
+    let notRestored = 0;
+    let notPromoted = 0;
+    for (let k = 0; k <= kills; k++) {
+      await pump(bh.host, ["counter.hit"], empty, 100, 100, 30_000);
+      await bh.host.snapshot("counter");
+      await pump(bh.host, ["counter.hit"], empty, 100, 100, 30_000);
+      // A crash some time after the last one: the spare has been replenished.
+      const sparePid = standby ? await spareWaiting(bh.host, "counter", 30_000) : undefined;
+      const r = await killAndTime(bh.host, "counter", 30_000);
+      if (sparePid !== undefined && bh.host.status()[0]!.pid !== sparePid) notPromoted++;
+      if (k === 0) continue; // warm-up kill
+      values.push(r.ms);
+      if (!r.restored) notRestored++;
+      else replayed.push(r.restored.replayed);
+      progress(`  crash${standby ? " (warm standby)" : ""} ${k}/${kills}: ready again in ${r.ms.toFixed(1)} ms${r.restored ? `, ${r.restored.replayed} replayed` : " (no restore event!)"}`);
+    }
+    return { values, replayed, notRestored, notPromoted, restarts: bh.host.status()[0]!.restarts };
+  } finally {
+    await bh.close();
+  }
+}
+
 export const crash: Scenario = {
   name: "crash",
-  describe: "SIGKILL of the counter plugin → 'ready' again with its snapshot restored and 100 payloads replayed",
+  describe: "SIGKILL of the counter plugin → 'ready' again with its snapshot restored and 100 payloads replayed: cold spawn, and with a warm standby spare promoted",
   async run(ctx) {
-    const bh = benchHost([nodePlugin("counter", COUNTER_PLUGIN)]);
-    try {
-      await withTimeout(bh.host.start(), 60_000, "host.start");
-      const empty = new Uint8Array(0);
-      await pump(bh.host, ["counter.hit"], empty, 1000, 1000, 30_000);
-      const kills = ctx.quick ? 5 : 10;
-      const values: number[] = [];
-      const replayed: number[] = [];
-      let notRestored = 0;
-      for (let k = 0; k <= kills; k++) {
-        await pump(bh.host, ["counter.hit"], empty, 100, 100, 30_000);
-        await bh.host.snapshot("counter");
-        await pump(bh.host, ["counter.hit"], empty, 100, 100, 30_000);
-        const r = await killAndTime(bh.host, "counter", 30_000);
-        if (k === 0) continue; // warm-up kill
-        values.push(r.ms);
-        if (!r.restored) notRestored++;
-        else replayed.push(r.restored.replayed);
-        progress(`  crash ${k}/${kills}: ready again in ${r.ms.toFixed(0)} ms${r.restored ? `, ${r.restored.replayed} replayed` : " (no restore event!)"}`);
-      }
-      const status = bh.host.status()[0]!;
-      ctx.results.add({
-        name: "crash_ready_ms_p50",
-        unit: "ms",
-        values,
-        better: "lower",
-        baseline: "spawn_ready_ms_p50",
-        note: notRestored ? `BUG? ${notRestored} restarts emitted no snapshot:restored` : "no warm standby; backoff 0",
-        info: { kills, replayBufferAtKill: replayed, restarts: status.restarts, config: { backoffInitialMs: 0, restart: "permanent" } },
-      });
-    } finally {
-      await bh.close();
-    }
+    const kills = ctx.quick ? 5 : 10;
+    const cold = await crashRun(ctx, false);
+    ctx.results.add({
+      name: "crash_ready_ms_p50",
+      unit: "ms",
+      values: cold.values,
+      better: "lower",
+      baseline: "spawn_ready_ms_p50",
+      note: cold.notRestored ? `BUG? ${cold.notRestored} restarts emitted no snapshot:restored` : "no warm standby (cold spawn); backoff 0",
+      info: { kills, replayBufferAtKill: cold.replayed, restarts: cold.restarts, config: { backoffInitialMs: 0, restart: "permanent", warmStandby: false } },
+    });
+    const warm = await crashRun(ctx, true);
+    const problems = [
+      warm.notRestored ? `BUG? ${warm.notRestored} restarts emitted no snapshot:restored` : "",
+      warm.notPromoted ? `${warm.notPromoted} kills were not served by the waiting spare` : "",
+    ].filter(Boolean);
+    ctx.results.add({
+      name: "crash_ready_standby_ms_p50",
+      unit: "ms",
+      values: warm.values,
+      better: "lower",
+      baseline: "crash_ready_ms_p50",
+      note: problems.join("; ") || "warm standby spare promoted (Start, Restore, replay); backoff 0",
+      info: { kills, replayBufferAtKill: warm.replayed, restarts: warm.restarts, config: { backoffInitialMs: 0, restart: "permanent", warmStandby: true } },
+    });
   },
 };
 
@@ -196,7 +230,8 @@ async function stateReport(bh: ReturnType<typeof benchHost>): Promise<StateRepor
 }
 
 async function snapshotRun(ctx: Ctx, sizeBytes: number, store: SnapshotStore | undefined, label: string): Promise<{ save: number[]; restore: number[]; problems: string[] }> {
-  const bh = benchHost([nodePlugin("state", STATE_PLUGIN, { capabilities: ["control"], maxInFlight: 64 })], store ? { store } : {});
+  // No spare: the restore is measured after a cold spawn, and a spare would hold a second copy of a large state's process.
+  const bh = benchHost([nodePlugin("state", STATE_PLUGIN, { capabilities: ["control"], maxInFlight: 64, warmStandby: false })], store ? { store } : {});
   const save: number[] = [];
   const restore: number[] = [];
   const problems: string[] = [];
@@ -250,6 +285,57 @@ export const snapshot: Scenario = {
       const info = { sizeBytes: size, store: variant.what, quick: ctx.quick };
       ctx.results.add({ name: `snapshot_${sizeMB}mb_save${variant.suffix}_mb_per_s`, unit: "MB/s", values: r.save, better: "higher", baseline: "raw_uds_64k_mb_per_s", note, info });
       ctx.results.add({ name: `snapshot_${sizeMB}mb_restore${variant.suffix}_mb_per_s`, unit: "MB/s", values: r.restore, better: "higher", baseline: "raw_uds_64k_mb_per_s", note, info });
+    }
+  },
+};
+
+/** The counter's total count over every peer, from a fresh snapshot. */
+async function counterTotal(host: Host): Promise<number> {
+  const record = await host.snapshot("counter");
+  const counts = JSON.parse(Buffer.from(record!.bytes).toString("utf8")) as Record<string, number>;
+  return Object.values(counts).reduce((a, b) => a + b, 0);
+}
+
+export const upgrade: Scenario = {
+  name: "upgrade",
+  describe: "hot upgrade (host.upgrade) of the counter plugin to the same build under a stream of payloads: how long delivery is held",
+  async run(ctx) {
+    const bh = benchHost([nodePlugin("counter", COUNTER_PLUGIN, { warmStandby: false })]);
+    try {
+      await withTimeout(bh.host.start(), 60_000, "host.start");
+      const empty = new Uint8Array(0);
+      await pump(bh.host, ["counter.hit"], empty, 1000, 1000, 30_000);
+      let dispatched = 1000;
+      const n = ctx.quick ? 5 : 10;
+      const pauses: number[] = [];
+      const totals: number[] = [];
+      const problems = new Set<string>();
+      for (let i = 0; i <= n; i++) {
+        // Payloads keep arriving while the build is replaced.
+        const load = pump(bh.host, ["counter.hit"], empty, 2000, 64, 60_000);
+        const t0 = now();
+        const r = await withTimeout(bh.host.upgrade("counter"), 60_000, "host.upgrade");
+        const totalMs = now() - t0;
+        const pumped = await load;
+        dispatched += 2000;
+        if (pumped.failed || pumped.timedOut) problems.add(`BUG? ${pumped.failed} payloads failed during an upgrade (${pumped.firstError ?? "timed out"})`);
+        if (i === 0) continue; // warm-up
+        pauses.push(r.pauseMs);
+        totals.push(totalMs);
+        progress(`  upgrade ${i}/${n}: delivery held ${r.pauseMs.toFixed(1)} ms (upgrade in all ${totalMs.toFixed(0)} ms, pid ${r.fromPid} → ${r.toPid})`);
+      }
+      const total = await counterTotal(bh.host);
+      if (total !== dispatched) problems.add(`BUG: the counter counts ${total} payloads, ${dispatched} were dispatched`);
+      ctx.results.add({
+        name: "upgrade_pause_ms_p50",
+        unit: "ms",
+        values: pauses,
+        better: "lower",
+        note: [...problems].join("; ") || `delivery held from the batch boundary to the new build's Deliver stream (drain, snapshot, Restore while it is stored; Start ran before); state exact (${total} counted)`,
+        info: { upgrades: n, totalMs: totals, state: "counter: one peer's count (small)", load: "2000 payloads, 64 in flight, during each upgrade" },
+      });
+    } finally {
+      await bh.close();
     }
   },
 };

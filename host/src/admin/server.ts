@@ -44,6 +44,8 @@ function info(s: PluginStatus): admin.PluginInfo {
     stateful: s.stateful,
     deadLetters: s.deadLetters,
     shadowedKinds: s.shadowedKinds.map((k) => ({ $typeName: "plugwire.admin.v1.ShadowedKind", kind: k.kind, owner: k.owner })),
+    standbyState: s.standby.state,
+    standbyPid: s.standby.pid ?? 0,
   };
 }
 
@@ -172,6 +174,10 @@ export function adminRoutes(host: Host, observer?: HostObserver) {
         return {};
       }),
       dispatch: (req) => guarded(() => dispatch(host, req)),
+      upgrade: (req) => guarded(async () => {
+        const result = await host.upgrade(req.name, { command: req.command || undefined, args: req.replaceArgs ? req.args : undefined });
+        return { plugin: statusOf(req.name), fromPid: result.fromPid, toPid: result.toPid, pauseMs: result.pauseMs, appliedSeq: BigInt(result.appliedSeq) };
+      }),
     });
   };
 }

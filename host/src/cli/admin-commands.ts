@@ -94,7 +94,7 @@ function unreachable(e: unknown): never {
 }
 
 export function formatPlugins(plugins: readonly admin.PluginInfo[]): string {
-  const header = ["PLUGIN", "STATE", "PID", "RESTARTS", "QUEUED", "IN-FLIGHT", "ACKED", "DEAD", "LAST EXIT / ERROR"];
+  const header = ["PLUGIN", "STATE", "PID", "RESTARTS", "QUEUED", "IN-FLIGHT", "ACKED", "DEAD", "STANDBY", "LAST EXIT / ERROR"];
   const rows = plugins.map((p) => [
     p.name,
     p.state,
@@ -104,11 +104,18 @@ export function formatPlugins(plugins: readonly admin.PluginInfo[]): string {
     String(p.inFlight),
     String(p.lastAckedSeq),
     String(p.deadLetters),
+    standbyCell(p),
     p.state === "failed" ? p.lastError : p.lastExit || "-",
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const table = [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")).join("\n") + "\n";
   return table + shadowedLines(plugins);
+}
+
+/** The warm standby spare: "waiting 4242", "spawning", "backoff", or "-" when none is kept. */
+function standbyCell(p: admin.PluginInfo): string {
+  if (!p.standbyState || p.standbyState === "off") return "-";
+  return p.standbyPid ? `${p.standbyState} ${p.standbyPid}` : p.standbyState;
 }
 
 /** One line per plugin whose claims are shadowed by an earlier plugin (first claim wins). */
@@ -231,4 +238,10 @@ export function formatDispatch(r: admin.DispatchResponse): string {
     }
   }
   return `${lines.join("\n")}\n`;
+}
+
+/** `plugwire upgrade NAME [--command CMD] [--arg ARG]...`: a hot upgrade (docs/supervision.md, "Hot upgrade"). */
+export async function upgradeCommand(client: AdminClient, name: string, command: string | undefined, args: readonly string[] | undefined): Promise<string> {
+  const r = await client.upgrade({ name, command: command ?? "", args: args ? [...args] : [], replaceArgs: args !== undefined }).catch(unreachable);
+  return `upgraded ${name}: pid ${r.fromPid} → ${r.toPid}, delivery held ${r.pauseMs.toFixed(1)} ms, state through seq ${r.appliedSeq} handed over; ${r.plugin?.state ?? "?"}\n`;
 }

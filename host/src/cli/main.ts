@@ -5,7 +5,7 @@ import { PlugwireError } from "@plugwire/proto";
 import { checkCommand } from "@plugwire/check";
 import { demo } from "./demo.js";
 import { run } from "./run.js";
-import { deadLettersCommand, resolveAdmin, type AdminTarget, restartCommand, sendCommand, snapshotCommand, statusCommand, stopCommand } from "./admin-commands.js";
+import { deadLettersCommand, resolveAdmin, type AdminTarget, restartCommand, sendCommand, snapshotCommand, statusCommand, stopCommand, upgradeCommand } from "./admin-commands.js";
 import { configHelp } from "./config-schema.js";
 import { sendRequest } from "./send-args.js";
 
@@ -17,6 +17,15 @@ Usage:
   plugwire status [--json]           state, pid, restarts, queue depth, last exit of each plugin
   plugwire restart NAME              restart a plugin (snapshot first); brings back a failed plugin
   plugwire stop NAME                 stop a plugin through the shutdown ladder
+  plugwire upgrade NAME [--command CMD] [--arg ARG]...
+                                     hot upgrade: replace a running plugin's build with CMD and
+                                     the ARGs (each defaults to the current ones, so with neither
+                                     a binary replaced on disk is picked up; give --arg once per
+                                     argument, --arg=-x for one that starts with -), handing its
+                                     state over with no payload lost; if the new build fails
+                                     (start, health check, Start, Restore) it is rolled back and
+                                     the running build keeps serving. The new command is not
+                                     written to the config file: update it there too
   plugwire snapshot [NAME]           snapshot one stateful plugin, or all
   plugwire dead-letters NAME [--replay SEQ]
                                      list a plugin's dead letters, or dispatch one again
@@ -48,7 +57,7 @@ dir, and needs the bearer token in <dataDir>/admin.token, made 0600 on the first
                                 (default: served; the log prints a one-time login URL;
                                 config 'dashboard: false' too; docs/dashboard.md)
 
-status, restart, stop, snapshot, dead-letters and send talk to a running 'plugwire run':
+status, restart, stop, upgrade, snapshot, dead-letters and send talk to a running 'plugwire run':
   -c, --config FILE  the config it runs (default ./plugwire.yaml); its data dir holds the admin
                      address and token
   --admin ADDR       or the admin socket path / http(s)://HOST:PORT directly
@@ -186,6 +195,34 @@ async function main(argv: string[]): Promise<number> {
         output = await deadLettersCommand(client, needName(), replay);
       }
       process.stdout.write(output);
+      return 0;
+    }
+    case "upgrade": {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          config: { type: "string", short: "c" },
+          admin: { type: "string" },
+          "admin-token-file": { type: "string" },
+          "admin-tls-ca": { type: "string" },
+          "admin-tls-cert": { type: "string" },
+          "admin-tls-key": { type: "string" },
+          command: { type: "string" },
+          arg: { type: "string", multiple: true },
+          help: { type: "boolean", short: "h" },
+        },
+      });
+      if (values.help) {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      const name = positionals[0];
+      if (!name) throw new PlugwireError("invalid_argument", "plugwire upgrade needs a plugin NAME (see plugwire status)");
+      if (positionals.length > 1) {
+        throw new PlugwireError("invalid_argument", `plugwire upgrade takes one plugin NAME; pass the new build's arguments with --arg (one per argument), not '${positionals[1]}'`);
+      }
+      process.stdout.write(await upgradeCommand(resolveAdmin(adminTarget(values)), name, values.command, values.arg));
       return 0;
     }
     case "send": {

@@ -24,7 +24,9 @@ const MAX_EMPTY_CHUNKS = 16;
  * header whose id, version or applied_seq is not what `expect` allows, a
  * size_bytes over `maxBytes` (snapshot_too_large), or a chunk that takes the
  * bytes past size_bytes. Fewer bytes than size_bytes is refused at the end.
- * No more than size_bytes (so at most `maxBytes`) is ever buffered.
+ * No more than size_bytes (so at most `maxBytes`) is ever buffered: one
+ * buffer of size_bytes is allocated when the header passed its checks, and
+ * the chunks are copied into it as they arrive (no concatenation at the end).
  */
 export async function takeSnapshot(
   client: DialedPlugin["plugin"],
@@ -35,7 +37,11 @@ export async function takeSnapshot(
 ): Promise<SnapshotRecord> {
   const stream = client.snapshot({}, { deadlineMs });
   let header: { id: string; version: number; appliedSeq: number; size: number } | undefined;
-  const chunks: Uint8Array[] = [];
+  // The record's bytes, allocated once from the header's size (checked
+  // against maxBytes first), and filled chunk by chunk as they arrive: one
+  // copy, made while the next chunks are on their way, and never a second
+  // buffer of the whole state for a concatenation at the end.
+  let bytes: Buffer | undefined;
   let received = 0;
   let emptyChunks = 0;
   try {
@@ -46,6 +52,7 @@ export async function takeSnapshot(
         if (h.sizeBytes > BigInt(maxBytes)) throw tooLarge(plugin, h.sizeBytes, maxBytes);
         if (expect) checkHeader(plugin, h, expect);
         header = { id: h.id, version: h.version, appliedSeq: Number(h.appliedSeq), size: Number(h.sizeBytes) };
+        bytes = Buffer.allocUnsafeSlow(header.size);
       } else if (message.part.case === "chunk") {
         if (!header) throw misordered(plugin, "a chunk before its header");
         const chunk = message.part.value;
@@ -59,7 +66,7 @@ export async function takeSnapshot(
             { plugin },
           );
         }
-        chunks.push(chunk);
+        bytes!.set(chunk, received - chunk.byteLength);
       } else {
         throw misordered(plugin, "a message with neither a header nor a chunk");
       }
@@ -83,8 +90,8 @@ export async function takeSnapshot(
       { plugin },
     );
   }
-  const bytes = chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, received));
-  return { id: header.id, version: header.version, appliedSeq: header.appliedSeq, bytes };
+  // A Buffer, as the bytes a decoded chunk had been (received === header.size here).
+  return { id: header.id, version: header.version, appliedSeq: header.appliedSeq, bytes: bytes! };
 }
 
 /** Refuses a header whose id, version or applied_seq the plugin could not rightly send. */

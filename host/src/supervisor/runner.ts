@@ -36,6 +36,7 @@ import { restoreSnapshot, takeSnapshot } from "../snapshot/transfer.js";
 import { dialPlugin, type DialedPlugin } from "../transport/dial.js";
 import { RestartWindow, backoffDelayMs, shouldRestart, type EndReason } from "./policy.js";
 import type { Semaphore } from "./semaphore.js";
+import { WarmStandby, type Spare, type StandbyStatus } from "./standby.js";
 import { WarnLimiter } from "./warn-limiter.js";
 
 function launchStderrTail(lines: readonly string[]): string {
@@ -106,6 +107,28 @@ interface Launch {
   truncatedErrors?: number;
   /** Set when the host ends the launch on purpose (stop, restart, hang). */
   endReason?: EndReason;
+  /** While a hot upgrade holds delivery: what the channel wrote, not yet sent (upgrade section). */
+  held?: DeliverRequest[];
+}
+
+/** The executable and arguments a plugin runs. */
+export interface Build {
+  command: string;
+  args: readonly string[];
+}
+
+/** What a hot upgrade (`host.upgrade`) did. */
+export interface UpgradeResult {
+  plugin: string;
+  /** The pid of the build that served before, now shut down; and of the new one. */
+  fromPid: number;
+  toPid: number;
+  /** How long delivery was held: from holding new payloads to the new build's Deliver stream (ms). */
+  pauseMs: number;
+  /** The seq the state handed over covers (0 for a stateless plugin). */
+  appliedSeq: number;
+  command: string;
+  args: readonly string[];
 }
 
 /** What `status()` reports about a plugin. */
@@ -131,6 +154,8 @@ export interface PluginStatus {
   /** Payloads acked but not yet covered by a stored snapshot, and their bytes (the replay buffer). */
   replay?: number;
   replayBytes?: number;
+  /** The warm standby spare (docs/supervision.md, "Warm standby"); state "off" when none is kept. */
+  standby: StandbyStatus;
 }
 
 /** A kind a plugin claims that an earlier plugin owns. */
@@ -183,6 +208,12 @@ export class PluginRunner {
   private readonly log: Logger;
   /** Lines a plugin can trigger once per event are logged once, then summarised per interval. */
   private readonly limited: WarnLimiter;
+  /** The warm standby spare, if one is kept (standby.ts). */
+  private readonly standby: WarmStandby;
+  /** Aborts the new build's spawn of a hot upgrade under way. */
+  private upgradeAbort: AbortController | undefined;
+  /** Builds a hot upgrade replaced, while they shut down. */
+  private readonly retiring = new Set<Launch>();
 
   constructor(
     readonly config: ResolvedPluginConfig,
@@ -290,6 +321,7 @@ export class PluginRunner {
       },
     });
     ctx.metrics.setState(config.name, "stopped");
+    this.standby = this.makeStandby();
   }
 
   get name(): string {
@@ -328,6 +360,7 @@ export class PluginRunner {
       readySince: this.state === "ready" && this.readyAt > 0 ? this.readyAt : undefined,
       replay: this.channel.replayCount,
       replayBytes: this.channel.replayBufferBytes,
+      standby: this.standby.status(),
     };
   }
 
@@ -455,11 +488,11 @@ export class PluginRunner {
    * Snapshots the plugin into the store and trims its replay buffer. Returns
    * undefined for a plugin that is not stateful.
    */
-  snapshot(): Promise<SnapshotRecord | undefined> {
+  snapshot(onChecked?: (record: SnapshotRecord) => void): Promise<SnapshotRecord | undefined> {
     // One at a time: two overlapping snapshots could store the older state as
     // the newest generation after the replay buffer was trimmed past it.
     this.snapshotsPending++;
-    const next = this.snapshotQueue.then(() => this.snapshotNow()).finally(() => {
+    const next = this.snapshotQueue.then(() => this.snapshotNow(onChecked)).finally(() => {
       this.snapshotsPending--;
     });
     this.snapshotQueue = next.catch(() => undefined);
@@ -471,7 +504,8 @@ export class PluginRunner {
     return this.snapshotsPending > 0 ? Promise.resolve(undefined) : this.snapshot();
   }
 
-  private async snapshotNow(): Promise<SnapshotRecord | undefined> {
+  /** `onChecked`: called with the record once it passed every check, as it is being stored (a hot upgrade restores it meanwhile). */
+  private async snapshotNow(onChecked?: (record: SnapshotRecord) => void): Promise<SnapshotRecord | undefined> {
     const id = this.statefulId;
     if (id === undefined) return undefined;
     const launch = this.launch;
@@ -533,6 +567,7 @@ export class PluginRunner {
         );
         return record;
       }
+      onChecked?.(record);
       await this.ctx.store.save(record, this.name);
       this.channel.trimReplay(record.appliedSeq);
       this.ctx.metrics.snapshots.inc({ ...labels, result: "ok" });
@@ -586,6 +621,8 @@ export class PluginRunner {
     this.operatorOps++;
     clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
+    void this.standby.close();
+    this.upgradeAbort?.abort();
     this.launchAbort?.abort();
     const launch = this.launch;
     if (launch && !launch.ready && !launch.ended) {
@@ -632,6 +669,10 @@ export class PluginRunner {
     clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
     this.stopHealth();
+    await this.standby.close();
+    // Builds a hot upgrade replaced and that are still shutting down go now.
+    for (const old of this.retiring) old.proc.signalGroup("SIGKILL");
+    await Promise.all([...this.retiring].map((old) => old.proc.exited));
     const launch = this.launch;
     if (launch && !launch.ended) {
       launch.endReason = "exit";
@@ -693,29 +734,48 @@ export class PluginRunner {
     if (state === this.state) return;
     const previous = this.state;
     this.state = state;
+    // A failed or stopped plugin keeps no spare.
+    if (state === "failed" || state === "stopped") void this.standby.close();
     this.ctx.metrics.setState(this.name, state);
     this.log.info({ state, previous, reason }, `plugin ${state}`);
     this.ctx.emit("plugin:state", { plugin: this.name, state, previous, reason });
   }
 
   private async launchOnce(): Promise<void> {
-    const id = ++this.launches;
-    const instanceId = `${this.name}-${id}`;
-    const token = randomBytes(24).toString("base64url");
     const dataDir = join(this.ctx.dataDir, "plugins", this.name);
     this.makeDataDir(dataDir);
-    // At most a few plugins start at once (module loading is CPU-bound): the
-    // handshake timeout runs from when this launch got its slot, so a large
-    // host on a small machine does not time out plugins that merely waited.
-    const abort = new AbortController();
-    this.launchAbort = abort;
+    // A warm standby spare, if one waits: spawned, handshaken and described already.
+    const spare = this.stopping ? undefined : this.standby.take(this.config.command, this.config.args);
+    const id = spare?.id ?? ++this.launches;
+    const instanceId = spare?.instanceId ?? `${this.name}-${id}`;
+    const token = spare?.token ?? randomBytes(24).toString("base64url");
+    const proc = spare?.proc ?? (await this.spawnProcess(instanceId, token));
+    const conn = spare?.conn ?? dialPlugin(proc.handshake, token, this.name);
+    if (spare) this.log.info({ pid: proc.pid, instanceId }, "promoting the warm standby spare");
+    await this.activate({ id, instanceId, token, proc, conn, dataDir, described: spare?.description });
+  }
+
+  /**
+   * Spawns a process of the plugin and waits for its handshake, within a
+   * launch slot: at most a few plugins start at once (module loading is
+   * CPU-bound), and the handshake timeout runs from when this launch got its
+   * slot, so a large host on a small machine does not time out plugins that
+   * merely waited. `signal`: aborts it (default: the runner's launchAbort).
+   */
+  private async spawnProcess(instanceId: string, token: string, signal?: AbortSignal, build?: Build): Promise<PluginProcess> {
+    let abort: AbortController | undefined;
+    if (!signal) {
+      abort = new AbortController();
+      this.launchAbort = abort;
+      signal = abort.signal;
+    }
     const releaseSlot = await this.ctx.launchSlots.acquire();
-    if (this.stopping) abort.abort(); // stopped while waiting for the slot: launchPlugin spawns nothing
-    const proc = await launchPlugin(
+    if (this.stopping) abort?.abort(); // stopped while waiting for the slot: launchPlugin spawns nothing
+    return launchPlugin(
       {
         name: this.name,
-        command: this.config.command,
-        args: this.config.args,
+        command: build?.command ?? this.config.command,
+        args: build?.args ?? this.config.args,
         env: this.config.env,
         cwd: this.config.cwd,
         limits: this.config.limits,
@@ -736,13 +796,28 @@ export class PluginRunner {
         onLog: (line) =>
           this.ctx.emit("plugin:log", { plugin: this.name, level: line.level, msg: line.msg, stream: line.stream, fields: line.fields, truncated: line.truncated }),
         onLogDropped: (count) => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }, count),
-        signal: abort.signal,
+        signal,
       },
     ).finally(() => {
       releaseSlot();
-      if (this.launchAbort === abort) this.launchAbort = undefined;
+      if (abort && this.launchAbort === abort) this.launchAbort = undefined;
     });
-    const conn = dialPlugin(proc.handshake, token, this.name);
+  }
+
+  /**
+   * Makes a handshaken process the serving launch: Describe (unless a spare
+   * already answered it), Start, Restore, the Deliver stream, ready.
+   */
+  private async activate(a: {
+    id: number;
+    instanceId: string;
+    token: string;
+    proc: PluginProcess;
+    conn: DialedPlugin;
+    dataDir: string;
+    described: DescribeResponse | undefined;
+  }): Promise<void> {
+    const { id, instanceId, token, proc, conn, dataDir } = a;
     const launch: Launch = { id, token, proc, conn, ended: false, ready: false, instanceId };
     this.launch = launch;
     // A stop asked for just as the handshake completed: end this launch too.
@@ -768,28 +843,32 @@ export class PluginRunner {
     let phase = "before it answered Describe";
     try {
       // The version the handshake chose, which the plugin checks (docs/protocol.md §7).
-      const description = await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
-      this.checkDescription(description, proc.handshake.protocolVersion);
+      const description = a.described ?? (await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS }));
+      if (!a.described) this.checkDescription(description, proc.handshake.protocolVersion);
+      this.channel.keepReplay = description.stateful !== undefined;
       this.claimStatefulId(description);
       this.description = description;
       phase = "before it answered Start";
-      await conn.plugin.start(
-        {
-          dataDir,
-          instanceId,
-          configJson: JSON.stringify(this.config.config),
-          capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]),
-        },
-        { deadlineMs: CONTROL_CALL_DEADLINE_MS },
-      );
       // From loading the record to attaching, a snapshot of the previous
       // launch that is saved meanwhile must not trim what this one replays.
       const releaseTrim = this.channel.holdTrim();
       let replayed: number;
       let redelivered: number;
       try {
+        // The record is read from the store while the plugin runs its Start.
+        const preloaded = description.stateful ? this.ctx.store.load(description.stateful.id, this.name) : undefined;
+        preloaded?.catch(() => undefined);
+        await conn.plugin.start(
+          {
+            dataDir,
+            instanceId,
+            configJson: JSON.stringify(this.config.config),
+            capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]),
+          },
+          { deadlineMs: CONTROL_CALL_DEADLINE_MS },
+        );
         phase = "while it restored its snapshot";
-        const replayAfter = await this.restoreLatest(conn, description);
+        const replayAfter = await this.restoreLatest(conn, description, preloaded);
         phase = "as its Deliver stream opened";
         if (launch.ended) throw new PlugwireError("plugin_exited", `plugin '${this.name}' exited while starting`, { plugin: this.name });
         const deliver = conn.plugin.deliver();
@@ -797,7 +876,7 @@ export class PluginRunner {
         deliver.on("data", (response: DeliverResponse) => this.channel.onAck(this.screenAck(launch, response)));
         deliver.on("error", (e: Error) => this.onStreamBroken(launch, e.message));
         deliver.on("end", () => this.onStreamBroken(launch, "the plugin ended the Deliver stream"));
-        ({ replayed, redelivered } = this.channel.attach({ write: (request: DeliverRequest) => deliver.write(request) }, id, replayAfter));
+        ({ replayed, redelivered } = this.channel.attach(this.deliveryStream(launch, deliver), id, replayAfter));
       } finally {
         releaseTrim();
       }
@@ -807,6 +886,7 @@ export class PluginRunner {
       launch.ready = true;
       this.setState("ready");
       this.startHealth(launch);
+      this.keepStandby();
     } catch (e) {
       launch.endReason = "launch-failed";
       // A call that fails right after the handshake usually means the plugin
@@ -958,7 +1038,6 @@ export class PluginRunner {
     if (previous && previous.payloadKinds.join("\n") !== d.payloadKinds.join("\n")) {
       this.log.warn({ before: previous.payloadKinds.slice(0, 100), now: d.payloadKinds.slice(0, 100) }, "plugin claims different kinds after a restart; routing keeps the first claims");
     }
-    this.channel.keepReplay = d.stateful !== undefined;
   }
 
   /**
@@ -998,12 +1077,12 @@ export class PluginRunner {
   }
 
   /** Restores the latest stored snapshot; returns the seq replay continues after. */
-  private async restoreLatest(conn: DialedPlugin, d: DescribeResponse): Promise<number | undefined> {
+  private async restoreLatest(conn: DialedPlugin, d: DescribeResponse, preloaded?: Promise<SnapshotRecord | undefined>): Promise<number | undefined> {
     if (!d.stateful) return undefined;
     const id = d.stateful.id;
     // The store is keyed by this plugin's name as well: another plugin that
     // declares the same id never gets this state, nor this plugin its.
-    const record = await this.ctx.store.load(id, this.name);
+    const record = await (preloaded ?? this.ctx.store.load(id, this.name));
     if (record && record.id !== id) {
       throw new PlugwireError(
         "restore_failed",
@@ -1159,7 +1238,10 @@ export class PluginRunner {
     if (launch !== this.launch) {
       // Not the current launch: its end is no crash of the plugin.
       await this.endLaunch(launch);
-      this.log.warn({ pid: launch.proc.pid, code: exit.code, signal: exit.signal }, "a superseded launch of the plugin ended; it is not the running one, so nothing is restarted");
+      // A build retired by a hot upgrade ends on purpose.
+      if (launch.endReason !== "exit") {
+        this.log.warn({ pid: launch.proc.pid, code: exit.code, signal: exit.signal }, "a superseded launch of the plugin ended; it is not the running one, so nothing is restarted");
+      }
       return;
     }
     if (planned && launch.ready && launch.endReason === undefined && !launch.ended) {
@@ -1217,10 +1299,378 @@ export class PluginRunner {
     this.setState("restarting", this.lastExit);
     this.ctx.emit("plugin:restart", { plugin: this.name, attempt: this.attempt, delayMs, restarts: this.restarts });
     const ops = this.operatorOps;
-    this.restartTimer = setTimeout(() => {
+    const relaunch = (): void => {
       this.restartTimer = undefined;
       void this.enqueue(() => this.relaunch(ops));
-    }, delayMs);
+    };
+    // No delay: not even a timer tick (relaunch() itself drops a restart a stop overtook).
+    if (delayMs === 0) queueMicrotask(relaunch);
+    else this.restartTimer = setTimeout(relaunch, delayMs);
+  }
+
+  /** What the host service knows of a launch's token (as activate() registers it): this plugin, its capabilities, its SendRouted origin check. */
+  private callerFor(): Caller {
+    return {
+      name: this.name,
+      capabilities: new Set(this.config.capabilities),
+      // Only an item in flight to this launch can be an origin; any other
+      // (forged, or long acked) is refused, sending nothing and remembering nothing.
+      sendRoutedOnce: (seq, index, send, call) =>
+        this.channel.isInFlight(seq)
+          ? this.channel.sendRoutedOnce(seq, index, send, call)
+          : Promise.reject(
+              new PlugwireError(
+                "invalid_argument",
+                `plugin '${this.name}' called SendRouted with origin seq ${seq} (index ${index}), which is not an item in flight to it; nothing was sent. Set origin only inside a payload handler, to the seq of the item it handles, and await the call before the handler returns (docs/protocol.md §8)`,
+                { plugin: this.name },
+              ),
+            ),
+    };
+  }
+
+  // ---- Hot upgrade (docs/supervision.md, "Hot upgrade") ----
+
+  /**
+   * The stream the channel writes a launch's Deliver messages to: straight
+   * to its Deliver call, or, while a hot upgrade holds delivery, into
+   * `launch.held` (sent on a rollback, redelivered to the new build otherwise).
+   */
+  private deliveryStream(launch: Launch, deliver: NonNullable<Launch["deliver"]>): { write: (request: DeliverRequest) => boolean } {
+    return {
+      write: (request: DeliverRequest) => {
+        if (launch.held) {
+          launch.held.push(request);
+          return true;
+        }
+        return deliver.write(request);
+      },
+    };
+  }
+
+  /**
+   * Hot upgrade: replaces the running build with `build` (command and args;
+   * either defaults to the current one) with no payload lost or duplicated.
+   * The new build is spawned, described and health-checked as a spare; then
+   * delivery is held at a batch boundary (the running build acks all it was
+   * sent), the running build is snapshotted, the new one gets Start and
+   * Restore, delivery switches to it (the payloads held meanwhile go to it),
+   * and the old build is shut down through the ladder. If the new build
+   * cannot start, fails its health check, declares another stateful id, or
+   * fails Start or Restore, it is killed and the old build keeps serving as if
+   * nothing happened; the error says what failed and what to do. Runs after
+   * any lifecycle operation already under way.
+   */
+  upgrade(build: Partial<Build>): Promise<UpgradeResult> {
+    return this.enqueue(() => this.upgradeNow(build));
+  }
+
+  private async upgradeNow(partial: Partial<Build>): Promise<UpgradeResult> {
+    // A stop asked for meanwhile (prepareStop) aborts the upgrade: the new build is killed at once.
+    const abort = new AbortController();
+    this.upgradeAbort = abort;
+    try {
+      return await this.upgradeSteps(partial, abort.signal);
+    } finally {
+      if (this.upgradeAbort === abort) this.upgradeAbort = undefined;
+    }
+  }
+
+  private async upgradeSteps(partial: Partial<Build>, aborted: AbortSignal): Promise<UpgradeResult> {
+    const build: Build = { command: partial.command ?? this.config.command, args: partial.args ?? this.config.args };
+    const target = [build.command, ...build.args].join(" ");
+    const old = this.launch;
+    if (this.state !== "ready" || !old || old.ended || !old.deliver || this.stopping) {
+      throw new PlugwireError(
+        "plugin_unavailable",
+        `plugin '${this.name}' was not upgraded to '${target}': it is ${this.state}, and only a ready plugin is upgraded in place. ` +
+          `Wait until it is ready, or change its command in the config and restart it.`,
+        { plugin: this.name },
+      );
+    }
+    const rolledBack = (what: string, cause: unknown, stderrTail?: readonly string[]): PlugwireError => {
+      const error = PlugwireError.from(cause, "plugin_unavailable", this.name);
+      const why = error.message.trim();
+      return new PlugwireError(
+        error.code,
+        `plugin '${this.name}' was not upgraded to '${target}': ${what}: ${why}${/[.!?]$/.test(why) ? "" : "."} ` +
+          (this.stopping
+            ? `The upgrade was abandoned because the plugin is being stopped; the new build was killed.`
+            : `The upgrade was rolled back: the running build (pid ${old.proc.pid}) keeps serving, its state and payloads untouched. ` +
+              `Fix the new build and upgrade again (host.upgrade('${this.name}', …) or plugwire upgrade ${this.name}).`) +
+          (stderrTail && !this.stopping ? launchStderrTail(stderrTail).replace(/^ It/, " The new build") : ""),
+        { plugin: this.name, cause },
+      );
+    };
+    this.log.info({ command: build.command, args: build.args }, "hot upgrade: starting the new build");
+    // 1. The new build, as a spare: handshake, Describe, a health check.
+    let spare: Spare;
+    try {
+      spare = await this.spawnSpare(aborted, build);
+    } catch (e) {
+      throw rolledBack("its new build could not be started", e);
+    }
+    // Until the switch, a stop kills the new build, which fails the step under way.
+    const killNew = (): void => spare.proc.signalGroup("SIGKILL");
+    aborted.addEventListener("abort", killNew, { once: true });
+    try {
+      return await this.upgradeHandOver(build, old as Launch & { deliver: NonNullable<Launch["deliver"]> }, spare, rolledBack, aborted);
+    } finally {
+      aborted.removeEventListener("abort", killNew);
+    }
+  }
+
+  private async upgradeHandOver(
+    build: Build,
+    old: Launch & { deliver: NonNullable<Launch["deliver"]> },
+    spare: Spare,
+    rolledBack: (what: string, cause: unknown, stderrTail?: readonly string[]) => PlugwireError,
+    aborted: AbortSignal,
+  ): Promise<UpgradeResult> {
+    const target = [build.command, ...build.args].join(" ");
+    const oldId = this.statefulId;
+    try {
+      const reply = await spare.conn.health.check({ service: "" }, { deadlineMs: this.config.healthTimeoutMs });
+      if (reply.status !== health.HealthCheckResponse_ServingStatus.SERVING) throw new Error(`it answered status ${reply.status}, not SERVING`);
+      const newId = spare.description.stateful?.id;
+      if (newId !== oldId) {
+        throw new PlugwireError(
+          "restore_failed",
+          `its Describe declares ${newId === undefined ? "no stateful id" : `stateful id '${newId}'`} where the running build declares ${oldId === undefined ? "none" : `'${oldId}'`}; ` +
+            `an upgrade hands the state over, so the id must stay the same (to change it, stop the plugin and start the new build instead)`,
+          { plugin: this.name },
+        );
+      }
+      if (this.stopping || old.ended || this.launch !== old) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
+    } catch (e) {
+      await this.discardSpare(spare);
+      throw rolledBack("its new build failed its checks", e);
+    }
+    // Delivery to the running build is held from step 3 on; released as it was on a rollback.
+    const release = (): void => {
+      const held = old.held ?? [];
+      old.held = undefined;
+      if (!old.ended) for (const request of held) old.deliver!.write(request);
+    };
+    const launch: Launch = { id: spare.id, token: spare.token, proc: spare.proc, conn: spare.conn, ended: false, ready: false, instanceId: spare.instanceId };
+    const newBuildFailed = async (e: unknown, during: string): Promise<PlugwireError> => {
+      this.ctx.unregisterToken(spare.token);
+      // A call that failed because the new build is exiting: let its exit status and stderr tell why.
+      await Promise.race([spare.proc.exited, new Promise((resolve) => setTimeout(resolve, STREAM_BROKEN_GRACE_MS).unref())]);
+      const exited = spare.proc.hasExited ? await spare.proc.exited : undefined;
+      const tail = spare.proc.stderrTail().slice(-10);
+      release();
+      await this.discardSpare(spare);
+      const why = exited ? `it ${describeExit(exited)} during ${during}` : `it failed ${during}`;
+      return rolledBack(`the new build did not take over (${why})`, PlugwireError.from(e, "restore_failed", this.name), exited ? tail : undefined);
+    };
+    // 2. Start the new build while the running one still serves; it gets no payload yet.
+    this.ctx.registerToken(spare.token, this.callerFor());
+    try {
+      const dataDir = join(this.ctx.dataDir, "plugins", this.name);
+      await spare.conn.plugin.start(
+        { dataDir, instanceId: spare.instanceId, configJson: JSON.stringify(this.config.config), capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]) },
+        { deadlineMs: CONTROL_CALL_DEADLINE_MS },
+      );
+      if (spare.proc.hasExited) throw new Error("the new build exited");
+    } catch (e) {
+      throw await newBuildFailed(e, "Start");
+    }
+    // 3. Hold delivery at a batch boundary: the running build acks what it was sent, then is snapshotted.
+    const t0 = performance.now();
+    old.held = [];
+    let record: SnapshotRecord | undefined;
+    let restoring: Promise<void> | undefined;
+    const restoreInto = async (r: SnapshotRecord): Promise<void> => {
+      try {
+        await restoreSnapshot(spare.conn.plugin, r, SNAPSHOT_DEADLINE_MS);
+      } catch (e) {
+        throw this.checkErrorDetail(PlugwireError.from(e, "restore_failed", this.name));
+      }
+    };
+    try {
+      if (this.stopping || old.ended || this.launch !== old) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
+      // Bounded, and cut short when the running build exits or a stop is asked for.
+      let onAbort: (() => void) | undefined;
+      const drained = await Promise.race([
+        this.channel.waitForAck(this.channel.highestSeq, SNAPSHOT_DEADLINE_MS),
+        old.proc.exited.then(() => false),
+        new Promise<boolean>((resolve) => aborted.addEventListener("abort", (onAbort = () => resolve(false)), { once: true })),
+      ]);
+      if (onAbort) aborted.removeEventListener("abort", onAbort);
+      if (!drained) {
+        throw new PlugwireError(
+          "snapshot_failed",
+          this.stopping || old.ended
+            ? `the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`
+            : `the running build did not ack the payloads it was sent within ${SNAPSHOT_DEADLINE_MS} ms`,
+          { plugin: this.name },
+        );
+      }
+      // The new build restores the record while it is being stored.
+      if (oldId !== undefined) record = await this.snapshot((r) => (restoring = restoreInto(r)).catch(() => undefined));
+      if (old.ended) throw new Error("the running build ended meanwhile");
+    } catch (e) {
+      this.ctx.unregisterToken(spare.token);
+      release();
+      await this.discardSpare(spare);
+      await restoring?.catch(() => undefined);
+      throw rolledBack("the running build could not be snapshotted", e);
+    }
+    // 4. Restore into the new build, not yet attached: the old one still holds the stream.
+    try {
+      if (record) await (restoring ?? restoreInto(record));
+      if (spare.proc.hasExited) throw new Error("the new build exited");
+      if (this.stopping || old.ended) throw new Error(`the running build ${this.stopping ? "is being stopped" : "ended"} meanwhile`);
+    } catch (e) {
+      throw await newBuildFailed(e, "Restore");
+    }
+    // 5. Switch delivery: what was held (never sent to the old build) goes to the new one.
+    old.endReason = "exit";
+    old.held = undefined;
+    old.deliver.removeAllListeners();
+    old.deliver.on("error", () => undefined);
+    old.deliver.cancel();
+    this.stopHealth();
+    this.channel.detach(false);
+    this.launch = launch;
+    this.description = spare.description;
+    this.channel.keepReplay = spare.description.stateful !== undefined;
+    void launch.proc.exited.then((exit) => this.onExit(launch, exit));
+    const deliver = spare.conn.plugin.deliver();
+    launch.deliver = deliver;
+    deliver.on("data", (response: DeliverResponse) => this.channel.onAck(this.screenAck(launch, response)));
+    deliver.on("error", (e: Error) => this.onStreamBroken(launch, e.message));
+    deliver.on("end", () => this.onStreamBroken(launch, "the plugin ended the Deliver stream"));
+    this.channel.attach(this.deliveryStream(launch, deliver), launch.id, record?.appliedSeq);
+    const pauseMs = performance.now() - t0;
+    launch.ready = true;
+    this.readyAt = Date.now();
+    this.healthFailures = 0;
+    this.startHealth(launch);
+    const mutable = this.config as { command: string; args: readonly string[] };
+    mutable.command = build.command;
+    mutable.args = build.args;
+    // 6. The old build shuts down through the ladder; the spare of the old build goes, one of the new comes.
+    void this.retire(old);
+    void this.standby.close().then(() => {
+      if (this.launch === launch && this.state === "ready") this.keepStandby();
+    });
+    const result: UpgradeResult = {
+      plugin: this.name,
+      fromPid: old.proc.pid,
+      toPid: launch.proc.pid,
+      pauseMs,
+      appliedSeq: record?.appliedSeq ?? 0,
+      command: build.command,
+      args: build.args,
+    };
+    this.log.info({ ...result }, `plugin '${this.name}' upgraded to '${target}'; delivery was held for ${pauseMs.toFixed(1)} ms`);
+    this.ctx.emit("plugin:upgraded", result);
+    return result;
+  }
+
+  /** Shuts a build a hot upgrade replaced down: Shutdown RPC, SIGTERM, SIGKILL. */
+  private async retire(old: Launch): Promise<void> {
+    this.retiring.add(old);
+    try {
+      const exited = old.proc.exited.then(() => true);
+      const within = (ms: number): Promise<boolean> => Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
+      const shutdownMs = this.config.shutdownTimeoutMs;
+      if (shutdownMs > 0) {
+        await old.conn.plugin.shutdown({ deadlineMs: shutdownMs }, { deadlineMs: shutdownMs }).catch((e: unknown) => this.log.warn({ err: String(e) }, "Shutdown RPC to the replaced build failed"));
+      }
+      if (!(await within(shutdownMs))) {
+        old.proc.signalGroup("SIGTERM");
+        if (!(await within(this.config.killGraceMs))) old.proc.signalGroup("SIGKILL");
+      }
+      await exited;
+    } finally {
+      this.retiring.delete(old);
+    }
+  }
+
+  // ---- Warm standby (standby.ts; docs/supervision.md, "Warm standby") ----
+
+  private makeStandby(): WarmStandby {
+    return new WarmStandby({
+      name: this.name,
+      log: this.log,
+      spawn: (signal) => this.spawnSpare(signal),
+      discard: (spare) => this.discardSpare(spare),
+      backoffInitialMs: this.config.backoffInitialMs,
+      backoffMaxMs: this.config.backoffMaxMs,
+      backoffResetMs: this.config.backoffResetMs,
+      onEvent: (e) => this.ctx.emit("plugin:standby", { plugin: this.name, ...e }),
+    });
+  }
+
+  /** Whether this plugin keeps a spare: warmStandby true, or auto and its Describe declares it stateful. */
+  private get wantsStandby(): boolean {
+    const option = this.config.warmStandby;
+    return option === true || (option === "auto" && this.statefulId !== undefined);
+  }
+
+  /**
+   * Called once a launch is ready: makes sure a spare is waiting or coming,
+   * off the critical path. In a crash loop (restarts within backoffResetMs)
+   * the next spare waits as the restart backoff does, so a build that keeps
+   * crashing cannot make the host spawn processes faster than it restarts.
+   */
+  private keepStandby(): void {
+    if (!this.wantsStandby || this.stopping) {
+      if (this.standby.active) void this.standby.close();
+      return;
+    }
+    const delayMs = this.attempt > 0 ? Math.min(this.config.backoffMaxMs, this.config.backoffInitialMs * 2 ** Math.min(this.attempt - 1, 30)) : 0;
+    this.standby.replenish(delayMs);
+  }
+
+  /**
+   * Spawns a spare: handshake and Describe, checked as a launch's are, but
+   * no Start, no Deliver stream, and its token is not registered with the
+   * host service (so it can make no host call) until it is promoted.
+   */
+  private async spawnSpare(signal: AbortSignal, build?: Build): Promise<Spare> {
+    const id = ++this.launches;
+    const instanceId = `${this.name}-${id}`;
+    const token = randomBytes(24).toString("base64url");
+    const { command, args } = build ?? this.config;
+    const proc = await this.spawnProcess(instanceId, token, signal, { command, args });
+    const conn = dialPlugin(proc.handshake, token, this.name);
+    const spare: Spare = { id, instanceId, token, proc, conn, description: undefined as unknown as DescribeResponse, command, args, since: 0 };
+    const onAbort = (): void => proc.signalGroup("SIGKILL");
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      spare.description = await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS });
+      this.checkDescription(spare.description, proc.handshake.protocolVersion);
+      return spare;
+    } catch (e) {
+      const exited = proc.hasExited || (await Promise.race([proc.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), STREAM_BROKEN_GRACE_MS).unref())]));
+      await this.discardSpare(spare);
+      const error = PlugwireError.from(e, "handshake_failed", this.name);
+      if (!exited || signal.aborted) throw error;
+      const exit = await proc.exited;
+      throw new PlugwireError(error.code, `it ${describeExit(exit)} before it answered Describe (${error.message}).${launchStderrTail(proc.stderrTail().slice(-10))}`, {
+        plugin: this.name,
+        cause: e,
+      });
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Kills a spare that will not serve (its whole group) and frees its socket. */
+  private async discardSpare(spare: Spare): Promise<void> {
+    spare.proc.signalGroup("SIGKILL");
+    await spare.proc.exited;
+    spare.conn.close();
+    spare.proc.signalGroup("SIGKILL", true);
+    const path = join(this.ctx.runDir(), socketFileName(spare.instanceId));
+    try {
+      rmSync(path, { force: true });
+    } catch (e) {
+      this.log.warn({ path, err: String(e) }, "could not remove the socket file of a warm standby spare");
+    }
   }
 
   /** The supervisor's relaunch, a lifecycle operation; `ops` is operatorOps when it was scheduled. */

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plugwire/admin/v1/admin.proto.
  */
 export const file_plugwire_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iogIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZCIrCgxTaGFkb3dlZEtpbmQSDAoEa2luZBgBIAEoCRINCgVvd25lchgCIAEoCSIkChRSZXN0YXJ0UGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKFVJlc3RhcnRQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiEKEVN0b3BQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoSU3RvcFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIgoSU25hcHNob3ROb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkiSQoTU25hcHNob3ROb3dSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RSZXN1bHQiZAoOU25hcHNob3RSZXN1bHQSDgoGcGx1Z2luGAEgASgJEgoKAm9rGAIgASgIEhMKC2FwcGxpZWRfc2VxGAMgASgEEhIKCnNpemVfYnl0ZXMYBCABKAQSDQoFZXJyb3IYBSABKAkiJgoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjMKDGRlYWRfbGV0dGVycxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLkRlYWRMZXR0ZXIibgoKRGVhZExldHRlchILCgNzZXEYASABKAQSDAoEa2luZBgCIAEoCRILCgNzcmMYAyABKAwSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxwYXJrZWRfYXRfbXMYBSABKAMSDgoGcmVhc29uGAYgASgJIjQKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSCwoDc2VxGAIgASgEIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZSJKCg9EaXNwYXRjaFJlcXVlc3QSDAoEa2luZBgBIAEoCRIOCgZwbHVnaW4YAiABKAkSCwoDc3JjGAMgASgMEgwKBGJvZHkYBCABKAwivAEKEERpc3BhdGNoUmVzcG9uc2USDgoGcGx1Z2luGAEgASgJEgwKBGtpbmQYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoT3V0Y29tZRINCgVlcnJvchgEIAEoCRIxCgdlZmZlY3RzGAUgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUGF5bG9hZEVmZmVjdBITCgtkdXJhdGlvbl9tcxgGIAEoBCKRAQoNUGF5bG9hZEVmZmVjdBI6CgtzZW5kX2RpcmVjdBgBIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmREaXJlY3RFZmZlY3RIABI6CgtzZW5kX3JvdXRlZBgCIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmRSb3V0ZWRFZmZlY3RIAEIICgZlZmZlY3QiWgoQU2VuZERpcmVjdEVmZmVjdBIMCgRwZWVyGAEgASgMEg0KBWZyYW1lGAIgASgMEhEKCXBlcmZvcm1lZBgDIAEoCBIWCg5kcm9wcGVkX3JlYXNvbhgEIAEoCSJNChBTZW5kUm91dGVkRWZmZWN0EgsKA2RzdBgBIAEoDBINCgVmcmFtZRgCIAEoDBIOCgZyb3V0ZWQYAyABKAgSDQoFZXJyb3IYBCABKAkiKQoSV2F0Y2hTdGF0dXNSZXF1ZXN0EhMKC2ludGVydmFsX21zGAEgASgNIpkBChNXYXRjaFN0YXR1c1Jlc3BvbnNlEg8KB3RpbWVfbXMYASABKAMSMAoHcGx1Z2lucxgCIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkRldGFpbBIVCg1kaXNwYXRjaF9yYXRlGAMgASgBEigKBGxvZ3MYBCADKAsyGi5wbHVnd2lyZS5hZG1pbi52MS5Mb2dMaW5lIp0CCgxQbHVnaW5EZXRhaWwSKwoEaW5mbxgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8SFgoOcmVhZHlfc2luY2VfbXMYAiABKAMSFwoPcmVwbGF5X3BheWxvYWRzGAMgASgNEhQKDHJlcGxheV9ieXRlcxgEIAEoBBI2Cg1sYXN0X3NuYXBzaG90GAUgASgLMh8ucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RJbmZvEjIKCHJlc3RhcnRzGAYgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFJlY29yZBIVCg1kaXNwYXRjaF9yYXRlGAcgAygBEhYKDmFja19sYXRlbmN5X21zGAggAygBIlgKDFNuYXBzaG90SW5mbxINCgVhdF9tcxgBIAEoAxISCgpzaXplX2J5dGVzGAIgASgEEhMKC2FwcGxpZWRfc2VxGAMgASgEEhAKCHJlc3RvcmVkGAQgASgIIi4KDVJlc3RhcnRSZWNvcmQSDQoFYXRfbXMYASABKAMSDgoGcmVhc29uGAIgASgJIlMKB0xvZ0xpbmUSCwoDc2VxGAEgASgEEg8KB3RpbWVfbXMYAiABKAMSDgoGcGx1Z2luGAMgASgJEg0KBWxldmVsGAQgASgJEgsKA21zZxgFIAEoCSpzCg9EaXNwYXRjaE91dGNvbWUSIAocRElTUEFUQ0hfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhoKFkRJU1BBVENIX09VVENPTUVfQUNLRUQQARIiCh5ESVNQQVRDSF9PVVRDT01FX0hBTkRMRVJfRVJST1IQAjKVBgoMQWRtaW5TZXJ2aWNlElwKC0xpc3RQbHVnaW5zEiUucGx1Z3dpcmUuYWRtaW4udjEuTGlzdFBsdWdpbnNSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuTGlzdFBsdWdpbnNSZXNwb25zZRJiCg1SZXN0YXJ0UGx1Z2luEicucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlcXVlc3QaKC5wbHVnd2lyZS5hZG1pbi52MS5SZXN0YXJ0UGx1Z2luUmVzcG9uc2USWQoKU3RvcFBsdWdpbhIkLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXF1ZXN0GiUucGx1Z3dpcmUuYWRtaW4udjEuU3RvcFBsdWdpblJlc3BvbnNlElwKC1NuYXBzaG90Tm93EiUucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3ROb3dSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3ROb3dSZXNwb25zZRJoCg9MaXN0RGVhZExldHRlcnMSKS5wbHVnd2lyZS5hZG1pbi52MS5MaXN0RGVhZExldHRlcnNSZXF1ZXN0GioucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USawoQUmVwbGF5RGVhZExldHRlchIqLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXF1ZXN0GisucGx1Z3dpcmUuYWRtaW4udjEuUmVwbGF5RGVhZExldHRlclJlc3BvbnNlElMKCERpc3BhdGNoEiIucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hSZXF1ZXN0GiMucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hSZXNwb25zZRJeCgtXYXRjaFN0YXR1cxIlLnBsdWd3aXJlLmFkbWluLnYxLldhdGNoU3RhdHVzUmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLldhdGNoU3RhdHVzUmVzcG9uc2UwAWIGcHJvdG8z");
+  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8izgIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZBIVCg1zdGFuZGJ5X3N0YXRlGBQgASgJEhMKC3N0YW5kYnlfcGlkGBUgASgNIisKDFNoYWRvd2VkS2luZBIMCgRraW5kGAEgASgJEg0KBW93bmVyGAIgASgJIiQKFFJlc3RhcnRQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiRgoVUmVzdGFydFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIQoRU3RvcFBsdWdpblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJDChJTdG9wUGx1Z2luUmVzcG9uc2USLQoGcGx1Z2luGAEgASgLMh0ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luSW5mbyIiChJTbmFwc2hvdE5vd1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJJChNTbmFwc2hvdE5vd1Jlc3BvbnNlEjIKB3Jlc3VsdHMYASADKAsyIS5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdFJlc3VsdCJkCg5TbmFwc2hvdFJlc3VsdBIOCgZwbHVnaW4YASABKAkSCgoCb2sYAiABKAgSEwoLYXBwbGllZF9zZXEYAyABKAQSEgoKc2l6ZV9ieXRlcxgEIAEoBBINCgVlcnJvchgFIAEoCSImChZMaXN0RGVhZExldHRlcnNSZXF1ZXN0EgwKBG5hbWUYASABKAkiTgoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USMwoMZGVhZF9sZXR0ZXJzGAEgAygLMh0ucGx1Z3dpcmUuYWRtaW4udjEuRGVhZExldHRlciJuCgpEZWFkTGV0dGVyEgsKA3NlcRgBIAEoBBIMCgRraW5kGAIgASgJEgsKA3NyYxgDIAEoDBISCgpzaXplX2J5dGVzGAQgASgEEhQKDHBhcmtlZF9hdF9tcxgFIAEoAxIOCgZyZWFzb24YBiABKAkiNAoXUmVwbGF5RGVhZExldHRlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRILCgNzZXEYAiABKAQiGgoYUmVwbGF5RGVhZExldHRlclJlc3BvbnNlIkoKD0Rpc3BhdGNoUmVxdWVzdBIMCgRraW5kGAEgASgJEg4KBnBsdWdpbhgCIAEoCRILCgNzcmMYAyABKAwSDAoEYm9keRgEIAEoDCK8AQoQRGlzcGF0Y2hSZXNwb25zZRIOCgZwbHVnaW4YASABKAkSDAoEa2luZBgCIAEoCRIzCgdvdXRjb21lGAMgASgOMiIucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hPdXRjb21lEg0KBWVycm9yGAQgASgJEjEKB2VmZmVjdHMYBSADKAsyIC5wbHVnd2lyZS5hZG1pbi52MS5QYXlsb2FkRWZmZWN0EhMKC2R1cmF0aW9uX21zGAYgASgEIpEBCg1QYXlsb2FkRWZmZWN0EjoKC3NlbmRfZGlyZWN0GAEgASgLMiMucGx1Z3dpcmUuYWRtaW4udjEuU2VuZERpcmVjdEVmZmVjdEgAEjoKC3NlbmRfcm91dGVkGAIgASgLMiMucGx1Z3dpcmUuYWRtaW4udjEuU2VuZFJvdXRlZEVmZmVjdEgAQggKBmVmZmVjdCJaChBTZW5kRGlyZWN0RWZmZWN0EgwKBHBlZXIYASABKAwSDQoFZnJhbWUYAiABKAwSEQoJcGVyZm9ybWVkGAMgASgIEhYKDmRyb3BwZWRfcmVhc29uGAQgASgJIk0KEFNlbmRSb3V0ZWRFZmZlY3QSCwoDZHN0GAEgASgMEg0KBWZyYW1lGAIgASgMEg4KBnJvdXRlZBgDIAEoCBINCgVlcnJvchgEIAEoCSIpChJXYXRjaFN0YXR1c1JlcXVlc3QSEwoLaW50ZXJ2YWxfbXMYASABKA0imQEKE1dhdGNoU3RhdHVzUmVzcG9uc2USDwoHdGltZV9tcxgBIAEoAxIwCgdwbHVnaW5zGAIgAygLMh8ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luRGV0YWlsEhUKDWRpc3BhdGNoX3JhdGUYAyABKAESKAoEbG9ncxgEIAMoCzIaLnBsdWd3aXJlLmFkbWluLnYxLkxvZ0xpbmUinQIKDFBsdWdpbkRldGFpbBIrCgRpbmZvGAEgASgLMh0ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luSW5mbxIWCg5yZWFkeV9zaW5jZV9tcxgCIAEoAxIXCg9yZXBsYXlfcGF5bG9hZHMYAyABKA0SFAoMcmVwbGF5X2J5dGVzGAQgASgEEjYKDWxhc3Rfc25hcHNob3QYBSABKAsyHy5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdEluZm8SMgoIcmVzdGFydHMYBiADKAsyIC5wbHVnd2lyZS5hZG1pbi52MS5SZXN0YXJ0UmVjb3JkEhUKDWRpc3BhdGNoX3JhdGUYByADKAESFgoOYWNrX2xhdGVuY3lfbXMYCCADKAEiWAoMU25hcHNob3RJbmZvEg0KBWF0X21zGAEgASgDEhIKCnNpemVfYnl0ZXMYAiABKAQSEwoLYXBwbGllZF9zZXEYAyABKAQSEAoIcmVzdG9yZWQYBCABKAgiLgoNUmVzdGFydFJlY29yZBINCgVhdF9tcxgBIAEoAxIOCgZyZWFzb24YAiABKAkiUwoHTG9nTGluZRILCgNzZXEYASABKAQSDwoHdGltZV9tcxgCIAEoAxIOCgZwbHVnaW4YAyABKAkSDQoFbGV2ZWwYBCABKAkSCwoDbXNnGAUgASgJIlMKDlVwZ3JhZGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSDwoHY29tbWFuZBgCIAEoCRIMCgRhcmdzGAMgAygJEhQKDHJlcGxhY2VfYXJncxgEIAEoCCKJAQoPVXBncmFkZVJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8SEAoIZnJvbV9waWQYAiABKA0SDgoGdG9fcGlkGAMgASgNEhAKCHBhdXNlX21zGAQgASgBEhMKC2FwcGxpZWRfc2VxGAUgASgEKnMKD0Rpc3BhdGNoT3V0Y29tZRIgChxESVNQQVRDSF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGgoWRElTUEFUQ0hfT1VUQ09NRV9BQ0tFRBABEiIKHkRJU1BBVENIX09VVENPTUVfSEFORExFUl9FUlJPUhACMucGCgxBZG1pblNlcnZpY2USXAoLTGlzdFBsdWdpbnMSJS5wbHVnd2lyZS5hZG1pbi52MS5MaXN0UGx1Z2luc1JlcXVlc3QaJi5wbHVnd2lyZS5hZG1pbi52MS5MaXN0UGx1Z2luc1Jlc3BvbnNlEmIKDVJlc3RhcnRQbHVnaW4SJy5wbHVnd2lyZS5hZG1pbi52MS5SZXN0YXJ0UGx1Z2luUmVxdWVzdBooLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRQbHVnaW5SZXNwb25zZRJZCgpTdG9wUGx1Z2luEiQucGx1Z3dpcmUuYWRtaW4udjEuU3RvcFBsdWdpblJlcXVlc3QaJS5wbHVnd2lyZS5hZG1pbi52MS5TdG9wUGx1Z2luUmVzcG9uc2USXAoLU25hcHNob3ROb3cSJS5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdE5vd1JlcXVlc3QaJi5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdE5vd1Jlc3BvbnNlEmgKD0xpc3REZWFkTGV0dGVycxIpLnBsdWd3aXJlLmFkbWluLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaKi5wbHVnd2lyZS5hZG1pbi52MS5MaXN0RGVhZExldHRlcnNSZXNwb25zZRJrChBSZXBsYXlEZWFkTGV0dGVyEioucGx1Z3dpcmUuYWRtaW4udjEuUmVwbGF5RGVhZExldHRlclJlcXVlc3QaKy5wbHVnd2lyZS5hZG1pbi52MS5SZXBsYXlEZWFkTGV0dGVyUmVzcG9uc2USUwoIRGlzcGF0Y2gSIi5wbHVnd2lyZS5hZG1pbi52MS5EaXNwYXRjaFJlcXVlc3QaIy5wbHVnd2lyZS5hZG1pbi52MS5EaXNwYXRjaFJlc3BvbnNlEl4KC1dhdGNoU3RhdHVzEiUucGx1Z3dpcmUuYWRtaW4udjEuV2F0Y2hTdGF0dXNSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuV2F0Y2hTdGF0dXNSZXNwb25zZTABElAKB1VwZ3JhZGUSIS5wbHVnd2lyZS5hZG1pbi52MS5VcGdyYWRlUmVxdWVzdBoiLnBsdWd3aXJlLmFkbWluLnYxLlVwZ3JhZGVSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message plugwire.admin.v1.ListPluginsRequest
@@ -121,6 +121,21 @@ export type PluginInfo = Message<"plugwire.admin.v1.PluginInfo"> & {
    * @generated from field: repeated plugwire.admin.v1.ShadowedKind shadowed_kinds = 13;
    */
   shadowedKinds: ShadowedKind[];
+
+  /**
+   * The warm standby spare (docs/supervision.md, "Warm standby"): "off",
+   * "spawning", "waiting" or "backoff".
+   *
+   * @generated from field: string standby_state = 20;
+   */
+  standbyState: string;
+
+  /**
+   * The spare's pid; 0 when none is waiting.
+   *
+   * @generated from field: uint32 standby_pid = 21;
+   */
+  standbyPid: number;
 };
 
 /**
@@ -835,6 +850,86 @@ export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
   messageDesc(file_plugwire_admin_v1_admin, 26);
 
 /**
+ * @generated from message plugwire.admin.v1.UpgradeRequest
+ */
+export type UpgradeRequest = Message<"plugwire.admin.v1.UpgradeRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The new build's executable; empty: the current one.
+   *
+   * @generated from field: string command = 2;
+   */
+  command: string;
+
+  /**
+   * The new build's arguments; used only when replace_args is set (so that
+   * an empty list can be asked for); otherwise the current ones are kept.
+   *
+   * @generated from field: repeated string args = 3;
+   */
+  args: string[];
+
+  /**
+   * @generated from field: bool replace_args = 4;
+   */
+  replaceArgs: boolean;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.UpgradeRequest.
+ * Use `create(UpgradeRequestSchema)` to create a new message.
+ */
+export const UpgradeRequestSchema: GenMessage<UpgradeRequest> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 27);
+
+/**
+ * @generated from message plugwire.admin.v1.UpgradeResponse
+ */
+export type UpgradeResponse = Message<"plugwire.admin.v1.UpgradeResponse"> & {
+  /**
+   * @generated from field: plugwire.admin.v1.PluginInfo plugin = 1;
+   */
+  plugin?: PluginInfo | undefined;
+
+  /**
+   * The process that served before (now shut down), and the new one.
+   *
+   * @generated from field: uint32 from_pid = 2;
+   */
+  fromPid: number;
+
+  /**
+   * @generated from field: uint32 to_pid = 3;
+   */
+  toPid: number;
+
+  /**
+   * How long delivery was held while the state was handed over, in ms.
+   *
+   * @generated from field: double pause_ms = 4;
+   */
+  pauseMs: number;
+
+  /**
+   * The seq the handed-over state covers (0 for a stateless plugin).
+   *
+   * @generated from field: uint64 applied_seq = 5;
+   */
+  appliedSeq: bigint;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.UpgradeResponse.
+ * Use `create(UpgradeResponseSchema)` to create a new message.
+ */
+export const UpgradeResponseSchema: GenMessage<UpgradeResponse> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 28);
+
+/**
  * @generated from enum plugwire.admin.v1.DispatchOutcome
  */
 export enum DispatchOutcome {
@@ -959,6 +1054,20 @@ export const AdminService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchStatusRequestSchema;
     output: typeof WatchStatusResponseSchema;
+  },
+  /**
+   * Hot upgrade: replace a running plugin's build (command, args) with a new
+   * one, handing its state over through a snapshot, with no payload lost or
+   * duplicated. When the new build fails (start, health check, Start, Restore)
+   * the upgrade is rolled back and the running build keeps serving; the error
+   * says what failed. See docs/supervision.md, "Hot upgrade".
+   *
+   * @generated from rpc plugwire.admin.v1.AdminService.Upgrade
+   */
+  upgrade: {
+    methodKind: "unary";
+    input: typeof UpgradeRequestSchema;
+    output: typeof UpgradeResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_plugwire_admin_v1_admin, 0);
