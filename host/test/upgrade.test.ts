@@ -89,6 +89,29 @@ function setup(extra: Record<string, unknown> = {}) {
   return { s, th };
 }
 
+/** Resolves with the pid of a waiting spare that satisfies `pred`: at once if the status shows one, else at the next standby event that makes it so. */
+function spareWaiting(host: Host, pred: (pid: number) => boolean, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      host.off("plugin:standby", check);
+    };
+    const check = (): void => {
+      const sb = statusOf(host).standby;
+      if (sb.state === "waiting" && sb.pid !== undefined && pred(sb.pid)) {
+        done();
+        resolve(sb.pid);
+      }
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for a warm standby spare`));
+    }, timeoutMs);
+    host.on("plugin:standby", check);
+    check();
+  });
+}
+
 /** Dispatches `from..to` in small groups, one group after another; resolves when all are acked. */
 async function stream(host: Host, from: number, to: number): Promise<void> {
   for (let n = from; n < to; n += 50) {
@@ -127,7 +150,8 @@ describe("hot upgrade", { timeout: 300_000 }, () => {
         ["spawned v2", "start v2", "restore v2"],
       );
       // The old build's spare is gone; a spare of the new build is promoted on a crash.
-      const v2Spare = await waitFor<StandbyEvent>(th.host, "plugin:standby", (e) => e.event === "ready" && s.events().some((x) => x.pid === e.pid && x.mode === "v2"), 60_000);
+      // The spare may have become ready before this point: read the status, and wait for the event only if not.
+      const v2Spare = { pid: await spareWaiting(th.host, (pid) => pid !== result.toPid && s.events().some((x) => x.pid === pid && x.mode === "v2"), 60_000) };
       for (const e of s.events()) if (e.mode === "v1") await gone(e.pid);
       const promoted = waitFor<StandbyEvent>(th.host, "plugin:standby", (e) => e.event === "promoted");
       const ready = waitFor<StateEvent>(th.host, "plugin:state", (e) => e.state === "ready");
