@@ -9,7 +9,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { PlugwireError } from "@plugwire/proto";
-import { checkHostOptions, resolvePlugins, resolveStopTimeoutMs, type PluginConfig } from "./config.js";
+import { checkHostOptions, resolvePlugins, resolveStopTimeoutMs, type PluginEntry } from "./config.js";
 import type { DeadLetter, DispatchOptions } from "./delivery/channel.js";
 import type { HostEvents } from "./events.js";
 import { checkSocketPath, chooseRunDirParent, createRunDirIn, longestSocketFileName, removeRunDir } from "./launch/rundir.js";
@@ -22,7 +22,7 @@ import { Semaphore } from "./supervisor/semaphore.js";
 
 export interface HostOptions {
   /** The plugins, in priority order: the first to claim a kind wins it. */
-  plugins: readonly PluginConfig[];
+  plugins: readonly PluginEntry[];
   ports: HostPorts;
   /** Where plugin data dirs and (by default) snapshots live. */
   dataDir: string;

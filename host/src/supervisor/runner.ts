@@ -27,6 +27,7 @@ import { DeliveryChannel, type DeadLetter, type DispatchOptions, type Entry } fr
 import type { HostEvents, PluginState } from "../events.js";
 import { describeExit, launchPlugin, type ExitInfo, type PluginProcess } from "../launch/spawn.js";
 import { PinMismatchError } from "../launch/pin.js";
+import { attachPlugin, type AttachedProcess } from "../launch/attach.js";
 import { socketFileName } from "../launch/rundir.js";
 import type { HostMetrics } from "../metrics.js";
 import type { HostPorts, NodeId } from "../ports.js";
@@ -88,7 +89,8 @@ export interface RunnerContext {
 interface Launch {
   id: number;
   token: string;
-  proc: PluginProcess;
+  /** A spawned process, or the connection to an attached plugin (launch/attach.ts). */
+  proc: PluginProcess | AttachedProcess;
   conn: DialedPlugin;
   deliver?: ReturnType<DialedPlugin["plugin"]["deliver"]>;
   ended: boolean;
@@ -126,6 +128,8 @@ export interface PluginStatus {
   describedAs: string | undefined;
   stateful: boolean;
   deadLetters: number;
+  /** Attached plugins (config `attach`): where the host dials them, and the state of that connection. */
+  remote?: { address: string; connection: string };
 }
 
 /** A kind a plugin claims that an earlier plugin owns. */
@@ -320,7 +324,15 @@ export class PluginRunner {
       describedAs: this.description && this.description.name !== this.name ? this.description.name : undefined,
       stateful: this.statefulId !== undefined,
       deadLetters: this.channel.listDeadLetters().length,
+      ...(this.config.attach ? { pid: undefined, remote: this.remoteStatus(this.config.attach.address) } : {}),
     };
+  }
+
+  /** The connection of an attached plugin, for status(). */
+  private remoteStatus(address: string): { address: string; connection: string } {
+    const proc = this.launch?.proc;
+    const connection = proc && "connectionState" in proc ? proc.connectionState() : "disconnected";
+    return { address, connection: this.state === "ready" && connection === "connecting" ? "connected" : connection };
   }
 
   /**
@@ -697,7 +709,10 @@ export class PluginRunner {
     this.launchAbort = abort;
     const releaseSlot = await this.ctx.launchSlots.acquire();
     if (this.stopping) abort.abort(); // stopped while waiting for the slot: launchPlugin spawns nothing
-    const proc = await launchPlugin(
+    const attach = this.config.attach;
+    const proc: PluginProcess | AttachedProcess = await (attach
+      ? attachPlugin(this.name, attach, { token, connectTimeoutMs: this.config.handshakeTimeoutMs, logger: this.log, signal: abort.signal })
+      : launchPlugin(
       {
         name: this.name,
         command: this.config.command,
@@ -724,11 +739,11 @@ export class PluginRunner {
         onLogDropped: (count) => this.ctx.metrics.logLinesDropped.inc({ plugin: this.name }, count),
         signal: abort.signal,
       },
-    ).finally(() => {
+    )).finally(() => {
       releaseSlot();
       if (this.launchAbort === abort) this.launchAbort = undefined;
     });
-    const conn = dialPlugin(proc.handshake, token, this.name);
+    const conn = "conn" in proc ? proc.conn : dialPlugin(proc.handshake, token, this.name);
     const launch: Launch = { id, token, proc, conn, ended: false, ready: false, instanceId };
     this.launch = launch;
     // A stop asked for just as the handshake completed: end this launch too.
@@ -761,7 +776,8 @@ export class PluginRunner {
       phase = "before it answered Start";
       await conn.plugin.start(
         {
-          dataDir,
+          // An attached plugin runs on another machine: the host's path means nothing there (docs/protocol.md §18).
+          dataDir: attach ? "" : dataDir,
           instanceId,
           configJson: JSON.stringify(this.config.config),
           capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]),
@@ -897,7 +913,7 @@ export class PluginRunner {
   }
 
   private exitedWhileStarting(exit: ExitInfo, stderrTail: readonly string[], cause: unknown, phase: string, limit: string | undefined): PlugwireError {
-    const command = [this.config.command, ...this.config.args].join(" ");
+    const command = this.config.attach ? `attach ${this.config.attach.address}` : [this.config.command, ...this.config.args].join(" ");
     const tail = launchStderrTail(stderrTail);
     const detail = cause instanceof Error ? cause.message : String(cause);
     const what = limit ? `${limit} and ${describeExit(exit)}` : describeExit(exit);
