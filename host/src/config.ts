@@ -175,13 +175,14 @@ export const PLUGIN_DEFAULTS = {
   maxEffectsPerItem: 4_096,
   sha256: undefined,
   sha256File: undefined,
+  attach: undefined,
   limits: {},
   hostLookupsPerSecond: 10_000,
   hostSendsPerSecond: 10_000,
   maxWatchPeersStreams: 16,
   maxWatchPeersBacklog: 8_192,
   maxHostCallBytes: 32 * 1024 * 1024,
-} as const satisfies Omit<ResolvedPluginConfig, "name" | "command" | "cwd" | "attach">;
+} as const satisfies Omit<ResolvedPluginConfig, "name" | "command" | "cwd">;
 
 function invalid(name: string, message: string): PlugwireError {
   return new PlugwireError("invalid_config", `plugin '${name}': ${message}`, { plugin: name });

@@ -41,6 +41,7 @@ function info(s: PluginStatus): admin.PluginInfo {
     stateful: s.stateful,
     deadLetters: s.deadLetters,
     shadowedKinds: s.shadowedKinds.map((k) => ({ $typeName: "plugwire.admin.v1.ShadowedKind", kind: k.kind, owner: k.owner })),
+    remote: s.remote ? { $typeName: "plugwire.admin.v1.RemoteInfo", address: s.remote.address, connection: s.remote.connection } : undefined,
   };
 }
 

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plugwire/admin/v1/admin.proto.
  */
 export const file_plugwire_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iogIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZCIrCgxTaGFkb3dlZEtpbmQSDAoEa2luZBgBIAEoCRINCgVvd25lchgCIAEoCSIkChRSZXN0YXJ0UGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkYKFVJlc3RhcnRQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiEKEVN0b3BQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiQwoSU3RvcFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIgoSU25hcHNob3ROb3dSZXF1ZXN0EgwKBG5hbWUYASABKAkiSQoTU25hcHNob3ROb3dSZXNwb25zZRIyCgdyZXN1bHRzGAEgAygLMiEucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3RSZXN1bHQiZAoOU25hcHNob3RSZXN1bHQSDgoGcGx1Z2luGAEgASgJEgoKAm9rGAIgASgIEhMKC2FwcGxpZWRfc2VxGAMgASgEEhIKCnNpemVfYnl0ZXMYBCABKAQSDQoFZXJyb3IYBSABKAkiJgoWTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBIMCgRuYW1lGAEgASgJIk4KF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjMKDGRlYWRfbGV0dGVycxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLkRlYWRMZXR0ZXIibgoKRGVhZExldHRlchILCgNzZXEYASABKAQSDAoEa2luZBgCIAEoCRILCgNzcmMYAyABKAwSEgoKc2l6ZV9ieXRlcxgEIAEoBBIUCgxwYXJrZWRfYXRfbXMYBSABKAMSDgoGcmVhc29uGAYgASgJIjQKF1JlcGxheURlYWRMZXR0ZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSCwoDc2VxGAIgASgEIhoKGFJlcGxheURlYWRMZXR0ZXJSZXNwb25zZSJKCg9EaXNwYXRjaFJlcXVlc3QSDAoEa2luZBgBIAEoCRIOCgZwbHVnaW4YAiABKAkSCwoDc3JjGAMgASgMEgwKBGJvZHkYBCABKAwivAEKEERpc3BhdGNoUmVzcG9uc2USDgoGcGx1Z2luGAEgASgJEgwKBGtpbmQYAiABKAkSMwoHb3V0Y29tZRgDIAEoDjIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoT3V0Y29tZRINCgVlcnJvchgEIAEoCRIxCgdlZmZlY3RzGAUgAygLMiAucGx1Z3dpcmUuYWRtaW4udjEuUGF5bG9hZEVmZmVjdBITCgtkdXJhdGlvbl9tcxgGIAEoBCKRAQoNUGF5bG9hZEVmZmVjdBI6CgtzZW5kX2RpcmVjdBgBIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmREaXJlY3RFZmZlY3RIABI6CgtzZW5kX3JvdXRlZBgCIAEoCzIjLnBsdWd3aXJlLmFkbWluLnYxLlNlbmRSb3V0ZWRFZmZlY3RIAEIICgZlZmZlY3QiWgoQU2VuZERpcmVjdEVmZmVjdBIMCgRwZWVyGAEgASgMEg0KBWZyYW1lGAIgASgMEhEKCXBlcmZvcm1lZBgDIAEoCBIWCg5kcm9wcGVkX3JlYXNvbhgEIAEoCSJNChBTZW5kUm91dGVkRWZmZWN0EgsKA2RzdBgBIAEoDBINCgVmcmFtZRgCIAEoDBIOCgZyb3V0ZWQYAyABKAgSDQoFZXJyb3IYBCABKAkqcwoPRGlzcGF0Y2hPdXRjb21lEiAKHERJU1BBVENIX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZESVNQQVRDSF9PVVRDT01FX0FDS0VEEAESIgoeRElTUEFUQ0hfT1VUQ09NRV9IQU5ETEVSX0VSUk9SEAIytQUKDEFkbWluU2VydmljZRJcCgtMaXN0UGx1Z2lucxIlLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVzcG9uc2USYgoNUmVzdGFydFBsdWdpbhInLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRQbHVnaW5SZXF1ZXN0GigucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlc3BvbnNlElkKClN0b3BQbHVnaW4SJC5wbHVnd2lyZS5hZG1pbi52MS5TdG9wUGx1Z2luUmVxdWVzdBolLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXNwb25zZRJcCgtTbmFwc2hvdE5vdxIlLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVzcG9uc2USaAoPTGlzdERlYWRMZXR0ZXJzEikucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBoqLnBsdWd3aXJlLmFkbWluLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEmsKEFJlcGxheURlYWRMZXR0ZXISKi5wbHVnd2lyZS5hZG1pbi52MS5SZXBsYXlEZWFkTGV0dGVyUmVxdWVzdBorLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXNwb25zZRJTCghEaXNwYXRjaBIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVxdWVzdBojLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8i0QIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZBItCgZyZW1vdGUYHiABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5SZW1vdGVJbmZvIjEKClJlbW90ZUluZm8SDwoHYWRkcmVzcxgBIAEoCRISCgpjb25uZWN0aW9uGAIgASgJIisKDFNoYWRvd2VkS2luZBIMCgRraW5kGAEgASgJEg0KBW93bmVyGAIgASgJIiQKFFJlc3RhcnRQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiRgoVUmVzdGFydFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIQoRU3RvcFBsdWdpblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJDChJTdG9wUGx1Z2luUmVzcG9uc2USLQoGcGx1Z2luGAEgASgLMh0ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luSW5mbyIiChJTbmFwc2hvdE5vd1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJJChNTbmFwc2hvdE5vd1Jlc3BvbnNlEjIKB3Jlc3VsdHMYASADKAsyIS5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdFJlc3VsdCJkCg5TbmFwc2hvdFJlc3VsdBIOCgZwbHVnaW4YASABKAkSCgoCb2sYAiABKAgSEwoLYXBwbGllZF9zZXEYAyABKAQSEgoKc2l6ZV9ieXRlcxgEIAEoBBINCgVlcnJvchgFIAEoCSImChZMaXN0RGVhZExldHRlcnNSZXF1ZXN0EgwKBG5hbWUYASABKAkiTgoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USMwoMZGVhZF9sZXR0ZXJzGAEgAygLMh0ucGx1Z3dpcmUuYWRtaW4udjEuRGVhZExldHRlciJuCgpEZWFkTGV0dGVyEgsKA3NlcRgBIAEoBBIMCgRraW5kGAIgASgJEgsKA3NyYxgDIAEoDBISCgpzaXplX2J5dGVzGAQgASgEEhQKDHBhcmtlZF9hdF9tcxgFIAEoAxIOCgZyZWFzb24YBiABKAkiNAoXUmVwbGF5RGVhZExldHRlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRILCgNzZXEYAiABKAQiGgoYUmVwbGF5RGVhZExldHRlclJlc3BvbnNlIkoKD0Rpc3BhdGNoUmVxdWVzdBIMCgRraW5kGAEgASgJEg4KBnBsdWdpbhgCIAEoCRILCgNzcmMYAyABKAwSDAoEYm9keRgEIAEoDCK8AQoQRGlzcGF0Y2hSZXNwb25zZRIOCgZwbHVnaW4YASABKAkSDAoEa2luZBgCIAEoCRIzCgdvdXRjb21lGAMgASgOMiIucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hPdXRjb21lEg0KBWVycm9yGAQgASgJEjEKB2VmZmVjdHMYBSADKAsyIC5wbHVnd2lyZS5hZG1pbi52MS5QYXlsb2FkRWZmZWN0EhMKC2R1cmF0aW9uX21zGAYgASgEIpEBCg1QYXlsb2FkRWZmZWN0EjoKC3NlbmRfZGlyZWN0GAEgASgLMiMucGx1Z3dpcmUuYWRtaW4udjEuU2VuZERpcmVjdEVmZmVjdEgAEjoKC3NlbmRfcm91dGVkGAIgASgLMiMucGx1Z3dpcmUuYWRtaW4udjEuU2VuZFJvdXRlZEVmZmVjdEgAQggKBmVmZmVjdCJaChBTZW5kRGlyZWN0RWZmZWN0EgwKBHBlZXIYASABKAwSDQoFZnJhbWUYAiABKAwSEQoJcGVyZm9ybWVkGAMgASgIEhYKDmRyb3BwZWRfcmVhc29uGAQgASgJIk0KEFNlbmRSb3V0ZWRFZmZlY3QSCwoDZHN0GAEgASgMEg0KBWZyYW1lGAIgASgMEg4KBnJvdXRlZBgDIAEoCBINCgVlcnJvchgEIAEoCSpzCg9EaXNwYXRjaE91dGNvbWUSIAocRElTUEFUQ0hfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhoKFkRJU1BBVENIX09VVENPTUVfQUNLRUQQARIiCh5ESVNQQVRDSF9PVVRDT01FX0hBTkRMRVJfRVJST1IQAjK1BQoMQWRtaW5TZXJ2aWNlElwKC0xpc3RQbHVnaW5zEiUucGx1Z3dpcmUuYWRtaW4udjEuTGlzdFBsdWdpbnNSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuTGlzdFBsdWdpbnNSZXNwb25zZRJiCg1SZXN0YXJ0UGx1Z2luEicucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlcXVlc3QaKC5wbHVnd2lyZS5hZG1pbi52MS5SZXN0YXJ0UGx1Z2luUmVzcG9uc2USWQoKU3RvcFBsdWdpbhIkLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXF1ZXN0GiUucGx1Z3dpcmUuYWRtaW4udjEuU3RvcFBsdWdpblJlc3BvbnNlElwKC1NuYXBzaG90Tm93EiUucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3ROb3dSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuU25hcHNob3ROb3dSZXNwb25zZRJoCg9MaXN0RGVhZExldHRlcnMSKS5wbHVnd2lyZS5hZG1pbi52MS5MaXN0RGVhZExldHRlcnNSZXF1ZXN0GioucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USawoQUmVwbGF5RGVhZExldHRlchIqLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXF1ZXN0GisucGx1Z3dpcmUuYWRtaW4udjEuUmVwbGF5RGVhZExldHRlclJlc3BvbnNlElMKCERpc3BhdGNoEiIucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hSZXF1ZXN0GiMucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message plugwire.admin.v1.ListPluginsRequest
@@ -121,6 +121,15 @@ export type PluginInfo = Message<"plugwire.admin.v1.PluginInfo"> & {
    * @generated from field: repeated plugwire.admin.v1.ShadowedKind shadowed_kinds = 13;
    */
   shadowedKinds: ShadowedKind[];
+
+  /**
+   * Set for a plugin the host attaches to over the network (config `attach`,
+   * docs/remote-plugins.md); unset for a spawned plugin. Numbered apart from
+   * the fields above so that fields added meanwhile keep their numbers.
+   *
+   * @generated from field: plugwire.admin.v1.RemoteInfo remote = 30;
+   */
+  remote?: RemoteInfo | undefined;
 };
 
 /**
@@ -129,6 +138,34 @@ export type PluginInfo = Message<"plugwire.admin.v1.PluginInfo"> & {
  */
 export const PluginInfoSchema: GenMessage<PluginInfo> = /*@__PURE__*/
   messageDesc(file_plugwire_admin_v1_admin, 2);
+
+/**
+ * Where the host dials an attached plugin, and the state of that connection.
+ *
+ * @generated from message plugwire.admin.v1.RemoteInfo
+ */
+export type RemoteInfo = Message<"plugwire.admin.v1.RemoteInfo"> & {
+  /**
+   * tcp://HOST:PORT, as configured.
+   *
+   * @generated from field: string address = 1;
+   */
+  address: string;
+
+  /**
+   * connecting, connected, lost, closed or disconnected (no launch).
+   *
+   * @generated from field: string connection = 2;
+   */
+  connection: string;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.RemoteInfo.
+ * Use `create(RemoteInfoSchema)` to create a new message.
+ */
+export const RemoteInfoSchema: GenMessage<RemoteInfo> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 3);
 
 /**
  * A payload kind a plugin claims but does not get: an earlier plugin owns it.
@@ -154,7 +191,7 @@ export type ShadowedKind = Message<"plugwire.admin.v1.ShadowedKind"> & {
  * Use `create(ShadowedKindSchema)` to create a new message.
  */
 export const ShadowedKindSchema: GenMessage<ShadowedKind> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 3);
+  messageDesc(file_plugwire_admin_v1_admin, 4);
 
 /**
  * @generated from message plugwire.admin.v1.RestartPluginRequest
@@ -171,7 +208,7 @@ export type RestartPluginRequest = Message<"plugwire.admin.v1.RestartPluginReque
  * Use `create(RestartPluginRequestSchema)` to create a new message.
  */
 export const RestartPluginRequestSchema: GenMessage<RestartPluginRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 4);
+  messageDesc(file_plugwire_admin_v1_admin, 5);
 
 /**
  * @generated from message plugwire.admin.v1.RestartPluginResponse
@@ -188,7 +225,7 @@ export type RestartPluginResponse = Message<"plugwire.admin.v1.RestartPluginResp
  * Use `create(RestartPluginResponseSchema)` to create a new message.
  */
 export const RestartPluginResponseSchema: GenMessage<RestartPluginResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 5);
+  messageDesc(file_plugwire_admin_v1_admin, 6);
 
 /**
  * @generated from message plugwire.admin.v1.StopPluginRequest
@@ -205,7 +242,7 @@ export type StopPluginRequest = Message<"plugwire.admin.v1.StopPluginRequest"> &
  * Use `create(StopPluginRequestSchema)` to create a new message.
  */
 export const StopPluginRequestSchema: GenMessage<StopPluginRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 6);
+  messageDesc(file_plugwire_admin_v1_admin, 7);
 
 /**
  * @generated from message plugwire.admin.v1.StopPluginResponse
@@ -222,7 +259,7 @@ export type StopPluginResponse = Message<"plugwire.admin.v1.StopPluginResponse">
  * Use `create(StopPluginResponseSchema)` to create a new message.
  */
 export const StopPluginResponseSchema: GenMessage<StopPluginResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 7);
+  messageDesc(file_plugwire_admin_v1_admin, 8);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotNowRequest
@@ -241,7 +278,7 @@ export type SnapshotNowRequest = Message<"plugwire.admin.v1.SnapshotNowRequest">
  * Use `create(SnapshotNowRequestSchema)` to create a new message.
  */
 export const SnapshotNowRequestSchema: GenMessage<SnapshotNowRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 8);
+  messageDesc(file_plugwire_admin_v1_admin, 9);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotNowResponse
@@ -258,7 +295,7 @@ export type SnapshotNowResponse = Message<"plugwire.admin.v1.SnapshotNowResponse
  * Use `create(SnapshotNowResponseSchema)` to create a new message.
  */
 export const SnapshotNowResponseSchema: GenMessage<SnapshotNowResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 9);
+  messageDesc(file_plugwire_admin_v1_admin, 10);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotResult
@@ -297,7 +334,7 @@ export type SnapshotResult = Message<"plugwire.admin.v1.SnapshotResult"> & {
  * Use `create(SnapshotResultSchema)` to create a new message.
  */
 export const SnapshotResultSchema: GenMessage<SnapshotResult> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 10);
+  messageDesc(file_plugwire_admin_v1_admin, 11);
 
 /**
  * @generated from message plugwire.admin.v1.ListDeadLettersRequest
@@ -314,7 +351,7 @@ export type ListDeadLettersRequest = Message<"plugwire.admin.v1.ListDeadLettersR
  * Use `create(ListDeadLettersRequestSchema)` to create a new message.
  */
 export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 11);
+  messageDesc(file_plugwire_admin_v1_admin, 12);
 
 /**
  * @generated from message plugwire.admin.v1.ListDeadLettersResponse
@@ -331,7 +368,7 @@ export type ListDeadLettersResponse = Message<"plugwire.admin.v1.ListDeadLetters
  * Use `create(ListDeadLettersResponseSchema)` to create a new message.
  */
 export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 12);
+  messageDesc(file_plugwire_admin_v1_admin, 13);
 
 /**
  * @generated from message plugwire.admin.v1.DeadLetter
@@ -375,7 +412,7 @@ export type DeadLetter = Message<"plugwire.admin.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 13);
+  messageDesc(file_plugwire_admin_v1_admin, 14);
 
 /**
  * @generated from message plugwire.admin.v1.ReplayDeadLetterRequest
@@ -397,7 +434,7 @@ export type ReplayDeadLetterRequest = Message<"plugwire.admin.v1.ReplayDeadLette
  * Use `create(ReplayDeadLetterRequestSchema)` to create a new message.
  */
 export const ReplayDeadLetterRequestSchema: GenMessage<ReplayDeadLetterRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 14);
+  messageDesc(file_plugwire_admin_v1_admin, 15);
 
 /**
  * @generated from message plugwire.admin.v1.ReplayDeadLetterResponse
@@ -410,7 +447,7 @@ export type ReplayDeadLetterResponse = Message<"plugwire.admin.v1.ReplayDeadLett
  * Use `create(ReplayDeadLetterResponseSchema)` to create a new message.
  */
 export const ReplayDeadLetterResponseSchema: GenMessage<ReplayDeadLetterResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 15);
+  messageDesc(file_plugwire_admin_v1_admin, 16);
 
 /**
  * @generated from message plugwire.admin.v1.DispatchRequest
@@ -449,7 +486,7 @@ export type DispatchRequest = Message<"plugwire.admin.v1.DispatchRequest"> & {
  * Use `create(DispatchRequestSchema)` to create a new message.
  */
 export const DispatchRequestSchema: GenMessage<DispatchRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 16);
+  messageDesc(file_plugwire_admin_v1_admin, 17);
 
 /**
  * @generated from message plugwire.admin.v1.DispatchResponse
@@ -499,7 +536,7 @@ export type DispatchResponse = Message<"plugwire.admin.v1.DispatchResponse"> & {
  * Use `create(DispatchResponseSchema)` to create a new message.
  */
 export const DispatchResponseSchema: GenMessage<DispatchResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 17);
+  messageDesc(file_plugwire_admin_v1_admin, 18);
 
 /**
  * @generated from message plugwire.admin.v1.PayloadEffect
@@ -532,7 +569,7 @@ export type PayloadEffect = Message<"plugwire.admin.v1.PayloadEffect"> & {
  * Use `create(PayloadEffectSchema)` to create a new message.
  */
 export const PayloadEffectSchema: GenMessage<PayloadEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 18);
+  messageDesc(file_plugwire_admin_v1_admin, 19);
 
 /**
  * @generated from message plugwire.admin.v1.SendDirectEffect
@@ -568,7 +605,7 @@ export type SendDirectEffect = Message<"plugwire.admin.v1.SendDirectEffect"> & {
  * Use `create(SendDirectEffectSchema)` to create a new message.
  */
 export const SendDirectEffectSchema: GenMessage<SendDirectEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 19);
+  messageDesc(file_plugwire_admin_v1_admin, 20);
 
 /**
  * @generated from message plugwire.admin.v1.SendRoutedEffect
@@ -604,7 +641,7 @@ export type SendRoutedEffect = Message<"plugwire.admin.v1.SendRoutedEffect"> & {
  * Use `create(SendRoutedEffectSchema)` to create a new message.
  */
 export const SendRoutedEffectSchema: GenMessage<SendRoutedEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 20);
+  messageDesc(file_plugwire_admin_v1_admin, 21);
 
 /**
  * @generated from enum plugwire.admin.v1.DispatchOutcome
