@@ -14,9 +14,10 @@
  * 5 s the link stays down, which is the fault itself.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { after, afterEach, before, describe, test } from "node:test";
 import { spawnSync } from "node:child_process";
 import { example, fixture } from "./helpers.js";
@@ -28,6 +29,7 @@ const skip = support.skip ?? (support.fail === undefined && !hasOpenssl() ? "the
 if (skip) process.stderr.write(`remote-attach tests skipped: ${skip}\n`);
 
 const PORT = 7443;
+const COUNTER_GO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "plugins-example", "go", "bin", "counter-go");
 const PEERS = 4;
 
 describe("attach mode over TCP with mutual TLS, across two network namespaces", { skip: skip ? `skipped: ${skip}` : false }, () => {
@@ -89,8 +91,8 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
   }
 
   /** The counter example under the supervisor script, in the plugin's namespace. */
-  async function startPlugin(name: string, env: Record<string, string> = pluginEnv()): Promise<Supervisor> {
-    const sup = new Supervisor(net.pluginNs, mkdtempSync(join(dir, `${name}-`)), [process.execPath, example("counter")], env);
+  async function startPlugin(name: string, env: Record<string, string> = pluginEnv(), command = [process.execPath, example("counter")]): Promise<Supervisor> {
+    const sup = new Supervisor(net.pluginNs, mkdtempSync(join(dir, `${name}-`)), command, env);
     cleanups.push(() => sup.close());
     await sup.waitServing(1, 20_000);
     return sup;
@@ -121,8 +123,8 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
   const expected = (n: number): Record<string, number> =>
     Object.fromEntries(Array.from({ length: PEERS }, (_, i) => [Buffer.alloc(32, i + 1).toString("hex"), n / PEERS]));
 
-  async function startedHost(): Promise<RemoteHostProc> {
-    const host = startHost([attachConfig()]);
+  async function startedHost(extra: Record<string, unknown> = {}): Promise<RemoteHostProc> {
+    const host = startHost([attachConfig(extra)]);
     const started = await host.command({ op: "start" });
     assert.equal(started.error, undefined, `the host could not attach: ${String(started.error)}`);
     return host;
@@ -160,6 +162,21 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
     assert.equal(host.lines.filter((l) => l.event === "dead-letter").length, 0);
     await host.close();
     await sup.close();
+  });
+
+  test("the Go SDK in attach mode: dispatch, a SIGKILL restarted by the supervisor, exact state", { skip: existsSync(COUNTER_GO) ? false : "skipped: plugins-example/go/bin/counter-go is not built (scripts/setup-polyglot.sh)" }, async () => {
+    const sup = await startPlugin("go", pluginEnv(), [COUNTER_GO]);
+    const host = await startedHost({ name: "counter-go" });
+    const go = { kind: "counter-go.hit", peers: PEERS };
+    assert.equal((await host.command({ op: "dispatch", n: 200, ...go })).ok, 200);
+    assert.deepEqual((await host.command({ op: "counts", plugin: "counter-go" })).counts, expected(200));
+    const mark = host.mark();
+    const burst = host.command({ op: "dispatch", n: 400, ...go });
+    process.kill(sup.pluginPid(), "SIGKILL");
+    await host.waitLine((l) => l.event === "state" && l.state === "ready", 30_000, "the host to reconnect to the Go plugin", mark);
+    const sent = await burst;
+    assert.deepEqual([sent.ok, sent.failed], [400, 0], JSON.stringify(sent.errors));
+    assert.deepEqual((await host.command({ op: "counts", plugin: "counter-go" })).counts, expected(600));
   });
 
   test("the link cut for 5 s and restored: nothing lost, nothing doubled", async () => {
