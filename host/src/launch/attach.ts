@@ -14,6 +14,8 @@
  */
 import { readFileSync } from "node:fs";
 import * as http2 from "node:http2";
+import { isIP } from "node:net";
+import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { PROTOCOL_VERSION, PluginService, PlugwireError, connect, health, isLoopbackHost, parseTcpAddress, tcpTarget, type TcpAddress } from "@plugwire/proto";
 import type { Logger } from "pino";
@@ -176,7 +178,14 @@ function preflight(name: string, attach: ResolvedAttachConfig, pem: { ca: Buffer
   return new Promise((resolve, reject) => {
     const host = attach.tcp.host.includes(":") ? `[${attach.tcp.host}]` : attach.tcp.host;
     const url = `${pem ? "https" : "http"}://${host}:${attach.tcp.port}`;
-    const session = http2.connect(url, pem ? { ca: pem.ca, cert: pem.cert, key: pem.key, servername: attach.serverName, ALPNProtocols: ["h2"] } : {});
+    // SNI carries DNS names only; the certificate is checked against serverName either way.
+    const sni = isIP(attach.serverName) === 0 ? { servername: attach.serverName } : {};
+    const session = http2.connect(
+      url,
+      pem
+        ? { ca: pem.ca, cert: pem.cert, key: pem.key, ...sni, ALPNProtocols: ["h2"], checkServerIdentity: (_host, cert) => checkServerIdentity(attach.serverName, cert) }
+        : {},
+    );
     let settled = false;
     // The TLS handshake completed (the plugin's certificate was accepted): a
     // reset before its SETTINGS is the plugin refusing the host's certificate.
