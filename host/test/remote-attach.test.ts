@@ -131,7 +131,10 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
   }
 
   test("the host attaches, dispatches, and shows the plugin's address and connection in status", async () => {
-    const sup = await startPlugin("dispatch");
+    const sup = await startPlugin("dispatch", pluginEnv({ PLUGWIRE_HEALTH_LISTEN: `tcp://${net.pluginIp}:${PORT + 1}` }));
+    // The kubelet's gRPC probe: plaintext grpc.health.v1 on its own port.
+    const probe = spawnSync("ip", ["netns", "exec", net.hostNs, process.execPath, fixture("remote-probe"), JSON.stringify({ host: net.pluginIp, port: PORT + 1, grpcHealth: true })], { encoding: "utf8", timeout: 20_000 });
+    assert.deepEqual(JSON.parse(probe.stdout.trim()), { ok: true, status: 1 }, "PLUGWIRE_HEALTH_LISTEN answers SERVING in plaintext");
     const host = await startedHost();
     const sent = await host.command({ op: "dispatch", n: 400, peers: PEERS });
     assert.deepEqual([sent.ok, sent.failed], [400, 0], JSON.stringify(sent.errors));

@@ -21,6 +21,12 @@ export const REMOTE_ENV = {
   tlsClientCa: "PLUGWIRE_TLS_CLIENT_CA",
   /** How often the three files are re-read, in ms (default 10000); a changed pair serves new connections. */
   tlsReloadMs: "PLUGWIRE_TLS_RELOAD_MS",
+  /**
+   * `tcp://HOST:PORT`: also serve grpc.health.v1 (and nothing else) there in
+   * plaintext, for probes that cannot present a client certificate, such as
+   * the kubelet's gRPC probes. It tells only whether the plugin serves.
+   */
+  healthListen: "PLUGWIRE_HEALTH_LISTEN",
   /** `1`: serve plaintext without TLS. Refused unless the listen address is loopback. */
   allowPlaintext: "PLUGWIRE_ALLOW_PLAINTEXT_LOOPBACK",
 } as const;

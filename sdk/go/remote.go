@@ -48,6 +48,9 @@ const (
 	EnvTLSClientCA = "PLUGWIRE_TLS_CLIENT_CA"
 	// EnvTLSReloadMs is how often the three files are re-read, in ms (default 10000).
 	EnvTLSReloadMs = "PLUGWIRE_TLS_RELOAD_MS"
+	// EnvHealthListen is tcp://HOST:PORT: also serve grpc.health.v1 (only) there
+	// in plaintext, for probes that cannot present a client certificate (the kubelet's).
+	EnvHealthListen = "PLUGWIRE_HEALTH_LISTEN"
 	// EnvAllowPlaintextLoopback = 1 serves plaintext; refused unless the address is loopback.
 	EnvAllowPlaintextLoopback = "PLUGWIRE_ALLOW_PLAINTEXT_LOOPBACK"
 )
@@ -322,6 +325,20 @@ func serveRemote(plugin Plugin, listen string) {
 			life.exit(1, 0)
 		}
 	}()
+	if healthListen := os.Getenv(EnvHealthListen); healthListen != "" {
+		hhost, hport, err := parseListen(healthListen)
+		if err != nil {
+			fatal("plugwire plugin '%s': %s=%v", p.name, EnvHealthListen, err)
+		}
+		probes := grpc.NewServer()
+		healthpb.RegisterHealthServer(probes, healthServer) // the same serving status, nothing else
+		hl, err := net.Listen("tcp", net.JoinHostPort(hhost, strconv.Itoa(hport)))
+		if err != nil {
+			fatal("plugwire plugin '%s': cannot listen on %s: %v", p.name, healthListen, err)
+		}
+		go func() { _ = probes.Serve(hl) }()
+		log.Info(fmt.Sprintf("plugwire plugin '%s' serving grpc.health.v1 for probes on %s (plaintext, health only)", p.name, hl.Addr().String()))
+	}
 	log.Info(fmt.Sprintf("plugwire plugin '%s' serving attach mode on tcp://%s with %s", p.name, listener.Addr().String(), security))
 	select {} // the lifecycle exits the process
 }

@@ -16,6 +16,8 @@ import {
 
 export interface RemoteListen {
   address: TcpAddress;
+  /** PLUGWIRE_HEALTH_LISTEN: a plaintext listener serving grpc.health.v1 only, for probes that cannot present a client certificate (kubelet). */
+  healthAddress?: TcpAddress;
   /** What the startup log line says about the transport. */
   security: string;
   credentials: grpc.ServerCredentials;
@@ -32,6 +34,13 @@ export function remoteListenFromEnv(pluginName: string, env: NodeJS.ProcessEnv =
   const who = `plugwire plugin '${pluginName}'`;
   const address = parseTcpAddress(listen);
   if (typeof address === "string") return `${who}: ${REMOTE_ENV.listen}=${address}`;
+  const healthText = env[REMOTE_ENV.healthListen];
+  let healthAddress: TcpAddress | undefined;
+  if (healthText) {
+    const parsed = parseTcpAddress(healthText);
+    if (typeof parsed === "string") return `${who}: ${REMOTE_ENV.healthListen}=${parsed}`;
+    healthAddress = parsed;
+  }
   const cert = env[REMOTE_ENV.tlsCert];
   const key = env[REMOTE_ENV.tlsKey];
   const clientCa = env[REMOTE_ENV.tlsClientCa];
@@ -49,7 +58,7 @@ export function remoteListenFromEnv(pluginName: string, env: NodeJS.ProcessEnv =
         `Anyone who can reach ${address.host} could drive this plugin; set ${REMOTE_ENV.tlsCert}, ${REMOTE_ENV.tlsKey} and ${REMOTE_ENV.tlsClientCa} instead.`
       );
     }
-    return { address, security: "plaintext (loopback only)", credentials: grpc.ServerCredentials.createInsecure() };
+    return { address, healthAddress, security: "plaintext (loopback only)", credentials: grpc.ServerCredentials.createInsecure() };
   }
   const missing = [
     [REMOTE_ENV.tlsCert, cert],
@@ -66,6 +75,7 @@ export function remoteListenFromEnv(pluginName: string, env: NodeJS.ProcessEnv =
   if (!Number.isInteger(reloadMs) || reloadMs < 1) return `${who}: ${REMOTE_ENV.tlsReloadMs}=${JSON.stringify(reloadText)} must be a whole number of milliseconds, at least 1`;
   return {
     address,
+    healthAddress,
     security: `mutual TLS (client certificates must chain to ${clientCa}; files re-read every ${reloadMs} ms)`,
     credentials: remoteServerCredentials({ cert: cert!, key: key!, clientCa: clientCa!, reloadMs }),
   };

@@ -457,6 +457,25 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   if (remote) {
     const port = await listenTcp(server, remote.address, remote.credentials);
     const shown = remote.address.host.includes(":") ? `[${remote.address.host}]` : remote.address.host;
+    if (remote.healthAddress) {
+      // Probes (the kubelet's) get the serving status in plaintext, and nothing else.
+      const probes = createServer();
+      addService(
+        probes,
+        health.Health,
+        {
+          async check() {
+            return { status: servingStatus };
+          },
+          async watch(_request, call) {
+            call.write({ status: servingStatus });
+          },
+        },
+        { authorize: () => undefined },
+      );
+      const healthPort = await listenTcp(probes, remote.healthAddress, grpc.ServerCredentials.createInsecure());
+      log.info(`plugwire plugin '${plugin.name}' serving grpc.health.v1 for probes on port ${healthPort} (plaintext, health only)`, { healthPort });
+    }
     log.info(`plugwire plugin '${plugin.name}' serving attach mode on tcp://${shown}:${port} with ${remote.security}`, { port });
     return;
   }
