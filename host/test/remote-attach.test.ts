@@ -45,8 +45,9 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
     dir = mkdtempSync(join(tmpdir(), "pw-remote-"));
     net = createNetPair();
     pki = makePki(join(dir, "pki"));
-    const server = pki.issue("plugin", { cn: "counter", san: [net.pluginIp, "counter.plugwire.test"], usage: "server" });
-    const client = pki.issue("host", { cn: "plugwire-host", usage: "client" });
+    // Both serve and call: the plugin's certificate is also its client certificate for HostService, and the host's its server certificate.
+    const server = pki.issue("plugin", { cn: "counter", san: [net.pluginIp, "counter.plugwire.test"], usage: "both" });
+    const client = pki.issue("host", { cn: "plugwire-host", san: [net.hostIp], usage: "both" });
     files = {
       serverCert: join(dir, "tls-plugin.crt"),
       serverKey: join(dir, "tls-plugin.key"),
@@ -114,8 +115,8 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
     };
   }
 
-  function startHost(plugins: Record<string, unknown>[]): RemoteHostProc {
-    const host = new RemoteHostProc(net.hostNs, fixture("remote-host"), { dataDir: mkdtempSync(join(dir, "host-")), plugins });
+  function startHost(plugins: Record<string, unknown>[], extra: Record<string, unknown> = {}): RemoteHostProc {
+    const host = new RemoteHostProc(net.hostNs, fixture("remote-host"), { dataDir: mkdtempSync(join(dir, "host-")), plugins, ...extra });
     cleanups.push(() => host.close());
     return host;
   }
@@ -180,6 +181,25 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
     const sent = await burst;
     assert.deepEqual([sent.ok, sent.failed], [400, 0], JSON.stringify(sent.errors));
     assert.deepEqual((await host.command({ op: "counts", plugin: "counter-go" })).counts, expected(600));
+  });
+
+  test("host calls: an attached plugin calls HostService over mutual TLS (remoteHostService) with the token the host sent", async () => {
+    const hostServicePort = PORT + 2;
+    const sup = await startPlugin("presence", pluginEnv({ PLUGWIRE_HOST_ADDRESS: `tcp://${net.hostIp}:${hostServicePort}` }), [process.execPath, example("presence")]);
+    const host = startHost([attachConfig({ name: "presence", capabilities: ["peers"] })], {
+      remoteHostService: { listen: `tcp://${net.hostIp}:${hostServicePort}`, tls: { ca: files.hostCa, cert: files.hostCert, key: files.hostKey } },
+    });
+    const started = await host.command({ op: "start" });
+    assert.equal(started.error, undefined, String(started.error));
+    // presence's handler awaits lookupName and lookupX25519: a failed host call fails the payload.
+    const sent = await host.command({ op: "dispatch", n: 50, peers: PEERS, kind: "presence.who" });
+    assert.deepEqual([sent.ok, sent.failed], [50, 0], JSON.stringify(sent.errors));
+    assert.ok(sup.servingCount >= 1);
+    // A client certificate of another CA is refused by the host's TLS listener.
+    const other = pki.newCa("hs-other-ca");
+    const stranger = pki.issue("hs-stranger", { cn: "x", usage: "client", ca: other });
+    const probe = spawnSync("ip", ["netns", "exec", net.pluginNs, process.execPath, fixture("remote-probe"), JSON.stringify({ host: net.hostIp, port: hostServicePort, servername: net.hostIp, ca: pki.ca, cert: stranger.cert, key: stranger.key })], { encoding: "utf8", timeout: 20_000 });
+    assert.equal((JSON.parse(probe.stdout.trim()) as { ok: boolean }).ok, false, "the host's HostService must refuse a client certificate of another CA");
   });
 
   test("the link cut for 5 s and restored: nothing lost, nothing doubled", async () => {

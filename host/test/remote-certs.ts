@@ -19,7 +19,7 @@ export interface Pki {
   ca: string;
   caKey: string;
   /** Signs `ca`-issued pairs. */
-  issue(name: string, options: { cn: string; san?: string[]; usage: "server" | "client"; expired?: boolean; ca?: { ca: string; caKey: string } }): CertPair;
+  issue(name: string, options: { cn: string; san?: string[]; usage: "server" | "client" | "both"; expired?: boolean; ca?: { ca: string; caKey: string } }): CertPair;
   /** A new, unrelated CA. */
   newCa(name: string): { ca: string; caKey: string };
 }
@@ -61,7 +61,7 @@ export function makePki(dir: string): Pki {
     const lines = [
       "basicConstraints=critical,CA:FALSE",
       "keyUsage=critical,digitalSignature,keyEncipherment",
-      `extendedKeyUsage=${options.usage === "server" ? "serverAuth" : "clientAuth"}`,
+      `extendedKeyUsage=${options.usage === "both" ? "serverAuth,clientAuth" : options.usage === "server" ? "serverAuth" : "clientAuth"}`,
       ...(san ? [`subjectAltName=${san}`] : []),
     ];
     writeFileSync(ext, `${lines.join("\n")}\n`);

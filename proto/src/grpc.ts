@@ -313,6 +313,8 @@ export interface ClientOptions {
    * client: a plugin serves one connection, its host's (docs/protocol.md §6.3).
    */
   shareWith?: Connection<GenServiceMethods>;
+  /** Read at every call instead of `token`: attach mode learns its token from the host's first Start (docs/protocol.md §18). */
+  tokenOf?: () => string;
   /** Channel credentials; default insecure (unix sockets). Attach mode passes mutual-TLS credentials (remote.ts). */
   credentials?: grpc.ChannelCredentials;
   /** Extra channel options (for example the TLS name override and keepalive of attach mode). */
@@ -341,7 +343,7 @@ export function connect<S extends GenServiceMethods>(
   const auth = `Bearer ${options.token}`;
   const metadata = (): grpc.Metadata => {
     const m = new grpc.Metadata();
-    m.set(AUTH_METADATA_KEY, auth);
+    m.set(AUTH_METADATA_KEY, options.tokenOf ? `Bearer ${options.tokenOf()}` : auth);
     return m;
   };
   const callOptions = (o?: CallOptions): grpc.CallOptions =>

@@ -27,6 +27,14 @@ export const REMOTE_ENV = {
    * the kubelet's gRPC probes. It tells only whether the plugin serves.
    */
   healthListen: "PLUGWIRE_HEALTH_LISTEN",
+  /**
+   * Optional `tcp://HOST:PORT` of the host's HostService over mutual TLS
+   * (host option remoteHostService). Same name as the spawned plugin's
+   * variable; in attach mode only tcp:// is accepted.
+   */
+  hostAddress: "PLUGWIRE_HOST_ADDRESS",
+  /** The name the host's HostService certificate carries; default the host of PLUGWIRE_HOST_ADDRESS. */
+  hostServerName: "PLUGWIRE_HOST_SERVER_NAME",
   /** `1`: serve plaintext without TLS. Refused unless the listen address is loopback. */
   allowPlaintext: "PLUGWIRE_ALLOW_PLAINTEXT_LOOPBACK",
 } as const;

@@ -3,6 +3,7 @@ import {
   HostService,
   PeerSource as WirePeerSource,
   connect,
+  type ClientOptions,
   type PeerEvent as WirePeerEvent,
 } from "@plugwire/proto";
 import type { Control, Identity, Peers } from "./plugin.js";
@@ -39,8 +40,8 @@ export function fromWirePeerEvent(e: WirePeerEvent): PeerEvent | undefined {
 }
 
 /** Typed access to the host's HostService for one plugin launch. */
-export function hostPorts(address: string, token: string, pluginName: string) {
-  const conn = connect(HostService, address, { token, plugin: pluginName });
+export function hostPorts(address: string, token: string, pluginName: string, remote?: Pick<ClientOptions, "tokenOf" | "credentials" | "channelOptions">) {
+  const conn = connect(HostService, address, { token, plugin: pluginName, ...remote });
   const host = conn.client;
   const peers: Peers = {
     async lookupX25519(peer) {

@@ -13,6 +13,7 @@ import {
   SNAPSHOT_CHUNK_BYTES,
   SnapshotResponseSchema,
   addService,
+  bearerToken,
   createServer,
   hasBearerToken,
   health,
@@ -91,7 +92,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   }
   const socketDir = remote ? "/" : requireEnv(ENV.socketDir);
   const instanceId = remote ? process.env[ENV.instanceId] || plugin.name : requireEnv(ENV.instanceId);
-  const hostAddress = remote ? process.env[ENV.hostAddress] || REMOTE_NO_HOST_SERVICE : requireEnv(ENV.hostAddress);
+  const hostAddress = remote ? (remote.host?.target ?? REMOTE_NO_HOST_SERVICE) : requireEnv(ENV.hostAddress);
   if (!/^[A-Za-z0-9._-]+$/.test(instanceId)) {
     fatal(`plugwire plugin '${plugin.name}': ${ENV.instanceId}=${JSON.stringify(instanceId)} may only use [A-Za-z0-9._-].`);
   }
@@ -121,7 +122,14 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   }
 
   const log = createLogger();
-  const ports = hostPorts(hostAddress, token, plugin.name);
+  // Attach mode: the token for host calls is the one the host sends with Start (docs/protocol.md §18).
+  let remoteHostToken = "";
+  const ports = hostPorts(
+    hostAddress,
+    token,
+    plugin.name,
+    remote?.host ? { tokenOf: () => remoteHostToken, credentials: remote.host.credentials, channelOptions: remote.host.channelOptions } : undefined,
+  );
   const shutdownController = new AbortController();
   let capabilities = new Set<Capability>();
   let context: PluginContext = {
@@ -175,7 +183,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   const server = createServer();
   const deliverCalls = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
   const authorize = (metadata: grpc.Metadata, method: string): void => {
-    if (remote) return authorizeRemoteSession(method);
+    if (remote) return authorizeRemoteSession(method, metadata);
     if (refusedReason(metadata) === "second-connection") {
       throw new PlugwireError(
         "unauthenticated",
@@ -203,10 +211,13 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
    * (docs/protocol.md §18).
    */
   let sessionStarted = false;
-  function authorizeRemoteSession(method: string): void {
+  function authorizeRemoteSession(method: string, metadata: grpc.Metadata): void {
     if (method !== "Describe" && method !== "Start") return;
     if (!sessionStarted) {
-      if (method === "Start") sessionStarted = true;
+      if (method === "Start") {
+        sessionStarted = true;
+        remoteHostToken = bearerToken(metadata) ?? "";
+      }
       return;
     }
     log.warn(`a new host session began (${method}) after this process served one; exiting so the process manager restarts it with fresh state`);

@@ -10,6 +10,7 @@ import type * as z from "zod";
 import { PlugwireError } from "@plugwire/proto";
 import { pluginConfigJson, type PluginConfig, type PluginEntry } from "../config.js";
 import { configSchema, keysAt, type RawConfig } from "./config-schema.js";
+import type { RemoteHostServiceOptions } from "../launch/attach.js";
 
 export interface PeerSeed {
   nodeId: string;
@@ -28,6 +29,7 @@ export interface ConfigFile {
   maxConcurrentLaunches: number | undefined;
   /** A payload kind claimed by two plugins is an error. */
   strictKinds: boolean | undefined;
+  remoteHostService: RemoteHostServiceOptions | undefined;
   plugins: PluginEntry[];
   /** Peers the in-memory directory starts with. */
   peers: PeerSeed[];
@@ -158,6 +160,7 @@ export function loadConfigFile(path: string): ConfigFile {
     runDirParent: config.runDirParent === undefined ? undefined : isAbsolute(config.runDirParent) ? config.runDirParent : resolve(base, config.runDirParent),
     maxConcurrentLaunches: config.maxConcurrentLaunches,
     strictKinds: config.strictKinds,
+    remoteHostService: remoteHostServiceOf(config.remoteHostService, base),
     plugins,
     peers,
   };
@@ -291,4 +294,10 @@ function checkCommandOrAttach(p: RawConfig["plugins"][number], i: number, where:
   if (p.command !== undefined && p.attach !== undefined) {
     fail(where(["attach"]), `plugins[${i}] (plugin '${p.name}') sets both command and attach: a plugin is spawned by the host or attached to, not both`);
   }
+}
+
+/** `remoteHostService` with its TLS files resolved against the config file's dir. */
+function remoteHostServiceOf(r: RawConfig["remoteHostService"], base: string): RemoteHostServiceOptions | undefined {
+  if (!r) return undefined;
+  return { ...r, ...(r.tls ? { tls: { ca: resolve(base, r.tls.ca), cert: resolve(base, r.tls.cert), key: resolve(base, r.tls.key) } } : {}) };
 }

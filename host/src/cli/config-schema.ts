@@ -65,6 +65,13 @@ export const HOST_OPTIONS: readonly OptionDoc[] = [
     unit: "",
     about: "true: a payload kind claimed by two plugins is an error (the later one is refused); false: the first listed wins, the other is warned about",
   },
+  {
+    key: "remoteHostService",
+    default: "(none)",
+    unit: "",
+    about:
+      "HostService also on TCP for attached plugins: { listen: tcp://HOST:PORT, tls: { ca, cert, key } (PEM files, relative to the file's dir; ca signs the plugins' client certificates), plaintext (loopback only) }",
+  },
   { key: "peers", default: "[]", unit: "", about: "peers the in-memory directory starts with: - { nodeId: HEX, name: NAME, x25519: HEX }" },
   { key: "plugins", default: "(required)", unit: "", about: "the plugins, in priority order: the first to claim a payload kind wins it" },
 ];
@@ -192,6 +199,13 @@ export const configSchema = z.strictObject({
   runDirParent: z.string().min(1).optional(),
   maxConcurrentLaunches: z.number().int().min(1).optional(),
   strictKinds: z.boolean().optional(),
+  remoteHostService: z
+    .strictObject({
+      listen: z.string().regex(/^tcp:\/\/\S+:[0-9]{1,5}$/, { error: "must be tcp://HOST:PORT" }),
+      tls: z.strictObject({ ca: z.string().min(1), cert: z.string().min(1), key: z.string().min(1) }).optional(),
+      plaintext: z.boolean().optional(),
+    })
+    .optional(),
   peers: z.array(peerSchema).optional(),
   plugins: z.array(pluginSchema).min(1),
 });

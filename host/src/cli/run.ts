@@ -93,6 +93,7 @@ export async function run(options: RunOptions): Promise<Host> {
     runDirParent: config.runDirParent,
     maxConcurrentLaunches: config.maxConcurrentLaunches,
     strictKinds: config.strictKinds,
+    remoteHostService: config.remoteHostService,
   });
   await host.start();
   let admin: AdminServer;

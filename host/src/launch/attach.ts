@@ -17,7 +17,19 @@ import * as http2 from "node:http2";
 import { isIP } from "node:net";
 import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
-import { PROTOCOL_VERSION, PluginService, PlugwireError, connect, health, isLoopbackHost, parseTcpAddress, tcpTarget, type TcpAddress } from "@plugwire/proto";
+import {
+  DEFAULT_TLS_RELOAD_MS,
+  PROTOCOL_VERSION,
+  PluginService,
+  PlugwireError,
+  connect,
+  health,
+  isLoopbackHost,
+  parseTcpAddress,
+  remoteServerCredentials,
+  tcpTarget,
+  type TcpAddress,
+} from "@plugwire/proto";
 import type { Logger } from "pino";
 import type { Handshake } from "../handshake/parse.js";
 import type { DialedPlugin } from "../transport/dial.js";
@@ -306,5 +318,53 @@ export async function attachPlugin(name: string, attach: ResolvedAttachConfig, o
       end({ code: null, signal, lost: `was disconnected by the host from ${attach.address} (${signal === "SIGKILL" ? "kill" : signal})` }, "closed");
     },
     limitExceeded: () => undefined,
+  };
+}
+
+/**
+ * Host option `remoteHostService`: HostService served on TCP with mutual TLS
+ * as well as on the host's unix socket, for attached plugins (their
+ * PLUGWIRE_HOST_ADDRESS). A caller must present a client certificate that
+ * chains to `tls.ca`, and its calls still carry the per-launch token the host
+ * sent it with Start, which says which plugin calls (docs/protocol.md §18).
+ */
+export interface RemoteHostServiceOptions {
+  /** `tcp://HOST:PORT` to listen on. */
+  listen: string;
+  /** PEM files: the host's server certificate and key, and the CA that signs the plugins' client certificates. */
+  tls?: { ca: string; cert: string; key: string };
+  /** Serve it without TLS: only on a loopback address. */
+  plaintext?: boolean;
+}
+
+/** Validates `remoteHostService` and makes its server credentials (the files are re-read every 10 s). */
+export function resolveRemoteHostService(input: unknown): { address: TcpAddress; credentials: grpc.ServerCredentials; listen: string } {
+  const fail = (what: string): never => {
+    throw new PlugwireError("invalid_config", `host option remoteHostService ${what}`);
+  };
+  if (input === null || typeof input !== "object" || Array.isArray(input)) fail("must be an object { listen: tcp://HOST:PORT, tls: { ca, cert, key } }");
+  const o = input as Record<string, unknown>;
+  if (typeof o.listen !== "string") fail("needs listen: tcp://HOST:PORT");
+  const address = parseTcpAddress(o.listen as string);
+  if (typeof address === "string") fail(`listen ${address}`);
+  const tcp = address as TcpAddress;
+  const tls = o.tls as Record<string, unknown> | undefined;
+  if (tls === undefined) {
+    if (o.plaintext !== true) fail("needs tls: { ca, cert, key }; plaintext: true is allowed only on a loopback address");
+    if (!isLoopbackHost(tcp.host)) fail(`refuses plaintext on ${o.listen as string}: ${tcp.host} is not a loopback address; give it tls: { ca, cert, key }`);
+    return { address: tcp, credentials: grpc.ServerCredentials.createInsecure(), listen: o.listen as string };
+  }
+  for (const key of ["ca", "cert", "key"]) if (typeof tls[key] !== "string" || (tls[key] as string).length === 0) fail(`tls.${key} must be a PEM file path`);
+  for (const key of ["ca", "cert", "key"]) {
+    try {
+      readFileSync(tls[key] as string);
+    } catch (e) {
+      fail(`tls.${key} ${tls[key] as string} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+  }
+  return {
+    address: tcp,
+    credentials: remoteServerCredentials({ cert: tls.cert as string, key: tls.key as string, clientCa: tls.ca as string, reloadMs: DEFAULT_TLS_RELOAD_MS }),
+    listen: o.listen as string,
   };
 }

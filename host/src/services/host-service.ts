@@ -15,9 +15,11 @@ import {
   bearerToken,
   createServer,
   http2StreamOf,
+  listenTcp,
   listenUnix,
   toServiceStatus,
   type WatchPeersResponse,
+  type TcpAddress,
 } from "@plugwire/proto";
 import { PLUGIN_DEFAULTS, type Capability } from "../config.js";
 import type { HostMetrics } from "../metrics.js";
@@ -424,6 +426,11 @@ export class HostServiceServer {
 
   get address(): string {
     return `unix://${this.options.socketPath}`;
+  }
+
+  /** Also serves HostService on TCP (host option remoteHostService, launch/attach.ts); resolves with the port. */
+  listenRemote(address: TcpAddress, credentials: grpc.ServerCredentials): Promise<number> {
+    return listenTcp(this.server, address, credentials);
   }
 
   /**
