@@ -29,6 +29,7 @@ const skip = support.skip ?? (support.fail === undefined && !hasOpenssl() ? "the
 if (skip) process.stderr.write(`remote-attach tests skipped: ${skip}\n`);
 
 const PORT = 7443;
+const PRESENCE_GO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "plugins-example", "go", "bin", "presence-go");
 const COUNTER_GO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "plugins-example", "go", "bin", "counter-go");
 const PEERS = 4;
 
@@ -183,24 +184,29 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
     assert.deepEqual((await host.command({ op: "counts", plugin: "counter-go" })).counts, expected(600));
   });
 
-  test("host calls: an attached plugin calls HostService over mutual TLS (remoteHostService) with the token the host sent", async () => {
-    const hostServicePort = PORT + 2;
-    const sup = await startPlugin("presence", pluginEnv({ PLUGWIRE_HOST_ADDRESS: `tcp://${net.hostIp}:${hostServicePort}` }), [process.execPath, example("presence")]);
-    const host = startHost([attachConfig({ name: "presence", capabilities: ["peers"] })], {
-      remoteHostService: { listen: `tcp://${net.hostIp}:${hostServicePort}`, tls: { ca: files.hostCa, cert: files.hostCert, key: files.hostKey } },
+  for (const lang of ["TS", "Go"] as const) {
+    const name = lang === "TS" ? "presence" : "presence-go";
+    const command = () => (lang === "TS" ? [process.execPath, example("presence")] : [PRESENCE_GO]);
+    const skipGo = lang === "Go" && !existsSync(PRESENCE_GO) ? "skipped: plugins-example/go/bin/presence-go is not built (scripts/setup-polyglot.sh)" : false;
+    test(`host calls (${lang} SDK): an attached plugin calls HostService over mutual TLS (remoteHostService) with the token the host sent`, { skip: skipGo }, async () => {
+      const hostServicePort = PORT + 2;
+      const sup = await startPlugin(name, pluginEnv({ PLUGWIRE_HOST_ADDRESS: `tcp://${net.hostIp}:${hostServicePort}` }), command());
+      const host = startHost([attachConfig({ name, capabilities: ["peers"] })], {
+        remoteHostService: { listen: `tcp://${net.hostIp}:${hostServicePort}`, tls: { ca: files.hostCa, cert: files.hostCert, key: files.hostKey } },
+      });
+      const started = await host.command({ op: "start" });
+      assert.equal(started.error, undefined, String(started.error));
+      // The handler awaits lookupName and lookupX25519: a failed host call fails the payload.
+      const sent = await host.command({ op: "dispatch", n: 50, peers: PEERS, kind: `${name}.who` });
+      assert.deepEqual([sent.ok, sent.failed], [50, 0], JSON.stringify(sent.errors));
+      assert.ok(sup.servingCount >= 1);
+      // A client certificate of another CA is refused by the host's TLS listener.
+      const other = pki.newCa(`hs-other-ca-${lang}`);
+      const stranger = pki.issue(`hs-stranger-${lang}`, { cn: "x", usage: "client", ca: other });
+      const probe = spawnSync("ip", ["netns", "exec", net.pluginNs, process.execPath, fixture("remote-probe"), JSON.stringify({ host: net.hostIp, port: hostServicePort, servername: net.hostIp, ca: pki.ca, cert: stranger.cert, key: stranger.key })], { encoding: "utf8", timeout: 20_000 });
+      assert.equal((JSON.parse(probe.stdout.trim()) as { ok: boolean }).ok, false, "the host's HostService must refuse a client certificate of another CA");
     });
-    const started = await host.command({ op: "start" });
-    assert.equal(started.error, undefined, String(started.error));
-    // presence's handler awaits lookupName and lookupX25519: a failed host call fails the payload.
-    const sent = await host.command({ op: "dispatch", n: 50, peers: PEERS, kind: "presence.who" });
-    assert.deepEqual([sent.ok, sent.failed], [50, 0], JSON.stringify(sent.errors));
-    assert.ok(sup.servingCount >= 1);
-    // A client certificate of another CA is refused by the host's TLS listener.
-    const other = pki.newCa("hs-other-ca");
-    const stranger = pki.issue("hs-stranger", { cn: "x", usage: "client", ca: other });
-    const probe = spawnSync("ip", ["netns", "exec", net.pluginNs, process.execPath, fixture("remote-probe"), JSON.stringify({ host: net.hostIp, port: hostServicePort, servername: net.hostIp, ca: pki.ca, cert: stranger.cert, key: stranger.key })], { encoding: "utf8", timeout: 20_000 });
-    assert.equal((JSON.parse(probe.stdout.trim()) as { ok: boolean }).ok, false, "the host's HostService must refuse a client certificate of another CA");
-  });
+  }
 
   test("the link cut for 5 s and restored: nothing lost, nothing doubled", async () => {
     const sup = await startPlugin("link");

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/plugwire/plugwire/sdk/go/gen/plugwire/v1"
@@ -206,9 +208,17 @@ type sessionGate struct {
 	life    *lifecycle
 	mu      sync.Mutex
 	started bool
+	// token is the bearer token the host sent with Start: host calls carry it.
+	token atomic.Value
 }
 
-func (g *sessionGate) check(fullMethod string) error {
+// hostToken is the token of the host's session ("" before Start).
+func (g *sessionGate) hostToken() string {
+	t, _ := g.token.Load().(string)
+	return t
+}
+
+func (g *sessionGate) check(ctx context.Context, fullMethod string) error {
 	method := path.Base(fullMethod)
 	if method != "Describe" && method != "Start" {
 		return nil
@@ -218,6 +228,10 @@ func (g *sessionGate) check(fullMethod string) error {
 	if !g.started {
 		if method == "Start" {
 			g.started = true
+			md, _ := metadata.FromIncomingContext(ctx)
+			if values := md.Get(AuthMetadataKey); len(values) == 1 && strings.HasPrefix(values[0], "Bearer ") {
+				g.token.Store(strings.TrimPrefix(values[0], "Bearer "))
+			}
 		}
 		return nil
 	}
@@ -232,14 +246,14 @@ func (g *sessionGate) check(fullMethod string) error {
 }
 
 func (g *sessionGate) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := g.check(info.FullMethod); err != nil {
+	if err := g.check(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
 }
 
 func (g *sessionGate) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := g.check(info.FullMethod); err != nil {
+	if err := g.check(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
 	return handler(srv, ss)
@@ -270,14 +284,10 @@ func serveRemote(plugin Plugin, listen string) {
 	if instanceID == "" {
 		instanceID = p.name
 	}
-	hostAddress := os.Getenv(EnvHostAddress)
-	if hostAddress == "" {
-		hostAddress = remoteNoHostService
-	}
-
 	log := newLogger(os.Stderr)
 	grpclog.SetLoggerV2(grpcLogger{log})
-	hostClient, err := dialHost(hostAddress, "")
+	gate := &sessionGate{plugin: p.name}
+	hostClient, err := dialRemoteHost(os.Getenv(EnvHostAddress), gate.hostToken)
 	if err != nil {
 		fatal("plugwire plugin '%s': %v", p.name, err)
 	}
@@ -290,7 +300,7 @@ func serveRemote(plugin Plugin, listen string) {
 		life.stop(sig.String(), stopGrace)
 	}()
 
-	gate := &sessionGate{plugin: p.name, life: life}
+	gate.life = life
 	server := grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
@@ -341,4 +351,64 @@ func serveRemote(plugin Plugin, listen string) {
 	}
 	log.Info(fmt.Sprintf("plugwire plugin '%s' serving attach mode on tcp://%s with %s", p.name, listener.Addr().String(), security))
 	select {} // the lifecycle exits the process
+}
+
+// dynamicBearer attaches the token of the host's session to every call.
+type dynamicBearer func() string
+
+func (b dynamicBearer) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(metadata.AppendToOutgoingContext(ctx, AuthMetadataKey, "Bearer "+b()), method, req, reply, cc, opts...)
+}
+
+func (b dynamicBearer) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(metadata.AppendToOutgoingContext(ctx, AuthMetadataKey, "Bearer "+b()), desc, cc, method, opts...)
+}
+
+// dialRemoteHost reaches the host's HostService in attach mode:
+// PLUGWIRE_HOST_ADDRESS=tcp://HOST:PORT (host option remoteHostService), with
+// this plugin's certificate as its client certificate and PLUGWIRE_TLS_CLIENT_CA
+// trusted for the host's; unset, host calls fail as unavailable.
+func dialRemoteHost(address string, token func() string) (*hostClient, error) {
+	target := remoteNoHostService
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if address != "" {
+		host, port, err := parseListen(address)
+		if err != nil {
+			return nil, fmt.Errorf("%s=%v (in attach mode the host's HostService is reached over TCP)", EnvHostAddress, err)
+		}
+		target = "dns:" + net.JoinHostPort(host, strconv.Itoa(port))
+		cert, key, ca := os.Getenv(EnvTLSCert), os.Getenv(EnvTLSKey), os.Getenv(EnvTLSClientCA)
+		if cert == "" {
+			if !isLoopbackHost(host) {
+				return nil, fmt.Errorf("refusing to call the host's HostService at %s in plaintext: not a loopback address; set the TLS variables", address)
+			}
+		} else {
+			pair, err := tls.LoadX509KeyPair(cert, key)
+			if err != nil {
+				return nil, fmt.Errorf("cannot load %s and %s for host calls: %w", EnvTLSCert, EnvTLSKey, err)
+			}
+			raw, err := os.ReadFile(ca)
+			if err != nil {
+				return nil, fmt.Errorf("cannot read %s: %w", EnvTLSClientCA, err)
+			}
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(raw)
+			serverName := os.Getenv("PLUGWIRE_HOST_SERVER_NAME")
+			if serverName == "" {
+				serverName = host
+			}
+			creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: serverName})
+		}
+	}
+	auth := dynamicBearer(token)
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		grpc.WithUnaryInterceptor(auth.unary),
+		grpc.WithStreamInterceptor(auth.stream),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("cannot use host address %q: %w", address, err)
+	}
+	return &hostClient{conn: conn, client: pb.NewHostServiceClient(conn)}, nil
 }
