@@ -15,7 +15,24 @@ import { writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import type { Host, PluginConfig } from "@plugwire/host";
-import { benchHost, COUNTER_PLUGIN, killTracked, nextEvent, nodePlugin, now, progress, pump, removeTempDir, SINK_PLUGIN, spawnTracked, tempDir, withTimeout } from "../lib.js";
+import {
+  benchHost,
+  COUNTER_PLUGIN,
+  killTracked,
+  nextEvent,
+  nodePlugin,
+  now,
+  progress,
+  pump,
+  removeTempDir,
+  REPORT_PEER,
+  SINK_PLUGIN,
+  spawnTracked,
+  SRC_PEER,
+  tempDir,
+  waitForReport,
+  withTimeout,
+} from "../lib.js";
 import { DISPATCH_256_COUNT, measureDispatch } from "./delivery.js";
 import type { Scenario } from "./types.js";
 
@@ -32,9 +49,10 @@ function makeCerts(dir: string): Certs {
   const key = (name: string): void => openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", `${name}.key`]);
   key("ca");
   openssl(["req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", "2", "-subj", "/CN=bench-ca", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", "-out", "ca.pem"]);
+  // Each side also plays the other role: the host serves HostService (remoteHostService) and the plugin calls it.
   for (const [name, usage, extra] of [
-    ["server", "serverAuth", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-    ["client", "clientAuth", ""],
+    ["server", "serverAuth,clientAuth", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+    ["client", "clientAuth,serverAuth", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
   ] as const) {
     key(name);
     openssl(["req", "-new", "-key", `${name}.key`, "-subj", `/CN=bench-${name}`, "-out", `${name}.csr`]);
@@ -89,9 +107,10 @@ class Supervised {
   }
 }
 
-function attachEnv(port: number, certs: Certs): NodeJS.ProcessEnv {
+function attachEnv(port: number, certs: Certs, hostServicePort?: number): NodeJS.ProcessEnv {
   return {
     PATH: process.env.PATH,
+    ...(hostServicePort ? { PLUGWIRE_HOST_ADDRESS: `tcp://127.0.0.1:${hostServicePort}`, PLUGWIRE_HOST_SERVER_NAME: "localhost" } : {}),
     PLUGWIRE_LISTEN: `tcp://127.0.0.1:${port}`,
     PLUGWIRE_TLS_CERT: certs.serverCert,
     PLUGWIRE_TLS_KEY: certs.serverKey,
@@ -110,6 +129,31 @@ function attached(name: string, port: number, certs: Certs, extra: Partial<Plugi
     handshakeTimeoutMs: 5_000,
     ...extra,
   } as unknown as PluginConfig;
+}
+
+interface LookupReport {
+  p50Us: number;
+  p99Us: number;
+  count: number;
+  name?: string;
+}
+
+/** Sequential ctx.peers.lookupName round trips timed inside the sink's handler, one report per rep. */
+async function lookupRtt(bh: ReturnType<typeof benchHost>, reps: number, n: number, label: string): Promise<{ p50: number[]; p99: number[]; name?: string }> {
+  const p50: number[] = [];
+  const p99: number[] = [];
+  let name: string | undefined;
+  for (let rep = 1; rep <= reps; rep++) {
+    const body = new TextEncoder().encode(JSON.stringify({ n, warmup: rep === 1 ? 300 : 30, maxMs: 20_000, reportTo: Buffer.from(REPORT_PEER).toString("hex") }));
+    const before = bh.reports.length;
+    await withTimeout(bh.host.dispatch(SRC_PEER, "bench.lookup", body), 60_000, "bench.lookup dispatch");
+    const report = (await waitForReport(bh.reports, before, 10_000)) as LookupReport;
+    name = report.name;
+    p50.push(report.p50Us);
+    p99.push(report.p99Us);
+    progress(`  ${label} rep ${rep}/${reps}: p50 ${report.p50Us.toFixed(0)} µs, p99 ${report.p99Us.toFixed(0)} µs over ${report.count} calls`);
+  }
+  return { p50, p99, name };
 }
 
 /** SIGKILLs `pid` and resolves with kill → ready in ms. */
@@ -132,22 +176,40 @@ export const attach: Scenario = {
       const count = ctx.quick ? DISPATCH_256_COUNT.quick : DISPATCH_256_COUNT.full;
 
       // Dispatch: spawned (unix socket) then attached (TCP + TLS), one host each.
-      const unix = benchHost([nodePlugin("sink", SINK_PLUGIN)]);
+      const lookups = ctx.quick ? 500 : 2_000;
+      const unix = benchHost([nodePlugin("sink", SINK_PLUGIN, { capabilities: ["peers", "control"] })]);
       let unixRates: number[];
+      let unixRtt: Awaited<ReturnType<typeof lookupRtt>>;
       try {
         await withTimeout(unix.host.start(), 60_000, "host.start");
         unixRates = (await measureDispatch(ctx, "attach_unix_dispatch", unix.host, ["bench.sink"], 256, count, 256)).rates;
+        unixRtt = await lookupRtt(unix, ctx.reps, lookups, "attach_unix_host_call");
       } finally {
         await unix.close();
       }
       const sinkPort = await freePort();
-      const sink = new Supervised(SINK_PLUGIN, attachEnv(sinkPort, certs));
+      const hostServicePort = await freePort();
+      const sink = new Supervised(SINK_PLUGIN, attachEnv(sinkPort, certs, hostServicePort));
       supervised.push(sink);
       await sink.serving(30_000);
-      const tls = benchHost([attached("sink", sinkPort, certs)]);
+      const tls = benchHost([attached("sink", sinkPort, certs, { capabilities: ["peers", "control"] })], {
+        remoteHostService: { listen: `tcp://127.0.0.1:${hostServicePort}`, tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey } },
+      });
       try {
         await withTimeout(tls.host.start(), 60_000, "host.start (attach)");
         const r = await measureDispatch(ctx, "attach_tls_dispatch", tls.host, ["bench.sink"], 256, count, 256);
+        const rtt = await lookupRtt(tls, ctx.reps, lookups, "attach_tls_host_call");
+        const nameNote = (n?: string): string | undefined => (n === "bench-peer" ? undefined : `BUG? lookupName answered ${JSON.stringify(n)}, expected "bench-peer"`);
+        ctx.results.add({ name: "attach_unix_host_call_rtt_p50_us", unit: "µs", values: unixRtt.p50, better: "lower", note: nameNote(unixRtt.name) ?? "spawned sink, HostService on the unix socket (same run)", info: { callsPerRep: lookups } });
+        ctx.results.add({
+          name: "attach_tls_host_call_rtt_p50_us",
+          unit: "µs",
+          values: rtt.p50,
+          better: "lower",
+          baseline: "attach_unix_host_call_rtt_p50_us",
+          note: nameNote(rtt.name) ?? "attached sink, HostService over loopback TCP + mutual TLS (remoteHostService)",
+          info: { callsPerRep: lookups, p99Us: rtt.p99 },
+        });
         ctx.results.add({ name: "attach_unix_dispatch_256b_msgs_per_s", unit: "msgs/s", values: unixRates, better: "higher", note: "spawned sink, unix socket (same run)", info: { payloadsPerRep: count } });
         ctx.results.add({
           name: "attach_tls_dispatch_256b_msgs_per_s",
