@@ -159,7 +159,8 @@ for (const d of deployments) {
         const sp = (service.o.spec.ports ?? []).find((p) => (typeof p.targetPort === "string" ? portNames.get(p.targetPort) : p.targetPort) === listen);
         if (!sp) problem(service.where, `no port targets the plugin's PLUGWIRE_LISTEN port ${listen}`);
         const tls = volumes.get(mounts.find((m) => m.mountPath === tlsMount)?.name)?.secret?.secretName;
-        plugins.set(service.o.metadata.name, { port: sp?.port, dnsNames: certSecrets.get(tls)?.dnsNames ?? [], deployment: name, usages: certSecrets.get(tls)?.usages ?? [] });
+        plugins.set(service.o.metadata.name, { port: sp?.port, dnsNames: certSecrets.get(tls)?.dnsNames ?? [], deployment: name, usages: certSecrets.get(tls)?.usages ?? [], hostAddress: env.PLUGWIRE_HOST_ADDRESS });
+        if (env.PLUGWIRE_HOST_ADDRESS && !(certSecrets.get(tls)?.usages ?? []).includes("client auth")) problem(where, `it calls HostService, but its Certificate (Secret ${tls}) lacks usage 'client auth'`);
         if (!(certSecrets.get(tls)?.usages ?? []).includes("server auth")) problem(where, `its Certificate (Secret ${tls}) lacks usage 'server auth'`);
       }
     }
@@ -205,6 +206,31 @@ else {
       }
       const client = certSecrets.get(volumes.get(mountOf((v) => v?.secret)?.name)?.secret?.secretName);
       if (!(client?.usages ?? []).includes("client auth")) problem(host.where, "the host's Certificate lacks usage 'client auth'");
+      // Plugins that call HostService: the host serves it (remoteHostService) behind a Service they name.
+      const callers = [...plugins.entries()].filter(([, p]) => p.hostAddress);
+      if (callers.length > 0) {
+        const r = config.remoteHostService;
+        if (!r) problem("host/configmap.yaml", `${callers.map(([n]) => n).join(", ")} set PLUGWIRE_HOST_ADDRESS, but the host has no remoteHostService`);
+        else {
+          const listenPort = Number(/:(\d+)$/.exec(r.listen)?.[1]);
+          const hostPorts = new Map((c.ports ?? []).map((p) => [p.name, p.containerPort]));
+          if (![...hostPorts.values()].includes(listenPort)) problem(host.where, `remoteHostService listens on ${listenPort}, which is not a containerPort`);
+          if (!r.tls) problem("host/configmap.yaml", "remoteHostService has no tls");
+          else for (const f of ["ca", "cert", "key"]) if (!r.tls[f].startsWith(`${tlsMount}/`)) problem("host/configmap.yaml", `remoteHostService.tls.${f} is not under the host's TLS mount ${tlsMount}`);
+          if (!(client?.usages ?? []).includes("server auth")) problem(host.where, "the host serves HostService, but its Certificate lacks usage 'server auth'");
+          for (const [name, p] of callers) {
+            const m = /^tcp:\/\/([a-z0-9-]+)\.plugwire\.svc:(\d+)$/.exec(p.hostAddress);
+            const svc = m && services.find((s) => s.o.metadata.name === m[1]);
+            if (!svc) problem(`plugin ${name}`, `PLUGWIRE_HOST_ADDRESS ${p.hostAddress} names no Service of this namespace`);
+            else {
+              const sp = (svc.o.spec.ports ?? []).find((x) => x.port === Number(m[2]));
+              const target = sp && (typeof sp.targetPort === "string" ? hostPorts.get(sp.targetPort) : sp.targetPort);
+              if (target !== listenPort) problem(`plugin ${name}`, `PLUGWIRE_HOST_ADDRESS ${p.hostAddress} does not reach the host's remoteHostService port ${listenPort}`);
+              if (!(client?.dnsNames ?? []).includes(`${m[1]}.plugwire.svc`)) problem(`plugin ${name}`, `the host's Certificate does not carry ${m[1]}.plugwire.svc, the name the plugin dials`);
+            }
+          }
+        }
+      }
     } catch (e) {
       problem("host/configmap.yaml", `plugwire.yaml does not load: ${e.message}`);
     } finally {

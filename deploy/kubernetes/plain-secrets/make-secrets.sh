@@ -43,11 +43,11 @@ data:
   ca.crt: $(base64 -w0 ca.crt)
 YAML
 }
-issue host clientAuth
+issue host clientAuth,serverAuth plugwire-host plugwire-host.plugwire.svc plugwire-host.plugwire.svc.cluster.local
 {
   secret plugwire-host-client-tls host
-  for p in counter echo counter-go; do
-    issue "$p" serverAuth "$p" "$p.plugwire.svc" "$p.plugwire.svc.cluster.local"
+  for p in counter echo counter-go presence; do
+    issue "$p" serverAuth,clientAuth "$p" "$p.plugwire.svc" "$p.plugwire.svc.cluster.local"
     secret "plugwire-$p-tls" "$p"
   done
 } > "$here/secrets.yaml"
