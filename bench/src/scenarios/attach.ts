@@ -1,14 +1,12 @@
 /**
  * Attach mode (docs/remote-plugins.md) over loopback TCP with mutual TLS,
  * beside the same plugins spawned on a unix socket in the same run:
- * dispatch throughput (256 B, every payload acked) and SIGKILL → ready with
- * the snapshot restored. The attached plugins run under a supervisor loop of
- * this process that starts them again at once when they exit (Kubernetes
- * would add its own restart delay). Certificates come from the openssl CLI.
- *
- * Not measured: the host-call round trip of an attached plugin. HostService
- * is served on the host's unix socket only, so an attached plugin has no
- * host calls yet (docs/remote-plugins.md, "What does not scale yet").
+ * dispatch throughput (256 B, every payload acked), the host-call round trip
+ * (lookupName from a handler; HostService over remoteHostService) and
+ * SIGKILL → ready with the snapshot restored. The attached plugins run under
+ * a supervisor loop of this process that starts them again at once when they
+ * exit (Kubernetes would add its own restart delay). Certificates come from
+ * the openssl CLI.
  */
 import { execFileSync, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -167,7 +165,7 @@ async function killToReady(host: Host, plugin: string, pid: number): Promise<num
 
 export const attach: Scenario = {
   name: "attach",
-  describe: "attach mode over loopback TCP + mutual TLS vs the same plugin spawned on a unix socket: dispatch 256 B, SIGKILL → ready (snapshot restored)",
+  describe: "attach mode over loopback TCP + mutual TLS vs the same plugin spawned on a unix socket: dispatch 256 B, host-call RTT, SIGKILL → ready (snapshot restored)",
   async run(ctx) {
     const dir = tempDir("pwattach-");
     const supervised: Supervised[] = [];
