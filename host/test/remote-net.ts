@@ -48,13 +48,33 @@ export function netnsSupport(): { skip?: string; fail?: string } {
 
 let pairs = 0;
 
+/**
+ * Deletes namespaces this helper made for a test process that is gone (one
+ * that was SIGKILLed could not run its cleanup): pwh-PID-N / pwp-PID-N.
+ */
+function removeStaleNamespaces(): void {
+  const list = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout ?? "";
+  for (const m of list.matchAll(/^(pw[hp]-(\d+)-\d+)\b/gm)) {
+    const pid = Number(m[2]);
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch {
+      alive = false;
+    }
+    if (!alive) spawnSync("ip", ["netns", "del", m[1]!], { stdio: "ignore" });
+  }
+}
+
 export function createNetPair(): NetPair {
-  const id = `${process.pid % 100000}${pairs++}`;
-  const subnet = (process.pid + pairs * 7) % 250;
-  const hostNs = `pwh-${id}`;
-  const pluginNs = `pwp-${id}`;
-  const hostIf = `vh${id}`.slice(0, 15);
-  const pluginIf = `vp${id}`.slice(0, 15);
+  removeStaleNamespaces();
+  const n = pairs++;
+  const subnet = (process.pid + n * 7) % 250;
+  const hostNs = `pwh-${process.pid}-${n}`;
+  const pluginNs = `pwp-${process.pid}-${n}`;
+  // Interface names hold at most 15 bytes.
+  const hostIf = `vh${process.pid}x${n}`.slice(0, 15);
+  const pluginIf = `vp${process.pid}x${n}`.slice(0, 15);
   const hostIp = `10.231.${subnet}.1`;
   const pluginIp = `10.231.${subnet}.2`;
   const destroy = (): void => {
