@@ -253,16 +253,26 @@ export class Supervisor {
     });
   }
 
-  /** The running plugin's pid. */
+  /**
+   * The running plugin's pid. The shell rewrites the file at each start, so a
+   * read can find it empty: it is read again (bounded), and never returns 0 or
+   * less, which process.kill would take for a whole process group.
+   */
   pluginPid(): number {
-    return Number(readFileSync(this.pidFile, "utf8").trim());
+    for (let i = 0; i < 1000; i++) {
+      const pid = existsSync(this.pidFile) ? Number(readFileSync(this.pidFile, "utf8").trim()) : NaN;
+      if (Number.isInteger(pid) && pid > 1) return pid;
+      spawnSync("sleep", ["0.01"]);
+    }
+    throw new Error(`no plugin pid in ${this.pidFile}`);
   }
 
   async close(): Promise<void> {
     writeFileSync(this.stopFile, "");
-    if (existsSync(this.pidFile)) {
+    const pid = existsSync(this.pidFile) ? Number(readFileSync(this.pidFile, "utf8").trim()) : NaN;
+    if (Number.isInteger(pid) && pid > 1) {
       try {
-        process.kill(this.pluginPid(), "SIGKILL");
+        process.kill(pid, "SIGKILL");
       } catch {
         // gone
       }
