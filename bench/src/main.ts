@@ -24,9 +24,10 @@ import { crash, snapshot, spawnReady, upgrade } from "./scenarios/lifecycle.js";
 import { hostRss, rss } from "./scenarios/memory.js";
 import { raw } from "./scenarios/raw.js";
 import { scale } from "./scenarios/scale.js";
+import { attach } from "./scenarios/attach.js";
 import type { Ctx, Scenario } from "./scenarios/types.js";
 
-const SCENARIOS: Scenario[] = [raw, dispatch, latency, hostCall, spawnReady, crash, upgrade, snapshot, rss, hostRss, scale, go];
+const SCENARIOS: Scenario[] = [raw, dispatch, latency, hostCall, spawnReady, crash, upgrade, snapshot, rss, hostRss, scale, go, attach];
 
 interface Args {
   quick: boolean;

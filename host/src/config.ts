@@ -4,8 +4,10 @@
  */
 import { ENV, MAX_EFFECTS_PER_ACK, MAX_PLUGIN_CONFIG_BYTES, PlugwireError } from "@plugwire/proto";
 import { LIMIT_KEYS, type PluginLimits } from "./launch/limits.js";
+import { resolveAttachConfig, type AttachConfig, type ResolvedAttachConfig } from "./launch/attach.js";
 
 export type { PluginLimits } from "./launch/limits.js";
+export type { AttachConfig } from "./launch/attach.js";
 
 export type Capability = "peers" | "control" | "identity";
 export const CAPABILITIES: readonly Capability[] = ["peers", "control", "identity"];
@@ -19,7 +21,7 @@ export type OverflowPolicy = "reject" | "drop-oldest";
 export interface PluginConfig {
   /** Unique name of this plugin in the host; used in logs, errors and metrics. */
   name: string;
-  /** Executable to run. */
+  /** Executable to run. An attached plugin has none (AttachedPluginConfig). */
   command: string;
   args?: readonly string[];
   cwd?: string;
@@ -108,6 +110,12 @@ export interface PluginConfig {
   sha256File?: string;
   /** Resource limits of the plugin's processes (docs/configuration.md, "Resource limits"). */
   limits?: PluginLimits;
+  /**
+   * Attach mode: the plugin is run by someone else (Kubernetes, systemd) and
+   * serves on TCP with mutual TLS; the host dials it instead of spawning
+   * `command` (docs/remote-plugins.md). Mutually exclusive with `command`.
+   */
+  attach?: AttachConfig;
   /** HostService LookupX25519, LookupName, GetSigningSeed and WatchPeers opens per second (a burst of one second's worth); more is RESOURCE_EXHAUSTED. 0: no limit. */
   hostLookupsPerSecond?: number;
   /** HostService SendDirect and SendRouted calls per second (a burst of one second's worth); more is RESOURCE_EXHAUSTED. 0: no limit. */
@@ -120,13 +128,21 @@ export interface PluginConfig {
   maxHostCallBytes?: number;
 }
 
+/** A plugin run elsewhere that the host attaches to: no `command`, an `attach` (docs/remote-plugins.md). */
+export type AttachedPluginConfig = Omit<PluginConfig, "command" | "attach"> & { command?: undefined; attach: AttachConfig };
+
+/** A plugin entry of the host: spawned (`command`) or attached (`attach`). */
+export type PluginEntry = PluginConfig | AttachedPluginConfig;
+
 /** The largest maxEffectsPerItem: half the per-ack limit, so an SDK that acks by effect count stays under that. */
 export const MAX_EFFECTS_PER_ITEM = MAX_EFFECTS_PER_ACK / 2;
 
 /** The largest maxInFlightBytes: SAFE_IN_FLIGHT_BYTES of the delivery channel. */
 export const MAX_IN_FLIGHT_BYTES = 128 * 1024;
 
-export type ResolvedPluginConfig = Required<Omit<PluginConfig, "cwd" | "sha256" | "sha256File">> & {
+export type ResolvedPluginConfig = Required<Omit<PluginConfig, "cwd" | "sha256" | "sha256File" | "attach">> & {
+  /** Set for an attached plugin (its `command` is then ""). */
+  attach: ResolvedAttachConfig | undefined;
   cwd: string | undefined;
   sha256: string | undefined;
   sha256File: string | undefined;
@@ -167,6 +183,7 @@ export const PLUGIN_DEFAULTS = {
   maxEffectsPerItem: 4_096,
   sha256: undefined,
   sha256File: undefined,
+  attach: undefined,
   limits: {},
   hostLookupsPerSecond: 10_000,
   hostSendsPerSecond: 10_000,
@@ -224,7 +241,7 @@ export function pluginConfigJson(name: string, config: unknown): string {
  * is checked by its schema first), so a wrong one is an invalid_config error
  * naming the plugin and the option, never a TypeError from deep inside.
  */
-function checkTypes(input: PluginConfig, name: string): void {
+function checkTypes(input: PluginEntry, name: string): void {
   const o = input as unknown as Record<string, unknown>;
   const isStringList = (v: unknown): boolean => Array.isArray(v) && v.every((a) => typeof a === "string");
   if (o.args !== undefined && !isStringList(o.args)) {
@@ -255,7 +272,7 @@ function checkTypes(input: PluginConfig, name: string): void {
 }
 
 /** Validates one plugin config and fills in defaults. */
-export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
+export function resolvePluginConfig(input: PluginEntry): ResolvedPluginConfig {
   if (!isPlainObject(input)) throw new PlugwireError("invalid_config", `each plugin must be an object with a name and a command, not ${shown(input)}`);
   const name = input.name;
   if (typeof name !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
@@ -263,11 +280,17 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
   }
   // The name becomes a directory under the data dir: "." and ".." would be the data dir itself or its parent.
   if (name === "." || name === "..") throw new PlugwireError("invalid_config", `plugin name "${name}" is not allowed (it names a directory above the plugin's own data dir); choose a name with a letter or digit in it`);
-  if (typeof input.command !== "string" || input.command.length === 0) throw invalid(name, "'command' is required: the executable to run (a non-empty string)");
+  const attach = input.attach === undefined ? undefined : resolveAttached(name, input);
+  const command: unknown = input.command;
+  if (!attach && (typeof command !== "string" || command.length === 0)) {
+    throw invalid(name, "'command' is required: the executable to run (a non-empty string), or 'attach' for a plugin run elsewhere");
+  }
   checkTypes(input, name);
   const resolved: ResolvedPluginConfig = {
     ...PLUGIN_DEFAULTS,
     ...stripUndefined(input),
+    ...(attach ? { command: "" } : {}),
+    attach,
     cwd: input.cwd,
     sha256: input.sha256,
     sha256File: input.sha256File,
@@ -313,6 +336,19 @@ export function resolvePluginConfig(input: PluginConfig): ResolvedPluginConfig {
   return resolved;
 }
 
+/** `attach`, which excludes the options that only mean something for a process the host spawns. */
+function resolveAttached(name: string, input: PluginEntry): ResolvedAttachConfig {
+  const spawnOnly = (["command", "args", "cwd", "env", "tokenVia", "sha256", "sha256File", "limits"] as const).filter((k) => input[k] !== undefined);
+  if (spawnOnly.length > 0) {
+    throw invalid(
+      name,
+      `attach cannot go with ${spawnOnly.join(", ")}: an attached plugin is run by its own process manager, not spawned by the host; ` +
+        `remove ${spawnOnly.length > 1 ? "them" : "it"}, or remove attach to spawn the plugin`,
+    );
+  }
+  return resolveAttachConfig(name, input.attach);
+}
+
 /** The host sets the PLUGWIRE_* variables of the protocol; a config may not set them (a wrong cookie, another socket dir, ...). */
 function checkReservedEnv(name: string, env: unknown): void {
   if (env === null || typeof env !== "object") return;
@@ -324,7 +360,7 @@ function checkReservedEnv(name: string, env: unknown): void {
   }
 }
 
-function checkPinConfig(name: string, input: PluginConfig): void {
+function checkPinConfig(name: string, input: PluginEntry): void {
   if (input.sha256 !== undefined && (typeof input.sha256 !== "string" || !/^[0-9a-fA-F]{64}$/.test(input.sha256))) {
     throw invalid(name, `sha256 must be 64 hex digits (the SHA-256 of the file it pins, e.g. from \`sha256sum FILE\`), not ${JSON.stringify(input.sha256)}`);
   }
@@ -357,7 +393,7 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 }
 
 /** Validates a whole plugin list: unique names. */
-export function resolvePlugins(plugins: readonly PluginConfig[]): ResolvedPluginConfig[] {
+export function resolvePlugins(plugins: readonly PluginEntry[]): ResolvedPluginConfig[] {
   if (!Array.isArray(plugins)) throw new PlugwireError("invalid_config", `host option plugins must be a list of plugin configs, not ${shown(plugins)}`);
   const seen = new Set<string>();
   return plugins.map((p) => {

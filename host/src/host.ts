@@ -9,7 +9,8 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { PlugwireError } from "@plugwire/proto";
-import { checkHostOptions, resolvePlugins, resolveStopTimeoutMs, type PluginConfig } from "./config.js";
+import { resolveRemoteHostService, type RemoteHostServiceOptions } from "./launch/attach.js";
+import { checkHostOptions, resolvePlugins, resolveStopTimeoutMs, type PluginEntry } from "./config.js";
 import type { DeadLetter, DispatchOptions } from "./delivery/channel.js";
 import type { HostEvents } from "./events.js";
 import { checkSocketPath, chooseRunDirParent, createRunDirIn, longestSocketFileName, removeRunDir } from "./launch/rundir.js";
@@ -22,7 +23,9 @@ import { Semaphore } from "./supervisor/semaphore.js";
 
 export interface HostOptions {
   /** The plugins, in priority order: the first to claim a kind wins it. */
-  plugins: readonly PluginConfig[];
+  plugins: readonly PluginEntry[];
+  /** HostService on TCP with mutual TLS for attached plugins (docs/remote-plugins.md); default: unix socket only. */
+  remoteHostService?: RemoteHostServiceOptions;
   ports: HostPorts;
   /** Where plugin data dirs and (by default) snapshots live. */
   dataDir: string;
@@ -93,12 +96,14 @@ export class Host extends EventEmitter<HostEvents> {
   /** The one run of stop(); later calls wait for it. */
   private stopRun: Promise<void> | undefined;
   private readonly stopTimeoutMs: number;
+  private readonly remoteHostService: ReturnType<typeof resolveRemoteHostService> | undefined;
 
   constructor(private readonly options: HostOptions) {
     super();
     this.logger = options.logger ?? pino({ name: "plugwire" });
     checkHostOptions(options as unknown as Record<string, unknown>);
     const configs = resolvePlugins(options.plugins);
+    this.remoteHostService = options.remoteHostService === undefined ? undefined : resolveRemoteHostService(options.remoteHostService);
     this.stopTimeoutMs = resolveStopTimeoutMs(options.stopTimeoutMs);
     const launchSlots = new Semaphore(options.maxConcurrentLaunches ?? Math.max(2, 2 * availableParallelism()));
     try {
@@ -173,6 +178,10 @@ export class Host extends EventEmitter<HostEvents> {
         metrics: this.metrics,
       });
       await this.service.listen();
+      if (this.remoteHostService) {
+        const port = await this.service.listenRemote(this.remoteHostService.address, this.remoteHostService.credentials);
+        this.logger.info({ listen: this.remoteHostService.listen, port }, "HostService also listening on TCP for attached plugins (remoteHostService)");
+      }
     } catch (e) {
       removeRunDir(this.runDir);
       throw e;

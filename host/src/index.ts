@@ -5,7 +5,7 @@ export { serveAdmin, AdminServer } from "./admin/server.js";
 export type { AdminServerOptions, AdminTlsOptions } from "./admin/server.js";
 export { HostObserver, type HostObserverOptions } from "./admin/observe.js";
 export { ADMIN_TOKEN_ENV, ADMIN_TOKEN_FILE, adminTokenPath, loadOrCreateAdminToken, readAdminTokenFile, type AdminToken } from "./admin/token.js";
-export type { PluginConfig, Capability, RestartType, OverflowPolicy } from "./config.js";
+export type { PluginConfig, AttachedPluginConfig, AttachConfig, PluginEntry, Capability, RestartType, OverflowPolicy } from "./config.js";
 export { PLUGIN_DEFAULTS } from "./config.js";
 export type { HostPorts, PeerDirectoryPort, ControlPort, IdentityPort, PeerEvent, PeerSource, NodeId } from "./ports.js";
 export { MemoryPeerDirectory, hex } from "./ports.js";

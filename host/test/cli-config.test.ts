@@ -105,7 +105,7 @@ describe("plugwire config file", () => {
     }
     const expected = [
       `${path}: 3 problems:`,
-      `${path}:3:1: unknown key 'bogusKey'; the nearest valid key is 'peers' (valid here: dataDir, snapshotIntervalMs, maxSnapshotBytes, stopTimeoutMs, runDirParent, maxConcurrentLaunches, strictKinds, dashboard, peers, plugins)`,
+      `${path}:3:1: unknown key 'bogusKey'; the nearest valid key is 'peers' (valid here: dataDir, snapshotIntervalMs, maxSnapshotBytes, stopTimeoutMs, runDirParent, maxConcurrentLaunches, strictKinds, dashboard, remoteHostService, peers, plugins)`,
       `${path}:8:5: unknown key 'capabilites' in plugins[0] (plugin 'echo'); did you mean 'capabilities'?`,
       `${path}:9:18: plugins[0].maxInFlight (plugin 'echo') must be at least 1, not 0`,
     ].join("\n");

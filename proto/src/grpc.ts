@@ -313,6 +313,12 @@ export interface ClientOptions {
    * client: a plugin serves one connection, its host's (docs/protocol.md §6.3).
    */
   shareWith?: Connection<GenServiceMethods>;
+  /** Read at every call instead of `token`: attach mode learns its token from the host's first Start (docs/protocol.md §18). */
+  tokenOf?: () => string;
+  /** Channel credentials; default insecure (unix sockets). Attach mode passes mutual-TLS credentials (remote.ts). */
+  credentials?: grpc.ChannelCredentials;
+  /** Extra channel options (for example the TLS name override and keepalive of attach mode). */
+  channelOptions?: grpc.ChannelOptions;
 }
 
 /** A typed client plus the channel it owns. */
@@ -329,11 +335,15 @@ export function connect<S extends GenServiceMethods>(
   options: ClientOptions,
 ): Connection<S> {
   const shared = options.shareWith ? { channelOverride: options.shareWith.channel.getChannel() } : {};
-  const channel = new grpc.Client(target, grpc.credentials.createInsecure(), { ...channelOptions(options.maxMessageBytes), ...shared });
+  const channel = new grpc.Client(target, options.credentials ?? grpc.credentials.createInsecure(), {
+    ...channelOptions(options.maxMessageBytes),
+    ...options.channelOptions,
+    ...shared,
+  });
   const auth = `Bearer ${options.token}`;
   const metadata = (): grpc.Metadata => {
     const m = new grpc.Metadata();
-    m.set(AUTH_METADATA_KEY, auth);
+    m.set(AUTH_METADATA_KEY, options.tokenOf ? `Bearer ${options.tokenOf()}` : auth);
     return m;
   };
   const callOptions = (o?: CallOptions): grpc.CallOptions =>
@@ -425,7 +435,7 @@ export function listenUnix(server: grpc.Server, socketPath: string): Promise<voi
  * has no option for either on servers; its http2 servers are reached through
  * a private field, guarded so that a grpc-js without it keeps the defaults.
  */
-function widenConnectionWindows(server: grpc.Server): void {
+export function widenConnectionWindows(server: grpc.Server): void {
   const internals = server as unknown as { http2Servers?: Map<import("node:events").EventEmitter, unknown> };
   if (!(internals.http2Servers instanceof Map)) return;
   for (const http2Server of internals.http2Servers.keys()) {

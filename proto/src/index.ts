@@ -7,6 +7,7 @@ export * from "./token.js";
 export * from "./errors.js";
 export * from "./limits.js";
 export * from "./grpc.js";
+export * from "./remote.js";
 export * as admin from "./gen/plugwire/admin/v1/admin_pb.js";
 export {
   MAX_EFFECTS_PER_ACK,

@@ -64,6 +64,9 @@ func callHook(name string, hook func() error) (err error) {
 // the environment), it prints what the program is and exits 1.
 func Serve(plugin Plugin) {
 	program := filepath.Base(os.Args[0])
+	if listen := os.Getenv(EnvListen); listen != "" {
+		serveRemote(plugin, listen) // attach mode: run by a process manager, mutual TLS (remote.go)
+	}
 	if os.Getenv(EnvMagicCookie) != MagicCookieValue {
 		fmt.Fprintf(os.Stderr,
 			"This is a plugwire plugin (%s); it is started by a plugwire host, not run directly.\n"+

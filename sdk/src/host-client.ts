@@ -7,6 +7,7 @@ import {
   fromStatus,
   type CallsRequest,
   type CallsResponse,
+  type ClientOptions,
   type PeerEvent as WirePeerEvent,
 } from "@plugwire/proto";
 import type { Control, Identity, Peers } from "./plugin.js";
@@ -132,8 +133,8 @@ class CallMux {
 }
 
 /** Typed access to the host's HostService for one plugin launch. */
-export function hostPorts(address: string, token: string, pluginName: string) {
-  const conn = connect(HostService, address, { token, plugin: pluginName });
+export function hostPorts(address: string, token: string, pluginName: string, remote?: Pick<ClientOptions, "tokenOf" | "credentials" | "channelOptions">) {
+  const conn = connect(HostService, address, { token, plugin: pluginName, ...remote });
   const host = conn.client;
   const mux = new CallMux(host, pluginName);
   const peers: Peers = {

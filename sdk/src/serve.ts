@@ -13,10 +13,12 @@ import {
   SNAPSHOT_CHUNK_BYTES,
   SnapshotResponseSchema,
   addService,
+  bearerToken,
   createServer,
   hasBearerToken,
   health,
   isHandshakeValue,
+  listenTcp,
   listenUnix,
   missingCookieMessage,
   parseProtocolVersions,
@@ -32,6 +34,7 @@ import { RestoreFailedError, SnapshotFailedError, UnsupportedVersionError } from
 import { CAPABILITY_NAMES, hostPorts } from "./host-client.js";
 import { acceptOnlyHostConnection, refusedReason } from "./host-connection.js";
 import { createLogger } from "./log.js";
+import { remoteListenFromEnv } from "./listen.js";
 import type { PluginContext, PluginDefinition } from "./plugin.js";
 import type { Capability } from "./types.js";
 import { SDK_VERSION } from "./version.js";
@@ -39,6 +42,11 @@ import { SDK_VERSION } from "./version.js";
 const NO_EFFECTS: Effect[] = [];
 /** The largest snapshot a Restore may announce: what one buffer holds (2 GiB − 1); the host's maxSnapshotBytes is far below. */
 const MAX_RESTORE_BYTES = 2 ** 31 - 1;
+
+/** Attach mode: host calls fail with this target when PLUGWIRE_HOST_ADDRESS is unset (no HostService reachable). */
+const REMOTE_NO_HOST_SERVICE = "unix:///nonexistent/plugwire-attach-mode-has-no-host-service";
+/** Attach mode: exit status of a process that ends because a second host session began. */
+const REMOTE_NEW_SESSION_EXIT_CODE = 3;
 
 /** How long shutdown hooks may run when stdin closes or SIGTERM arrives. */
 const EXIT_GRACE_MS = 500;
@@ -61,11 +69,14 @@ function requireEnv(name: string): string {
  * health service, and exits when stdin closes or on SIGTERM.
  */
 export async function serve(plugin: PluginDefinition): Promise<void> {
-  if (process.env[ENV.magicCookie] !== MAGIC_COOKIE_VALUE) {
+  // Attach mode (PLUGWIRE_LISTEN): run by a process manager, served on TCP with mutual TLS (docs/protocol.md §18).
+  const remote = remoteListenFromEnv(plugin.name);
+  if (typeof remote === "string") fatal(remote);
+  if (!remote && process.env[ENV.magicCookie] !== MAGIC_COOKIE_VALUE) {
     process.stderr.write(missingCookieMessage(basename(process.argv[1] ?? plugin.name)));
     process.exit(1);
   }
-  const offered = requireEnv(ENV.protocolVersions);
+  const offered = remote ? String(PROTOCOL_VERSION) : requireEnv(ENV.protocolVersions);
   const accepted = parseProtocolVersions(offered);
   if (accepted === undefined) {
     fatal(
@@ -81,9 +92,9 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
         `but this plugin speaks version ${PROTOCOL_VERSION}. Upgrade the plugin or the host so they share a version.`,
     );
   }
-  const socketDir = requireEnv(ENV.socketDir);
-  const instanceId = requireEnv(ENV.instanceId);
-  const hostAddress = requireEnv(ENV.hostAddress);
+  const socketDir = remote ? "/" : requireEnv(ENV.socketDir);
+  const instanceId = remote ? process.env[ENV.instanceId] || plugin.name : requireEnv(ENV.instanceId);
+  const hostAddress = remote ? (remote.host?.target ?? REMOTE_NO_HOST_SERVICE) : requireEnv(ENV.hostAddress);
   if (!/^[A-Za-z0-9._-]+$/.test(instanceId)) {
     fatal(`plugwire plugin '${plugin.name}': ${ENV.instanceId}=${JSON.stringify(instanceId)} may only use [A-Za-z0-9._-].`);
   }
@@ -103,7 +114,8 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   // The token: by default the first line on stdin, which no other process can
   // read (docs/protocol.md §6); read before anything listens.
   let token: string;
-  try {
+  if (remote) token = "";
+  else try {
     token = await readLaunchToken(process.env, process.stdin);
     // The legacy variable is not passed on to processes the plugin starts.
     delete process.env[ENV.authToken];
@@ -112,7 +124,14 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   }
 
   const log = createLogger();
-  const ports = hostPorts(hostAddress, token, plugin.name);
+  // Attach mode: the token for host calls is the one the host sends with Start (docs/protocol.md §18).
+  let remoteHostToken = "";
+  const ports = hostPorts(
+    hostAddress,
+    token,
+    plugin.name,
+    remote?.host ? { tokenOf: () => remoteHostToken, credentials: remote.host.credentials, channelOptions: remote.host.channelOptions } : undefined,
+  );
   const shutdownController = new AbortController();
   let capabilities = new Set<Capability>();
   let context: PluginContext = {
@@ -166,6 +185,7 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   const server = createServer();
   const deliverCalls = new Set<grpc.ServerDuplexStream<unknown, unknown>>();
   const authorize = (metadata: grpc.Metadata, method: string): void => {
+    if (remote) return authorizeRemoteSession(method, metadata);
     if (refusedReason(metadata) === "second-connection") {
       throw new PlugwireError(
         "unauthenticated",
@@ -183,6 +203,34 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
       );
     }
   };
+
+  /**
+   * Attach mode: TLS already checked the caller's certificate. A process
+   * serves one host session: once a Start was served, a new Describe or Start
+   * (the host reconnecting after a lost connection) is refused and the
+   * process exits, so its process manager starts it again with fresh memory
+   * and the host restores its snapshot and replays into a clean state
+   * (docs/protocol.md §18).
+   */
+  let sessionStarted = false;
+  function authorizeRemoteSession(method: string, metadata: grpc.Metadata): void {
+    if (method !== "Describe" && method !== "Start") return;
+    if (!sessionStarted) {
+      if (method === "Start") {
+        sessionStarted = true;
+        remoteHostToken = bearerToken(metadata) ?? "";
+      }
+      return;
+    }
+    log.warn(`a new host session began (${method}) after this process served one; exiting so the process manager restarts it with fresh state`);
+    setImmediate(() => void beginShutdown(EXIT_GRACE_MS).finally(() => exit(REMOTE_NEW_SESSION_EXIT_CODE)));
+    throw new PlugwireError(
+      "plugin_unavailable",
+      `plugin '${plugin.name}' already served a host session in this process; it exits (status ${REMOTE_NEW_SESSION_EXIT_CODE}) so that its process manager ` +
+        `restarts it with fresh memory, and the host's next attempt restores its snapshot into a clean state (docs/protocol.md §18)`,
+      { plugin: plugin.name },
+    );
+  }
 
   const stateful = plugin.stateful;
   addService(
@@ -420,12 +468,40 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   };
 
   // The host keeps our stdin open; EOF means the host is gone.
-  process.stdin.on("end", graceful);
-  process.stdin.on("error", graceful);
-  process.stdin.resume();
-  if (process.stdin.readableEnded) graceful();
+  if (!remote) {
+    process.stdin.on("end", graceful);
+    process.stdin.on("error", graceful);
+    process.stdin.resume();
+    if (process.stdin.readableEnded) graceful();
+  }
   process.on("SIGTERM", graceful);
   process.on("SIGINT", graceful);
+
+  if (remote) {
+    const port = await listenTcp(server, remote.address, remote.credentials);
+    const shown = remote.address.host.includes(":") ? `[${remote.address.host}]` : remote.address.host;
+    if (remote.healthAddress) {
+      // Probes (the kubelet's) get the serving status in plaintext, and nothing else.
+      const probes = createServer();
+      addService(
+        probes,
+        health.Health,
+        {
+          async check() {
+            return { status: servingStatus };
+          },
+          async watch(_request, call) {
+            call.write({ status: servingStatus });
+          },
+        },
+        { authorize: () => undefined },
+      );
+      const healthPort = await listenTcp(probes, remote.healthAddress, grpc.ServerCredentials.createInsecure());
+      log.info(`plugwire plugin '${plugin.name}' serving grpc.health.v1 for probes on port ${healthPort} (plaintext, health only)`, { healthPort });
+    }
+    log.info(`plugwire plugin '${plugin.name}' serving attach mode on tcp://${shown}:${port} with ${remote.security}`, { port });
+    return;
+  }
 
   await listenUnix(server, socketPath);
   chmodSync(socketPath, 0o600);

@@ -46,6 +46,7 @@ function info(s: PluginStatus): admin.PluginInfo {
     shadowedKinds: s.shadowedKinds.map((k) => ({ $typeName: "plugwire.admin.v1.ShadowedKind", kind: k.kind, owner: k.owner })),
     standbyState: s.standby.state,
     standbyPid: s.standby.pid ?? 0,
+    remote: s.remote ? { $typeName: "plugwire.admin.v1.RemoteInfo", address: s.remote.address, connection: s.remote.connection } : undefined,
   };
 }
 

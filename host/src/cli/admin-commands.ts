@@ -98,7 +98,7 @@ export function formatPlugins(plugins: readonly admin.PluginInfo[]): string {
   const rows = plugins.map((p) => [
     p.name,
     p.state,
-    p.pid ? String(p.pid) : "-",
+    p.remote ? `remote:${p.remote.address} (${p.remote.connection})` : p.pid ? String(p.pid) : "-",
     String(p.restarts),
     String(p.queued),
     String(p.inFlight),

@@ -8,8 +8,9 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { isMap, isNode, isPair, isScalar, LineCounter, parseDocument, type Document } from "yaml";
 import type * as z from "zod";
 import { PlugwireError } from "@plugwire/proto";
-import { pluginConfigJson, type PluginConfig } from "../config.js";
-import { configSchema, keysAt } from "./config-schema.js";
+import { pluginConfigJson, type PluginConfig, type PluginEntry } from "../config.js";
+import { configSchema, keysAt, type RawConfig } from "./config-schema.js";
+import type { RemoteHostServiceOptions } from "../launch/attach.js";
 
 export interface PeerSeed {
   nodeId: string;
@@ -30,7 +31,8 @@ export interface ConfigFile {
   strictKinds: boolean | undefined;
   /** Serve the web dashboard on the admin port (default true). */
   dashboard: boolean | undefined;
-  plugins: PluginConfig[];
+  remoteHostService: RemoteHostServiceOptions | undefined;
+  plugins: PluginEntry[];
   /** Peers the in-memory directory starts with. */
   peers: PeerSeed[];
 }
@@ -137,6 +139,10 @@ export function loadConfigFile(path: string): ConfigFile {
       fail(`${path}:${at.line}:${at.col}`, `plugins[${i}]: a plugin named '${p.name}' is already listed (plugins[${first}]); names must be unique`);
     }
     names.set(p.name, i);
+    checkCommandOrAttach(p, i, (keys) => {
+      const at = locate(doc, lines, ["plugins", i, ...keys]);
+      return `${path}:${at.line}:${at.col}`;
+    });
     if (p.config !== undefined) {
       try {
         pluginConfigJson(p.name, p.config);
@@ -146,7 +152,7 @@ export function loadConfigFile(path: string): ConfigFile {
       }
     }
   });
-  const plugins = config.plugins.map((p): PluginConfig => ({ ...p, cwd: p.cwd === undefined ? base : resolve(base, p.cwd) }));
+  const plugins = config.plugins.map((p): PluginEntry => (p.attach ? attachedEntry(p, base) : ({ ...p, cwd: p.cwd === undefined ? base : resolve(base, p.cwd) } as PluginConfig)));
   const peers = (config.peers ?? []).map((p): PeerSeed => ({ nodeId: p.nodeId, name: p.name, x25519: p.x25519 }));
   return {
     dataDir: resolve(base, config.dataDir ?? ".plugwire"),
@@ -157,6 +163,7 @@ export function loadConfigFile(path: string): ConfigFile {
     maxConcurrentLaunches: config.maxConcurrentLaunches,
     strictKinds: config.strictKinds,
     dashboard: config.dashboard,
+    remoteHostService: remoteHostServiceOf(config.remoteHostService, base),
     plugins,
     peers,
   };
@@ -273,4 +280,27 @@ function distance(a: string, b: string): number {
     }
   }
   return d[a.length]![b.length]!;
+}
+
+/** An attached plugin's entry (docs/remote-plugins.md): its TLS files resolve against the config file's dir; it has no cwd. */
+function attachedEntry(p: RawConfig["plugins"][number], base: string): PluginEntry {
+  const tls = p.attach?.tls;
+  const attach = { ...p.attach!, ...(tls ? { tls: { ca: resolve(base, tls.ca), cert: resolve(base, tls.cert), key: resolve(base, tls.key) } } : {}) };
+  return { ...p, attach } as PluginEntry;
+}
+
+/** Each plugin is spawned (`command`) or attached (`attach`): exactly one of the two. */
+function checkCommandOrAttach(p: RawConfig["plugins"][number], i: number, where: (keys: (string | number)[]) => string): void {
+  if (p.command === undefined && p.attach === undefined) {
+    fail(where([]), `plugins[${i}].command (plugin '${p.name}') is required\nEvery option is in plugwire --help and docs/configuration.md.`);
+  }
+  if (p.command !== undefined && p.attach !== undefined) {
+    fail(where(["attach"]), `plugins[${i}] (plugin '${p.name}') sets both command and attach: a plugin is spawned by the host or attached to, not both`);
+  }
+}
+
+/** `remoteHostService` with its TLS files resolved against the config file's dir. */
+function remoteHostServiceOf(r: RawConfig["remoteHostService"], base: string): RemoteHostServiceOptions | undefined {
+  if (!r) return undefined;
+  return { ...r, ...(r.tls ? { tls: { ca: resolve(base, r.tls.ca), cert: resolve(base, r.tls.cert), key: resolve(base, r.tls.key) } } : {}) };
 }

@@ -71,6 +71,13 @@ export const HOST_OPTIONS: readonly OptionDoc[] = [
     unit: "",
     about: "serve the web dashboard at / of the admin port (--admin-port); false (or --no-dashboard) turns it off (docs/dashboard.md)",
   },
+  {
+    key: "remoteHostService",
+    default: "(none)",
+    unit: "",
+    about:
+      "HostService also on TCP for attached plugins: { listen: tcp://HOST:PORT, tls: { ca, cert, key } (PEM files, relative to the file's dir; ca signs the plugins' client certificates), plaintext (loopback only) }",
+  },
   { key: "peers", default: "[]", unit: "", about: "peers the in-memory directory starts with: - { nodeId: HEX, name: NAME, x25519: HEX }" },
   { key: "plugins", default: "(required)", unit: "", about: "the plugins, in priority order: the first to claim a payload kind wins it" },
 ];
@@ -78,7 +85,14 @@ export const HOST_OPTIONS: readonly OptionDoc[] = [
 /** Keys of each entry of `plugins:`. */
 export const PLUGIN_OPTIONS: readonly OptionDoc[] = [
   { key: "name", default: "(required)", unit: "", about: "unique name, 1-64 of [A-Za-z0-9._-]; used in logs, errors, metrics and the CLI" },
-  { key: "command", default: "(required)", unit: "", about: "the executable: a bare name is looked up in PATH, a path with a / resolves against cwd" },
+  { key: "command", default: "(required)", unit: "", about: "the executable: a bare name is looked up in PATH, a path with a / resolves against cwd (not with attach)" },
+  {
+    key: "attach",
+    default: "(none)",
+    unit: "",
+    about:
+      "instead of command, a plugin run elsewhere that the host dials: { address: tcp://HOST:PORT, tls: { ca, cert, key } (PEM files, relative to the file's dir), serverName, plaintext (loopback only) }; docs/remote-plugins.md",
+  },
   { key: "args", default: "[]", unit: "", about: "its arguments" },
   { key: "cwd", default: "the file's dir", unit: "", about: "its working directory; relative to the config file's directory" },
   { key: "env", default: "{}", unit: "", about: `extra environment variables; of the host's own, only ${ENV_ALLOWLIST.join(", ")} are passed` },
@@ -149,7 +163,15 @@ const NUMBER_SCHEMAS = Object.fromEntries(
 
 export const pluginSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { error: "must be 1-64 characters of [A-Za-z0-9._-]" }),
-  command: z.string().min(1),
+  command: z.string().min(1).optional(),
+  attach: z
+    .strictObject({
+      address: z.string().regex(/^tcp:\/\/\S+:[0-9]{1,5}$/, { error: "must be tcp://HOST:PORT" }),
+      tls: z.strictObject({ ca: z.string().min(1), cert: z.string().min(1), key: z.string().min(1) }).optional(),
+      serverName: z.string().min(1).optional(),
+      plaintext: z.boolean().optional(),
+    })
+    .optional(),
   args: z.array(scalar).optional(),
   cwd: z.string().min(1).optional(),
   env: z.record(z.string(), scalar).optional(),
@@ -186,6 +208,13 @@ export const configSchema = z.strictObject({
   maxConcurrentLaunches: z.number().int().min(1).optional(),
   strictKinds: z.boolean().optional(),
   dashboard: z.boolean().optional(),
+  remoteHostService: z
+    .strictObject({
+      listen: z.string().regex(/^tcp:\/\/\S+:[0-9]{1,5}$/, { error: "must be tcp://HOST:PORT" }),
+      tls: z.strictObject({ ca: z.string().min(1), cert: z.string().min(1), key: z.string().min(1) }).optional(),
+      plaintext: z.boolean().optional(),
+    })
+    .optional(),
   peers: z.array(peerSchema).optional(),
   plugins: z.array(pluginSchema).min(1),
 });
@@ -198,6 +227,8 @@ export function keysAt(path: readonly PropertyKey[]): readonly string[] {
   if (path[0] === "plugins" && path.length === 2) return PLUGIN_OPTIONS.map((o) => o.key);
   if (path[0] === "peers" && path.length === 2) return Object.keys(peerSchema.shape);
   if (path[0] === "plugins" && path.length === 3 && path[2] === "limits") return ["memoryMiB", "openFiles", "cpuSeconds"];
+  if (path[0] === "plugins" && path.length === 3 && path[2] === "attach") return ["address", "tls", "serverName", "plaintext"];
+  if (path[0] === "plugins" && path.length === 4 && path[2] === "attach" && path[3] === "tls") return ["ca", "cert", "key"];
   return [];
 }
 

@@ -14,7 +14,7 @@ const HELP = `plugwire: run plugins out of process
 Usage:
   plugwire run --config FILE [--log-level LEVEL] [--metrics-port PORT] [ADMIN FLAGS]
                                      run a host from a YAML config until SIGINT/SIGTERM
-  plugwire status [--json]           state, pid, restarts, queue depth, last exit of each plugin
+  plugwire status [--json]           state, pid (or remote address and connection), restarts, queue depth, last exit of each plugin
   plugwire restart NAME              restart a plugin (snapshot first); brings back a failed plugin
   plugwire stop NAME                 stop a plugin through the shutdown ladder
   plugwire upgrade NAME [--command CMD] [--arg ARG]...

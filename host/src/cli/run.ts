@@ -109,6 +109,7 @@ export async function run(options: RunOptions): Promise<Host> {
     runDirParent: config.runDirParent,
     maxConcurrentLaunches: config.maxConcurrentLaunches,
     strictKinds: config.strictKinds,
+    remoteHostService: config.remoteHostService,
   });
   // Attached before start, so the dashboard sees the first launches' snapshot restores.
   const observer = new HostObserver(host);

@@ -52,9 +52,12 @@ export interface LaunchOptions {
 export interface ExitInfo {
   code: number | null;
   signal: string | null;
+  /** Attach mode (attach.ts): how the connection to a remote plugin ended, as a predicate ("lost its connection to ..."). */
+  lost?: string;
 }
 
 export function describeExit(exit: ExitInfo): string {
+  if (exit.lost) return exit.lost;
   if (exit.signal) return `was killed by ${exit.signal}`;
   return `exited with code ${exit.code ?? "unknown"}`;
 }

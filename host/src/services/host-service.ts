@@ -18,6 +18,7 @@ import {
   bearerToken,
   createServer,
   http2StreamOf,
+  listenTcp,
   listenUnix,
   toServiceStatus,
   type GetSigningSeedRequest,
@@ -31,6 +32,7 @@ import {
   type SendRoutedRequest,
   type SendRoutedResponse,
   type WatchPeersResponse,
+  type TcpAddress,
 } from "@plugwire/proto";
 import { PLUGIN_DEFAULTS, type Capability } from "../config.js";
 import type { HostMetrics } from "../metrics.js";
@@ -662,6 +664,11 @@ export class HostServiceServer {
 
   get address(): string {
     return `unix://${this.options.socketPath}`;
+  }
+
+  /** Also serves HostService on TCP (host option remoteHostService, launch/attach.ts); resolves with the port. */
+  listenRemote(address: TcpAddress, credentials: grpc.ServerCredentials): Promise<number> {
+    return listenTcp(this.server, address, credentials);
   }
 
   /**

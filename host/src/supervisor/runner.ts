@@ -27,6 +27,7 @@ import { DeliveryChannel, type DeadLetter, type DispatchOptions, type Entry } fr
 import type { HostEvents, PluginState } from "../events.js";
 import { describeExit, launchPlugin, type ExitInfo, type PluginProcess } from "../launch/spawn.js";
 import { PinMismatchError } from "../launch/pin.js";
+import { attachPlugin, type AttachedProcess } from "../launch/attach.js";
 import { socketFileName } from "../launch/rundir.js";
 import type { HostMetrics } from "../metrics.js";
 import type { HostPorts, NodeId } from "../ports.js";
@@ -89,7 +90,8 @@ export interface RunnerContext {
 interface Launch {
   id: number;
   token: string;
-  proc: PluginProcess;
+  /** A spawned process, or the connection to an attached plugin (launch/attach.ts). */
+  proc: PluginProcess | AttachedProcess;
   conn: DialedPlugin;
   deliver?: ReturnType<DialedPlugin["plugin"]["deliver"]>;
   ended: boolean;
@@ -156,6 +158,8 @@ export interface PluginStatus {
   replayBytes?: number;
   /** The warm standby spare (docs/supervision.md, "Warm standby"); state "off" when none is kept. */
   standby: StandbyStatus;
+  /** Attached plugins (config `attach`): where the host dials them, and the state of that connection. */
+  remote?: { address: string; connection: string };
 }
 
 /** A kind a plugin claims that an earlier plugin owns. */
@@ -361,7 +365,15 @@ export class PluginRunner {
       replay: this.channel.replayCount,
       replayBytes: this.channel.replayBufferBytes,
       standby: this.standby.status(),
+      ...(this.config.attach ? { pid: undefined, remote: this.remoteStatus(this.config.attach.address) } : {}),
     };
+  }
+
+  /** The connection of an attached plugin, for status(). */
+  private remoteStatus(address: string): { address: string; connection: string } {
+    const proc = this.launch?.proc;
+    const connection = proc && "connectionState" in proc ? proc.connectionState() : "disconnected";
+    return { address, connection: this.state === "ready" && connection === "connecting" ? "connected" : connection };
   }
 
   /**
@@ -745,14 +757,32 @@ export class PluginRunner {
     const dataDir = join(this.ctx.dataDir, "plugins", this.name);
     this.makeDataDir(dataDir);
     // A warm standby spare, if one waits: spawned, handshaken and described already.
-    const spare = this.stopping ? undefined : this.standby.take(this.config.command, this.config.args);
+    // (An attached plugin keeps none: its process is not the host's to spawn.)
+    const attach = this.config.attach;
+    const spare = this.stopping || attach ? undefined : this.standby.take(this.config.command, this.config.args);
     const id = spare?.id ?? ++this.launches;
     const instanceId = spare?.instanceId ?? `${this.name}-${id}`;
     const token = spare?.token ?? randomBytes(24).toString("base64url");
-    const proc = spare?.proc ?? (await this.spawnProcess(instanceId, token));
-    const conn = spare?.conn ?? dialPlugin(proc.handshake, token, this.name);
+    const proc: PluginProcess | AttachedProcess = spare?.proc ?? (attach ? await this.attachProcess(attach, token) : await this.spawnProcess(instanceId, token));
+    const conn = spare?.conn ?? ("conn" in proc ? proc.conn : dialPlugin(proc.handshake, token, this.name));
     if (spare) this.log.info({ pid: proc.pid, instanceId }, "promoting the warm standby spare");
     await this.activate({ id, instanceId, token, proc, conn, dataDir, described: spare?.description });
+  }
+
+  /**
+   * Dials an attached plugin (config `attach`, launch/attach.ts) within a
+   * launch slot: the connection stands in for the process, and losing it is
+   * a crash (docs/remote-plugins.md).
+   */
+  private async attachProcess(attach: NonNullable<ResolvedPluginConfig["attach"]>, token: string): Promise<AttachedProcess> {
+    const abort = new AbortController();
+    this.launchAbort = abort;
+    const releaseSlot = await this.ctx.launchSlots.acquire();
+    if (this.stopping) abort.abort(); // stopped while waiting for the slot: nothing is dialled
+    return attachPlugin(this.name, attach, { token, connectTimeoutMs: this.config.handshakeTimeoutMs, logger: this.log, signal: abort.signal }).finally(() => {
+      releaseSlot();
+      if (this.launchAbort === abort) this.launchAbort = undefined;
+    });
   }
 
   /**
@@ -812,7 +842,7 @@ export class PluginRunner {
     id: number;
     instanceId: string;
     token: string;
-    proc: PluginProcess;
+    proc: PluginProcess | AttachedProcess;
     conn: DialedPlugin;
     dataDir: string;
     described: DescribeResponse | undefined;
@@ -860,7 +890,8 @@ export class PluginRunner {
         preloaded?.catch(() => undefined);
         await conn.plugin.start(
           {
-            dataDir,
+            // An attached plugin runs on another machine: the host's path means nothing there (docs/protocol.md §18).
+            dataDir: this.config.attach ? "" : dataDir,
             instanceId,
             configJson: JSON.stringify(this.config.config),
             capabilities: this.config.capabilities.map((c) => WIRE_CAPABILITY[c]),
@@ -991,7 +1022,7 @@ export class PluginRunner {
   }
 
   private exitedWhileStarting(exit: ExitInfo, stderrTail: readonly string[], cause: unknown, phase: string, limit: string | undefined): PlugwireError {
-    const command = [this.config.command, ...this.config.args].join(" ");
+    const command = this.config.attach ? `attach ${this.config.attach.address}` : [this.config.command, ...this.config.args].join(" ");
     const tail = launchStderrTail(stderrTail);
     const detail = cause instanceof Error ? cause.message : String(cause);
     const what = limit ? `${limit} and ${describeExit(exit)}` : describeExit(exit);
@@ -1379,6 +1410,14 @@ export class PluginRunner {
     const build: Build = { command: partial.command ?? this.config.command, args: partial.args ?? this.config.args };
     const target = [build.command, ...build.args].join(" ");
     const old = this.launch;
+    if (this.config.attach) {
+      throw new PlugwireError(
+        "invalid_argument",
+        `plugin '${this.name}' was not upgraded: it is attached at ${this.config.attach.address}, and the host does not run its process. ` +
+          `Roll out the new build where the plugin runs (e.g. a Kubernetes rollout); the host restores and replays when it reconnects (docs/remote-plugins.md).`,
+        { plugin: this.name },
+      );
+    }
     if (this.state !== "ready" || !old || old.ended || !old.deliver || this.stopping) {
       throw new PlugwireError(
         "plugin_unavailable",
@@ -1607,6 +1646,7 @@ export class PluginRunner {
   /** Whether this plugin keeps a spare: warmStandby true, or auto and its Describe declares it stateful. */
   private get wantsStandby(): boolean {
     const option = this.config.warmStandby;
+    if (this.config.attach) return false; // the remote process is not the host's to spawn
     return option === true || (option === "auto" && this.statefulId !== undefined);
   }
 

@@ -8,5 +8,6 @@ import hostRestart from "./host-restart.mjs";
 import slowHandler from "./slow-handler.mjs";
 import forgetThenKill from "./forget-then-kill.mjs";
 import polyglot from "./polyglot.mjs";
+import steadyAttach from "./steady-attach.mjs";
 
-export const SCENARIOS = [steady, burstIdle, killDuringReplay, killDuringSnapshot, doubleKill, hostRestart, slowHandler, forgetThenKill, polyglot];
+export const SCENARIOS = [steady, burstIdle, killDuringReplay, killDuringSnapshot, doubleKill, hostRestart, slowHandler, forgetThenKill, polyglot, steadyAttach];

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plugwire/admin/v1/admin.proto.
  */
 export const file_plugwire_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8izgIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZBIVCg1zdGFuZGJ5X3N0YXRlGBQgASgJEhMKC3N0YW5kYnlfcGlkGBUgASgNIisKDFNoYWRvd2VkS2luZBIMCgRraW5kGAEgASgJEg0KBW93bmVyGAIgASgJIiQKFFJlc3RhcnRQbHVnaW5SZXF1ZXN0EgwKBG5hbWUYASABKAkiRgoVUmVzdGFydFBsdWdpblJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8iIQoRU3RvcFBsdWdpblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJDChJTdG9wUGx1Z2luUmVzcG9uc2USLQoGcGx1Z2luGAEgASgLMh0ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luSW5mbyIiChJTbmFwc2hvdE5vd1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJJChNTbmFwc2hvdE5vd1Jlc3BvbnNlEjIKB3Jlc3VsdHMYASADKAsyIS5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdFJlc3VsdCJkCg5TbmFwc2hvdFJlc3VsdBIOCgZwbHVnaW4YASABKAkSCgoCb2sYAiABKAgSEwoLYXBwbGllZF9zZXEYAyABKAQSEgoKc2l6ZV9ieXRlcxgEIAEoBBINCgVlcnJvchgFIAEoCSImChZMaXN0RGVhZExldHRlcnNSZXF1ZXN0EgwKBG5hbWUYASABKAkiTgoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USMwoMZGVhZF9sZXR0ZXJzGAEgAygLMh0ucGx1Z3dpcmUuYWRtaW4udjEuRGVhZExldHRlciJuCgpEZWFkTGV0dGVyEgsKA3NlcRgBIAEoBBIMCgRraW5kGAIgASgJEgsKA3NyYxgDIAEoDBISCgpzaXplX2J5dGVzGAQgASgEEhQKDHBhcmtlZF9hdF9tcxgFIAEoAxIOCgZyZWFzb24YBiABKAkiNAoXUmVwbGF5RGVhZExldHRlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRILCgNzZXEYAiABKAQiGgoYUmVwbGF5RGVhZExldHRlclJlc3BvbnNlIkoKD0Rpc3BhdGNoUmVxdWVzdBIMCgRraW5kGAEgASgJEg4KBnBsdWdpbhgCIAEoCRILCgNzcmMYAyABKAwSDAoEYm9keRgEIAEoDCK8AQoQRGlzcGF0Y2hSZXNwb25zZRIOCgZwbHVnaW4YASABKAkSDAoEa2luZBgCIAEoCRIzCgdvdXRjb21lGAMgASgOMiIucGx1Z3dpcmUuYWRtaW4udjEuRGlzcGF0Y2hPdXRjb21lEg0KBWVycm9yGAQgASgJEjEKB2VmZmVjdHMYBSADKAsyIC5wbHVnd2lyZS5hZG1pbi52MS5QYXlsb2FkRWZmZWN0EhMKC2R1cmF0aW9uX21zGAYgASgEIpEBCg1QYXlsb2FkRWZmZWN0EjoKC3NlbmRfZGlyZWN0GAEgASgLMiMucGx1Z3dpcmUuYWRtaW4udjEuU2VuZERpcmVjdEVmZmVjdEgAEjoKC3NlbmRfcm91dGVkGAIgASgLMiMucGx1Z3dpcmUuYWRtaW4udjEuU2VuZFJvdXRlZEVmZmVjdEgAQggKBmVmZmVjdCJaChBTZW5kRGlyZWN0RWZmZWN0EgwKBHBlZXIYASABKAwSDQoFZnJhbWUYAiABKAwSEQoJcGVyZm9ybWVkGAMgASgIEhYKDmRyb3BwZWRfcmVhc29uGAQgASgJIk0KEFNlbmRSb3V0ZWRFZmZlY3QSCwoDZHN0GAEgASgMEg0KBWZyYW1lGAIgASgMEg4KBnJvdXRlZBgDIAEoCBINCgVlcnJvchgEIAEoCSIpChJXYXRjaFN0YXR1c1JlcXVlc3QSEwoLaW50ZXJ2YWxfbXMYASABKA0imQEKE1dhdGNoU3RhdHVzUmVzcG9uc2USDwoHdGltZV9tcxgBIAEoAxIwCgdwbHVnaW5zGAIgAygLMh8ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luRGV0YWlsEhUKDWRpc3BhdGNoX3JhdGUYAyABKAESKAoEbG9ncxgEIAMoCzIaLnBsdWd3aXJlLmFkbWluLnYxLkxvZ0xpbmUinQIKDFBsdWdpbkRldGFpbBIrCgRpbmZvGAEgASgLMh0ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luSW5mbxIWCg5yZWFkeV9zaW5jZV9tcxgCIAEoAxIXCg9yZXBsYXlfcGF5bG9hZHMYAyABKA0SFAoMcmVwbGF5X2J5dGVzGAQgASgEEjYKDWxhc3Rfc25hcHNob3QYBSABKAsyHy5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdEluZm8SMgoIcmVzdGFydHMYBiADKAsyIC5wbHVnd2lyZS5hZG1pbi52MS5SZXN0YXJ0UmVjb3JkEhUKDWRpc3BhdGNoX3JhdGUYByADKAESFgoOYWNrX2xhdGVuY3lfbXMYCCADKAEiWAoMU25hcHNob3RJbmZvEg0KBWF0X21zGAEgASgDEhIKCnNpemVfYnl0ZXMYAiABKAQSEwoLYXBwbGllZF9zZXEYAyABKAQSEAoIcmVzdG9yZWQYBCABKAgiLgoNUmVzdGFydFJlY29yZBINCgVhdF9tcxgBIAEoAxIOCgZyZWFzb24YAiABKAkiUwoHTG9nTGluZRILCgNzZXEYASABKAQSDwoHdGltZV9tcxgCIAEoAxIOCgZwbHVnaW4YAyABKAkSDQoFbGV2ZWwYBCABKAkSCwoDbXNnGAUgASgJIlMKDlVwZ3JhZGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSDwoHY29tbWFuZBgCIAEoCRIMCgRhcmdzGAMgAygJEhQKDHJlcGxhY2VfYXJncxgEIAEoCCKJAQoPVXBncmFkZVJlc3BvbnNlEi0KBnBsdWdpbhgBIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8SEAoIZnJvbV9waWQYAiABKA0SDgoGdG9fcGlkGAMgASgNEhAKCHBhdXNlX21zGAQgASgBEhMKC2FwcGxpZWRfc2VxGAUgASgEKnMKD0Rpc3BhdGNoT3V0Y29tZRIgChxESVNQQVRDSF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGgoWRElTUEFUQ0hfT1VUQ09NRV9BQ0tFRBABEiIKHkRJU1BBVENIX09VVENPTUVfSEFORExFUl9FUlJPUhACMucGCgxBZG1pblNlcnZpY2USXAoLTGlzdFBsdWdpbnMSJS5wbHVnd2lyZS5hZG1pbi52MS5MaXN0UGx1Z2luc1JlcXVlc3QaJi5wbHVnd2lyZS5hZG1pbi52MS5MaXN0UGx1Z2luc1Jlc3BvbnNlEmIKDVJlc3RhcnRQbHVnaW4SJy5wbHVnd2lyZS5hZG1pbi52MS5SZXN0YXJ0UGx1Z2luUmVxdWVzdBooLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRQbHVnaW5SZXNwb25zZRJZCgpTdG9wUGx1Z2luEiQucGx1Z3dpcmUuYWRtaW4udjEuU3RvcFBsdWdpblJlcXVlc3QaJS5wbHVnd2lyZS5hZG1pbi52MS5TdG9wUGx1Z2luUmVzcG9uc2USXAoLU25hcHNob3ROb3cSJS5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdE5vd1JlcXVlc3QaJi5wbHVnd2lyZS5hZG1pbi52MS5TbmFwc2hvdE5vd1Jlc3BvbnNlEmgKD0xpc3REZWFkTGV0dGVycxIpLnBsdWd3aXJlLmFkbWluLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaKi5wbHVnd2lyZS5hZG1pbi52MS5MaXN0RGVhZExldHRlcnNSZXNwb25zZRJrChBSZXBsYXlEZWFkTGV0dGVyEioucGx1Z3dpcmUuYWRtaW4udjEuUmVwbGF5RGVhZExldHRlclJlcXVlc3QaKy5wbHVnd2lyZS5hZG1pbi52MS5SZXBsYXlEZWFkTGV0dGVyUmVzcG9uc2USUwoIRGlzcGF0Y2gSIi5wbHVnd2lyZS5hZG1pbi52MS5EaXNwYXRjaFJlcXVlc3QaIy5wbHVnd2lyZS5hZG1pbi52MS5EaXNwYXRjaFJlc3BvbnNlEl4KC1dhdGNoU3RhdHVzEiUucGx1Z3dpcmUuYWRtaW4udjEuV2F0Y2hTdGF0dXNSZXF1ZXN0GiYucGx1Z3dpcmUuYWRtaW4udjEuV2F0Y2hTdGF0dXNSZXNwb25zZTABElAKB1VwZ3JhZGUSIS5wbHVnd2lyZS5hZG1pbi52MS5VcGdyYWRlUmVxdWVzdBoiLnBsdWd3aXJlLmFkbWluLnYxLlVwZ3JhZGVSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Ch1wbHVnd2lyZS9hZG1pbi92MS9hZG1pbi5wcm90bxIRcGx1Z3dpcmUuYWRtaW4udjEiFAoSTGlzdFBsdWdpbnNSZXF1ZXN0IkUKE0xpc3RQbHVnaW5zUmVzcG9uc2USLgoHcGx1Z2lucxgBIAMoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlBsdWdpbkluZm8i/QIKClBsdWdpbkluZm8SDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRILCgNwaWQYAyABKA0SEAoIcmVzdGFydHMYBCABKA0SDgoGcXVldWVkGAUgASgNEhEKCWluX2ZsaWdodBgGIAEoDRIWCg5sYXN0X2Fja2VkX3NlcRgHIAEoBBIRCglsYXN0X2V4aXQYCCABKAkSEgoKbGFzdF9lcnJvchgJIAEoCRIVCg1wYXlsb2FkX2tpbmRzGAogAygJEhAKCHN0YXRlZnVsGAsgASgIEhQKDGRlYWRfbGV0dGVycxgMIAEoDRI3Cg5zaGFkb3dlZF9raW5kcxgNIAMoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNoYWRvd2VkS2luZBIVCg1zdGFuZGJ5X3N0YXRlGBQgASgJEhMKC3N0YW5kYnlfcGlkGBUgASgNEi0KBnJlbW90ZRgeIAEoCzIdLnBsdWd3aXJlLmFkbWluLnYxLlJlbW90ZUluZm8iMQoKUmVtb3RlSW5mbxIPCgdhZGRyZXNzGAEgASgJEhIKCmNvbm5lY3Rpb24YAiABKAkiKwoMU2hhZG93ZWRLaW5kEgwKBGtpbmQYASABKAkSDQoFb3duZXIYAiABKAkiJAoUUmVzdGFydFBsdWdpblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJGChVSZXN0YXJ0UGx1Z2luUmVzcG9uc2USLQoGcGx1Z2luGAEgASgLMh0ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luSW5mbyIhChFTdG9wUGx1Z2luUmVxdWVzdBIMCgRuYW1lGAEgASgJIkMKElN0b3BQbHVnaW5SZXNwb25zZRItCgZwbHVnaW4YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvIiIKElNuYXBzaG90Tm93UmVxdWVzdBIMCgRuYW1lGAEgASgJIkkKE1NuYXBzaG90Tm93UmVzcG9uc2USMgoHcmVzdWx0cxgBIAMoCzIhLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90UmVzdWx0ImQKDlNuYXBzaG90UmVzdWx0Eg4KBnBsdWdpbhgBIAEoCRIKCgJvaxgCIAEoCBITCgthcHBsaWVkX3NlcRgDIAEoBBISCgpzaXplX2J5dGVzGAQgASgEEg0KBWVycm9yGAUgASgJIiYKFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJOChdMaXN0RGVhZExldHRlcnNSZXNwb25zZRIzCgxkZWFkX2xldHRlcnMYASADKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5EZWFkTGV0dGVyIm4KCkRlYWRMZXR0ZXISCwoDc2VxGAEgASgEEgwKBGtpbmQYAiABKAkSCwoDc3JjGAMgASgMEhIKCnNpemVfYnl0ZXMYBCABKAQSFAoMcGFya2VkX2F0X21zGAUgASgDEg4KBnJlYXNvbhgGIAEoCSI0ChdSZXBsYXlEZWFkTGV0dGVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEgsKA3NlcRgCIAEoBCIaChhSZXBsYXlEZWFkTGV0dGVyUmVzcG9uc2UiSgoPRGlzcGF0Y2hSZXF1ZXN0EgwKBGtpbmQYASABKAkSDgoGcGx1Z2luGAIgASgJEgsKA3NyYxgDIAEoDBIMCgRib2R5GAQgASgMIrwBChBEaXNwYXRjaFJlc3BvbnNlEg4KBnBsdWdpbhgBIAEoCRIMCgRraW5kGAIgASgJEjMKB291dGNvbWUYAyABKA4yIi5wbHVnd2lyZS5hZG1pbi52MS5EaXNwYXRjaE91dGNvbWUSDQoFZXJyb3IYBCABKAkSMQoHZWZmZWN0cxgFIAMoCzIgLnBsdWd3aXJlLmFkbWluLnYxLlBheWxvYWRFZmZlY3QSEwoLZHVyYXRpb25fbXMYBiABKAQikQEKDVBheWxvYWRFZmZlY3QSOgoLc2VuZF9kaXJlY3QYASABKAsyIy5wbHVnd2lyZS5hZG1pbi52MS5TZW5kRGlyZWN0RWZmZWN0SAASOgoLc2VuZF9yb3V0ZWQYAiABKAsyIy5wbHVnd2lyZS5hZG1pbi52MS5TZW5kUm91dGVkRWZmZWN0SABCCAoGZWZmZWN0IloKEFNlbmREaXJlY3RFZmZlY3QSDAoEcGVlchgBIAEoDBINCgVmcmFtZRgCIAEoDBIRCglwZXJmb3JtZWQYAyABKAgSFgoOZHJvcHBlZF9yZWFzb24YBCABKAkiTQoQU2VuZFJvdXRlZEVmZmVjdBILCgNkc3QYASABKAwSDQoFZnJhbWUYAiABKAwSDgoGcm91dGVkGAMgASgIEg0KBWVycm9yGAQgASgJIikKEldhdGNoU3RhdHVzUmVxdWVzdBITCgtpbnRlcnZhbF9tcxgBIAEoDSKZAQoTV2F0Y2hTdGF0dXNSZXNwb25zZRIPCgd0aW1lX21zGAEgASgDEjAKB3BsdWdpbnMYAiADKAsyHy5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5EZXRhaWwSFQoNZGlzcGF0Y2hfcmF0ZRgDIAEoARIoCgRsb2dzGAQgAygLMhoucGx1Z3dpcmUuYWRtaW4udjEuTG9nTGluZSKdAgoMUGx1Z2luRGV0YWlsEisKBGluZm8YASABKAsyHS5wbHVnd2lyZS5hZG1pbi52MS5QbHVnaW5JbmZvEhYKDnJlYWR5X3NpbmNlX21zGAIgASgDEhcKD3JlcGxheV9wYXlsb2FkcxgDIAEoDRIUCgxyZXBsYXlfYnl0ZXMYBCABKAQSNgoNbGFzdF9zbmFwc2hvdBgFIAEoCzIfLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90SW5mbxIyCghyZXN0YXJ0cxgGIAMoCzIgLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRSZWNvcmQSFQoNZGlzcGF0Y2hfcmF0ZRgHIAMoARIWCg5hY2tfbGF0ZW5jeV9tcxgIIAMoASJYCgxTbmFwc2hvdEluZm8SDQoFYXRfbXMYASABKAMSEgoKc2l6ZV9ieXRlcxgCIAEoBBITCgthcHBsaWVkX3NlcRgDIAEoBBIQCghyZXN0b3JlZBgEIAEoCCIuCg1SZXN0YXJ0UmVjb3JkEg0KBWF0X21zGAEgASgDEg4KBnJlYXNvbhgCIAEoCSJTCgdMb2dMaW5lEgsKA3NlcRgBIAEoBBIPCgd0aW1lX21zGAIgASgDEg4KBnBsdWdpbhgDIAEoCRINCgVsZXZlbBgEIAEoCRILCgNtc2cYBSABKAkiUwoOVXBncmFkZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIPCgdjb21tYW5kGAIgASgJEgwKBGFyZ3MYAyADKAkSFAoMcmVwbGFjZV9hcmdzGAQgASgIIokBCg9VcGdyYWRlUmVzcG9uc2USLQoGcGx1Z2luGAEgASgLMh0ucGx1Z3dpcmUuYWRtaW4udjEuUGx1Z2luSW5mbxIQCghmcm9tX3BpZBgCIAEoDRIOCgZ0b19waWQYAyABKA0SEAoIcGF1c2VfbXMYBCABKAESEwoLYXBwbGllZF9zZXEYBSABKAQqcwoPRGlzcGF0Y2hPdXRjb21lEiAKHERJU1BBVENIX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZESVNQQVRDSF9PVVRDT01FX0FDS0VEEAESIgoeRElTUEFUQ0hfT1VUQ09NRV9IQU5ETEVSX0VSUk9SEAIy5wYKDEFkbWluU2VydmljZRJcCgtMaXN0UGx1Z2lucxIlLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLkxpc3RQbHVnaW5zUmVzcG9uc2USYgoNUmVzdGFydFBsdWdpbhInLnBsdWd3aXJlLmFkbWluLnYxLlJlc3RhcnRQbHVnaW5SZXF1ZXN0GigucGx1Z3dpcmUuYWRtaW4udjEuUmVzdGFydFBsdWdpblJlc3BvbnNlElkKClN0b3BQbHVnaW4SJC5wbHVnd2lyZS5hZG1pbi52MS5TdG9wUGx1Z2luUmVxdWVzdBolLnBsdWd3aXJlLmFkbWluLnYxLlN0b3BQbHVnaW5SZXNwb25zZRJcCgtTbmFwc2hvdE5vdxIlLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVxdWVzdBomLnBsdWd3aXJlLmFkbWluLnYxLlNuYXBzaG90Tm93UmVzcG9uc2USaAoPTGlzdERlYWRMZXR0ZXJzEikucGx1Z3dpcmUuYWRtaW4udjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBoqLnBsdWd3aXJlLmFkbWluLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEmsKEFJlcGxheURlYWRMZXR0ZXISKi5wbHVnd2lyZS5hZG1pbi52MS5SZXBsYXlEZWFkTGV0dGVyUmVxdWVzdBorLnBsdWd3aXJlLmFkbWluLnYxLlJlcGxheURlYWRMZXR0ZXJSZXNwb25zZRJTCghEaXNwYXRjaBIiLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVxdWVzdBojLnBsdWd3aXJlLmFkbWluLnYxLkRpc3BhdGNoUmVzcG9uc2USXgoLV2F0Y2hTdGF0dXMSJS5wbHVnd2lyZS5hZG1pbi52MS5XYXRjaFN0YXR1c1JlcXVlc3QaJi5wbHVnd2lyZS5hZG1pbi52MS5XYXRjaFN0YXR1c1Jlc3BvbnNlMAESUAoHVXBncmFkZRIhLnBsdWd3aXJlLmFkbWluLnYxLlVwZ3JhZGVSZXF1ZXN0GiIucGx1Z3dpcmUuYWRtaW4udjEuVXBncmFkZVJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message plugwire.admin.v1.ListPluginsRequest
@@ -136,6 +136,15 @@ export type PluginInfo = Message<"plugwire.admin.v1.PluginInfo"> & {
    * @generated from field: uint32 standby_pid = 21;
    */
   standbyPid: number;
+
+  /**
+   * Set for a plugin the host attaches to over the network (config `attach`,
+   * docs/remote-plugins.md); unset for a spawned plugin. Numbered apart from
+   * the fields above so that fields added meanwhile keep their numbers.
+   *
+   * @generated from field: plugwire.admin.v1.RemoteInfo remote = 30;
+   */
+  remote?: RemoteInfo | undefined;
 };
 
 /**
@@ -144,6 +153,34 @@ export type PluginInfo = Message<"plugwire.admin.v1.PluginInfo"> & {
  */
 export const PluginInfoSchema: GenMessage<PluginInfo> = /*@__PURE__*/
   messageDesc(file_plugwire_admin_v1_admin, 2);
+
+/**
+ * Where the host dials an attached plugin, and the state of that connection.
+ *
+ * @generated from message plugwire.admin.v1.RemoteInfo
+ */
+export type RemoteInfo = Message<"plugwire.admin.v1.RemoteInfo"> & {
+  /**
+   * tcp://HOST:PORT, as configured.
+   *
+   * @generated from field: string address = 1;
+   */
+  address: string;
+
+  /**
+   * connecting, connected, lost, closed or disconnected (no launch).
+   *
+   * @generated from field: string connection = 2;
+   */
+  connection: string;
+};
+
+/**
+ * Describes the message plugwire.admin.v1.RemoteInfo.
+ * Use `create(RemoteInfoSchema)` to create a new message.
+ */
+export const RemoteInfoSchema: GenMessage<RemoteInfo> = /*@__PURE__*/
+  messageDesc(file_plugwire_admin_v1_admin, 3);
 
 /**
  * A payload kind a plugin claims but does not get: an earlier plugin owns it.
@@ -169,7 +206,7 @@ export type ShadowedKind = Message<"plugwire.admin.v1.ShadowedKind"> & {
  * Use `create(ShadowedKindSchema)` to create a new message.
  */
 export const ShadowedKindSchema: GenMessage<ShadowedKind> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 3);
+  messageDesc(file_plugwire_admin_v1_admin, 4);
 
 /**
  * @generated from message plugwire.admin.v1.RestartPluginRequest
@@ -186,7 +223,7 @@ export type RestartPluginRequest = Message<"plugwire.admin.v1.RestartPluginReque
  * Use `create(RestartPluginRequestSchema)` to create a new message.
  */
 export const RestartPluginRequestSchema: GenMessage<RestartPluginRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 4);
+  messageDesc(file_plugwire_admin_v1_admin, 5);
 
 /**
  * @generated from message plugwire.admin.v1.RestartPluginResponse
@@ -203,7 +240,7 @@ export type RestartPluginResponse = Message<"plugwire.admin.v1.RestartPluginResp
  * Use `create(RestartPluginResponseSchema)` to create a new message.
  */
 export const RestartPluginResponseSchema: GenMessage<RestartPluginResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 5);
+  messageDesc(file_plugwire_admin_v1_admin, 6);
 
 /**
  * @generated from message plugwire.admin.v1.StopPluginRequest
@@ -220,7 +257,7 @@ export type StopPluginRequest = Message<"plugwire.admin.v1.StopPluginRequest"> &
  * Use `create(StopPluginRequestSchema)` to create a new message.
  */
 export const StopPluginRequestSchema: GenMessage<StopPluginRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 6);
+  messageDesc(file_plugwire_admin_v1_admin, 7);
 
 /**
  * @generated from message plugwire.admin.v1.StopPluginResponse
@@ -237,7 +274,7 @@ export type StopPluginResponse = Message<"plugwire.admin.v1.StopPluginResponse">
  * Use `create(StopPluginResponseSchema)` to create a new message.
  */
 export const StopPluginResponseSchema: GenMessage<StopPluginResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 7);
+  messageDesc(file_plugwire_admin_v1_admin, 8);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotNowRequest
@@ -256,7 +293,7 @@ export type SnapshotNowRequest = Message<"plugwire.admin.v1.SnapshotNowRequest">
  * Use `create(SnapshotNowRequestSchema)` to create a new message.
  */
 export const SnapshotNowRequestSchema: GenMessage<SnapshotNowRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 8);
+  messageDesc(file_plugwire_admin_v1_admin, 9);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotNowResponse
@@ -273,7 +310,7 @@ export type SnapshotNowResponse = Message<"plugwire.admin.v1.SnapshotNowResponse
  * Use `create(SnapshotNowResponseSchema)` to create a new message.
  */
 export const SnapshotNowResponseSchema: GenMessage<SnapshotNowResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 9);
+  messageDesc(file_plugwire_admin_v1_admin, 10);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotResult
@@ -312,7 +349,7 @@ export type SnapshotResult = Message<"plugwire.admin.v1.SnapshotResult"> & {
  * Use `create(SnapshotResultSchema)` to create a new message.
  */
 export const SnapshotResultSchema: GenMessage<SnapshotResult> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 10);
+  messageDesc(file_plugwire_admin_v1_admin, 11);
 
 /**
  * @generated from message plugwire.admin.v1.ListDeadLettersRequest
@@ -329,7 +366,7 @@ export type ListDeadLettersRequest = Message<"plugwire.admin.v1.ListDeadLettersR
  * Use `create(ListDeadLettersRequestSchema)` to create a new message.
  */
 export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 11);
+  messageDesc(file_plugwire_admin_v1_admin, 12);
 
 /**
  * @generated from message plugwire.admin.v1.ListDeadLettersResponse
@@ -346,7 +383,7 @@ export type ListDeadLettersResponse = Message<"plugwire.admin.v1.ListDeadLetters
  * Use `create(ListDeadLettersResponseSchema)` to create a new message.
  */
 export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 12);
+  messageDesc(file_plugwire_admin_v1_admin, 13);
 
 /**
  * @generated from message plugwire.admin.v1.DeadLetter
@@ -390,7 +427,7 @@ export type DeadLetter = Message<"plugwire.admin.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 13);
+  messageDesc(file_plugwire_admin_v1_admin, 14);
 
 /**
  * @generated from message plugwire.admin.v1.ReplayDeadLetterRequest
@@ -412,7 +449,7 @@ export type ReplayDeadLetterRequest = Message<"plugwire.admin.v1.ReplayDeadLette
  * Use `create(ReplayDeadLetterRequestSchema)` to create a new message.
  */
 export const ReplayDeadLetterRequestSchema: GenMessage<ReplayDeadLetterRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 14);
+  messageDesc(file_plugwire_admin_v1_admin, 15);
 
 /**
  * @generated from message plugwire.admin.v1.ReplayDeadLetterResponse
@@ -425,7 +462,7 @@ export type ReplayDeadLetterResponse = Message<"plugwire.admin.v1.ReplayDeadLett
  * Use `create(ReplayDeadLetterResponseSchema)` to create a new message.
  */
 export const ReplayDeadLetterResponseSchema: GenMessage<ReplayDeadLetterResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 15);
+  messageDesc(file_plugwire_admin_v1_admin, 16);
 
 /**
  * @generated from message plugwire.admin.v1.DispatchRequest
@@ -464,7 +501,7 @@ export type DispatchRequest = Message<"plugwire.admin.v1.DispatchRequest"> & {
  * Use `create(DispatchRequestSchema)` to create a new message.
  */
 export const DispatchRequestSchema: GenMessage<DispatchRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 16);
+  messageDesc(file_plugwire_admin_v1_admin, 17);
 
 /**
  * @generated from message plugwire.admin.v1.DispatchResponse
@@ -514,7 +551,7 @@ export type DispatchResponse = Message<"plugwire.admin.v1.DispatchResponse"> & {
  * Use `create(DispatchResponseSchema)` to create a new message.
  */
 export const DispatchResponseSchema: GenMessage<DispatchResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 17);
+  messageDesc(file_plugwire_admin_v1_admin, 18);
 
 /**
  * @generated from message plugwire.admin.v1.PayloadEffect
@@ -547,7 +584,7 @@ export type PayloadEffect = Message<"plugwire.admin.v1.PayloadEffect"> & {
  * Use `create(PayloadEffectSchema)` to create a new message.
  */
 export const PayloadEffectSchema: GenMessage<PayloadEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 18);
+  messageDesc(file_plugwire_admin_v1_admin, 19);
 
 /**
  * @generated from message plugwire.admin.v1.SendDirectEffect
@@ -583,7 +620,7 @@ export type SendDirectEffect = Message<"plugwire.admin.v1.SendDirectEffect"> & {
  * Use `create(SendDirectEffectSchema)` to create a new message.
  */
 export const SendDirectEffectSchema: GenMessage<SendDirectEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 19);
+  messageDesc(file_plugwire_admin_v1_admin, 20);
 
 /**
  * @generated from message plugwire.admin.v1.SendRoutedEffect
@@ -619,7 +656,7 @@ export type SendRoutedEffect = Message<"plugwire.admin.v1.SendRoutedEffect"> & {
  * Use `create(SendRoutedEffectSchema)` to create a new message.
  */
 export const SendRoutedEffectSchema: GenMessage<SendRoutedEffect> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 20);
+  messageDesc(file_plugwire_admin_v1_admin, 21);
 
 /**
  * @generated from message plugwire.admin.v1.WatchStatusRequest
@@ -638,7 +675,7 @@ export type WatchStatusRequest = Message<"plugwire.admin.v1.WatchStatusRequest">
  * Use `create(WatchStatusRequestSchema)` to create a new message.
  */
 export const WatchStatusRequestSchema: GenMessage<WatchStatusRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 21);
+  messageDesc(file_plugwire_admin_v1_admin, 22);
 
 /**
  * @generated from message plugwire.admin.v1.WatchStatusResponse
@@ -676,7 +713,7 @@ export type WatchStatusResponse = Message<"plugwire.admin.v1.WatchStatusResponse
  * Use `create(WatchStatusResponseSchema)` to create a new message.
  */
 export const WatchStatusResponseSchema: GenMessage<WatchStatusResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 22);
+  messageDesc(file_plugwire_admin_v1_admin, 23);
 
 /**
  * A plugin's status with what the dashboard draws of it.
@@ -742,7 +779,7 @@ export type PluginDetail = Message<"plugwire.admin.v1.PluginDetail"> & {
  * Use `create(PluginDetailSchema)` to create a new message.
  */
 export const PluginDetailSchema: GenMessage<PluginDetail> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 23);
+  messageDesc(file_plugwire_admin_v1_admin, 24);
 
 /**
  * @generated from message plugwire.admin.v1.SnapshotInfo
@@ -778,7 +815,7 @@ export type SnapshotInfo = Message<"plugwire.admin.v1.SnapshotInfo"> & {
  * Use `create(SnapshotInfoSchema)` to create a new message.
  */
 export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 24);
+  messageDesc(file_plugwire_admin_v1_admin, 25);
 
 /**
  * @generated from message plugwire.admin.v1.RestartRecord
@@ -804,7 +841,7 @@ export type RestartRecord = Message<"plugwire.admin.v1.RestartRecord"> & {
  * Use `create(RestartRecordSchema)` to create a new message.
  */
 export const RestartRecordSchema: GenMessage<RestartRecord> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 25);
+  messageDesc(file_plugwire_admin_v1_admin, 26);
 
 /**
  * @generated from message plugwire.admin.v1.LogLine
@@ -847,7 +884,7 @@ export type LogLine = Message<"plugwire.admin.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 26);
+  messageDesc(file_plugwire_admin_v1_admin, 27);
 
 /**
  * @generated from message plugwire.admin.v1.UpgradeRequest
@@ -884,7 +921,7 @@ export type UpgradeRequest = Message<"plugwire.admin.v1.UpgradeRequest"> & {
  * Use `create(UpgradeRequestSchema)` to create a new message.
  */
 export const UpgradeRequestSchema: GenMessage<UpgradeRequest> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 27);
+  messageDesc(file_plugwire_admin_v1_admin, 28);
 
 /**
  * @generated from message plugwire.admin.v1.UpgradeResponse
@@ -927,7 +964,7 @@ export type UpgradeResponse = Message<"plugwire.admin.v1.UpgradeResponse"> & {
  * Use `create(UpgradeResponseSchema)` to create a new message.
  */
 export const UpgradeResponseSchema: GenMessage<UpgradeResponse> = /*@__PURE__*/
-  messageDesc(file_plugwire_admin_v1_admin, 28);
+  messageDesc(file_plugwire_admin_v1_admin, 29);
 
 /**
  * @generated from enum plugwire.admin.v1.DispatchOutcome
