@@ -113,7 +113,7 @@ function variables(name: string, stateful: boolean, sdk: string | null): Record<
     py_sdk: sdk ? `plugwire @ file://${join(sdk, "sdk", "python")}` : "plugwire==0.1.0",
     // Go: the replace directive (empty for the published module).
     go_replace: sdk
-      ? `// The SDK from a plugwire checkout; delete this line to use the published module.\nreplace github.com/plugwire/plugwire/sdk/go => ${join(sdk, "sdk", "go")}\n`
+      ? `// The SDK from a plugwire checkout; delete this replace directive to use the published module.\nreplace github.com/plugwire/plugwire/sdk/go => ${join(sdk, "sdk", "go")}\n`
       : "",
     go_version: goVersion(sdk),
     // Rust: the dependency line.
