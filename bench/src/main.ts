@@ -20,6 +20,7 @@ import { cleanupAll, progress, repo } from "./lib.js";
 import { goals, goalsTable, Results, table } from "./report.js";
 import { dispatch, hostCall, latency } from "./scenarios/delivery.js";
 import { go } from "./scenarios/go.js";
+import { polyglot } from "./scenarios/polyglot.js";
 import { crash, snapshot, spawnReady } from "./scenarios/lifecycle.js";
 import { hostRss, rss } from "./scenarios/memory.js";
 import { raw } from "./scenarios/raw.js";
@@ -27,6 +28,8 @@ import { scale } from "./scenarios/scale.js";
 import type { Ctx, Scenario } from "./scenarios/types.js";
 
 const SCENARIOS: Scenario[] = [raw, dispatch, latency, hostCall, spawnReady, crash, snapshot, rss, hostRss, scale, go];
+// The four languages' example counters side by side (issue 13).
+SCENARIOS.push(polyglot);
 
 interface Args {
   quick: boolean;
