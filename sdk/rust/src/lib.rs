@@ -33,6 +33,8 @@ mod life;
 pub mod log;
 mod plugin;
 mod service;
+#[cfg(test)]
+mod testdata;
 mod util;
 
 use std::sync::{Arc, RwLock};
