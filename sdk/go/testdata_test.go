@@ -7,13 +7,20 @@ package plugwire
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"io"
+	"log/slog"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -36,6 +43,24 @@ type vectorFile struct {
 		Line  string  `json:"line"`
 		Token *string `json:"token"`
 	} `json:"tokenLines"`
+	DeliverStreams []struct {
+		Name    string   `json:"name"`
+		Batches []string `json:"batches"`
+		Calls   []struct {
+			Seq         uint64 `json:"seq"`
+			Item        string `json:"item"`
+			Redelivered bool   `json:"redelivered"`
+		} `json:"calls"`
+		AckedThrough uint64 `json:"ackedThrough"`
+		Outcomes     []struct {
+			Seq     uint64 `json:"seq"`
+			Error   bool   `json:"error"`
+			Effects []struct {
+				Peer  string `json:"peer"`
+				Frame string `json:"frame"`
+			} `json:"effects"`
+		} `json:"outcomes"`
+	} `json:"deliverStreams"`
 	VersionLists []struct {
 		Value    string   `json:"value"`
 		Versions []uint32 `json:"versions"`
@@ -137,5 +162,94 @@ func TestSharedVectorsConstants(t *testing.T) {
 		if v.Limits[name] != got {
 			t.Errorf("limit %s: Go has %d, the host %d", name, got, v.Limits[name])
 		}
+	}
+}
+
+// vecRecorder is the recorder plugin of the deliverStreams vectors.
+type vecRecorder struct {
+	BasePlugin
+	calls *[]string
+}
+
+func (vecRecorder) Name() string { return "recorder" }
+
+func (vecRecorder) PayloadKinds() []string { return []string{"vec.hit", "vec.ping", "vec.fail"} }
+
+func (p vecRecorder) HandlePayload(ctx *Context, src []byte, kind string, _ []byte) error {
+	*p.calls = append(*p.calls, fmt.Sprintf("%d payload %v", ctx.Seq(), ctx.Redelivered()))
+	switch kind {
+	case "vec.ping":
+		return ctx.SendDirect(src, []byte("pong"))
+	case "vec.fail":
+		_ = ctx.SendDirect(src, []byte("dropped"))
+		return errors.New("vec.fail fails")
+	}
+	return nil
+}
+
+func (p vecRecorder) OnPeerForgotten(ctx *Context, nodeID []byte) error {
+	*p.calls = append(*p.calls, fmt.Sprintf("%d forget %v", ctx.Seq(), ctx.Redelivered()))
+	return ctx.SendDirect(nodeID, []byte("bye"))
+}
+
+func TestSharedVectorsDeliverStreams(t *testing.T) {
+	for _, v := range loadVectors(t).DeliverStreams {
+		t.Run(v.Name, func(t *testing.T) {
+			var calls []string
+			p := describe(vecRecorder{calls: &calls})
+			l := &launch{name: p.name, caps: map[Capability]bool{CapabilityControl: true}, log: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+			d := newDeliveryOf(p, func() *launch { return l }, func() time.Time { return time.Time{} })
+			var acks []*pb.DeliverResponse
+			s := d.openStream(func(r *pb.DeliverResponse) error {
+				acks = append(acks, r)
+				return nil
+			})
+			for _, batch := range v.Batches {
+				raw, _ := hex.DecodeString(batch)
+				req := &pb.DeliverRequest{}
+				if err := proto.Unmarshal(raw, req); err != nil {
+					t.Fatal(err)
+				}
+				if err := d.process(context.Background(), req, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var want []string
+			for _, c := range v.Calls {
+				want = append(want, fmt.Sprintf("%d %s %v", c.Seq, c.Item, c.Redelivered))
+			}
+			if !slices.Equal(calls, want) {
+				t.Fatalf("handler calls %q, want %q", calls, want)
+			}
+			var through uint64
+			var got []string
+			for _, a := range acks {
+				if a.AckedThrough < through {
+					t.Fatalf("acks went down: %v", throughs(acks))
+				}
+				through = a.AckedThrough
+				for _, o := range a.Outcomes {
+					line := fmt.Sprintf("%d error=%v", o.Seq, o.Error != nil)
+					for _, e := range o.Effects {
+						line += fmt.Sprintf(" %x:%s", e.GetSendDirect().GetPeer(), e.GetSendDirect().GetFrame())
+					}
+					got = append(got, line)
+				}
+			}
+			if through != v.AckedThrough {
+				t.Fatalf("acked through %d, want %d", through, v.AckedThrough)
+			}
+			var wantOutcomes []string
+			for _, o := range v.Outcomes {
+				line := fmt.Sprintf("%d error=%v", o.Seq, o.Error)
+				for _, e := range o.Effects {
+					line += fmt.Sprintf(" %s:%s", e.Peer, e.Frame)
+				}
+				wantOutcomes = append(wantOutcomes, line)
+			}
+			if !slices.Equal(got, wantOutcomes) {
+				t.Fatalf("outcomes %q, want %q", got, wantOutcomes)
+			}
+		})
 	}
 }

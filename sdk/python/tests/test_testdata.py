@@ -61,3 +61,63 @@ def test_constants_and_limits():
     assert limits["maxMessageBytes"] == _protocol.MAX_MESSAGE_BYTES
     assert limits["snapshotChunkBytes"] == _protocol.SNAPSHOT_CHUNK_BYTES
     assert limits["maxTokenLineBytes"] == _protocol.MAX_TOKEN_LINE_BYTES
+
+
+class _VecRecorder(plugwire.Plugin):
+    """The recorder plugin of the deliverStreams vectors."""
+
+    name = "recorder"
+    payload_kinds = ("vec.hit", "vec.ping", "vec.fail")
+
+    def __init__(self):
+        self.calls = []
+
+    def handle_payload(self, ctx, src, kind, body):
+        self.calls.append({"seq": ctx.seq, "item": "payload", "redelivered": ctx.redelivered})
+        if kind == "vec.ping":
+            ctx.send_direct(src, b"pong")
+        elif kind == "vec.fail":
+            ctx.send_direct(src, b"dropped")
+            raise RuntimeError("vec.fail fails")
+
+    def on_peer_forgotten(self, ctx, peer):
+        self.calls.append({"seq": ctx.seq, "item": "forget", "redelivered": ctx.redelivered})
+        ctx.send_direct(peer, b"bye")
+
+
+class _Sink:
+    def write(self, _line):
+        pass
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("vector", VECTORS["deliverStreams"], ids=lambda v: v["name"])
+def test_deliver_stream(vector):
+    import threading
+
+    plugin = _VecRecorder()
+    ctx = plugwire.Context("recorder", "i1", host=None, log=plugwire.Logger(_Sink()), stopping=threading.Event())
+    ctx.capabilities = frozenset({"control"})
+    delivery = _runtime._Delivery(plugin, lambda: ctx, clock=lambda: 0.0)
+    stream = delivery.open_stream()
+    for batch in vector["batches"]:
+        delivery.process(plugin_pb2.DeliverRequest.FromString(bytes.fromhex(batch)), stream)
+    acks = []
+    while not stream.out.empty():
+        acks.append(stream.out.get_nowait())
+    assert plugin.calls == vector["calls"]
+    throughs = [a.acked_through for a in acks]
+    assert throughs == sorted(throughs), "acks never go down"
+    assert throughs and throughs[-1] == vector["ackedThrough"]
+    outcomes = [
+        {
+            "seq": o.seq,
+            "error": o.HasField("error"),
+            "effects": [{"peer": e.send_direct.peer.hex(), "frame": e.send_direct.frame.decode()} for e in o.effects],
+        }
+        for a in acks
+        for o in a.outcomes
+    ]
+    assert outcomes == vector["outcomes"]

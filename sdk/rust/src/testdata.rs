@@ -192,3 +192,94 @@ fn constants_and_limits() {
     assert_eq!(v["limits"]["snapshotChunkBytes"], json!(crate::SNAPSHOT_CHUNK_BYTES));
     assert!(crate::SUPPORTED_VERSIONS.contains(&(v["protocolVersion"].as_u64().unwrap() as u32)));
 }
+
+/// The recorder plugin of the deliverStreams vectors.
+#[derive(Default)]
+struct VecRecorder {
+    calls: std::sync::Mutex<Vec<Value>>,
+}
+
+impl crate::plugin::Plugin for VecRecorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    fn payload_kinds(&self) -> &[&str] {
+        &["vec.hit", "vec.ping", "vec.fail"]
+    }
+    async fn handle_payload(&self, src: crate::plugin::NodeId, kind: &str, _body: Vec<u8>, ctx: &crate::context::Context) -> Result<(), crate::plugin::BoxError> {
+        self.calls.lock().unwrap().push(json!({ "seq": ctx.seq().unwrap(), "item": "payload", "redelivered": ctx.redelivered() }));
+        match kind {
+            "vec.ping" => ctx.send_direct(&src, b"pong").await?,
+            "vec.fail" => {
+                ctx.send_direct(&src, b"dropped").await?;
+                return Err("vec.fail fails".into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    async fn on_peer_forgotten(&self, peer: crate::plugin::NodeId, ctx: &crate::context::Context) -> Result<(), crate::plugin::BoxError> {
+        self.calls.lock().unwrap().push(json!({ "seq": ctx.seq().unwrap(), "item": "forget", "redelivered": ctx.redelivered() }));
+        ctx.send_direct(&peer, b"bye").await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn deliver_streams_give_the_vectors_calls_acks_and_outcomes() {
+    use std::sync::{Arc, RwLock};
+
+    use crate::context::{self, Capability, Context};
+    use crate::delivery::Delivery;
+    use crate::host::HostClient;
+
+    let v = vectors();
+    let streams = v["deliverStreams"].as_array().expect("deliverStreams");
+    assert!(!streams.is_empty());
+    for s in streams {
+        let name = s["name"].as_str().unwrap();
+        let shared = Arc::new(context::Shared {
+            plugin_name: "recorder".into(),
+            launch: RwLock::new(context::Launch {
+                data_dir: Default::default(),
+                instance_id: "recorder-1".into(),
+                config_json: "{}".into(),
+                capabilities: vec![Capability::Control],
+            }),
+            host: HostClient::none(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        });
+        let plugin = Arc::new(VecRecorder::default());
+        let d = Delivery::new(plugin.clone(), Context { shared, item: None });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (id, _end) = d.open_stream(tx).await;
+        for batch in s["batches"].as_array().unwrap() {
+            let req = pb::DeliverRequest::decode(unhex(batch.as_str().unwrap()).as_slice()).unwrap();
+            d.process(req, id).await;
+        }
+        let mut acks = vec![];
+        while let Ok(m) = rx.try_recv() {
+            acks.push(m.expect("an ack, not a status"));
+        }
+        assert_eq!(Value::Array(plugin.calls.lock().unwrap().clone()), s["calls"], "{name}: handler calls");
+        let throughs: Vec<u64> = acks.iter().map(|a| a.acked_through).collect();
+        assert!(throughs.windows(2).all(|w| w[0] <= w[1]), "{name}: acks never go down: {throughs:?}");
+        assert_eq!(throughs.last().copied(), s["ackedThrough"].as_u64(), "{name}: acked through");
+        let outcomes: Vec<Value> = acks
+            .iter()
+            .flat_map(|a| a.outcomes.iter())
+            .map(|o| {
+                let effects: Vec<Value> = o
+                    .effects
+                    .iter()
+                    .map(|e| match &e.effect {
+                        Some(pb::effect::Effect::SendDirect(sd)) => json!({ "peer": hex(&sd.peer), "frame": String::from_utf8_lossy(&sd.frame) }),
+                        None => json!(null),
+                    })
+                    .collect();
+                json!({ "seq": o.seq, "error": o.error.is_some(), "effects": effects })
+            })
+            .collect();
+        assert_eq!(Value::Array(outcomes), s["outcomes"], "{name}: outcomes");
+    }
+}
