@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TestContext } from "node:test";
 import { loadConfigFile } from "../src/cli/config-file.js";
@@ -43,6 +43,7 @@ function onPath(command: string): boolean {
 /** Why a language cannot be built here, or undefined when it can. */
 function missing(lang: Language): string | undefined {
   if (lang === "python" && !existsSync(PYTHON)) return `${PYTHON} is missing (run bash scripts/setup-polyglot.sh)`;
+  if (lang === "python" && !onPath("python3")) return "python3 is not on PATH";
   if (lang === "go" && !onPath("go")) return "go is not on PATH";
   if (lang === "rust" && !onPath("cargo")) return "cargo is not on PATH";
   return undefined;
@@ -57,6 +58,8 @@ export function canBuild(t: TestContext, lang: Language): boolean {
   return false;
 }
 
+let pipQueue: Promise<void> = Promise.resolve();
+
 /** The build steps of each language's README, offline and against this checkout. */
 const BUILD: Record<Language, (dir: string, name: string) => Promise<void>> = {
   async ts(dir) {
@@ -64,8 +67,32 @@ const BUILD: Record<Language, (dir: string, name: string) => Promise<void>> = {
     await ok("npm", ["install", "--offline", "--no-audit", "--no-fund"], dir);
     await ok("npm", ["run", "build"], dir);
   },
-  async python() {
-    // Nothing to build: the repo's venv has the plugwire package (editable); check.sh runs it via $PYTHON.
+  async python(dir) {
+    // The README's steps: a venv of the project's own, then `pip install -r
+    // requirements.txt`, which installs this checkout's sdk/python
+    // (plugwire @ file://...). Offline: pip, setuptools (the build backend),
+    // grpcio and protobuf come from the repository's venv through a .pth
+    // file, and pip gets --no-index --no-deps --no-build-isolation.
+    // One install at a time: pip builds sdk/python in its own tree.
+    const install = pipQueue.then(async () => {
+      await ok("python3", ["-m", "venv", "--without-pip", ".venv"], dir);
+      const purelib = async (python: string): Promise<string> => {
+        const r = await run(python, ["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], dir);
+        assert.equal(r.code, 0, r.stderr);
+        return r.stdout.trim();
+      };
+      writeFileSync(join(await purelib(join(dir, ".venv", "bin", "python")), "_plugwire_repo_venv.pth"), `${await purelib(PYTHON)}\n`);
+      await ok(
+        join(dir, ".venv", "bin", "python"),
+        ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "--no-index", "--no-deps", "--no-build-isolation", "-r", "requirements.txt"],
+        dir,
+      );
+    });
+    pipQueue = install.catch(() => {});
+    await install;
+    // The package is installed, not linked: the venv's plugwire is a copy.
+    const where = await run(join(dir, ".venv", "bin", "python"), ["-c", "import plugwire; print(plugwire.__file__)"], dir);
+    assert.ok(where.stdout.startsWith(join(dir, ".venv")), `plugwire imported from ${where.stdout}${where.stderr}`);
   },
   async go(dir, name) {
     const env = { GOPROXY: "off", GOFLAGS: "-mod=mod" }; // modules come from the cache setup-polyglot filled
@@ -107,7 +134,8 @@ export async function newBuildCheck(t: TestContext, tmp: string, lang: Language,
   );
 
   await BUILD[lang](dir, name);
-  const env = { PLUGWIRE: `${process.execPath} ${CLI}`, PYTHON, CARGO_TARGET_DIR: TARGET };
+  // Python: check.sh runs the project's own .venv/bin/python.
+  const env = { PLUGWIRE: `${process.execPath} ${CLI}`, CARGO_TARGET_DIR: TARGET };
   const kit = await run(join(dir, "check.sh"), ["--json", "--timeout-ms", "10000"], dir, env);
   let report: Report;
   try {

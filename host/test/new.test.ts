@@ -3,7 +3,8 @@
  * (Rust's in new-rust*.test.ts: its release builds are slow enough to need a file each)
  * into a temp dir, built with its own build steps (as its README says, but
  * offline and against this checkout's SDKs), and passes the conformance kit
- * through its own check.sh with no edits. A language whose toolchain (or
+ * through its own check.sh with no edits (Python: pip installs
+ * requirements.txt, so sdk/python, into the project's own fresh venv). A language whose toolchain (or
  * scripts/setup-polyglot.sh's Python venv) is missing is skipped with a note;
  * under CI, which installs them, it fails.
  */
