@@ -165,7 +165,7 @@ func Serve(plugin Plugin) {
 			life.exit(1, 0)
 		}
 	}()
-	fmt.Fprintf(os.Stdout, "%s protocol=%d network=unix address=%s transport=grpc\n", HandshakePrefix, version, socketPath)
+	fmt.Fprint(os.Stdout, handshakeLine(version, socketPath))
 	select {} // the lifecycle exits the process
 }
 
@@ -186,6 +186,11 @@ func listenUnix(socketPath string) (net.Listener, error) {
 		return nil, err
 	}
 	return listener, nil
+}
+
+// handshakeLine is the line printed once the socket listens (docs/protocol.md §5), with its LF.
+func handshakeLine(version uint32, socketPath string) string {
+	return fmt.Sprintf("%s protocol=%d network=unix address=%s transport=grpc\n", HandshakePrefix, version, socketPath)
 }
 
 // parseVersions reads PLUGWIRE_PROTOCOL_VERSIONS: decimal numbers separated

@@ -61,6 +61,11 @@ type vectorFile struct {
 			} `json:"effects"`
 		} `json:"outcomes"`
 	} `json:"deliverStreams"`
+	HandshakeLines []struct {
+		ProtocolVersion uint32 `json:"protocolVersion"`
+		SocketPath      string `json:"socketPath"`
+		Line            string `json:"line"`
+	} `json:"handshakeLines"`
 	VersionLists []struct {
 		Value    string   `json:"value"`
 		Versions []uint32 `json:"versions"`
@@ -136,6 +141,18 @@ func TestSharedVectorsTokenLines(t *testing.T) {
 			}
 		} else if err != nil || token != *v.Token {
 			t.Errorf("%q: got %q, %v; want %q", v.Line, token, err, *v.Token)
+		}
+	}
+}
+
+func TestSharedVectorsHandshakeLines(t *testing.T) {
+	v := loadVectors(t)
+	if len(v.HandshakeLines) == 0 {
+		t.Fatal("no handshake lines")
+	}
+	for _, h := range v.HandshakeLines {
+		if got := handshakeLine(h.ProtocolVersion, h.SocketPath); got != h.Line {
+			t.Errorf("handshake line %q, want %q", got, h.Line)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { create, fromBinary, fromJson, toBinary, toJson, type DescMessage, type JsonValue } from "@bufbuild/protobuf";
 import { DeliveryProcessor, type Item } from "../src/delivery.js";
+import { handshakeLine } from "../src/serve.js";
 import * as pb from "@plugwire/proto";
 import {
   MAX_MESSAGE_BYTES,
@@ -42,6 +43,7 @@ interface Stream {
 
 interface Vectors {
   deliverStreams: Stream[];
+  handshakeLines: { protocolVersion: number; socketPath: string; line: string }[];
   protocolVersion: number;
   tokenLinePrefix: string;
   handshakePrefix: string;
@@ -142,6 +144,11 @@ describe("sdk/testdata/vectors.json", () => {
       assert.deepEqual(outcomes, v.outcomes);
     });
   }
+
+  it("handshake lines", () => {
+    assert.ok(vectors.handshakeLines.length > 0);
+    for (const { protocolVersion, socketPath, line } of vectors.handshakeLines) assert.equal(handshakeLine(protocolVersion, socketPath), line);
+  });
 
   it("token lines", () => {
     for (const { line, token } of vectors.tokenLines) {

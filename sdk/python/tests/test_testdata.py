@@ -19,6 +19,7 @@ VECTORS = json.loads((pathlib.Path(__file__).resolve().parents[2] / "testdata" /
 
 def test_every_section_has_vectors():
     assert VECTORS["messages"] and VECTORS["tokenLines"] and VECTORS["versionLists"]
+    assert VECTORS["deliverStreams"] and VECTORS["handshakeLines"]
 
 
 @pytest.mark.parametrize("vector", VECTORS["messages"], ids=lambda v: f"{v['type']}: {v['name']}")
@@ -46,6 +47,11 @@ def test_token_line(vector):
     finally:
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.parametrize("vector", VECTORS["handshakeLines"], ids=lambda v: v["socketPath"])
+def test_handshake_line(vector):
+    assert _runtime._handshake_line(vector["protocolVersion"], vector["socketPath"]) == vector["line"]
 
 
 @pytest.mark.parametrize("vector", VECTORS["versionLists"], ids=lambda v: repr(v["value"]))

@@ -177,6 +177,17 @@ fn token_lines_are_judged_like_the_host() {
 }
 
 #[test]
+fn handshake_lines_are_what_the_host_reads() {
+    let v = vectors();
+    let lines = v["handshakeLines"].as_array().expect("handshakeLines");
+    assert!(!lines.is_empty());
+    for h in lines {
+        let line = crate::handshake_line(h["protocolVersion"].as_u64().unwrap() as u32, h["socketPath"].as_str().unwrap());
+        assert_eq!(line, h["line"].as_str().unwrap());
+    }
+}
+
+#[test]
 fn version_lists_are_parsed_like_the_host() {
     for t in vectors()["versionLists"].as_array().unwrap() {
         let value = t["value"].as_str().unwrap();
