@@ -29,9 +29,15 @@ func main() {
 	plugwire.Serve(&plugin{{{#stateful}}counts: map[string]uint64{}{{/stateful}}})
 }
 
-// plugin is a plugwire.Plugin{{#stateful}} and a plugwire.Stateful{{/stateful}}. The SDK never runs
-// two of HandlePayload, OnPeerForgotten{{#stateful}}, Snapshot and Restore{{/stateful}} at once, so
-// state only they touch needs no lock.
+{{#stateful}}
+// plugin is a plugwire.Plugin and a plugwire.Stateful. The SDK never runs two
+// of HandlePayload, OnPeerForgotten, Snapshot and Restore at once, so state
+// only they touch needs no lock.
+{{/stateful}}
+{{^stateful}}
+// plugin is a plugwire.Plugin. The SDK never runs HandlePayload and
+// OnPeerForgotten at once, so state only they touch needs no lock.
+{{/stateful}}
 type plugin struct {
 {{#stateful}}
 	counts map[string]uint64 // hex node id -> hits

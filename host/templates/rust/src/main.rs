@@ -21,12 +21,15 @@ use plugwire::{log, BoxError, Context, NodeId, Plugin};
 {{/stateful}}
 
 #[derive(Default)]
-struct {{pascal}} {
 {{#stateful}}
+struct {{pascal}} {
     /// Hits by peer (hex node id).
     counts: Mutex<BTreeMap<String, u64>>,
-{{/stateful}}
 }
+{{/stateful}}
+{{^stateful}}
+struct {{pascal}};
+{{/stateful}}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -46,7 +49,13 @@ impl Plugin for {{pascal}} {
         Ok(())
     }
 
-    async fn handle_payload(&self, src: NodeId, kind: &str, body: Vec<u8>, ctx: &Context) -> Result<(), BoxError> {
+    async fn handle_payload(
+        &self,
+        src: NodeId,
+        kind: &str,
+        body: Vec<u8>,
+        ctx: &Context,
+    ) -> Result<(), BoxError> {
 {{#stateful}}
         if kind == "{{name}}.hit" {
             *self.counts.lock().unwrap().entry(hex(&src)).or_insert(0) += 1;
@@ -56,7 +65,8 @@ impl Plugin for {{pascal}} {
 {{^stateful}}
         let _ = kind; // the SDK only passes claimed kinds: here, {{name}}.ping
 {{/stateful}}
-        ctx.send_direct(&src, &[b"pong:".as_slice(), &body].concat()).await?;
+        ctx.send_direct(&src, &[b"pong:".as_slice(), &body].concat())
+            .await?;
         Ok(())
     }
 
@@ -97,15 +107,19 @@ impl Stateful for {{pascal}} {
     }
 
     fn snapshot(&self) -> Result<Snapshot, StatefulError> {
-        let bytes = serde_json::to_vec(&*self.counts.lock().unwrap()).map_err(|e| StatefulError::SnapshotFailed(e.to_string()))?;
+        let bytes = serde_json::to_vec(&*self.counts.lock().unwrap())
+            .map_err(|e| StatefulError::SnapshotFailed(e.to_string()))?;
         Ok(Snapshot { version: 1, bytes })
     }
 
     /// Only called with a version in `versions` (the SDK refuses others).
     fn restore(&self, _version: u32, bytes: &[u8]) -> Result<(), StatefulError> {
         // Parse and check everything first; replace the state only then.
-        let restored: BTreeMap<String, u64> = serde_json::from_slice(bytes)
-            .map_err(|e| StatefulError::RestoreFailed(format!("snapshot is not a JSON object of whole-number counts: {e}")))?;
+        let restored: BTreeMap<String, u64> = serde_json::from_slice(bytes).map_err(|e| {
+            StatefulError::RestoreFailed(format!(
+                "snapshot is not a JSON object of whole-number counts: {e}"
+            ))
+        })?;
         *self.counts.lock().unwrap() = restored;
         Ok(())
     }
