@@ -1,7 +1,8 @@
 /**
- * `plugwire new --lang rust --stateful`: the project builds (cargo, offline, against
- * sdk/rust, in the workspace's target dir) and passes the kit through its
- * check.sh with no edits. Skipped with a note without cargo; fails under CI.
+ * `plugwire new --lang rust --stateful`: the project builds with its README's steps
+ * (offline, against this checkout's SDK) and passes the conformance kit through
+ * its own check.sh with no edits. Skipped with a note when the toolchain or
+ * scripts/setup-polyglot.sh's venv is missing; fails under CI. See new-project.ts.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

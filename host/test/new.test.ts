@@ -1,12 +1,9 @@
 /**
- * `plugwire new`: every language's project, plain and --stateful, is written
- * (Rust's in new-rust*.test.ts: its release builds are slow enough to need a file each)
- * into a temp dir, built with its own build steps (as its README says, but
- * offline and against this checkout's SDKs), and passes the conformance kit
- * through its own check.sh with no edits (Python: pip installs
- * requirements.txt, so sdk/python, into the project's own fresh venv). A language whose toolchain (or
- * scripts/setup-polyglot.sh's Python venv) is missing is skipped with a note;
- * under CI, which installs them, it fails.
+ * `plugwire new`: what it refuses and why, its help, and the template
+ * renderer. That every language's project, plain and --stateful, builds and
+ * passes the kit with no edits is in new-<lang>[-stateful].test.ts (a file
+ * each: builds are slow on a loaded machine, and each file has its own time
+ * limit), through new-project.ts.
  */
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -14,8 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { PlugwireError } from "@plugwire/proto";
-import { LANGUAGES, NEW_HELP, newProject, render } from "../src/cli/new.js";
-import { CLI, newBuildCheck, run } from "./new-project.js";
+import { NEW_HELP, newProject, render } from "../src/cli/new.js";
+import { CLI, run } from "./new-project.js";
 
 describe("plugwire new", () => {
   let tmp: string;
@@ -24,14 +21,6 @@ describe("plugwire new", () => {
   });
   after(() => {
     rmSync(tmp, { recursive: true, force: true });
-  });
-
-  describe("writes a project for each language that builds and passes the kit", { concurrency: 2 }, () => {
-    for (const lang of LANGUAGES.filter((l) => l !== "rust")) {
-      for (const stateful of [true, false]) {
-        it(`${lang}${stateful ? " --stateful" : ""}`, (t) => newBuildCheck(t, tmp, lang, stateful));
-      }
-    }
   });
 
   describe("refuses what it cannot write, saying why", () => {
