@@ -20,6 +20,7 @@ import { cleanupAll, progress, repo } from "./lib.js";
 import { goals, goalsTable, Results, table } from "./report.js";
 import { dispatch, hostCall, latency } from "./scenarios/delivery.js";
 import { go } from "./scenarios/go.js";
+import { polyglot } from "./scenarios/polyglot.js";
 import { crash, snapshot, spawnReady, upgrade } from "./scenarios/lifecycle.js";
 import { hostRss, rss } from "./scenarios/memory.js";
 import { raw } from "./scenarios/raw.js";
@@ -28,6 +29,8 @@ import { attach } from "./scenarios/attach.js";
 import type { Ctx, Scenario } from "./scenarios/types.js";
 
 const SCENARIOS: Scenario[] = [raw, dispatch, latency, hostCall, spawnReady, crash, upgrade, snapshot, rss, hostRss, scale, go, attach];
+// The four languages' example counters side by side (issue 13).
+SCENARIOS.push(polyglot);
 
 interface Args {
   quick: boolean;

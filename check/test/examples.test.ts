@@ -1,11 +1,11 @@
 /**
- * The kit passes the example plugins in every language: TypeScript, Python
- * and Go (the last two when scripts/setup-polyglot.sh has built them).
+ * The kit passes the example plugins in every language: TypeScript, Python,
+ * Go and Rust (the last three when scripts/setup-polyglot.sh has built them).
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { describe, it } from "node:test";
-import { GO_COUNTER, GO_PRESENCE, NOT_BUILT, PYTHON, PYTHON_COUNTER, STATEFUL, assertConformant, check, example } from "./helpers.js";
+import { GO_COUNTER, GO_PRESENCE, NOT_BUILT, PYTHON, PYTHON_COUNTER, RUST_COUNTER, STATEFUL, assertConformant, check, example } from "./helpers.js";
 
 describe("plugwire check passes the example plugins", { concurrency: 2 }, () => {
   it("echo (TypeScript): stateful checks and host calls skipped", async (t) => {
@@ -36,6 +36,11 @@ describe("plugwire check passes the example plugins", { concurrency: 2 }, () => 
 
   it("counter-go (Go, stateful)", { skip: existsSync(GO_COUNTER) ? false : `${GO_COUNTER} ${NOT_BUILT}` }, async (t) => {
     const report = await check("go-counter", GO_COUNTER, []);
+    assertConformant(t, report, []);
+  });
+
+  it("counter-rust (Rust, stateful)", { skip: existsSync(RUST_COUNTER) ? false : `${RUST_COUNTER} ${NOT_BUILT}` }, async (t) => {
+    const report = await check("rust-counter", RUST_COUNTER, []);
     assertConformant(t, report, []);
   });
 });

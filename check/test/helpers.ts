@@ -23,6 +23,7 @@ export const PYTHON = join(repo, "plugins-example", "python", ".venv", "bin", "p
 export const PYTHON_COUNTER = join(repo, "plugins-example", "python", "counter.py");
 export const GO_PRESENCE = join(repo, "plugins-example", "go", "bin", "presence-go");
 export const GO_COUNTER = join(repo, "plugins-example", "go", "bin", "counter-go");
+export const RUST_COUNTER = join(repo, "target", "release", "counter-rust");
 export const NOT_BUILT = "not built; run bash scripts/setup-polyglot.sh";
 
 export const STATEFUL = ["restore-garbage", "restore-keeps-state", "restore-own", "restore-unsupported-version", "snapshot"];

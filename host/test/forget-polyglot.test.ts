@@ -6,8 +6,9 @@
  *
  * Real processes: the TypeScript counter (plugins-example/dist/counter.js),
  * the Python counter (plugins-example/python/counter.py, run by the venv of
- * scripts/setup-polyglot.sh) and the Go counter (plugins-example/go/bin/counter-go,
- * built by the same script). A language whose example is not built is skipped
+ * scripts/setup-polyglot.sh), the Go counter (plugins-example/go/bin/counter-go,
+ * built by the same script) and the Rust counter (target/release/counter-rust,
+ * idem). A language whose example is not built is skipped
  * with the command that builds it.
  */
 import assert from "node:assert/strict";
@@ -24,6 +25,7 @@ type Restored = HostEvents["snapshot:restored"][0];
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const python = join(repo, "plugins-example", "python", ".venv", "bin", "python");
 const counterGo = join(repo, "plugins-example", "go", "bin", "counter-go");
+const counterRust = join(repo, "target", "release", "counter-rust");
 
 interface Counter {
   language: string;
@@ -56,6 +58,13 @@ const counters: Counter[] = [
     needs: counterGo,
     build: "bash scripts/setup-polyglot.sh (needs go)",
     hitKind: "counter-go.hit",
+  },
+  {
+    language: "Rust",
+    plugin: { name: "counter-rust", command: counterRust },
+    needs: counterRust,
+    build: "bash scripts/setup-polyglot.sh (needs cargo)",
+    hitKind: "rust.hit",
   },
 ];
 

@@ -168,7 +168,7 @@ func Serve(plugin Plugin) {
 			life.exit(1, 0)
 		}
 	}()
-	fmt.Fprintf(os.Stdout, "%s protocol=%d network=unix address=%s transport=grpc\n", HandshakePrefix, version, socketPath)
+	fmt.Fprint(os.Stdout, handshakeLine(version, socketPath))
 	select {} // the lifecycle exits the process
 }
 
@@ -191,18 +191,32 @@ func listenUnix(socketPath string) (net.Listener, error) {
 	return listener, nil
 }
 
-// pickVersion chooses the highest protocol version both sides speak.
-func pickVersion(plugin, offered string) uint32 {
-	// Decimal numbers separated by commas, spaces or tabs around each (docs/protocol.md §3).
-	var host []uint32
+// handshakeLine is the line printed once the socket listens (docs/protocol.md §5), with its LF.
+func handshakeLine(version uint32, socketPath string) string {
+	return fmt.Sprintf("%s protocol=%d network=unix address=%s transport=grpc\n", HandshakePrefix, version, socketPath)
+}
+
+// parseVersions reads PLUGWIRE_PROTOCOL_VERSIONS: decimal numbers separated
+// by commas, spaces or tabs around each (docs/protocol.md §3); ok is false
+// when the value is malformed.
+func parseVersions(offered string) (versions []uint32, ok bool) {
 	for _, field := range strings.Split(offered, ",") {
 		digits := strings.Trim(field, " \t")
 		v, err := strconv.ParseUint(digits, 10, 32)
 		if err != nil || digits == "" || digits[0] < '0' || digits[0] > '9' {
-			fatal("plugwire plugin '%s': %s=%q is malformed; it must be decimal versions separated by commas, such as \"1\" or \"1,2\". "+
-				"The host that started this plugin is broken.", plugin, EnvProtocolVersions, offered)
+			return nil, false
 		}
-		host = append(host, uint32(v))
+		versions = append(versions, uint32(v))
+	}
+	return versions, true
+}
+
+// pickVersion chooses the highest protocol version both sides speak.
+func pickVersion(plugin, offered string) uint32 {
+	host, ok := parseVersions(offered)
+	if !ok {
+		fatal("plugwire plugin '%s': %s=%q is malformed; it must be decimal versions separated by commas, such as \"1\" or \"1,2\". "+
+			"The host that started this plugin is broken.", plugin, EnvProtocolVersions, offered)
 	}
 	best := uint32(0)
 	for _, v := range supportedVersions {

@@ -68,6 +68,11 @@ function requireEnv(name: string): string {
  * host's socket dir, prints the handshake line, serves PluginService and the
  * health service, and exits when stdin closes or on SIGTERM.
  */
+/** The line printed once the socket listens (docs/protocol.md §5), with its LF. */
+export function handshakeLine(version: number, socketPath: string): string {
+  return `${HANDSHAKE_PREFIX} protocol=${version} network=unix address=${socketPath} transport=grpc\n`;
+}
+
 export async function serve(plugin: PluginDefinition): Promise<void> {
   // Attach mode (PLUGWIRE_LISTEN): run by a process manager, served on TCP with mutual TLS (docs/protocol.md §18).
   const remote = remoteListenFromEnv(plugin.name);
@@ -506,5 +511,5 @@ export async function serve(plugin: PluginDefinition): Promise<void> {
   await listenUnix(server, socketPath);
   chmodSync(socketPath, 0o600);
   if (!acceptOnlyHostConnection(server, token)) log.warn("cannot limit the plugin server to the host's connection (grpc-js internals changed); only the token is checked");
-  process.stdout.write(`${HANDSHAKE_PREFIX} protocol=${version} network=unix address=${socketPath} transport=grpc\n`);
+  process.stdout.write(handshakeLine(version, socketPath));
 }

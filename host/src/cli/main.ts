@@ -8,6 +8,7 @@ import { run } from "./run.js";
 import { deadLettersCommand, resolveAdmin, type AdminTarget, restartCommand, sendCommand, snapshotCommand, statusCommand, stopCommand, upgradeCommand } from "./admin-commands.js";
 import { configHelp } from "./config-schema.js";
 import { sendRequest } from "./send-args.js";
+import { newCommand } from "./new.js";
 
 const HELP = `plugwire: run plugins out of process
 
@@ -39,6 +40,8 @@ Usage:
                                      deadline (default: duration + 60 s)
   plugwire check [--json] [--timeout-ms N] [--exit-margin-ms N] -- COMMAND [ARGS...]
                                      run the conformance checks against a plugin (docs/conformance.md)
+  plugwire new --lang ts|python|go|rust NAME [--stateful] [--dir DIR]
+                                     write a ready plugin project (plugwire new --help)
   plugwire --help                    show this help
 
 Admin flags of plugwire run (the admin API always listens on a unix socket in a private
@@ -274,6 +277,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case "check":
       return checkCommand(rest);
+    case "new":
+      return newCommand(rest);
     default:
       throw new PlugwireError("invalid_argument", `unknown command '${command}'; run plugwire --help`);
   }

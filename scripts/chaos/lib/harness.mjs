@@ -152,7 +152,7 @@ export class Harness {
 
   // ------------------------------------------------------------ plugins and hosts
 
-  /** The Python and Go examples, each undefined when not built. */
+  /** The Python, Go and Rust examples, each undefined when not built. */
   polyglot() {
     return polyglotExamples(this.repo);
   }

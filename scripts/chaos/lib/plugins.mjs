@@ -13,7 +13,7 @@ import { join } from "node:path";
  */
 export const CHAOS_POLICY = { maxRestarts: 10_000, backoffMaxMs: 500 };
 
-/** The Python and Go examples, each undefined when not built. */
+/** The Python, Go and Rust examples, each undefined when not built. */
 export function polyglotExamples(repo) {
   const python = join(repo, "plugins-example", "python", ".venv", "bin", "python");
   const pyPlugin = join(repo, "plugins-example", "python", "counter.py");
@@ -25,6 +25,9 @@ export function polyglotExamples(repo) {
     python: existsSync(python) && existsSync(pyPlugin) ? { command: python, args: [pyPlugin] } : undefined,
     go: goBinary("presence-go"),
     goCounter: goBinary("counter-go"),
+    rust: existsSync(join(repo, "target", "release", "counter-rust"))
+      ? { command: join(repo, "target", "release", "counter-rust"), args: [] }
+      : undefined,
   };
 }
 
@@ -45,6 +48,7 @@ export function pluginConfig(repo, run, name, overrides = {}) {
     "counter-py": poly.python && { ...poly.python, capabilities: ["control"] },
     "presence-go": poly.go && { ...poly.go, capabilities: ["peers", "control"] },
     "counter-go": poly.goCounter && { ...poly.goCounter, capabilities: ["control"] },
+    "counter-rust": poly.rust && { ...poly.rust, capabilities: ["control"] },
   };
   const base = catalog[name];
   if (!base) throw new Error(`chaos: no plugin '${name}' in the catalog, or it is not built`);

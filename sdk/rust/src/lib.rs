@@ -33,6 +33,8 @@ mod life;
 pub mod log;
 mod plugin;
 mod service;
+#[cfg(test)]
+mod testdata;
 mod util;
 
 use std::sync::{Arc, RwLock};
@@ -58,6 +60,11 @@ pub mod pb {
 /// The generated `grpc.health.v1` messages and service.
 pub mod health_pb {
     tonic::include_proto!("grpc.health.v1");
+}
+
+/// The line printed once the socket listens (docs/protocol.md §5), with its LF.
+pub(crate) fn handshake_line(version: u32, socket_path: &str) -> String {
+    format!("PLUGWIRE_HANDSHAKE protocol={version} network=unix address={socket_path} transport=grpc\n")
 }
 
 /// The SDK version reported in `Describe.sdk`.
@@ -291,7 +298,7 @@ async fn run<P: Plugin>(
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "PLUGWIRE_HANDSHAKE protocol={version} network=unix address={socket_path} transport=grpc");
+        let _ = out.write_all(handshake_line(version, &socket_path).as_bytes());
         let _ = out.flush();
     }
     let server = tokio::spawn(server);

@@ -148,6 +148,11 @@ def read_launch_token(environ=None, fd: int = 0, timeout_s: float = TOKEN_LINE_T
 _VERSION_ENTRY = re.compile(r"[ \t]*([0-9]+)[ \t]*")
 
 
+def _handshake_line(version: int, socket_path: str) -> str:
+    """The line printed once the socket listens (docs/protocol.md §5), with its LF."""
+    return f"{HANDSHAKE_PREFIX} protocol={version} network=unix address={socket_path} transport=grpc\n"
+
+
 def _parse_versions(offered: str) -> Optional[list[int]]:
     """PLUGWIRE_PROTOCOL_VERSIONS, strictly (docs/protocol.md §3): decimal
     numbers 0..4294967295 separated by commas, spaces or tabs around each.
@@ -732,7 +737,7 @@ def serve(plugin: Plugin) -> None:
         os.umask(old_umask)
     os.chmod(socket_path, 0o600)
 
-    sys.stdout.write(f"{HANDSHAKE_PREFIX} protocol={version} network=unix address={socket_path} transport=grpc\n")
+    sys.stdout.write(_handshake_line(version, socket_path))
     sys.stdout.flush()
 
     # Signals are delivered to the main thread, so it waits here for them.
