@@ -217,7 +217,8 @@ describe("UnsupportedVersion (spec §10)", () => {
 
 describe("socket files (spec §4)", () => {
   it("the host removes a launch's socket file once it ended, even after a SIGKILL", { timeout: TIMEOUT_MS }, async () => {
-    const th = testHost([nodePlugin("sock", SPEC)]);
+    // No warm standby: its spare would take launch number 2 whenever it is spawned, racing the relaunch.
+    const th = testHost([nodePlugin("sock", SPEC, { warmStandby: false })]);
     await withHost(th, async () => {
       const socket = join(th.host.runDirectory!, "sock-1.sock");
       assert.ok(existsSync(socket), "the first launch's socket");
