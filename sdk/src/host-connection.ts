@@ -26,6 +26,13 @@
  * HOST_PING_TIMEOUT_MS (or a ping that cannot be sent) and that connection is
  * destroyed, so the next call with the token is served. The refused call itself
  * is still refused: the caller retries.
+ *
+ * Connections that are not the host's are bounded: each is destroyed after
+ * NON_HOST_IDLE_MS without traffic (a connection node:http2 gave up on has
+ * none) or REFUSED_GRACE_MS after the guard refused it, and at most
+ * MAX_NON_HOST_SESSIONS are kept (the oldest goes first), so a hostile peer
+ * cannot pile up sockets and fds in the plugin. Every session's close and
+ * destroy are deferred out of nghttp2's receive processing (deferTeardown).
  */
 import type { Http2Session, IncomingHttpHeaders } from "node:http2";
 import { timingSafeEqual } from "node:crypto";
@@ -37,6 +44,53 @@ export const REFUSED_HEADER = "plugwire-refused";
 
 /** How long the host's connection has to answer the guard's PING before it is taken for dead. */
 export const HOST_PING_TIMEOUT_MS = 2000;
+
+/** How long a connection that is not the host's may sit idle (nothing read or written) before it is destroyed. */
+export const NON_HOST_IDLE_MS = 5000;
+
+/** How long a connection the guard refused (GOAWAY sent) has to finish its answered calls before it is destroyed. */
+export const REFUSED_GRACE_MS = 2000;
+
+/** At most this many connections that are not the host's are kept; past it, the oldest is destroyed. */
+export const MAX_NON_HOST_SESSIONS = 64;
+
+/**
+ * Makes `session.close()` and `session.destroy()` run on the next turn of the
+ * event loop, never inside nghttp2's processing of received bytes.
+ *
+ * Both can otherwise run in the middle of `nghttp2_session_mem_recv2`: the
+ * guard's close in its 'stream' listener, node:http2's own close when the
+ * peer sends GOAWAY(NO_ERROR), and node:http2's destroy of a closed session
+ * when its last stream closes. Two aborts of the whole plugin process follow
+ * from one raw connection whose single read holds a call, more HEADERS and a
+ * frame with a bad length (found by the plugin-service fuzzer; reproduced in
+ * host/test/sdk-raw-connections.test.ts):
+ * - destroy calls `nghttp2_session_terminate_session` there; nghttp2 1.61.0
+ *   (bundled by Node 20) keeps parsing the same read on some paths, and the
+ *   bad frame hits `Assertion iframe->state == NGHTTP2_IB_IGN_ALL failed`
+ *   (fixed upstream in nghttp2 1.67.1 and 1.68.1, CVE-2026-27135);
+ * - once the session is closed, node:http2 refuses a new stream in the same
+ *   read with RST_STREAM(REFUSED_STREAM), which sends from inside the receive
+ *   callback and then destroys the stream twice (`malloc(): mismatching
+ *   next->prev_size`; nodejs/node issue 64850 is the same family).
+ * Deferred, both run outside the parser.
+ */
+export function deferTeardown(session: Http2Session): void {
+  const destroy = session.destroy.bind(session);
+  const close = session.close.bind(session);
+  let destroying = false;
+  let closing = false;
+  session.destroy = ((...args: Parameters<Http2Session["destroy"]>) => {
+    if (session.destroyed || destroying) return;
+    destroying = true;
+    setImmediate(() => destroy(...args));
+  }) as Http2Session["destroy"];
+  session.close = ((...args: Parameters<Http2Session["close"]>) => {
+    if (session.closed || session.destroyed || closing) return;
+    closing = true;
+    setImmediate(() => close(...args));
+  }) as Http2Session["close"];
+}
 
 /** Why the guard refused a call (the value of REFUSED_HEADER). */
 export type RefusedReason = "second-connection" | "unauthenticated-connection";
@@ -82,7 +136,25 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
       settle(true);
     }
   };
+  /** Connections that are not (yet) the host's, oldest first: each has an idle limit, and there are at most MAX_NON_HOST_SESSIONS. */
+  const others = new Set<Http2Session>();
+  const track = (session: Http2Session): void => {
+    others.add(session);
+    session.once("close", () => others.delete(session));
+    // A connection node:http2 gave up on (GOAWAY for a protocol error) is never read again and
+    // never sees its peer close: without a limit a peer could pile up such sockets.
+    session.setTimeout(NON_HOST_IDLE_MS, () => {
+      if (session !== host) session.destroy();
+    });
+    if (others.size > MAX_NON_HOST_SESSIONS) {
+      const oldest = others.values().next().value as Http2Session;
+      others.delete(oldest);
+      oldest.destroy();
+    }
+  };
   const guard = (session: Http2Session): void => {
+    deferTeardown(session);
+    track(session);
     session.prependListener("stream", (_stream: unknown, headers: IncomingHttpHeaders) => {
       delete headers[REFUSED_HEADER];
       if (session === host) return;
@@ -90,6 +162,8 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
       const valid = carriesToken(headers, expected);
       if (!hostOpen && valid) {
         host = session;
+        others.delete(session);
+        session.setTimeout(0);
         return;
       }
       // No host connection yet: a call without the token is refused by the
@@ -97,8 +171,12 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
       if (!hostOpen) return;
       headers[REFUSED_HEADER] = valid ? "second-connection" : "unauthenticated-connection";
       if (valid && host) probe(host);
-      // Answer the refused call, then the connection is over.
-      if (!session.closed && !session.destroyed) session.close();
+      // Answer the refused call, then the connection is over: GOAWAY now, and
+      // destroyed after a short grace even if its peer keeps streams open.
+      if (!session.closed && !session.destroyed) {
+        session.close();
+        setTimeout(() => session.destroy(), REFUSED_GRACE_MS).unref();
+      }
     });
   };
   for (const http2Server of internals.http2Servers.keys()) http2Server.on("session", guard);
