@@ -7,7 +7,7 @@
  * exit is a crash. Exited plugins are relaunched and the run goes on.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -30,7 +30,7 @@ import { runInputs } from "../lib/engine.mjs";
 import { auth, i32, nodeId, smallBytes, text, u32, u64 } from "../lib/gen.mjs";
 import { SessionPool, closeRawConnections } from "../lib/h2.mjs";
 import { Watched } from "../lib/proc.mjs";
-import { sleep } from "../lib/util.mjs";
+import { SessionGate, sleep } from "../lib/util.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Where echo.js and counter.js are; FUZZ_PLUGIN_DIR points at other builds (e.g. with an open bug patched out, to look past it). */
@@ -128,6 +128,24 @@ export const PLUGIN_METHODS = [
 
 const PLUGINS = ["echo", "counter", "echo"];
 
+/** Sockets a plugin may still hold once the fuzzer closed every connection (its listener, a host-client dial). */
+const MAX_SOCKETS_AFTER = 8;
+
+/** Unix/TCP socket fds of a process (/proc/<pid>/fd); 0 once it is gone. */
+function socketFds(pid) {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:");
+      } catch {
+        return false;
+      }
+    }).length;
+  } catch {
+    return 0;
+  }
+}
+
 /** One plugin process slot: launched, watched, relaunched after an exit. */
 class Slot {
   constructor(index, work, failures, log) {
@@ -181,6 +199,7 @@ class Slot {
       this.sessions?.close();
       // One session: a plugin serves one connection, its host's (docs/protocol.md §6); a second one's calls are refused.
       this.sessions = new SessionPool(address, 1);
+      this.gate = new SessionGate();
       // As a host would: Describe and Start, with the control capability.
       const conn = connect(PluginService, `unix://${address}`, { token });
       try {
@@ -268,7 +287,7 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
         }
         if (mayShutDown(inputs.get(index), shutdownIndex)) slot.shutdownSent = true;
         const other = slots[(index + 1) % slots.length].tokens.valid;
-        return { socketPath: ready.socketPath, sessions: ready.sessions, tokens: { ...slot.tokens, other }, recent: slot.recent };
+        return { socketPath: ready.socketPath, sessions: ready.sessions, gate: ready.gate, tokens: { ...slot.tokens, other }, recent: slot.recent };
       },
       resolve: (init) => init,
       // A crashed plugin is relaunched and the run goes on (the crashes are counted), up to 50 of them.
@@ -311,6 +330,20 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
         failures.push({ kind: "liveness", detail: `plugin ${s.example} (slot ${s.index}) failed a valid health check after the run: ${e.message}` });
       }
     }
+    // Every fuzzer connection is closed now: the plugins must let go of theirs too, the ones
+    // node:http2 sent GOAWAY(PROTOCOL_ERROR) on and stopped reading included (the SDK drops a
+    // connection that is not the host's after 5 s idle). Before that fix ~130 stayed per plugin.
+    const counts = [];
+    for (const s of slots) {
+      let n = socketFds(s.proc.pid);
+      for (let tries = 0; n > MAX_SOCKETS_AFTER && tries < 200 && s.proc.alive; tries++) {
+        await sleep(100);
+        n = socketFds(s.proc.pid);
+      }
+      counts.push(`${s.example} ${n}`);
+      if (n > MAX_SOCKETS_AFTER) failures.push({ kind: "leak", detail: `plugin ${s.example} (slot ${s.index}) still holds ${n} sockets 20 s after the fuzzer closed all its connections (at most ${MAX_SOCKETS_AFTER})` });
+    }
+    result.pluginSocketsAfter = counts.join(", ");
   } catch (e) {
     failures.push({ kind: "setup", detail: e.stack ?? String(e) });
   } finally {
