@@ -6,6 +6,7 @@
  * with an error or exit cleanly after an authenticated Shutdown; any other
  * exit is a crash. Exited plugins are relaunched and the run goes on.
  */
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -28,7 +29,7 @@ import {
 } from "@plugwire/proto";
 import { runInputs } from "../lib/engine.mjs";
 import { auth, i32, nodeId, smallBytes, text, u32, u64 } from "../lib/gen.mjs";
-import { SessionPool, closeRawConnections } from "../lib/h2.mjs";
+import { SessionPool, closeRawConnections, lastHang } from "../lib/h2.mjs";
 import { Watched } from "../lib/proc.mjs";
 import { SessionGate, sleep } from "../lib/util.mjs";
 
@@ -130,6 +131,18 @@ const PLUGINS = ["echo", "counter", "echo"];
 
 /** Sockets a plugin may still hold once the fuzzer closed every connection (its listener, a host-client dial). */
 const MAX_SOCKETS_AFTER = 8;
+
+/** The unix sockets of a plugin and of this process with bytes waiting (Recv-Q/Send-Q, from `ss`), for a hang's report: who stopped reading. */
+function socketQueues(slot) {
+  try {
+    const out = execFileSync("ss", ["-xpn"], { encoding: "utf8", timeout: 5000 });
+    const pids = [slot.proc?.pid, process.pid];
+    const lines = out.split("\n").filter((l) => pids.some((p) => l.includes(`pid=${p},`)) && !/ESTAB\s+0\s+0\s/.test(l));
+    return `sockets with bytes queued (plugin pid ${slot.proc?.pid}, fuzzer pid ${process.pid}): ${lines.map((l) => l.replace(/\s+/g, " ").trim()).join(" | ") || "none"}`;
+  } catch (e) {
+    return `ss failed: ${e.message}`;
+  }
+}
 
 /** Unix/TCP socket fds of a process (/proc/<pid>/fd); 0 once it is gone. */
 function socketFds(pid) {
@@ -292,7 +305,7 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
       resolve: (init) => init,
       // A crashed plugin is relaunched and the run goes on (the crashes are counted), up to 50 of them.
       failed: () => failures.filter((f) => f.kind === "crash" || f.kind === "unexpected-exit").length > 50 || failures.some((f) => !["crash", "unexpected-exit"].includes(f.kind)),
-      onHang: (index) => failures.push({ kind: "hang", index, detail: "a complete unary call got no answer in 10 s" }),
+      onHang: (index) => failures.push({ kind: "hang", index, detail: `a complete unary call got no answer in 10 s (${lastHang.detail}); ${socketQueues(slots[index % slots.length])}` }),
     });
     Object.assign(result, run);
     // Every plugin still answers a valid health check. A plugin serves one

@@ -17,6 +17,7 @@ import { describe, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { ENV, MAGIC_COOKIE_VALUE, TOKEN_LINE_PREFIX } from "@plugwire/proto";
 import { alive, example } from "./helpers.js";
+import { HostProcess } from "./fixtures/hostile-host-wire.js";
 
 interface FuzzH2 {
   PREFACE: Buffer;
@@ -159,6 +160,32 @@ describe("SDK server: hostile raw connections", { timeout: 120_000 }, () => {
       host.session.destroy();
     } finally {
       stop(p);
+    }
+  });
+
+  test("the host's HostService socket survives the same reads (a peer's GOAWAY(NO_ERROR), HEADERS, HEADERS, a frame with a bad length aborted the host)", async () => {
+    const { PREFACE, frame, hpackBlock } = await fuzzH2();
+    const host = await new HostProcess().start();
+    try {
+      const token = Object.values(host.info.tokens)[0]!;
+      const block = (auth: boolean): Buffer =>
+        hpackBlock([
+          [":method", "POST"],
+          [":scheme", "http"],
+          [":path", "/plugwire.v1.HostService/LookupName"],
+          [":authority", "a"],
+          ["content-type", "application/grpc"],
+          ["te", "trailers"],
+          ...(auth ? ([["authorization", `Bearer ${token}`]] as Array<[string, string]>) : []),
+        ]);
+      for (const auth of [false, true]) {
+        const bytes = Buffer.concat([PREFACE, frame(SETTINGS, 0, 0), frame(GOAWAY, 0, 0, Buffer.alloc(8)), frame(HEADERS, END_HEADERS, 1, block(auth)), frame(HEADERS, END_HEADERS, 1, block(auth)), frame(HEADERS, END_HEADERS, 3, block(auth)), frame(PING, 0, 0, Buffer.alloc(7))]);
+        for (let i = 0; i < 20; i++) await rawOnce(host.socketPath, bytes);
+        assert.equal(alive(host.info.pid), true, `the host survived 20 such connections (${auth ? "with" : "without"} a token)`);
+      }
+      await host.neighbourServes();
+    } finally {
+      await host.stop();
     }
   });
 

@@ -32,12 +32,13 @@
  * none) or REFUSED_GRACE_MS after the guard refused it, and at most
  * MAX_NON_HOST_SESSIONS are kept (the oldest goes first), so a hostile peer
  * cannot pile up sockets and fds in the plugin. Every session's close and
- * destroy are deferred out of nghttp2's receive processing (deferTeardown).
+ * destroy are deferred out of nghttp2's receive processing
+ * (deferSessionTeardown in @plugwire/proto).
  */
 import type { Http2Session, IncomingHttpHeaders } from "node:http2";
 import { timingSafeEqual } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
-import { AUTH_METADATA_KEY } from "@plugwire/proto";
+import { AUTH_METADATA_KEY, deferSessionTeardown } from "@plugwire/proto";
 
 /** Header the connection guard sets on a call it refuses; a client's own value is removed. */
 export const REFUSED_HEADER = "plugwire-refused";
@@ -53,44 +54,6 @@ export const REFUSED_GRACE_MS = 2000;
 
 /** At most this many connections that are not the host's are kept; past it, the oldest is destroyed. */
 export const MAX_NON_HOST_SESSIONS = 64;
-
-/**
- * Makes `session.close()` and `session.destroy()` run on the next turn of the
- * event loop, never inside nghttp2's processing of received bytes.
- *
- * Both can otherwise run in the middle of `nghttp2_session_mem_recv2`: the
- * guard's close in its 'stream' listener, node:http2's own close when the
- * peer sends GOAWAY(NO_ERROR), and node:http2's destroy of a closed session
- * when its last stream closes. Two aborts of the whole plugin process follow
- * from one raw connection whose single read holds a call, more HEADERS and a
- * frame with a bad length (found by the plugin-service fuzzer; reproduced in
- * host/test/sdk-raw-connections.test.ts):
- * - destroy calls `nghttp2_session_terminate_session` there; nghttp2 1.61.0
- *   (bundled by Node 20) keeps parsing the same read on some paths, and the
- *   bad frame hits `Assertion iframe->state == NGHTTP2_IB_IGN_ALL failed`
- *   (fixed upstream in nghttp2 1.67.1 and 1.68.1, CVE-2026-27135);
- * - once the session is closed, node:http2 refuses a new stream in the same
- *   read with RST_STREAM(REFUSED_STREAM), which sends from inside the receive
- *   callback and then destroys the stream twice (`malloc(): mismatching
- *   next->prev_size`; nodejs/node issue 64850 is the same family).
- * Deferred, both run outside the parser.
- */
-export function deferTeardown(session: Http2Session): void {
-  const destroy = session.destroy.bind(session);
-  const close = session.close.bind(session);
-  let destroying = false;
-  let closing = false;
-  session.destroy = ((...args: Parameters<Http2Session["destroy"]>) => {
-    if (session.destroyed || destroying) return;
-    destroying = true;
-    setImmediate(() => destroy(...args));
-  }) as Http2Session["destroy"];
-  session.close = ((...args: Parameters<Http2Session["close"]>) => {
-    if (session.closed || session.destroyed || closing) return;
-    closing = true;
-    setImmediate(() => close(...args));
-  }) as Http2Session["close"];
-}
 
 /** Why the guard refused a call (the value of REFUSED_HEADER). */
 export type RefusedReason = "second-connection" | "unauthenticated-connection";
@@ -153,7 +116,7 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
     }
   };
   const guard = (session: Http2Session): void => {
-    deferTeardown(session);
+    deferSessionTeardown(session);
     track(session);
     session.prependListener("stream", (_stream: unknown, headers: IncomingHttpHeaders) => {
       delete headers[REFUSED_HEADER];
