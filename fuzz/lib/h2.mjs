@@ -249,7 +249,7 @@ export class SessionPool {
 }
 
 /** The state of the connection of the latest request judged a hang (for the failure report). */
-export const lastHang = { detail: "" };
+export const lastHang = { detail: "", session: undefined };
 
 /**
  * One gRPC-over-HTTP/2 request on a pooled session: sends `headers`, writes
@@ -330,6 +330,7 @@ export function h2Request(pool, headers, body, { endStream = true, waitMs = 200,
         } catch (e) {
           lastHang.detail = String(e);
         }
+        lastHang.session = session;
         finish("hang");
       }
     }, limit);

@@ -144,6 +144,31 @@ function socketQueues(slot) {
   }
 }
 
+/**
+ * The bytes waiting unread on both ends of one fuzzer connection (Recv-Q, from `ss`): the
+ * fuzzer's end (this process) and the plugin's end. Undefined when it cannot be told.
+ */
+function connectionQueues(session) {
+  try {
+    const fd = session?.socket?._handle?.fd;
+    if (typeof fd !== "number" || fd < 0) return undefined;
+    const inode = /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1];
+    if (!inode) return undefined;
+    const rows = execFileSync("ss", ["-xn"], { encoding: "utf8", timeout: 5000 })
+      .split("\n")
+      .map((l) => l.trim().split(/\s+/))
+      .filter((c) => c.length >= 8);
+    // Columns: Netid State Recv-Q Send-Q Local-Address Local-Port Peer-Address Peer-Port
+    const ours = rows.find((c) => c[5] === inode);
+    if (!ours) return undefined;
+    const theirs = rows.find((c) => c[5] === ours[7]);
+    if (!theirs) return undefined;
+    return { fuzzer: Number(ours[2]), plugin: Number(theirs[2]) };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Unix/TCP socket fds of a process (/proc/<pid>/fd); 0 once it is gone. */
 function socketFds(pid) {
   try {
@@ -268,6 +293,9 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
   const result = { target: "plugin-service", failures };
   const slots = PLUGINS.map((_, i) => new Slot(i, work, failures, log));
   const shutdownIndex = PLUGIN_METHODS.findIndex((m) => m.name === "Shutdown");
+  /** Fuzzer connections whose client side stalled (see onHang); reported, not failures. */
+  const clientStalls = [];
+  result.clientStalls = clientStalls;
   try {
     for (const s of slots) s.launch();
     await Promise.all(slots.map((s) => s.ready));
@@ -305,7 +333,20 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
       resolve: (init) => init,
       // A crashed plugin is relaunched and the run goes on (the crashes are counted), up to 50 of them.
       failed: () => failures.filter((f) => f.kind === "crash" || f.kind === "unexpected-exit").length > 50 || failures.some((f) => !["crash", "unexpected-exit"].includes(f.kind)),
-      onHang: (index) => failures.push({ kind: "hang", index, detail: `a complete unary call got no answer in 10 s (${lastHang.detail}); ${socketQueues(slots[index % slots.length])}` }),
+      onHang: (index) => {
+        const slot = slots[index % slots.length];
+        const queues = connectionQueues(lastHang.session);
+        if (queues && queues.fuzzer > 0 && queues.plugin === 0) {
+          // The fuzzer's own node:http2 session stopped reading (bytes the plugin sent wait unread on
+          // our end, the plugin has read everything): a stall of the client, not of the plugin. Do what
+          // a host does with a connection that stopped answering: drop it and dial again. The plugin
+          // must serve the new connection (the next inputs, and the liveness check at the end).
+          clientStalls.push(`#${index}: ${queues.fuzzer} bytes unread by the fuzzer, 0 by plugin ${slot.example}`);
+          lastHang.session?.destroy();
+          return;
+        }
+        failures.push({ kind: "hang", index, detail: `a complete unary call got no answer in 10 s (${lastHang.detail}); ${socketQueues(slot)}` });
+      },
     });
     Object.assign(result, run);
     // Every plugin still answers a valid health check. A plugin serves one
