@@ -88,7 +88,8 @@ for (const name of names) {
   console.log(`   ${result.inputs} inputs in ${result.seconds.toFixed(1)} s; peak RSS ${mb(result.peakRssKb)}`);
   if (result.tally) console.log(`   outcomes: ${result.tally.format(14)}`);
   if (result.kinds) console.log(`   inputs by kind: ${result.kinds.format(14)}`);
-  for (const k of ["eventLoopDelayMaxMs", "livenessMaxMs", "dispatches", "launches", "cleanExits"]) if (result[k] !== undefined) console.log(`   ${k}: ${result[k]}`);
+  for (const k of ["eventLoopDelayMaxMs", "livenessMaxMs", "dispatches", "launches", "cleanExits", "pluginSocketsAfter"]) if (result[k] !== undefined) console.log(`   ${k}: ${result[k]}`);
+  if (result.clientStalls?.length) console.log(`   fuzzer client stalls (the fuzzer's node:http2 session stopped reading; dropped and redialled): ${result.clientStalls.length}: ${result.clientStalls.slice(0, 5).join("; ")}`);
   for (const f of result.failures) {
     console.log(`   FAILURE ${f.kind}${f.index !== undefined ? ` at input #${f.index}` : ""}: ${f.detail}`);
     if (f.recent) console.log(`     inputs sent to it just before (replay each with --target ${name} --seed ${seed} --only N): ${f.recent.join(" ")}`);

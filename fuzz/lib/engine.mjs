@@ -5,12 +5,12 @@
  */
 import { buildHeaders, authHeader, encodeBody, encodeRaw, targetInput } from "./gen.mjs";
 import { h2Request, rawExchange } from "./h2.mjs";
-import { InputSource, Tally, pool } from "./util.mjs";
+import { BULK_BODY_BYTES, InputSource, Tally, pool } from "./util.mjs";
 
 /**
  * options:
  *   seed, count, timeLimitMs, concurrency, methods, rawShare, fallbackSchema
- *   endpoint(index) -> Promise<{ socketPath, sessions, tokens, recent }> (recent: array of recent indexes)
+ *   endpoint(index) -> Promise<{ socketPath, sessions, tokens, recent, gate }> (recent: array of recent indexes; gate: an optional SessionGate of `sessions`)
  *   resolve(init, input) -> init with symbolic values made concrete
  *   failed() -> true to stop early (a crash was seen)
  *   only: run just this index (replay)
@@ -54,15 +54,21 @@ export async function runInputs(options) {
       const path = m ? m.path : input.otherPath;
       const headers = buildHeaders(path, input.headers, authHeader(input.auth, ep.tokens));
       const body = encodeBody(input, m ? m.schema : options.fallbackSchema, (init) => options.resolve(init, input));
-      outcome = await h2Request(ep.sessions, headers, body, {
-        endStream: input.endStream,
-        waitMs: input.waitMs,
-        // An other path may name a streaming method of another service (Health/Watch on the host, say).
-        streaming: m ? m.kind === "server" || m.kind === "bidi" : /Watch|Deliver|Snapshot/.test(path),
-      });
+      const bytes = body.reduce((n, b) => n + b.length, 0);
+      // A big body takes the session alone when the target gives a gate (see SessionGate).
+      const release = ep.gate ? await ep.gate.enter(bytes >= BULK_BODY_BYTES) : undefined;
+      try {
+        outcome = await h2Request(ep.sessions, headers, body, {
+          endStream: input.endStream,
+          waitMs: input.waitMs,
+          // An other path may name a streaming method of another service (Health/Watch on the host, say).
+          streaming: m ? m.kind === "server" || m.kind === "bidi" : /Watch|Deliver|Snapshot/.test(path),
+        });
+      } finally {
+        release?.();
+      }
       // grpc-js never answers UNIMPLEMENTED to a call whose body outgrows the stream window (8 MiB):
       // a known quirk that costs the server nothing (it stops reading), not a hang of a real method.
-      const bytes = body.reduce((n, b) => n + b.length, 0);
       if (outcome === "hang" && !m && bytes > 8 * 1024 * 1024) outcome = "unanswered:unknown-method-large-body";
     }
     sent++;

@@ -248,6 +248,9 @@ export class SessionPool {
   }
 }
 
+/** The state of the connection of the latest request judged a hang (for the failure report). */
+export const lastHang = { detail: "", session: undefined };
+
 /**
  * One gRPC-over-HTTP/2 request on a pooled session: sends `headers`, writes
  * `body` chunks, ends the stream when `endStream`, waits for the response's
@@ -319,7 +322,17 @@ export function h2Request(pool, headers, body, { endStream = true, waitMs = 200,
     timer = setTimeout(() => {
       if (!endStream) finish(responded ? "cancelled-open-answered" : "cancelled-open");
       else if (streaming) finish(responded ? "stream-cancelled" : "stream-cancelled-unanswered");
-      else finish("hang");
+      else {
+        // What the connection looked like, for the report (lastHang): windows, queues, bytes.
+        try {
+          const st = session.state ?? {};
+          lastHang.detail = `client session: remoteWindowSize ${st.remoteWindowSize}, effectiveLocalWindowSize ${st.effectiveLocalWindowSize}, outboundQueueSize ${st.outboundQueueSize}, socket writableLength ${session.socket?.writableLength}, bytesRead ${session.socket?.bytesRead}, bytesWritten ${session.socket?.bytesWritten}, open streams ${Object.keys(session[Object.getOwnPropertySymbols(session).find((x) => String(x) === "Symbol(state)")]?.streams ?? {}).length}; stream: ${JSON.stringify(req.state)}, writableLength ${req.writableLength}, session closed ${session.closed} destroyed ${session.destroyed}`;
+        } catch (e) {
+          lastHang.detail = String(e);
+        }
+        lastHang.session = session;
+        finish("hang");
+      }
     }, limit);
   });
 }

@@ -79,6 +79,51 @@ export function procStatus(pid) {
 
 export const mb = (kb) => (kb === undefined ? "n/a" : `${(kb / 1024).toFixed(0)} MB`);
 
+/**
+ * Shared or exclusive use of one HTTP/2 session. A fuzzer request with a body
+ * of BULK_BODY_BYTES or more takes the session alone: node:http2 stops reading
+ * a socket while one of its own writes to it is pending, on both ends; a 16 MiB
+ * body queued by the fuzzer while the plugin answered other calls on the same
+ * connection (echo's acks carry a `pong:` copy of each payload) left both ends
+ * writing and neither reading, and the connection stuck for good (16 "hangs"
+ * after 40k-58k inputs). A plugwire host never does that (it keeps its bytes in
+ * flight within 128 KiB, docs/guarantees.md "Flow control"); the fuzzer now
+ * keeps the same rule for its big bodies.
+ */
+export class SessionGate {
+  constructor() {
+    this.active = 0;
+    this.exclusive = false;
+    this.exclusiveWaiting = 0;
+    this.waiters = [];
+  }
+
+  /** Waits for the session; returns the function that gives it back. Exclusive users go first. */
+  async enter(exclusive) {
+    if (exclusive) this.exclusiveWaiting++;
+    while (this.exclusive || (exclusive ? this.active > 0 : this.exclusiveWaiting > 0)) await new Promise((resolve) => this.waiters.push(resolve));
+    if (exclusive) {
+      this.exclusiveWaiting--;
+      this.exclusive = true;
+    } else {
+      this.active++;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (exclusive) this.exclusive = false;
+      else this.active--;
+      const waiters = this.waiters;
+      this.waiters = [];
+      for (const wake of waiters) wake();
+    };
+  }
+}
+
+/** A request body of this many bytes or more takes its session alone (SessionGate). */
+export const BULK_BODY_BYTES = 1024 * 1024;
+
 /** Resolves after `ms`. */
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -6,8 +6,9 @@
  * with an error or exit cleanly after an authenticated Shutdown; any other
  * exit is a crash. Exited plugins are relaunched and the run goes on.
  */
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,9 +29,9 @@ import {
 } from "@plugwire/proto";
 import { runInputs } from "../lib/engine.mjs";
 import { auth, i32, nodeId, smallBytes, text, u32, u64 } from "../lib/gen.mjs";
-import { SessionPool, closeRawConnections } from "../lib/h2.mjs";
+import { SessionPool, closeRawConnections, lastHang } from "../lib/h2.mjs";
 import { Watched } from "../lib/proc.mjs";
-import { sleep } from "../lib/util.mjs";
+import { SessionGate, sleep } from "../lib/util.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Where echo.js and counter.js are; FUZZ_PLUGIN_DIR points at other builds (e.g. with an open bug patched out, to look past it). */
@@ -128,6 +129,61 @@ export const PLUGIN_METHODS = [
 
 const PLUGINS = ["echo", "counter", "echo"];
 
+/** Sockets a plugin may still hold once the fuzzer closed every connection (its listener, a host-client dial). */
+const MAX_SOCKETS_AFTER = 8;
+
+/** The unix sockets of a plugin and of this process with bytes waiting (Recv-Q/Send-Q, from `ss`), for a hang's report: who stopped reading. */
+function socketQueues(slot) {
+  try {
+    const out = execFileSync("ss", ["-xpn"], { encoding: "utf8", timeout: 5000 });
+    const pids = [slot.proc?.pid, process.pid];
+    const lines = out.split("\n").filter((l) => pids.some((p) => l.includes(`pid=${p},`)) && !/ESTAB\s+0\s+0\s/.test(l));
+    return `sockets with bytes queued (plugin pid ${slot.proc?.pid}, fuzzer pid ${process.pid}): ${lines.map((l) => l.replace(/\s+/g, " ").trim()).join(" | ") || "none"}`;
+  } catch (e) {
+    return `ss failed: ${e.message}`;
+  }
+}
+
+/**
+ * The bytes waiting unread on both ends of one fuzzer connection (Recv-Q, from `ss`): the
+ * fuzzer's end (this process) and the plugin's end. Undefined when it cannot be told.
+ */
+function connectionQueues(session) {
+  try {
+    const fd = session?.socket?._handle?.fd;
+    if (typeof fd !== "number" || fd < 0) return undefined;
+    const inode = /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1];
+    if (!inode) return undefined;
+    const rows = execFileSync("ss", ["-xn"], { encoding: "utf8", timeout: 5000 })
+      .split("\n")
+      .map((l) => l.trim().split(/\s+/))
+      .filter((c) => c.length >= 8);
+    // Columns: Netid State Recv-Q Send-Q Local-Address Local-Port Peer-Address Peer-Port
+    const ours = rows.find((c) => c[5] === inode);
+    if (!ours) return undefined;
+    const theirs = rows.find((c) => c[5] === ours[7]);
+    if (!theirs) return undefined;
+    return { fuzzer: Number(ours[2]), plugin: Number(theirs[2]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Unix/TCP socket fds of a process (/proc/<pid>/fd); 0 once it is gone. */
+function socketFds(pid) {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:");
+      } catch {
+        return false;
+      }
+    }).length;
+  } catch {
+    return 0;
+  }
+}
+
 /** One plugin process slot: launched, watched, relaunched after an exit. */
 class Slot {
   constructor(index, work, failures, log) {
@@ -181,6 +237,7 @@ class Slot {
       this.sessions?.close();
       // One session: a plugin serves one connection, its host's (docs/protocol.md §6); a second one's calls are refused.
       this.sessions = new SessionPool(address, 1);
+      this.gate = new SessionGate();
       // As a host would: Describe and Start, with the control capability.
       const conn = connect(PluginService, `unix://${address}`, { token });
       try {
@@ -236,6 +293,9 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
   const result = { target: "plugin-service", failures };
   const slots = PLUGINS.map((_, i) => new Slot(i, work, failures, log));
   const shutdownIndex = PLUGIN_METHODS.findIndex((m) => m.name === "Shutdown");
+  /** Fuzzer connections whose client side stalled (see onHang); reported, not failures. */
+  const clientStalls = [];
+  result.clientStalls = clientStalls;
   try {
     for (const s of slots) s.launch();
     await Promise.all(slots.map((s) => s.ready));
@@ -268,12 +328,25 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
         }
         if (mayShutDown(inputs.get(index), shutdownIndex)) slot.shutdownSent = true;
         const other = slots[(index + 1) % slots.length].tokens.valid;
-        return { socketPath: ready.socketPath, sessions: ready.sessions, tokens: { ...slot.tokens, other }, recent: slot.recent };
+        return { socketPath: ready.socketPath, sessions: ready.sessions, gate: ready.gate, tokens: { ...slot.tokens, other }, recent: slot.recent };
       },
       resolve: (init) => init,
       // A crashed plugin is relaunched and the run goes on (the crashes are counted), up to 50 of them.
       failed: () => failures.filter((f) => f.kind === "crash" || f.kind === "unexpected-exit").length > 50 || failures.some((f) => !["crash", "unexpected-exit"].includes(f.kind)),
-      onHang: (index) => failures.push({ kind: "hang", index, detail: "a complete unary call got no answer in 10 s" }),
+      onHang: (index) => {
+        const slot = slots[index % slots.length];
+        const queues = connectionQueues(lastHang.session);
+        if (queues && queues.fuzzer > 0 && queues.plugin === 0) {
+          // The fuzzer's own node:http2 session stopped reading (bytes the plugin sent wait unread on
+          // our end, the plugin has read everything): a stall of the client, not of the plugin. Do what
+          // a host does with a connection that stopped answering: drop it and dial again. The plugin
+          // must serve the new connection (the next inputs, and the liveness check at the end).
+          clientStalls.push(`#${index}: ${queues.fuzzer} bytes unread by the fuzzer, 0 by plugin ${slot.example}`);
+          lastHang.session?.destroy();
+          return;
+        }
+        failures.push({ kind: "hang", index, detail: `a complete unary call got no answer in 10 s (${lastHang.detail}); ${socketQueues(slot)}` });
+      },
     });
     Object.assign(result, run);
     // Every plugin still answers a valid health check. A plugin serves one
@@ -311,6 +384,20 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
         failures.push({ kind: "liveness", detail: `plugin ${s.example} (slot ${s.index}) failed a valid health check after the run: ${e.message}` });
       }
     }
+    // Every fuzzer connection is closed now: the plugins must let go of theirs too, the ones
+    // node:http2 sent GOAWAY(PROTOCOL_ERROR) on and stopped reading included (the SDK drops a
+    // connection that is not the host's after 5 s idle). Before that fix ~130 stayed per plugin.
+    const counts = [];
+    for (const s of slots) {
+      let n = socketFds(s.proc.pid);
+      for (let tries = 0; n > MAX_SOCKETS_AFTER && tries < 200 && s.proc.alive; tries++) {
+        await sleep(100);
+        n = socketFds(s.proc.pid);
+      }
+      counts.push(`${s.example} ${n}`);
+      if (n > MAX_SOCKETS_AFTER) failures.push({ kind: "leak", detail: `plugin ${s.example} (slot ${s.index}) still holds ${n} sockets 20 s after the fuzzer closed all its connections (at most ${MAX_SOCKETS_AFTER})` });
+    }
+    result.pluginSocketsAfter = counts.join(", ");
   } catch (e) {
     failures.push({ kind: "setup", detail: e.stack ?? String(e) });
   } finally {

@@ -98,6 +98,10 @@ describe("hostile HostService (H-HOST)", { timeout: 120_000 }, () => {
         nodePlugin("beta", fixture("probe"), { args: ["beta"], capabilities: ["control"] }),
         nodePlugin("gamma", fixture("probe"), { args: ["gamma"], capabilities: [] }),
         nodePlugin("limited", fixture("probe"), { args: ["limited"], capabilities: ["peers", "control", "identity"], ...LIMITED }),
+        // One limited plugin per rate-limit case, so no case waits for the bucket another one emptied to refill.
+        nodePlugin("limited7", fixture("probe"), { args: ["limited7"], capabilities: ["peers", "control", "identity"], ...LIMITED }),
+        nodePlugin("limited8", fixture("probe"), { args: ["limited8"], capabilities: ["peers", "control", "identity"], ...LIMITED }),
+        nodePlugin("limited10", fixture("probe"), { args: ["limited10"], capabilities: ["peers", "control", "identity"], ...LIMITED }),
       ],
       { logger: pino({ level: "warn" }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) }) },
     );
@@ -222,15 +226,14 @@ describe("hostile HostService (H-HOST)", { timeout: 120_000 }, () => {
   });
 
   test("H-HOST-07: a 4th concurrent WatchPeers from a plugin allowed 3 -> RESOURCE_EXHAUSTED naming the limit; a cancelled stream frees its slot; events still reach the others", async () => {
-    await new Promise((r) => setTimeout(r, 1100)); // refill the 20/s bucket that H-HOST-06 emptied
-    const limited = as(tokenOf("limited"));
+    const limited = as(tokenOf("limited7"));
     const streams = [limited.watchPeers({}), limited.watchPeers({}), limited.watchPeers({})];
     for (const s of streams) assert.equal(await streamOutcome(s), "open");
     const fourth = limited.watchPeers({});
     assert.deepEqual(await streamOutcome(fourth), {
       code: grpc.status.RESOURCE_EXHAUSTED,
       message:
-        "plugin 'limited' has 3 WatchPeers streams open, the most it may (host option maxWatchPeersStreams); " +
+        "plugin 'limited7' has 3 WatchPeers streams open, the most it may (host option maxWatchPeersStreams); " +
         "WatchPeers was refused: cancel a stream you no longer read, or raise maxWatchPeersStreams in the plugin's host config",
     });
     const got = new Promise((resolve) => streams[0]!.once("data", resolve));
@@ -247,11 +250,10 @@ describe("hostile HostService (H-HOST)", { timeout: 120_000 }, () => {
   });
 
   test("H-HOST-08: a WatchPeers stream that is never read -> after maxWatchPeersBacklog unread events it gets no more and ends with RESOURCE_EXHAUSTED (reopen and re-sync); host memory for it stays bounded", async () => {
-    await new Promise((r) => setTimeout(r, 1100));
     // A client that never reads: a 1 KiB stream window fills, then the host's writes wait.
     const session = rawSession(socketPath(), { initialWindowSize: 1024 });
     try {
-      const stream = rawStream(session, `${S}WatchPeers`, tokenOf("limited"));
+      const stream = rawStream(session, `${S}WatchPeers`, tokenOf("limited8"));
       const answer = rawAnswer(stream);
       stream.end(grpcPrefix(0));
       await new Promise((resolve) => stream.once("response", resolve));
@@ -265,7 +267,7 @@ describe("hostile HostService (H-HOST)", { timeout: 120_000 }, () => {
         // In small bursts: a burst of more than maxWatchPeersBacklog events at once is a backlog even for a reader.
         if (published % 10 === 0) await new Promise((r) => setImmediate(r));
       }
-      assert.equal(await refusedMetric("limited", "watch_backlog"), 1);
+      assert.equal(await refusedMetric("limited8", "watch_backlog"), 1);
       assert.equal(warnings(/fell behind on WatchPeers/).length, 1);
       // Reading now drains what was buffered, then the status.
       stream.resume();
@@ -273,7 +275,7 @@ describe("hostile HostService (H-HOST)", { timeout: 120_000 }, () => {
       assert.equal(end.status, grpc.status.RESOURCE_EXHAUSTED);
       assert.match(
         end.message,
-        /^plugin 'limited' fell behind on WatchPeers: \d+ peer events were waiting unread \(host option maxWatchPeersBacklog 50\); the host ended the stream: reopen WatchPeers and re-sync with LookupX25519\/LookupName, and read the stream promptly$/,
+        /^plugin 'limited8' fell behind on WatchPeers: \d+ peer events were waiting unread \(host option maxWatchPeersBacklog 50\); the host ended the stream: reopen WatchPeers and re-sync with LookupX25519\/LookupName, and read the stream promptly$/,
       );
       assert.ok(end.dataBytes < 60 * 200, `at most about backlog + window events were kept for it (${end.dataBytes} bytes)`);
     } finally {
@@ -306,25 +308,24 @@ describe("hostile HostService (H-HOST)", { timeout: 120_000 }, () => {
   });
 
   test("H-HOST-10: requests over maxHostCallBytes in transfer at once (8 SendDirect of 512 KiB, limit 1 MiB) -> the excess gets RESOURCE_EXHAUSTED naming the option; the bytes are given back", async () => {
-    await new Promise((r) => setTimeout(r, 1100));
     const body = Buffer.from(toBinary(SendDirectRequestSchema, create(SendDirectRequestSchema, { send: { peer: peer(2), frame: new Uint8Array(512 * 1024) } })));
     const session = rawSession(socketPath());
     try {
-      const answers = await Promise.all(Array.from({ length: 8 }, () => rawUnary(session, `${S}SendDirect`, tokenOf("limited"), body)));
+      const answers = await Promise.all(Array.from({ length: 8 }, () => rawUnary(session, `${S}SendDirect`, tokenOf("limited10"), body)));
       const refused = answers.filter((a) => a.status === grpc.status.RESOURCE_EXHAUSTED);
       assert.ok(refused.length >= 1, `some were refused: ${JSON.stringify(answers.map((a) => a.status))}`);
       for (const a of answers) assert.ok(a.status === grpc.status.OK || a.status === grpc.status.RESOURCE_EXHAUSTED, JSON.stringify(a));
       for (const a of refused) {
         assert.equal(
           a.message,
-          "plugin 'limited' had more than 1048576 bytes of HostService requests in transfer at once (host option maxHostCallBytes); " +
+          "plugin 'limited10' had more than 1048576 bytes of HostService requests in transfer at once (host option maxHostCallBytes); " +
             "SendDirect was refused: send fewer large calls at once, or raise maxHostCallBytes in the plugin's host config",
         );
       }
       const debug = (t.host as unknown as { service: { debugState(): { requestBytes: Record<string, number> } } }).service.debugState();
-      assert.equal(debug.requestBytes.limited, 0, "every byte counted was given back");
+      assert.equal(debug.requestBytes.limited10, 0, "every byte counted was given back");
       // One at a time is always fine.
-      assert.equal((await rawUnary(session, `${S}SendDirect`, tokenOf("limited"), body)).status, grpc.status.OK);
+      assert.equal((await rawUnary(session, `${S}SendDirect`, tokenOf("limited10"), body)).status, grpc.status.OK);
     } finally {
       session.close();
     }

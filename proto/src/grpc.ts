@@ -424,6 +424,7 @@ export function listenUnix(server: grpc.Server, socketPath: string): Promise<voi
         return;
       }
       widenConnectionWindows(server);
+      deferTeardownOfSessions(server);
       resolve();
     });
   });
@@ -443,6 +444,63 @@ export function widenConnectionWindows(server: grpc.Server): void {
       session.setLocalWindowSize(FLOW_CONTROL_WINDOW_BYTES);
     });
   }
+}
+
+// ---- teardown outside nghttp2's receive processing (issue 12, fuzzing) ----
+
+const TEARDOWN_DEFERRED = Symbol("plugwire.teardownDeferred");
+
+/**
+ * Makes `session.close()` and `session.destroy()` of a server's HTTP/2
+ * session run on the next turn of the event loop, never inside nghttp2's
+ * processing of received bytes. Idempotent.
+ *
+ * Both can otherwise run in the middle of `nghttp2_session_mem_recv2`:
+ * node:http2's own close when the peer sends GOAWAY(NO_ERROR), node:http2's
+ * destroy of a closed session when its last stream closes, and a close from a
+ * 'stream' listener (the SDK's one-connection guard). One raw connection
+ * whose single read holds GOAWAY, a call, more HEADERS and a frame with a bad
+ * length then aborted the whole process, host or plugin (found by the
+ * plugin-service fuzzer; host/test/sdk-raw-connections.test.ts):
+ * - destroy calls `nghttp2_session_terminate_session` there; nghttp2 1.61.0
+ *   (bundled by Node 20) keeps parsing the same read on some paths, and the
+ *   bad frame hits `Assertion iframe->state == NGHTTP2_IB_IGN_ALL failed`
+ *   (fixed upstream in nghttp2 1.67.1 and 1.68.1, CVE-2026-27135);
+ * - once the session is closed, node:http2 refuses a new stream of the same
+ *   read with RST_STREAM(REFUSED_STREAM), sends from inside the receive
+ *   callback and destroys the stream twice (`malloc(): mismatching
+ *   next->prev_size`; nodejs/node issue 64850 is the same family).
+ * Deferred, both run outside the parser.
+ */
+export function deferSessionTeardown(session: import("node:http2").Http2Session): void {
+  const marked = session as unknown as { [TEARDOWN_DEFERRED]?: true };
+  if (marked[TEARDOWN_DEFERRED]) return;
+  marked[TEARDOWN_DEFERRED] = true;
+  const destroy = session.destroy.bind(session);
+  const close = session.close.bind(session);
+  let destroying = false;
+  let closing = false;
+  session.destroy = ((...args: Parameters<typeof session.destroy>) => {
+    if (session.destroyed || destroying) return;
+    destroying = true;
+    setImmediate(() => destroy(...args));
+  }) as typeof session.destroy;
+  session.close = ((...args: Parameters<typeof session.close>) => {
+    if (session.closed || session.destroyed || closing) return;
+    closing = true;
+    setImmediate(() => close(...args));
+  }) as typeof session.close;
+}
+
+/** deferSessionTeardown for every session a bound grpc-js server accepts (its http2 servers are a private field, guarded). */
+function deferTeardownOfSessions(server: grpc.Server): void {
+  const internals = server as unknown as {
+    http2Servers?: Map<import("node:events").EventEmitter, unknown>;
+    sessions?: Map<import("node:http2").Http2Session, unknown>;
+  };
+  if (!(internals.http2Servers instanceof Map)) return;
+  for (const http2Server of internals.http2Servers.keys()) http2Server.on("session", deferSessionTeardown);
+  if (internals.sessions instanceof Map) for (const session of internals.sessions.keys()) deferSessionTeardown(session);
 }
 
 /**

@@ -26,17 +26,34 @@
  * HOST_PING_TIMEOUT_MS (or a ping that cannot be sent) and that connection is
  * destroyed, so the next call with the token is served. The refused call itself
  * is still refused: the caller retries.
+ *
+ * Connections that are not the host's are bounded: each is destroyed after
+ * NON_HOST_IDLE_MS without traffic (a connection node:http2 gave up on has
+ * none) or REFUSED_GRACE_MS after the guard refused it, and at most
+ * MAX_NON_HOST_SESSIONS are kept (the oldest goes first), so a hostile peer
+ * cannot pile up sockets and fds in the plugin. Every session's close and
+ * destroy are deferred out of nghttp2's receive processing
+ * (deferSessionTeardown in @plugwire/proto).
  */
 import type { Http2Session, IncomingHttpHeaders } from "node:http2";
 import { timingSafeEqual } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
-import { AUTH_METADATA_KEY } from "@plugwire/proto";
+import { AUTH_METADATA_KEY, deferSessionTeardown } from "@plugwire/proto";
 
 /** Header the connection guard sets on a call it refuses; a client's own value is removed. */
 export const REFUSED_HEADER = "plugwire-refused";
 
 /** How long the host's connection has to answer the guard's PING before it is taken for dead. */
 export const HOST_PING_TIMEOUT_MS = 2000;
+
+/** How long a connection that is not the host's may sit idle (nothing read or written) before it is destroyed. */
+export const NON_HOST_IDLE_MS = 5000;
+
+/** How long a connection the guard refused (GOAWAY sent) has to finish its answered calls before it is destroyed. */
+export const REFUSED_GRACE_MS = 2000;
+
+/** At most this many connections that are not the host's are kept; past it, the oldest is destroyed. */
+export const MAX_NON_HOST_SESSIONS = 64;
 
 /** Why the guard refused a call (the value of REFUSED_HEADER). */
 export type RefusedReason = "second-connection" | "unauthenticated-connection";
@@ -82,7 +99,25 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
       settle(true);
     }
   };
+  /** Connections that are not (yet) the host's, oldest first: each has an idle limit, and there are at most MAX_NON_HOST_SESSIONS. */
+  const others = new Set<Http2Session>();
+  const track = (session: Http2Session): void => {
+    others.add(session);
+    session.once("close", () => others.delete(session));
+    // A connection node:http2 gave up on (GOAWAY for a protocol error) is never read again and
+    // never sees its peer close: without a limit a peer could pile up such sockets.
+    session.setTimeout(NON_HOST_IDLE_MS, () => {
+      if (session !== host) session.destroy();
+    });
+    if (others.size > MAX_NON_HOST_SESSIONS) {
+      const oldest = others.values().next().value as Http2Session;
+      others.delete(oldest);
+      oldest.destroy();
+    }
+  };
   const guard = (session: Http2Session): void => {
+    deferSessionTeardown(session);
+    track(session);
     session.prependListener("stream", (_stream: unknown, headers: IncomingHttpHeaders) => {
       delete headers[REFUSED_HEADER];
       if (session === host) return;
@@ -90,6 +125,8 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
       const valid = carriesToken(headers, expected);
       if (!hostOpen && valid) {
         host = session;
+        others.delete(session);
+        session.setTimeout(0);
         return;
       }
       // No host connection yet: a call without the token is refused by the
@@ -97,8 +134,12 @@ export function acceptOnlyHostConnection(server: grpc.Server, token: string): bo
       if (!hostOpen) return;
       headers[REFUSED_HEADER] = valid ? "second-connection" : "unauthenticated-connection";
       if (valid && host) probe(host);
-      // Answer the refused call, then the connection is over.
-      if (!session.closed && !session.destroyed) session.close();
+      // Answer the refused call, then the connection is over: GOAWAY now, and
+      // destroyed after a short grace even if its peer keeps streams open.
+      if (!session.closed && !session.destroyed) {
+        session.close();
+        setTimeout(() => session.destroy(), REFUSED_GRACE_MS).unref();
+      }
     });
   };
   for (const http2Server of internals.http2Servers.keys()) http2Server.on("session", guard);
