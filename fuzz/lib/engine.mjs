@@ -13,6 +13,7 @@ import { BULK_BODY_BYTES, InputSource, Tally, pool } from "./util.mjs";
  *   endpoint(index) -> Promise<{ socketPath, sessions, tokens, recent, gate }> (recent: array of recent indexes; gate: an optional SessionGate of `sessions`)
  *   resolve(init, input) -> init with symbolic values made concrete
  *   failed() -> true to stop early (a crash was seen)
+ *   onHang(index, input) -> (async) a complete unary call went unanswered; the request's session is in lastHang (h2.mjs)
  *   only: run just this index (replay)
  */
 export async function runInputs(options) {
@@ -74,7 +75,8 @@ export async function runInputs(options) {
     sent++;
     tally.add(outcome);
     if (options.progress && sent % Math.max(1000, Math.floor(options.count / 10)) === 0) options.progress(sent, performance.now() - started);
-    if (outcome === "hang") options.onHang?.(index, input);
+    // Awaited: a target judges who stopped reading (fuzz/lib/sockets.mjs) before its lane goes on.
+    if (outcome === "hang") await options.onHang?.(index, input);
   };
   if (options.only !== undefined) {
     await run(options.only);

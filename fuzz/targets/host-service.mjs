@@ -22,8 +22,9 @@ import {
 } from "@plugwire/proto";
 import { runInputs } from "../lib/engine.mjs";
 import { nodeId, smallBytes, u32, u64 } from "../lib/gen.mjs";
-import { SessionPool } from "../lib/h2.mjs";
+import { SessionPool, lastHang } from "../lib/h2.mjs";
 import { Watched, pidAlive } from "../lib/proc.mjs";
+import { judgeUnanswered } from "../lib/sockets.mjs";
 import { sleep } from "../lib/util.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -91,6 +92,9 @@ export async function fuzzHostService({ seed, count, timeLimitMs, concurrency, o
     });
   const failures = [];
   const result = { target: "host-service", failures };
+  /** Fuzzer connections whose client side stalled (see onHang); reported, not failures. */
+  const clientStalls = [];
+  result.clientStalls = clientStalls;
   try {
     const info = await Promise.race([readyLine, host.exited.then((e) => Promise.reject(new Error(`host exited before ready: ${JSON.stringify(e)}\n${host.stderrTail}`)))]);
     const socketPath = join(info.runDir, "host.sock");
@@ -145,7 +149,21 @@ export async function fuzzHostService({ seed, count, timeLimitMs, concurrency, o
       resolve,
       filter,
       failed: () => !host.alive || failures.length > 0,
-      onHang: (index) => failures.push({ kind: "hang", index, detail: "a complete unary call got no answer in 10 s" }),
+      onHang: async (index) => {
+        const { session, detail } = lastHang;
+        const judged = await judgeUnanswered(session, { server: "the host", processes: { host: info.pid, fuzzer: process.pid } });
+        if (judged.stall) {
+          // The fuzzer's own node:http2 session stopped reading (fuzz/lib/sockets.mjs); the host had
+          // read everything and answered. Drop the connection and dial again, as a plugin's client
+          // does; the host must go on serving, which a valid call on its own connection checks now.
+          clientStalls.push(`#${index}: ${judged.detail}`);
+          session?.destroy();
+          const problem = await liveness();
+          if (problem) failures.push({ kind: "liveness", index, detail: `after a fuzzer client stall: ${problem}` });
+          return;
+        }
+        failures.push({ kind: "hang", index, detail: `a complete unary call got no answer in 10 s (${detail}); ${judged.detail}` });
+      },
     });
     sessions.close();
     await sleep(200);

@@ -6,7 +6,6 @@
  * with an error or exit cleanly after an authenticated Shutdown; any other
  * exit is a crash. Exited plugins are relaunched and the run goes on.
  */
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,6 +30,7 @@ import { runInputs } from "../lib/engine.mjs";
 import { auth, i32, nodeId, smallBytes, text, u32, u64 } from "../lib/gen.mjs";
 import { SessionPool, closeRawConnections, lastHang } from "../lib/h2.mjs";
 import { Watched } from "../lib/proc.mjs";
+import { judgeUnanswered } from "../lib/sockets.mjs";
 import { SessionGate, sleep } from "../lib/util.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -131,43 +131,6 @@ const PLUGINS = ["echo", "counter", "echo"];
 
 /** Sockets a plugin may still hold once the fuzzer closed every connection (its listener, a host-client dial). */
 const MAX_SOCKETS_AFTER = 8;
-
-/** The unix sockets of a plugin and of this process with bytes waiting (Recv-Q/Send-Q, from `ss`), for a hang's report: who stopped reading. */
-function socketQueues(slot) {
-  try {
-    const out = execFileSync("ss", ["-xpn"], { encoding: "utf8", timeout: 5000 });
-    const pids = [slot.proc?.pid, process.pid];
-    const lines = out.split("\n").filter((l) => pids.some((p) => l.includes(`pid=${p},`)) && !/ESTAB\s+0\s+0\s/.test(l));
-    return `sockets with bytes queued (plugin pid ${slot.proc?.pid}, fuzzer pid ${process.pid}): ${lines.map((l) => l.replace(/\s+/g, " ").trim()).join(" | ") || "none"}`;
-  } catch (e) {
-    return `ss failed: ${e.message}`;
-  }
-}
-
-/**
- * The bytes waiting unread on both ends of one fuzzer connection (Recv-Q, from `ss`): the
- * fuzzer's end (this process) and the plugin's end. Undefined when it cannot be told.
- */
-function connectionQueues(session) {
-  try {
-    const fd = session?.socket?._handle?.fd;
-    if (typeof fd !== "number" || fd < 0) return undefined;
-    const inode = /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1];
-    if (!inode) return undefined;
-    const rows = execFileSync("ss", ["-xn"], { encoding: "utf8", timeout: 5000 })
-      .split("\n")
-      .map((l) => l.trim().split(/\s+/))
-      .filter((c) => c.length >= 8);
-    // Columns: Netid State Recv-Q Send-Q Local-Address Local-Port Peer-Address Peer-Port
-    const ours = rows.find((c) => c[5] === inode);
-    if (!ours) return undefined;
-    const theirs = rows.find((c) => c[5] === ours[7]);
-    if (!theirs) return undefined;
-    return { fuzzer: Number(ours[2]), plugin: Number(theirs[2]) };
-  } catch {
-    return undefined;
-  }
-}
 
 /** Unix/TCP socket fds of a process (/proc/<pid>/fd); 0 once it is gone. */
 function socketFds(pid) {
@@ -333,19 +296,20 @@ export async function fuzzPluginService({ seed, count, timeLimitMs, concurrency,
       resolve: (init) => init,
       // A crashed plugin is relaunched and the run goes on (the crashes are counted), up to 50 of them.
       failed: () => failures.filter((f) => f.kind === "crash" || f.kind === "unexpected-exit").length > 50 || failures.some((f) => !["crash", "unexpected-exit"].includes(f.kind)),
-      onHang: (index) => {
+      onHang: async (index) => {
         const slot = slots[index % slots.length];
-        const queues = connectionQueues(lastHang.session);
-        if (queues && queues.fuzzer > 0 && queues.plugin === 0) {
-          // The fuzzer's own node:http2 session stopped reading (bytes the plugin sent wait unread on
-          // our end, the plugin has read everything): a stall of the client, not of the plugin. Do what
-          // a host does with a connection that stopped answering: drop it and dial again. The plugin
-          // must serve the new connection (the next inputs, and the liveness check at the end).
-          clientStalls.push(`#${index}: ${queues.fuzzer} bytes unread by the fuzzer, 0 by plugin ${slot.example}`);
-          lastHang.session?.destroy();
+        const { session, detail } = lastHang;
+        const judged = await judgeUnanswered(session, { server: `plugin ${slot.example}`, processes: { [`plugin ${slot.example}`]: slot.proc?.pid, fuzzer: process.pid } });
+        if (judged.stall) {
+          // The fuzzer's own node:http2 session stopped reading (fuzz/lib/sockets.mjs): a stall of the
+          // client, not of the plugin. Do what a host does with a connection that stopped answering:
+          // drop it and dial again. The plugin must serve the new connection (the next inputs, and
+          // the liveness check at the end).
+          clientStalls.push(`#${index}: ${judged.detail}`);
+          session?.destroy();
           return;
         }
-        failures.push({ kind: "hang", index, detail: `a complete unary call got no answer in 10 s (${lastHang.detail}); ${socketQueues(slot)}` });
+        failures.push({ kind: "hang", index, detail: `a complete unary call got no answer in 10 s (${detail}); ${judged.detail}` });
       },
     });
     Object.assign(result, run);

@@ -480,16 +480,35 @@ export function deferSessionTeardown(session: import("node:http2").Http2Session)
   const close = session.close.bind(session);
   let destroying = false;
   let closing = false;
+  let closeEmitted = false;
+  session.once("close", () => (closeEmitted = true));
   session.destroy = ((...args: Parameters<typeof session.destroy>) => {
     if (session.destroyed || destroying) return;
     destroying = true;
     setImmediate(() => destroy(...args));
   }) as typeof session.destroy;
-  session.close = ((...args: Parameters<typeof session.close>) => {
+  session.close = ((callback?: () => void) => {
+    // The callback runs when the session is gone, whoever closes it (see onSessionClosed).
+    if (typeof callback === "function") onSessionClosed(session, () => closeEmitted, callback);
     if (session.closed || session.destroyed || closing) return;
     closing = true;
-    setImmediate(() => close(...args));
+    setImmediate(() => close());
   }) as typeof session.close;
+}
+
+/**
+ * Runs `callback` once the session has closed ('close' emitted), now if it
+ * already has. node:http2's close(callback) drops the callback of a session
+ * that is already closing or destroyed, and a deferred close or destroy
+ * (deferSessionTeardown) leaves `closed` false for a turn of the event loop:
+ * grpc-js then passes its callback to close() (tryShutdown, unbind), which
+ * dropped it, and the host's HostService never finished shutting down after
+ * a plugin's GOAWAY or hang-up in the same turn
+ * (host/test/session-teardown.test.ts).
+ */
+function onSessionClosed(session: import("node:http2").Http2Session, emitted: () => boolean, callback: () => void): void {
+  if (emitted()) queueMicrotask(callback);
+  else session.once("close", callback);
 }
 
 /** deferSessionTeardown for every session a bound grpc-js server accepts (its http2 servers are a private field, guarded). */
