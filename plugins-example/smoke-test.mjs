@@ -180,6 +180,11 @@ async function startHostStub(dir) {
         record("GetSigningSeed", request);
         return { seed: Buffer.alloc(32, 0x5e) };
       },
+      // The multiplexed Calls stream (docs/protocol.md §9.1) is refused as by a host without it
+      // (UNIMPLEMENTED): the smoke test checks the unary calls every SDK makes.
+      calls(call) {
+        call.emit("error", { code: 12, details: "the smoke test's host stub serves the unary HostService calls only" });
+      },
     },
     { authorize },
   );
