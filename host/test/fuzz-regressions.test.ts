@@ -52,6 +52,28 @@ function snapFiles(dir: string): Array<{ dir: string; name: string }> {
   return found;
 }
 
+/**
+ * A Health check on a new connection with the token. The plugin serves one connection, its
+ * host's: until it has seen the test's previous connection close (its teardown runs a turn
+ * later), it refuses the new one as "not the host's". That refusal is retried, bounded
+ * (50 × 100 ms); anything else fails at once.
+ */
+async function probeHealthAsHost(address: string, token: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const probe = connect(health.Health, `unix://${address}`, { token });
+    try {
+      await probe.client.check({}, { deadlineMs: 10_000 });
+      return;
+    } catch (e) {
+      const refusedAsSecond = e instanceof Error && /another connection is already the host's/.test(e.message);
+      if (!refusedAsSecond || attempt >= 50) throw e;
+    } finally {
+      probe.close();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 describe("fuzz regressions", { timeout: 120_000 }, () => {
   test("snapshot loader: a FIFO, a directory or a device in place of the newest generation is skipped, not read (it hung the host, even its exit)", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "pwt-fuzzreg-"));
@@ -145,21 +167,7 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
         } finally {
           plugin.close();
         }
-        // The probe is a second connection: until the plugin has seen the first one close, it
-        // refuses it as "not the host's" (one-connection rule), so retry that refusal, bounded.
-        for (let attempt = 1; ; attempt++) {
-          const probe = connect(health.Health, `unix://${address}`, { token });
-          try {
-            await probe.client.check({}, { deadlineMs: 10_000 });
-            break;
-          } catch (e) {
-            const refusedAsSecond = e instanceof Error && /another connection is already the host's/.test(e.message);
-            if (!refusedAsSecond || attempt >= 50) throw e;
-            await new Promise((resolve) => setTimeout(resolve, 100));
-          } finally {
-            probe.close();
-          }
-        }
+        await probeHealthAsHost(address, token);
         assert.equal(alive(child.pid!), true, "the plugin is still running");
       } finally {
         child.kill("SIGKILL");
@@ -272,12 +280,7 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
       } finally {
         session.close();
       }
-      const probe = connect(health.Health, `unix://${address}`, { token });
-      try {
-        await probe.client.check({}, { deadlineMs: 10_000 });
-      } finally {
-        probe.close();
-      }
+      await probeHealthAsHost(address, token);
       assert.equal(alive(child.pid!), true, "the plugin is still running");
     } finally {
       child.kill("SIGKILL");
