@@ -12,6 +12,7 @@ import { describe, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, TOKEN_LINE_PREFIX, connect, health } from "@plugwire/proto";
+import { launchEcho } from "./fixtures/echo-direct.js";
 import { alive, example, fixture } from "./helpers.js";
 import { connect as netConnect } from "node:net";
 import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
@@ -351,32 +352,9 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
   });
   test("SDK (plugin-service #31071): 16 MiB wrong-token OPTIONS calls without a content-type, on a second connection while the host's is open, are answered 415 and the host's connection still serves", async () => {
     const { SessionPool, h2Request, grpcMessage } = await fuzzH2();
-    const dir = mkdtempSync(join(tmpdir(), "pwt-fz-"));
-    const token = randomBytes(32).toString("base64url");
-    const child = spawn(process.execPath, [example("echo")], {
-      env: {
-        PATH: process.env.PATH,
-        [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
-        [ENV.protocolVersions]: "1",
-        [ENV.socketDir]: dir,
-        [ENV.authTokenSource]: "stdin",
-        [ENV.instanceId]: "echo-fz31071",
-        [ENV.hostAddress]: `unix://${join(dir, "host.sock")}`,
-      },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    child.stdin.write(`${TOKEN_LINE_PREFIX} ${token}\n`);
+    const { child, dir, token, address } = await launchEcho("echo-fz31071");
     const pools: Array<{ close(): void }> = [];
     try {
-      const address = await new Promise<string>((resolve, reject) => {
-        let out = "";
-        child.stdout.on("data", (d: Buffer) => {
-          out += d.toString();
-          const m = /address=(\S+)/.exec(out);
-          if (m) resolve(m[1]!);
-        });
-        child.once("exit", (code) => reject(new Error(`echo exited ${code} before its handshake`)));
-      });
       // Input 31071: Shutdown with a wrong token, :method OPTIONS, no content-type, one 16 MiB
       // "repeated-field2" message. Three at once on one fuzzer session queue 48 MiB, over
       // node:http2's default 10 MB session memory: the fuzzer's own client refused the plugin's
@@ -427,31 +405,8 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
   });
   test("SDK (plugin-service liveness): the host's connection, once node:http2 gave up on it (GOAWAY PROTOCOL_ERROR), is pinged and dropped, so the next connection with the token is served (it locked the plugin out for good)", async () => {
     const { PREFACE, FRAME, FLAG, frame, hpackBlock, parseFrames } = await fuzzH2();
-    const dir = mkdtempSync(join(tmpdir(), "pwt-fz-"));
-    const token = randomBytes(32).toString("base64url");
-    const child = spawn(process.execPath, [example("echo")], {
-      env: {
-        PATH: process.env.PATH,
-        [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
-        [ENV.protocolVersions]: "1",
-        [ENV.socketDir]: dir,
-        [ENV.authTokenSource]: "stdin",
-        [ENV.instanceId]: "echo-fzlive",
-        [ENV.hostAddress]: `unix://${join(dir, "host.sock")}`,
-      },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    child.stdin.write(`${TOKEN_LINE_PREFIX} ${token}\n`);
+    const { child, dir, token, address } = await launchEcho("echo-fzlive");
     try {
-      const address = await new Promise<string>((resolve, reject) => {
-        let out = "";
-        child.stdout.on("data", (d: Buffer) => {
-          out += d.toString();
-          const m = /address=(\S+)/.exec(out);
-          if (m) resolve(m[1]!);
-        });
-        child.once("exit", (code) => reject(new Error(`echo exited ${code} before its handshake`)));
-      });
       // A raw connection calls with the token (so it is the host's), then sends DATA on an idle
       // stream: node:http2 answers GOAWAY(PROTOCOL_ERROR) and stops reading it, and never sees it close.
       const raw = netConnect(address);

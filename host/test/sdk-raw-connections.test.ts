@@ -18,6 +18,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { ENV, MAGIC_COOKIE_VALUE, TOKEN_LINE_PREFIX } from "@plugwire/proto";
 import { alive, example } from "./helpers.js";
 import { HostProcess } from "./fixtures/hostile-host-wire.js";
+import { type DirectEcho as Plugin, launchEcho, stopEcho as stop } from "./fixtures/echo-direct.js";
 
 interface FuzzH2 {
   PREFACE: Buffer;
@@ -34,51 +35,6 @@ const PING = 6;
 const GOAWAY = 7;
 const DATA = 0;
 const END_HEADERS = 4;
-
-interface Plugin {
-  child: ChildProcess;
-  address: string;
-  token: string;
-  dir: string;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-async function launchEcho(): Promise<Plugin> {
-  const dir = mkdtempSync(join(tmpdir(), "pwt-sdkraw-"));
-  const token = randomBytes(32).toString("base64url");
-  const child = spawn(process.execPath, [example("echo")], {
-    env: {
-      PATH: process.env.PATH,
-      [ENV.magicCookie]: MAGIC_COOKIE_VALUE,
-      [ENV.protocolVersions]: "1",
-      [ENV.socketDir]: dir,
-      [ENV.authTokenSource]: "stdin",
-      [ENV.instanceId]: "echo-raw",
-      [ENV.hostAddress]: `unix://${join(dir, "host.sock")}`,
-    },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  child.stdin!.write(`${TOKEN_LINE_PREFIX} ${token}\n`);
-  const address = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /address=(\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    void exited.then((e) => reject(new Error(`echo exited ${JSON.stringify(e)} before its handshake: ${stderr}`)));
-  });
-  return { child, address, token, dir, stderr: () => stderr, exited };
-}
-
-function stop(p: Plugin): void {
-  p.child.kill("SIGKILL");
-  rmSync(p.dir, { recursive: true, force: true });
-}
 
 /** The host's connection: an HTTP/2 session that made a call with the token and stays open. */
 async function hostSession(p: Plugin): Promise<{ session: http2.ClientHttp2Session; check: () => Promise<string> }> {
