@@ -97,10 +97,35 @@ export function remoteServerCredentials(tls: RemoteListenTls): grpc.ServerCreden
   return grpc.experimental.createCertificateProviderServerCredentials(files, files, true);
 }
 
-/** Binds `server` on a TCP address; resolves with the bound port (0 picks one). */
+/** How long listenTcp waits for the certificate files' first read before it gives up. */
+export const TLS_FIRST_LOAD_TIMEOUT_MS = 10_000;
+
+/**
+ * Resolves once `credentials` has a TLS context to serve with. A certificate
+ * provider reads its files asynchronously after the server binds, and until
+ * then grpc-js drops every incoming connection (the client sees ECONNRESET),
+ * so a listener is not ready before this. Insecure credentials resolve at once.
+ */
+export async function tlsContextLoaded(credentials: grpc.ServerCredentials, timeoutMs = TLS_FIRST_LOAD_TIMEOUT_MS): Promise<void> {
+  if (!credentials._isSecure()) return;
+  const deadline = performance.now() + timeoutMs;
+  // Bounded poll: grpc-js exposes no public "loaded" event; the context turns
+  // non-null within a file read (about a millisecond).
+  for (let delay = 1; credentials._getSecureContextOptions() === null; delay = Math.min(delay * 2, 50)) {
+    if (performance.now() > deadline) {
+      throw new Error(`the TLS certificate, key or CA files were not loaded within ${timeoutMs} ms; check that they exist, are readable PEM files and that the key matches the certificate`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
+/**
+ * Binds `server` on a TCP address; resolves with the bound port (0 picks one)
+ * once the server accepts connections, TLS context included.
+ */
 export function listenTcp(server: grpc.Server, address: TcpAddress, credentials: grpc.ServerCredentials): Promise<number> {
   const host = isIP(address.host) === 6 ? `[${address.host}]` : address.host;
-  return new Promise((resolve, reject) => {
+  return new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${address.port}`, credentials, (err, port) => {
       if (err) {
         reject(err);
@@ -109,5 +134,8 @@ export function listenTcp(server: grpc.Server, address: TcpAddress, credentials:
       widenConnectionWindows(server);
       resolve(port);
     });
+  }).then(async (port) => {
+    await tlsContextLoaded(credentials);
+    return port;
   });
 }
