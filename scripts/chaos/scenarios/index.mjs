@@ -9,5 +9,6 @@ import slowHandler from "./slow-handler.mjs";
 import forgetThenKill from "./forget-then-kill.mjs";
 import polyglot from "./polyglot.mjs";
 import steadyAttach from "./steady-attach.mjs";
+import freeze from "./freeze.mjs";
 
-export const SCENARIOS = [steady, burstIdle, killDuringReplay, killDuringSnapshot, doubleKill, hostRestart, slowHandler, forgetThenKill, polyglot, steadyAttach];
+export const SCENARIOS = [steady, burstIdle, killDuringReplay, killDuringSnapshot, doubleKill, hostRestart, slowHandler, forgetThenKill, freeze, polyglot, steadyAttach];
