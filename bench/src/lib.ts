@@ -348,3 +348,22 @@ export function pump(host: Host, kinds: readonly string[], body: Uint8Array, tot
     refill();
   });
 }
+
+/**
+ * Medians of where launches spent their time (PluginStatus.lastLaunch), plus
+ * what the timed call took beyond the launch itself ("host": createHost and
+ * start() around it), as a short note.
+ */
+export function launchSplit(launches: readonly { totalMs: number; processMs: number; describeMs: number; startMs: number; restoreMs: number; deliverMs: number }[], timedMs: readonly number[]): { note: string; ms: Record<string, number> } {
+  if (launches.length === 0) return { note: "", ms: {} };
+  const m = (f: (l: (typeof launches)[number]) => number): number => Math.round(median(launches.map(f)) * 10) / 10;
+  const ms = {
+    process: m((l) => l.processMs),
+    describe: m((l) => l.describeMs),
+    start: m((l) => l.startMs),
+    restore: m((l) => l.restoreMs),
+    deliver: m((l) => l.deliverMs),
+    host: Math.round((median(timedMs) - median(launches.map((l) => l.totalMs))) * 10) / 10,
+  };
+  return { note: `p50 split: process ${ms.process}, Describe ${ms.describe}, Start ${ms.start}, Restore ${ms.restore}, Deliver ${ms.deliver}, host ${ms.host} ms`, ms };
+}

@@ -10,7 +10,7 @@ export { PLUGIN_DEFAULTS } from "./config.js";
 export type { HostPorts, PeerDirectoryPort, ControlPort, IdentityPort, PeerEvent, PeerSource, NodeId } from "./ports.js";
 export { MemoryPeerDirectory, hex } from "./ports.js";
 export type { HostEvents, PluginState } from "./events.js";
-export type { Build, PluginStatus, ShadowedKind, UpgradeResult } from "./supervisor/runner.js";
+export type { Build, LaunchTimings, PluginStatus, ShadowedKind, UpgradeResult } from "./supervisor/runner.js";
 export type { StandbyStatus } from "./supervisor/standby.js";
 export type { DeadLetter, DispatchOptions, PayloadEffect } from "./delivery/channel.js";
 /** The largest payload (src + kind + body, in bytes) one dispatch can carry. */

@@ -102,6 +102,8 @@ describe("warm standby", { timeout: 180_000 }, () => {
       const serving = standbyOf(th.host).pid!;
       assert.notEqual(spare.pid, serving);
       assert.equal(standbyOf(th.host).state, "ready", "status reports the serving launch, not the spare");
+      const cold = standbyOf(th.host).lastLaunch;
+      assert.ok(cold && !cold.spare && cold.processMs > 0 && cold.describeMs > 0, `a cold launch spawns and describes: ${JSON.stringify(cold)}`);
 
       await Promise.all(range(0, 300).map((n) => th.host.dispatch(peer(1), "standby.n", u32(n))));
       await th.host.snapshot("standby");
@@ -119,6 +121,12 @@ describe("warm standby", { timeout: 180_000 }, () => {
       assert.equal((await promoted).pid, spare.pid);
       await ready;
       assert.equal(standbyOf(th.host).pid, spare.pid, "the spare serves now");
+      const warm = standbyOf(th.host).lastLaunch;
+      assert.ok(warm?.spare, `the last launch was the promoted spare: ${JSON.stringify(warm)}`);
+      assert.equal(warm.describeMs, 0, "a promoted spare was described while it waited");
+      assert.ok(warm.restoreMs > 0 && warm.replayed > 0, `the spare restored the snapshot and got the replay: ${JSON.stringify(warm)}`);
+      const parts = warm.processMs + warm.describeMs + warm.startMs + warm.restoreMs + warm.deliverMs;
+      assert.ok(Math.abs(parts - warm.totalMs) < 0.1, `the phases add up to the total (to rounding): ${JSON.stringify(warm)}`);
       await Promise.all(inFlight);
       await Promise.all(range(1500, 1600).map((n) => th.host.dispatch(peer(1), "standby.n", u32(n))));
       assert.deepEqual(await applied(th.host), range(0, 1600), "every payload applied exactly once, in order");

@@ -160,6 +160,27 @@ export interface PluginStatus {
   standby: StandbyStatus;
   /** Attached plugins (config `attach`): where the host dials them, and the state of that connection. */
   remote?: { address: string; connection: string };
+  /** Where the time of the last launch that became ready went (docs/supervision.md, "Launch timings"). */
+  lastLaunch?: LaunchTimings;
+}
+
+/**
+ * How long each phase of a launch took, in ms, from when the launch began
+ * (after any restart backoff) to ready. `process` is spawn to handshake line
+ * (or, attached, dial and TLS; 0 for a promoted warm standby spare).
+ */
+export interface LaunchTimings {
+  totalMs: number;
+  processMs: number;
+  describeMs: number;
+  startMs: number;
+  restoreMs: number;
+  /** Opening the Deliver stream and queueing the replay (the replay itself is acked later). */
+  deliverMs: number;
+  /** Payloads replayed and redelivered to the launch. */
+  replayed: number;
+  /** Whether a warm standby spare was promoted. */
+  spare: boolean;
 }
 
 /** A kind a plugin claims that an earlier plugin owns. */
@@ -201,6 +222,7 @@ export class PluginRunner {
   private lastExit: string | undefined;
   private lastError: string | undefined;
   private lastStderr: string[] = [];
+  private lastLaunch: LaunchTimings | undefined;
   private description: DescribeResponse | undefined;
   private resumed = false;
   private snapshotQueue: Promise<unknown> = Promise.resolve();
@@ -365,6 +387,7 @@ export class PluginRunner {
       replay: this.channel.replayCount,
       replayBytes: this.channel.replayBufferBytes,
       standby: this.standby.status(),
+      ...(this.lastLaunch ? { lastLaunch: { ...this.lastLaunch } } : {}),
       ...(this.config.attach ? { pid: undefined, remote: this.remoteStatus(this.config.attach.address) } : {}),
     };
   }
@@ -754,6 +777,7 @@ export class PluginRunner {
   }
 
   private async launchOnce(): Promise<void> {
+    const began = performance.now();
     const dataDir = join(this.ctx.dataDir, "plugins", this.name);
     this.makeDataDir(dataDir);
     // A warm standby spare, if one waits: spawned, handshaken and described already.
@@ -766,7 +790,7 @@ export class PluginRunner {
     const proc: PluginProcess | AttachedProcess = spare?.proc ?? (attach ? await this.attachProcess(attach, token) : await this.spawnProcess(instanceId, token));
     const conn = spare?.conn ?? ("conn" in proc ? proc.conn : dialPlugin(proc.handshake, token, this.name));
     if (spare) this.log.info({ pid: proc.pid, instanceId }, "promoting the warm standby spare");
-    await this.activate({ id, instanceId, token, proc, conn, dataDir, described: spare?.description });
+    await this.activate({ id, instanceId, token, proc, conn, dataDir, described: spare?.description, began, spare: spare !== undefined });
   }
 
   /**
@@ -846,8 +870,12 @@ export class PluginRunner {
     conn: DialedPlugin;
     dataDir: string;
     described: DescribeResponse | undefined;
+    /** performance.now() when the launch began, for its timings. */
+    began: number;
+    spare: boolean;
   }): Promise<void> {
     const { id, instanceId, token, proc, conn, dataDir } = a;
+    const marks = { process: performance.now(), describe: 0, start: 0, restore: 0, deliver: 0 };
     const launch: Launch = { id, token, proc, conn, ended: false, ready: false, instanceId };
     this.launch = launch;
     // A stop asked for just as the handshake completed: end this launch too.
@@ -874,6 +902,7 @@ export class PluginRunner {
     try {
       // The version the handshake chose, which the plugin checks (docs/protocol.md §7).
       const description = a.described ?? (await conn.plugin.describe({ protocolVersion: proc.handshake.protocolVersion }, { deadlineMs: CONTROL_CALL_DEADLINE_MS }));
+      marks.describe = performance.now();
       if (!a.described) this.checkDescription(description, proc.handshake.protocolVersion);
       this.channel.keepReplay = description.stateful !== undefined;
       this.claimStatefulId(description);
@@ -898,8 +927,10 @@ export class PluginRunner {
           },
           { deadlineMs: CONTROL_CALL_DEADLINE_MS },
         );
+        marks.start = performance.now();
         phase = "while it restored its snapshot";
         const replayAfter = await this.restoreLatest(conn, description, preloaded);
+        marks.restore = performance.now();
         phase = "as its Deliver stream opened";
         if (launch.ended) throw new PlugwireError("plugin_exited", `plugin '${this.name}' exited while starting`, { plugin: this.name });
         const deliver = conn.plugin.deliver();
@@ -912,6 +943,20 @@ export class PluginRunner {
         releaseTrim();
       }
       if (replayed + redelivered > 0) this.log.info({ replayed, redelivered }, "payloads replayed to the new launch");
+      marks.deliver = performance.now();
+      const ms = (x: number): number => Math.round(x * 100) / 100;
+      this.lastLaunch = {
+        totalMs: ms(marks.deliver - a.began),
+        processMs: ms(marks.process - a.began),
+        // A spare answered Describe while it waited: its time is Start's.
+        describeMs: a.described ? 0 : ms(marks.describe - marks.process),
+        startMs: ms(marks.start - (a.described ? marks.process : marks.describe)),
+        restoreMs: ms(marks.restore - marks.start),
+        deliverMs: ms(marks.deliver - marks.restore),
+        replayed: replayed + redelivered,
+        spare: a.spare,
+      };
+      this.log.debug({ launch: this.lastLaunch }, "launch timings");
       this.readyAt = Date.now();
       this.healthFailures = 0;
       launch.ready = true;
