@@ -70,15 +70,6 @@ class Writer {
 
 // ---- DeliverRequest ------------------------------------------------------
 
-interface ItemSizes {
-  /** The payload's kind as UTF-8, for payload items. */
-  kind: Uint8Array;
-  /** Size of the nested Payload or PeerForgotten message. */
-  inner: number;
-  /** Size of the DeliveryItem message. */
-  size: number;
-}
-
 /** Kinds are few and repeat: their UTF-8 bytes are cached (bounded). */
 const kindBytes = new Map<string, Uint8Array>();
 function encodeKind(kind: string): Uint8Array {
@@ -95,77 +86,127 @@ function lenField(n: number): number {
   return n > 0 ? 1 + varintSize(n) + n : 0;
 }
 
-function itemSize(it: DeliveryItem): ItemSizes {
-  let size = 0;
-  if (it.seq !== 0n) size += 1 + varint64Size(it.seq);
-  if (it.redelivered) size += 2;
-  let kind = EMPTY;
-  let inner = 0;
-  if (it.item.case === "payload") {
-    const p = it.item.value;
-    kind = encodeKind(p.kind);
-    inner = lenField(p.src.byteLength) + lenField(kind.byteLength) + lenField(p.body.byteLength);
-    size += 1 + varintSize(inner) + inner;
-  } else if (it.item.case === "peerForgotten") {
-    inner = lenField(it.item.value.nodeId.byteLength);
-    size += 1 + varintSize(inner) + inner;
-  }
-  return { kind, inner, size };
+const U32_MAX = 0xffffffffn;
+
+/** A seq as a number when it fits in 32 bits (every seq in practice), else -1 (written as bigint). */
+function smallSeq(seq: bigint): number {
+  return seq <= U32_MAX ? Number(seq) : -1;
 }
+
+/**
+ * Per-item sizes of the batch being encoded, reused across calls (encoding
+ * is synchronous): the nested message's size and the DeliveryItem's size.
+ */
+let innerSizes = new Int32Array(256);
+let itemSizes = new Int32Array(256);
+let itemKinds: Uint8Array[] = [];
 
 /** Encodes a DeliverRequest exactly as protobuf-es toBinary would. */
 export function encodeDeliverRequest(message: DeliverRequest): Buffer {
-  const sizes = message.items.map(itemSize);
+  const items = message.items;
+  const count = items.length;
+  if (innerSizes.length < count) {
+    innerSizes = new Int32Array(count * 2);
+    itemSizes = new Int32Array(count * 2);
+  }
+  if (itemKinds.length < count) itemKinds = new Array<Uint8Array>(count * 2).fill(EMPTY);
   let total = 0;
-  for (const s of sizes) total += 1 + varintSize(s.size) + s.size;
+  for (let i = 0; i < count; i++) {
+    const it = items[i]!;
+    let size = 0;
+    const seq = smallSeq(it.seq);
+    if (seq > 0) size += 1 + varintSize(seq);
+    else if (seq < 0) size += 1 + varint64Size(it.seq);
+    if (it.redelivered) size += 2;
+    let inner = 0;
+    const item = it.item;
+    if (item.case === "payload") {
+      const p = item.value;
+      const kind = encodeKind(p.kind);
+      itemKinds[i] = kind;
+      inner = lenField(p.src.byteLength) + lenField(kind.byteLength) + lenField(p.body.byteLength);
+      size += 1 + varintSize(inner) + inner;
+    } else if (item.case === "peerForgotten") {
+      inner = lenField(item.value.nodeId.byteLength);
+      size += 1 + varintSize(inner) + inner;
+    }
+    innerSizes[i] = inner;
+    itemSizes[i] = size;
+    total += 1 + varintSize(size) + size;
+  }
   const w = new Writer(Buffer.allocUnsafe(total));
-  for (let i = 0; i < message.items.length; i++) {
-    const it = message.items[i]!;
-    const { kind, inner, size } = sizes[i]!;
-    w.buf[w.pos++] = 0x0a;
-    w.varint(size);
-    if (it.seq !== 0n) {
-      w.buf[w.pos++] = 0x08;
+  const buf = w.buf;
+  for (let i = 0; i < count; i++) {
+    const it = items[i]!;
+    const inner = innerSizes[i]!;
+    buf[w.pos++] = 0x0a;
+    w.varint(itemSizes[i]!);
+    const seq = smallSeq(it.seq);
+    if (seq > 0) {
+      buf[w.pos++] = 0x08;
+      w.varint(seq);
+    } else if (seq < 0) {
+      buf[w.pos++] = 0x08;
       w.varint64(it.seq);
     }
     if (it.redelivered) {
-      w.buf[w.pos++] = 0x10;
-      w.buf[w.pos++] = 0x01;
+      buf[w.pos++] = 0x10;
+      buf[w.pos++] = 0x01;
     }
-    if (it.item.case === "payload") {
-      const p = it.item.value;
-      w.buf[w.pos++] = 0x1a;
+    const item = it.item;
+    if (item.case === "payload") {
+      const p = item.value;
+      const kind = itemKinds[i]!;
+      itemKinds[i] = EMPTY;
+      buf[w.pos++] = 0x1a;
       w.varint(inner);
       if (p.src.byteLength > 0) {
-        w.buf[w.pos++] = 0x0a;
+        buf[w.pos++] = 0x0a;
         w.bytes(p.src);
       }
       if (kind.byteLength > 0) {
-        w.buf[w.pos++] = 0x12;
+        buf[w.pos++] = 0x12;
         w.bytes(kind);
       }
       if (p.body.byteLength > 0) {
-        w.buf[w.pos++] = 0x1a;
+        buf[w.pos++] = 0x1a;
         w.bytes(p.body);
       }
-    } else if (it.item.case === "peerForgotten") {
-      w.buf[w.pos++] = 0x22;
+    } else if (item.case === "peerForgotten") {
+      buf[w.pos++] = 0x22;
       w.varint(inner);
-      if (it.item.value.nodeId.byteLength > 0) {
-        w.buf[w.pos++] = 0x0a;
-        w.bytes(it.item.value.nodeId);
+      if (item.value.nodeId.byteLength > 0) {
+        buf[w.pos++] = 0x0a;
+        w.bytes(item.value.nodeId);
       }
     }
   }
-  return w.buf;
+  return buf;
 }
+
+/** Decoded kinds kept for reuse (round robin), and the longest kind kept. */
+const KIND_CACHE = 8;
+const KIND_CACHE_MAX_BYTES = 128;
+const kindCacheBytes: Uint8Array[] = Array.from({ length: KIND_CACHE }, () => new Uint8Array(KIND_CACHE_MAX_BYTES + 1));
+const kindCacheStrings: string[] = new Array<string>(KIND_CACHE).fill("");
+let kindCacheNext = 0;
 
 class Reader {
   pos = 0;
+  /** Fields read so far, against `maxFields` (a server's budget for a request, see grpc.ts). */
+  fields = 0;
   constructor(
     readonly buf: Uint8Array,
-    readonly end = buf.byteLength,
+    /** Where the message being read ends: no read goes past it (set per nested message). */
+    public end = buf.byteLength,
+    readonly maxFields = Infinity,
   ) {}
+
+  /** Reads a field's tag, counting the field against the budget. */
+  tag(): number {
+    if (++this.fields > this.maxFields) throw new Error(`a DeliverRequest holds at most ${this.maxFields} protobuf fields`);
+    return this.varint();
+  }
 
   varint(): number {
     let result = 0;
@@ -226,6 +267,32 @@ class Reader {
     return s;
   }
 
+  /** A payload kind: kinds are few and repeat, so the last few decoded are reused when their bytes match. */
+  kind(): string {
+    const n = this.length();
+    const buf = this.buf;
+    const pos = this.pos;
+    for (let c = 0; c < KIND_CACHE; c++) {
+      const bytes = kindCacheBytes[c]!;
+      if (bytes.byteLength !== n) continue;
+      let i = 0;
+      while (i < n && bytes[i] === buf[pos + i]) i++;
+      if (i === n) {
+        this.pos += n;
+        return kindCacheStrings[c]!;
+      }
+    }
+    const bytes = buf.slice(pos, pos + n);
+    const s = utf8Decoder.decode(bytes);
+    this.pos += n;
+    if (n <= KIND_CACHE_MAX_BYTES) {
+      kindCacheBytes[kindCacheNext] = bytes;
+      kindCacheStrings[kindCacheNext] = s;
+      kindCacheNext = (kindCacheNext + 1) % KIND_CACHE;
+    }
+    return s;
+  }
+
   skip(wireType: number): void {
     switch (wireType) {
       case 0:
@@ -253,64 +320,79 @@ function readPayload(r: Reader, end: number, into: Payload | undefined): Payload
   // A repeated oneof member merges into the one already read, as protobuf-es does.
   const p: Payload = into ?? { $typeName: "plugwire.v1.Payload", src: EMPTY, kind: "", body: EMPTY };
   while (r.pos < end) {
-    const tag = r.varint();
+    const tag = r.tag();
     if (tag === 0x0a) p.src = r.bytes();
-    else if (tag === 0x12) p.kind = r.string();
+    else if (tag === 0x12) p.kind = r.kind();
     else if (tag === 0x1a) p.body = r.bytes();
     else r.skip(tag & 7);
   }
+  if (r.pos > end) throw new Error("a field runs past the end of its message");
   return p;
 }
 
 function readForgotten(r: Reader, end: number, into: PeerForgotten | undefined): PeerForgotten {
   const f: PeerForgotten = into ?? { $typeName: "plugwire.v1.PeerForgotten", nodeId: EMPTY };
   while (r.pos < end) {
-    const tag = r.varint();
+    const tag = r.tag();
     if (tag === 0x0a) f.nodeId = r.bytes();
     else r.skip(tag & 7);
   }
+  if (r.pos > end) throw new Error("a field runs past the end of its message");
   return f;
 }
 
 function readItem(r: Reader, end: number): DeliveryItem {
   const it: DeliveryItem = { $typeName: "plugwire.v1.DeliveryItem", seq: 0n, redelivered: false, item: { case: undefined } };
-  const sub = new Reader(r.buf, end);
-  sub.pos = r.pos;
-  while (sub.pos < end) {
-    const tag = sub.varint();
+  // No read of the item's fields goes past the item (nor of a nested message's past it).
+  const outer = r.end;
+  r.end = end;
+  while (r.pos < end) {
+    const tag = r.tag();
     switch (tag) {
       case 0x08:
-        it.seq = sub.uint64();
+        it.seq = r.uint64();
         break;
       case 0x10:
-        it.redelivered = sub.varint() !== 0;
+        it.redelivered = r.varint() !== 0;
         break;
       case 0x1a: {
-        const stop = sub.pos + sub.length();
-        const value = readPayload(sub, stop, it.item.case === "payload" ? it.item.value : undefined);
+        const n = r.length();
+        const stop = r.pos + n;
+        r.end = stop;
+        const value = readPayload(r, stop, it.item.case === "payload" ? it.item.value : undefined);
+        r.end = end;
         it.item = { case: "payload", value };
         break;
       }
       case 0x22: {
-        const stop = sub.pos + sub.length();
-        const value = readForgotten(sub, stop, it.item.case === "peerForgotten" ? it.item.value : undefined);
+        const n = r.length();
+        const stop = r.pos + n;
+        r.end = stop;
+        const value = readForgotten(r, stop, it.item.case === "peerForgotten" ? it.item.value : undefined);
+        r.end = end;
         it.item = { case: "peerForgotten", value };
         break;
       }
       default:
-        sub.skip(tag & 7);
+        r.skip(tag & 7);
     }
   }
+  r.end = outer;
   r.pos = end;
   return it;
 }
 
-/** Decodes a DeliverRequest as protobuf-es fromBinary would (unknown fields dropped). */
-export function decodeDeliverRequest(bytes: Uint8Array): DeliverRequest {
-  const r = new Reader(bytes);
+/**
+ * Decodes a DeliverRequest as protobuf-es fromBinary would (unknown fields
+ * dropped). With `maxFields`, it throws once the message has more fields
+ * than that (nested ones included; an unknown field counts as one), after at
+ * most that many steps: a server's field budget (grpc.ts), checked as it decodes.
+ */
+export function decodeDeliverRequest(bytes: Uint8Array, maxFields = Infinity): DeliverRequest {
+  const r = new Reader(bytes, bytes.byteLength, maxFields);
   const items: DeliveryItem[] = [];
   while (r.pos < r.end) {
-    const tag = r.varint();
+    const tag = r.tag();
     if (tag === 0x0a) {
       const n = r.length();
       items.push(readItem(r, r.pos + n));
@@ -476,7 +558,8 @@ function readOutcome(r: Reader, end: number, budget: EffectBudget): ItemOutcome 
     if (tag === 0x08) {
       o.seq = r.uint64();
     } else if (tag === 0x12) {
-      const stop = r.pos + r.length();
+      const n = r.length();
+      const stop = r.pos + n;
       const error = o.error ?? { $typeName: "plugwire.v1.HandlerError" as const, message: "" };
       while (r.pos < stop) {
         const t = r.varint();

@@ -81,8 +81,9 @@ function channelOptions(maxMessageBytes?: number): grpc.ChannelOptions {
  * protobuf-es (see codec.ts and its property test); every other message uses
  * the reflective codec.
  */
-const FAST_CODECS: Record<string, { encode: (m: never) => Buffer; decode: (b: Uint8Array) => unknown }> = {
-  [DeliverRequestSchema.typeName]: { encode: encodeDeliverRequest, decode: decodeDeliverRequest },
+const FAST_CODECS: Record<string, { encode: (m: never) => Buffer; decode: (b: Uint8Array) => unknown; decodeWithin?: (b: Uint8Array, maxFields: number) => unknown }> = {
+  // A server's field budget is checked by the decoder itself as it reads, in the same single pass.
+  [DeliverRequestSchema.typeName]: { encode: encodeDeliverRequest, decode: (b) => decodeDeliverRequest(b), decodeWithin: decodeDeliverRequest },
   [DeliverResponseSchema.typeName]: { encode: encodeDeliverResponse, decode: decodeDeliverResponse },
 };
 
@@ -113,7 +114,9 @@ function deserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => Mess
  * takes gigabytes (found by the fuzzer against the host and the SDK). The
  * count runs on the raw bytes before decoding and stops at the budget, so a
  * request costs at most that many steps whatever its size; a large `bytes`
- * field is one field. A request over its budget is refused (INTERNAL,
+ * field is one field. A DeliverRequest (the hot path) is counted by its
+ * hand-written decoder as it reads, in the same single pass, with the same
+ * bound. A request over its budget is refused (INTERNAL,
  * "Error deserializing request"). docs/protocol.md §13 lists the budgets.
  */
 export const MAX_REQUEST_FIELDS = 256;
@@ -173,8 +176,10 @@ function countFields(schema: DescMessage, bytes: Uint8Array, left: { n: number }
 
 /** A server-side request deserializer: the field budget first, then the codec. */
 function requestDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
-  const decode = deserializer(schema);
   const budget = requestFieldBudget(schema);
+  const within = FAST_CODECS[schema.typeName]?.decodeWithin;
+  if (within) return (bytes) => within(bytes, budget) as MessageShape<D>;
+  const decode = deserializer(schema);
   return (bytes) => {
     checkFieldCount(schema, bytes, budget);
     return decode(bytes);
