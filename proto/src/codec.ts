@@ -103,6 +103,8 @@ let itemKinds: Uint8Array[] = [];
 
 /** Encodes a DeliverRequest exactly as protobuf-es toBinary would. */
 export function encodeDeliverRequest(message: DeliverRequest): Buffer {
+  const encoded = preEncoded(message);
+  if (encoded !== undefined) return encoded;
   const items = message.items;
   const count = items.length;
   if (innerSizes.length < count) {
@@ -182,6 +184,120 @@ export function encodeDeliverRequest(message: DeliverRequest): Buffer {
     }
   }
   return buf;
+}
+
+// ---- DeliverRequest straight from the host's queue -------------------------
+
+/** One item of a batch as the host's delivery queue holds it (no message objects). */
+export interface RawDeliveryItem {
+  readonly seq: number;
+  /** A forgotten peer (`src` is its node id) rather than a payload. */
+  readonly forget: boolean;
+  readonly src: Uint8Array;
+  readonly kind: string;
+  readonly body: Uint8Array;
+}
+
+const PRE_ENCODED = Symbol("plugwire.preEncodedDeliverRequest");
+
+/**
+ * Encodes a batch straight from the host's queue entries, with no message
+ * objects and no bigint: the bytes encodeDeliverRequest would write for the
+ * same items. `redelivered[i]` is item i's redelivered flag (non-zero: set).
+ * Every seq is a safe integer (the host numbers items from 1).
+ */
+export function encodeRawDeliveryItems(items: readonly RawDeliveryItem[], redelivered: Uint8Array): Buffer {
+  const count = items.length;
+  if (innerSizes.length < count) {
+    innerSizes = new Int32Array(count * 2);
+    itemSizes = new Int32Array(count * 2);
+  }
+  if (itemKinds.length < count) itemKinds = new Array<Uint8Array>(count * 2).fill(EMPTY);
+  let total = 0;
+  for (let i = 0; i < count; i++) {
+    const it = items[i]!;
+    let size = it.seq > 0 ? 1 + varintSize(it.seq) : 0;
+    if (redelivered[i]) size += 2;
+    let inner: number;
+    if (it.forget) {
+      inner = lenField(it.src.byteLength);
+    } else {
+      const kind = encodeKind(it.kind);
+      itemKinds[i] = kind;
+      inner = lenField(it.src.byteLength) + lenField(kind.byteLength) + lenField(it.body.byteLength);
+    }
+    size += 1 + varintSize(inner) + inner;
+    innerSizes[i] = inner;
+    itemSizes[i] = size;
+    total += 1 + varintSize(size) + size;
+  }
+  const w = new Writer(Buffer.allocUnsafe(total));
+  const buf = w.buf;
+  for (let i = 0; i < count; i++) {
+    const it = items[i]!;
+    buf[w.pos++] = 0x0a;
+    w.varint(itemSizes[i]!);
+    if (it.seq > 0) {
+      buf[w.pos++] = 0x08;
+      w.varint(it.seq);
+    }
+    if (redelivered[i]) {
+      buf[w.pos++] = 0x10;
+      buf[w.pos++] = 0x01;
+    }
+    if (it.forget) {
+      buf[w.pos++] = 0x22;
+      w.varint(innerSizes[i]!);
+      if (it.src.byteLength > 0) {
+        buf[w.pos++] = 0x0a;
+        w.bytes(it.src);
+      }
+    } else {
+      const kind = itemKinds[i]!;
+      itemKinds[i] = EMPTY;
+      buf[w.pos++] = 0x1a;
+      w.varint(innerSizes[i]!);
+      if (it.src.byteLength > 0) {
+        buf[w.pos++] = 0x0a;
+        w.bytes(it.src);
+      }
+      if (kind.byteLength > 0) {
+        buf[w.pos++] = 0x12;
+        w.bytes(kind);
+      }
+      if (it.body.byteLength > 0) {
+        buf[w.pos++] = 0x1a;
+        w.bytes(it.body);
+      }
+    }
+  }
+  return buf;
+}
+
+/**
+ * A DeliverRequest whose bytes are already encoded (encodeRawDeliveryItems):
+ * the grpc serializer sends them as they are. Its `items` are decoded from
+ * those bytes on first read, for code that looks inside (tests, the model).
+ */
+export function preEncodedDeliverRequest(bytes: Buffer): DeliverRequest {
+  let items: DeliveryItem[] | undefined;
+  const request = {
+    $typeName: "plugwire.v1.DeliverRequest" as const,
+    get items(): DeliveryItem[] {
+      return (items ??= decodeDeliverRequest(bytes).items);
+    },
+    set items(value: DeliveryItem[]) {
+      items = value;
+      delete (request as { [PRE_ENCODED]?: Buffer })[PRE_ENCODED];
+    },
+    [PRE_ENCODED]: bytes,
+  };
+  return request as DeliverRequest;
+}
+
+/** The bytes of a request made by preEncodedDeliverRequest, if it is one. */
+function preEncoded(message: DeliverRequest): Buffer | undefined {
+  return (message as { [PRE_ENCODED]?: Buffer })[PRE_ENCODED];
 }
 
 /** Decoded kinds kept for reuse (round robin), and the longest kind kept. */

@@ -17,4 +17,7 @@ export {
   effectCount,
   encodeDeliverRequest,
   encodeDeliverResponse,
+  encodeRawDeliveryItems,
+  preEncodedDeliverRequest,
+  type RawDeliveryItem,
 } from "./codec.js";

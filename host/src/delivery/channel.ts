@@ -13,9 +13,10 @@ import {
   MAX_MESSAGE_BYTES,
   PlugwireError,
   effectCount,
+  encodeRawDeliveryItems,
+  preEncodedDeliverRequest,
   type DeliverRequest,
   type DeliverResponse,
-  type DeliveryItem,
   type Effect,
   truncateText,
 } from "@plugwire/proto";
@@ -248,6 +249,9 @@ class SettleGroup {
     );
   }
 }
+
+/** Redelivered flags of the batch being written (write() is synchronous), reused. */
+let redeliveredFlags = new Uint8Array(256);
 
 export class DeliveryChannel {
   private nextSeq = 1;
@@ -995,35 +999,23 @@ export class DeliveryChannel {
   }
 
   private write(batch: Entry[], replay: boolean, bytes: number): void {
-    const items = batch.map((e) => {
-      const redelivered = replay || e.sentTo > 0;
+    if (redeliveredFlags.length < batch.length) redeliveredFlags = new Uint8Array(batch.length * 2);
+    for (let i = 0; i < batch.length; i++) {
+      const e = batch[i]!;
+      redeliveredFlags[i] = replay || e.sentTo > 0 ? 1 : 0;
       if (e.seq === 0) {
         e.seq = this.nextSeq++;
         this.numbered++;
         this.waitingBytes -= e.size;
       }
       if (!replay) e.sentTo = this.launch;
-      // Complete message literals: no reflective create() on the hot path.
-      const item: DeliveryItem = e.forget
-        ? {
-            $typeName: "plugwire.v1.DeliveryItem",
-            seq: BigInt(e.seq),
-            redelivered,
-            item: { case: "peerForgotten", value: { $typeName: "plugwire.v1.PeerForgotten", nodeId: e.src } },
-          }
-        : {
-            $typeName: "plugwire.v1.DeliveryItem",
-            seq: BigInt(e.seq),
-            redelivered,
-            item: { case: "payload", value: { $typeName: "plugwire.v1.Payload", src: e.src, kind: e.kind, body: e.body } },
-          };
-      return item;
-    });
+    }
+    // Encoded straight from the entries: no message objects on the hot path.
+    const request = preEncodedDeliverRequest(encodeRawDeliveryItems(batch, redeliveredFlags));
     const through = batch[batch.length - 1]!.seq;
     this.launchSentThrough = Math.max(this.launchSentThrough, through);
     this.batches.push({ through, bytes, at: performance.now() });
     this.inFlightBytes += bytes;
-    const request: DeliverRequest = { $typeName: "plugwire.v1.DeliverRequest", items };
     this.stream!.write(request);
   }
 }
