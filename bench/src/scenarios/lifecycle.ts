@@ -10,6 +10,7 @@ import {
   benchHost,
   COUNTER_PLUGIN,
   launchSplit,
+  median,
   killTracked,
   nextEvent,
   nodePlugin,
@@ -124,23 +125,54 @@ export const spawnReady: Scenario = {
 };
 
 /** Kills the plugin's process and resolves with kill → ready in ms, plus the restore event. */
-async function killAndTime(host: Host, plugin: string, timeoutMs: number): Promise<{ ms: number; restored?: { replayed: number; sizeBytes: number; at: number } }> {
+async function killAndTime(
+  host: Host,
+  plugin: string,
+  timeoutMs: number,
+): Promise<{ ms: number; exitSeenMs?: number; launch?: LaunchTimings; restored?: { replayed: number; sizeBytes: number; at: number } }> {
   const pid = host.status().find((s) => s.name === plugin)?.pid;
   if (!pid) throw new Error(`plugin '${plugin}' has no pid`);
   let restored: { replayed: number; sizeBytes: number; at: number } | undefined;
+  let exitSeenAt: number | undefined;
   const onRestored = (e: { plugin: string; replayed: number; sizeBytes: number }): void => {
     if (e.plugin === plugin) restored = { replayed: e.replayed, sizeBytes: e.sizeBytes, at: performance.timeOrigin + performance.now() };
   };
+  const onExit = (e: { plugin: string; pid: number }): void => {
+    if (e.plugin === plugin && e.pid === pid) exitSeenAt ??= now();
+  };
   host.on("snapshot:restored", onRestored);
+  host.on("plugin:exit", onExit);
   const ready = nextEvent<{ plugin: string; state: string }>(host, "plugin:state", (e) => e.plugin === plugin && e.state === "ready", timeoutMs);
   try {
     const t0 = now();
     process.kill(pid, "SIGKILL");
     await ready;
-    return { ms: now() - t0, restored };
+    const ms = now() - t0;
+    return { ms, exitSeenMs: exitSeenAt === undefined ? undefined : exitSeenAt - t0, launch: host.status().find((s) => s.name === plugin)?.lastLaunch, restored };
   } finally {
     host.off("snapshot:restored", onRestored);
+    host.off("plugin:exit", onExit);
   }
+}
+
+/** Medians of where crash → ready went: the exit seen, the relaunch's phases, and what lies between. */
+function crashSplit(runs: readonly { ms: number; exitSeenMs?: number; launch?: LaunchTimings }[]): { note: string; ms: Record<string, number> } {
+  const full = runs.filter((r) => r.exitSeenMs !== undefined && r.launch !== undefined) as { ms: number; exitSeenMs: number; launch: LaunchTimings }[];
+  if (full.length === 0) return { note: "", ms: {} };
+  const m = (f: (r: (typeof full)[number]) => number): number => Math.round(median(full.map(f)) * 10) / 10;
+  const ms = {
+    exitSeen: m((r) => r.exitSeenMs),
+    toLaunch: m((r) => r.ms - r.exitSeenMs - r.launch.totalMs),
+    launch: m((r) => r.launch.totalMs),
+    process: m((r) => r.launch.processMs),
+    start: m((r) => r.launch.startMs),
+    restore: m((r) => r.launch.restoreMs),
+    deliver: m((r) => r.launch.deliverMs),
+  };
+  return {
+    note: `p50 split: exit seen ${ms.exitSeen}, exit → relaunch ${ms.toLaunch}, relaunch ${ms.launch} (process ${ms.process}, Start ${ms.start}, Restore ${ms.restore}, Deliver ${ms.deliver}) ms`,
+    ms,
+  };
 }
 
 /** Waits until the plugin's warm standby spare is waiting to be promoted (bounded). */
@@ -154,7 +186,10 @@ async function spareWaiting(host: Host, plugin: string, timeoutMs: number): Prom
   throw new Error(`plugin '${plugin}' has no warm standby spare waiting after ${timeoutMs} ms`);
 }
 
-async function crashRun(ctx: Ctx, standby: boolean): Promise<{ values: number[]; replayed: number[]; notRestored: number; notPromoted: number; restarts: number }> {
+async function crashRun(
+  ctx: Ctx,
+  standby: boolean,
+): Promise<{ values: number[]; replayed: number[]; notRestored: number; notPromoted: number; restarts: number; split: ReturnType<typeof crashSplit> }> {
   const bh = benchHost([nodePlugin("counter", COUNTER_PLUGIN, { warmStandby: standby })]);
   try {
     await withTimeout(bh.host.start(), 60_000, "host.start");
@@ -162,6 +197,7 @@ async function crashRun(ctx: Ctx, standby: boolean): Promise<{ values: number[];
     await pump(bh.host, ["counter.hit"], empty, 1000, 1000, 30_000);
     const kills = ctx.quick ? 5 : 10;
     const values: number[] = [];
+    const runs: Awaited<ReturnType<typeof killAndTime>>[] = [];
     const replayed: number[] = [];
     let notRestored = 0;
     let notPromoted = 0;
@@ -175,11 +211,12 @@ async function crashRun(ctx: Ctx, standby: boolean): Promise<{ values: number[];
       if (sparePid !== undefined && bh.host.status()[0]!.pid !== sparePid) notPromoted++;
       if (k === 0) continue; // warm-up kill
       values.push(r.ms);
+      runs.push(r);
       if (!r.restored) notRestored++;
       else replayed.push(r.restored.replayed);
       progress(`  crash${standby ? " (warm standby)" : ""} ${k}/${kills}: ready again in ${r.ms.toFixed(1)} ms${r.restored ? `, ${r.restored.replayed} replayed` : " (no restore event!)"}`);
     }
-    return { values, replayed, notRestored, notPromoted, restarts: bh.host.status()[0]!.restarts };
+    return { values, replayed, notRestored, notPromoted, restarts: bh.host.status()[0]!.restarts, split: crashSplit(runs) };
   } finally {
     await bh.close();
   }
@@ -197,8 +234,8 @@ export const crash: Scenario = {
       values: cold.values,
       better: "lower",
       baseline: "spawn_ready_ms_p50",
-      note: cold.notRestored ? `BUG? ${cold.notRestored} restarts emitted no snapshot:restored` : "no warm standby (cold spawn); backoff 0",
-      info: { kills, replayBufferAtKill: cold.replayed, restarts: cold.restarts, config: { backoffInitialMs: 0, restart: "permanent", warmStandby: false } },
+      note: cold.notRestored ? `BUG? ${cold.notRestored} restarts emitted no snapshot:restored` : `no warm standby (cold spawn); backoff 0; ${cold.split.note}`,
+      info: { kills, replayBufferAtKill: cold.replayed, restarts: cold.restarts, splitMs: cold.split.ms, config: { backoffInitialMs: 0, restart: "permanent", warmStandby: false } },
     });
     const warm = await crashRun(ctx, true);
     const problems = [
@@ -211,8 +248,8 @@ export const crash: Scenario = {
       values: warm.values,
       better: "lower",
       baseline: "crash_ready_ms_p50",
-      note: problems.join("; ") || "warm standby spare promoted (Start, Restore, replay); backoff 0",
-      info: { kills, replayBufferAtKill: warm.replayed, restarts: warm.restarts, config: { backoffInitialMs: 0, restart: "permanent", warmStandby: true } },
+      note: problems.join("; ") || `warm standby spare promoted (Start, Restore, replay); backoff 0; ${warm.split.note}`,
+      info: { kills, replayBufferAtKill: warm.replayed, restarts: warm.restarts, splitMs: warm.split.ms, config: { backoffInitialMs: 0, restart: "permanent", warmStandby: true } },
     });
   },
 };
