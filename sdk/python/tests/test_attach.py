@@ -282,6 +282,26 @@ def test_sigterm_exits_0_and_stdin_eof_means_nothing(plugins):
     assert p.exit_code() == 0
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+def test_an_ipv6_address_in_brackets_is_served(plugins):
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    p = plugins(env(LISTEN=f"tcp://[::1]:{port}", ALLOW_PLAINTEXT_LOOPBACK="1"))
+    assert f"serving attach mode on tcp://[::1]:{port} with plaintext (loopback only)" in p.wait_line("serving attach mode")
+    with grpc.insecure_channel(f"[::1]:{port}") as channel:
+        assert _stubs(channel)[1].Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+
+
 def test_a_port_in_use_is_refused(plugins):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -404,3 +424,25 @@ def test_a_key_that_does_not_match_the_certificate_is_refused_at_start(plugins, 
     p = plugins(env(LISTEN=f"tcp://127.0.0.1:{free_port()}", TLS_CERT=str(a[0]), TLS_KEY=str(a[1]), TLS_CLIENT_CA=str(a[1])))
     assert p.exit_code() == 1
     p.wait_line(f"plugwire plugin 'counter-py': PLUGWIRE_TLS_CLIENT_CA={a[1]} holds no PEM certificate")
+
+
+@needs_openssl
+def test_the_health_listener_serves_health_alone_in_plaintext(plugins, tmp_path):
+    pki = Pki(tmp_path)
+    ca = pki.ca("ca")
+    server, host = pki.issue("plugin", ca), pki.issue("host", ca)
+    port, health_port = free_port(), free_port()
+    p = plugins(env(LISTEN=f"tcp://127.0.0.1:{port}", HEALTH_LISTEN=f"tcp://127.0.0.1:{health_port}",
+                    TLS_CERT=str(server[0]), TLS_KEY=str(server[1]), TLS_CLIENT_CA=str(ca[0])))
+    p.wait_line("serving attach mode")
+    p.wait_line(f"plugwire plugin 'counter-py' serving grpc.health.v1 for probes on port {health_port} (plaintext, health only)")
+    with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+        plugin, health = _stubs(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as refused:
+            plugin.Describe(plugin_pb2.DescribeRequest(protocol_version=1), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, "the probe port serves health and nothing else"
+    assert _check(port, ca[0], host[0], host[1]) is None
+    # SIGTERM stops both listeners; the process exits 0.
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.exit_code() == 0
