@@ -32,6 +32,10 @@ const PORT = 7443;
 const PRESENCE_GO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "plugins-example", "go", "bin", "presence-go");
 const COUNTER_GO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "plugins-example", "go", "bin", "counter-go");
 const PEERS = 4;
+const PYTHON = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "plugins-example", "python", ".venv", "bin", "python");
+const COUNTER_PY = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "plugins-example", "python", "counter.py");
+const PRESENCE_PY = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "host", "test", "fixtures", "presence-py.py");
+const SKIP_PY = existsSync(PYTHON) ? false : "skipped: plugins-example/python/.venv is not built (scripts/setup-polyglot.sh)";
 
 describe("attach mode over TCP with mutual TLS, across two network namespaces", { skip: skip ? `skipped: ${skip}` : false }, () => {
   let net: NetPair;
@@ -184,10 +188,25 @@ describe("attach mode over TCP with mutual TLS, across two network namespaces", 
     assert.deepEqual((await host.command({ op: "counts", plugin: "counter-go" })).counts, expected(600));
   });
 
-  for (const lang of ["TS", "Go"] as const) {
-    const name = lang === "TS" ? "presence" : "presence-go";
-    const command = () => (lang === "TS" ? [process.execPath, example("presence")] : [PRESENCE_GO]);
-    const skipGo = lang === "Go" && !existsSync(PRESENCE_GO) ? "skipped: plugins-example/go/bin/presence-go is not built (scripts/setup-polyglot.sh)" : false;
+  test("the Python SDK in attach mode: dispatch, a SIGKILL restarted by the supervisor, exact state", { skip: SKIP_PY }, async () => {
+    const sup = await startPlugin("py", pluginEnv(), [PYTHON, COUNTER_PY]);
+    const host = await startedHost({ name: "counter-py" });
+    const py = { kind: "counter-py.hit", peers: PEERS };
+    assert.equal((await host.command({ op: "dispatch", n: 200, ...py })).ok, 200);
+    assert.deepEqual((await host.command({ op: "counts", plugin: "counter-py" })).counts, expected(200));
+    const mark = host.mark();
+    const burst = host.command({ op: "dispatch", n: 400, ...py });
+    process.kill(sup.pluginPid(), "SIGKILL");
+    await host.waitLine((l) => l.event === "state" && l.state === "ready", 30_000, "the host to reconnect to the Python plugin", mark);
+    const sent = await burst;
+    assert.deepEqual([sent.ok, sent.failed], [400, 0], JSON.stringify(sent.errors));
+    assert.deepEqual((await host.command({ op: "counts", plugin: "counter-py" })).counts, expected(600));
+  });
+
+  for (const lang of ["TS", "Go", "Python"] as const) {
+    const name = lang === "TS" ? "presence" : lang === "Go" ? "presence-go" : "presence-py";
+    const command = () => (lang === "TS" ? [process.execPath, example("presence")] : lang === "Go" ? [PRESENCE_GO] : [PYTHON, PRESENCE_PY]);
+    const skipGo = lang === "Go" && !existsSync(PRESENCE_GO) ? "skipped: plugins-example/go/bin/presence-go is not built (scripts/setup-polyglot.sh)" : lang === "Python" ? SKIP_PY : false;
     test(`host calls (${lang} SDK): an attached plugin calls HostService over mutual TLS (remoteHostService) with the token the host sent`, { skip: skipGo }, async () => {
       const hostServicePort = PORT + 2;
       const sup = await startPlugin(name, pluginEnv({ PLUGWIRE_HOST_ADDRESS: `tcp://${net.hostIp}:${hostServicePort}` }), command());

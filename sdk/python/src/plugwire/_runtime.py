@@ -33,6 +33,7 @@ import grpc
 # The grpc.health.v1 modules are generated with --proto_path=proto/grpc
 # (docs/protocol.md §16): generated into a grpc/ package, they would be
 # hidden by grpcio's own `grpc` package.
+from . import _attach
 from ._gen.health.v1 import health_pb2, health_pb2_grpc
 from ._gen.plugwire.v1 import plugin_pb2, plugin_pb2_grpc, types_pb2
 from ._protocol import *  # noqa: F403
@@ -568,18 +569,71 @@ class _TokenCheck(grpc.ServerInterceptor):
             "(send 'authorization: Bearer <PLUGWIRE_AUTH_TOKEN>')"
         )
 
-        def refuse(_request, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, message)
 
-        # A refusal of the same shape as the method, so streams fail cleanly.
-        kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
-        return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+def _refusal(handler, code: grpc.StatusCode, message: str):
+    """A handler that refuses the call with `code`, of the same shape as
+    `handler`'s method, so streams fail cleanly."""
+
+    def refuse(_request, context):
+        context.abort(code, message)
+
+    kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+
+def _bearer_token(metadata) -> Optional[str]:
+    """The token of exactly one `authorization: Bearer <token>`, else None."""
+    values = [v for k, v in metadata or () if k == AUTH_METADATA_KEY]
+    if len(values) != 1 or not isinstance(values[0], str) or not values[0].startswith("Bearer "):
+        return None
+    return values[0][len("Bearer "):]
+
+
+class _SessionGate(grpc.ServerInterceptor):
+    """Attach mode (docs/protocol.md §18): TLS already checked the caller's
+    certificate, and no token is required. A process serves one host
+    session: once a Start was served, a new Describe or Start (the host
+    reconnecting after a lost connection) is refused with UNAVAILABLE and the
+    process exits with status 3, so its process manager restarts it with
+    fresh memory and the host restores its snapshot and replays into a clean
+    state. The bearer token of the first Start is the one host calls carry."""
+
+    _METHODS = ("/plugwire.v1.PluginService/Describe", "/plugwire.v1.PluginService/Start")
+
+    def __init__(self, plugin: str, on_new_session: Callable[[str], None]):
+        self._plugin = plugin
+        self._on_new_session = on_new_session
+        self._lock = threading.Lock()
+        self._started = False
+        self.token = ""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method not in self._METHODS:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        with self._lock:
+            if not self._started:
+                if method == "Start":
+                    self._started = True
+                    self.token = _bearer_token(handler_call_details.invocation_metadata) or ""
+                return handler
+        self._on_new_session(method)
+        return _refusal(
+            handler,
+            grpc.StatusCode.UNAVAILABLE,
+            f"plugin '{self._plugin}' already served a host session in this process; it exits (status "
+            f"{_attach.REMOTE_NEW_SESSION_EXIT_CODE}) so that its process manager restarts it with fresh memory, "
+            "and the host's next attempt restores its snapshot into a clean state (docs/protocol.md §18)",
+        )
 
 
 class _Runtime:
@@ -655,6 +709,17 @@ class _Runtime:
 def serve(plugin: Plugin) -> None:
     """Runs the plugin until the host stops it, then exits the process."""
     program = os.path.basename(sys.argv[0] or plugin.name)
+    # Attach mode (PLUGWIRE_LISTEN): run by a process manager, served on TCP with mutual TLS (docs/protocol.md §18).
+    remote = _attach.remote_listen_from_env(getattr(plugin, "name", program))
+    if isinstance(remote, str):
+        _fatal(remote)
+    if remote is not None:
+        try:
+            validate(plugin)
+        except ValueError as e:
+            _fatal(f"plugwire plugin {program}: {e}")
+        _serve_attach(plugin, remote)
+        return
     if os.environ.get(ENV_MAGIC_COOKIE) != MAGIC_COOKIE_VALUE:
         sys.stderr.write(
             f"This is a plugwire plugin ({program}); it is started by a plugwire host, not run directly.\n"
@@ -739,6 +804,102 @@ def serve(plugin: Plugin) -> None:
 
     sys.stdout.write(_handshake_line(version, socket_path))
     sys.stdout.flush()
+
+    # Signals are delivered to the main thread, so it waits here for them.
+    while not stop_requested.wait(1.0):
+        pass
+    runtime.stop("signal", grace_s=_STOP_GRACE_S)
+
+
+def _serve_attach(plugin: Plugin, remote: "_attach.RemoteListen") -> None:
+    """serve() in attach mode (docs/protocol.md §18): no cookie, no socket
+    dir, no token line, no handshake line, and stdin means nothing. It serves
+    PluginService and health on TCP (mutual TLS, or plaintext on loopback),
+    logs "serving attach mode on tcp://..." once the listener completes a TLS
+    handshake, and exits on SIGTERM/SIGINT, on Shutdown, or with status 3 when
+    a second host session begins."""
+    version = max(SUPPORTED_VERSIONS)  # the host's Describe says the version it expects
+    instance_id = os.environ.get(ENV_INSTANCE_ID, "") or plugin.name
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", instance_id):
+        _fatal(f"plugwire plugin '{plugin.name}': {ENV_INSTANCE_ID}={instance_id!r} may only use [A-Za-z0-9._-]")
+    log = Logger()
+    credentials = None
+    if remote.tls is not None:
+        remote.tls.on_error = log.error
+        try:
+            credentials = remote.tls.server_credentials()
+        except ValueError as e:
+            _fatal(f"plugwire plugin '{plugin.name}': {e}")
+
+    stopping = threading.Event()
+    runtime: Optional[_Runtime] = None
+
+    def new_session(method: str) -> None:
+        log.warn(f"a new host session began ({method}) after this process served one; exiting so the process manager restarts it with fresh state")
+
+        def leave():
+            runtime.run_shutdown_hook(_EXIT_GRACE_S)
+            runtime.exit(_attach.REMOTE_NEW_SESSION_EXIT_CODE, _STOP_GRACE_S)
+
+        threading.Thread(target=leave, name="plugwire-new-session", daemon=True).start()
+
+    gate = _SessionGate(plugin.name, new_session)
+    if remote.host is None:
+        host = HostClient(_attach.REMOTE_NO_HOST_SERVICE, lambda: gate.token)
+    else:
+        host = HostClient(remote.host.target, lambda: gate.token, credentials=remote.host.credentials, options=remote.host.options)
+    runtime = _Runtime(plugin, Context(plugin.name, instance_id, host, log, stopping), "")
+
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
+    signal.signal(signal.SIGINT, lambda *_: stop_requested.set())
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="plugwire"),
+        interceptors=[gate],
+        # No SO_REUSEPORT: a second process on the same port must fail to bind, not share the host's connections.
+        options=[*_MESSAGE_LIMITS, ("grpc.so_reuseport", 0)],
+    )
+    runtime.server = server
+    plugin_pb2_grpc.add_PluginServiceServicer_to_server(_PluginServicer(plugin, runtime, version), server)
+    health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(stopping), server)
+    listen = f"tcp://{remote.address.grpc_address()}"
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(remote.address.grpc_address())
+        else:
+            port = server.add_secure_port(remote.address.grpc_address(), credentials)
+        if not port:
+            raise RuntimeError("the address is in use or not this machine's")
+        server.start()
+    except RuntimeError as e:
+        _fatal(f"plugwire plugin '{plugin.name}': cannot listen on {listen}: {e}")
+    if credentials is not None:
+        # Say that it serves only once a TLS handshake completes on the port.
+        try:
+            _attach.wait_tls_ready(remote.address, port)
+        except RuntimeError as e:
+            _fatal(f"plugwire plugin '{plugin.name}': {e}")
+
+    if remote.health_address is not None:
+        # Probes (the kubelet's) get the serving status in plaintext, and nothing else.
+        probes = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="plugwire-probes"), options=[("grpc.so_reuseport", 0)]
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(stopping), probes)
+        try:
+            health_port = probes.add_insecure_port(remote.health_address.grpc_address())
+            if not health_port:
+                raise RuntimeError("the address is in use or not this machine's")
+            probes.start()
+        except RuntimeError as e:
+            _fatal(f"plugwire plugin '{plugin.name}': cannot listen on tcp://{remote.health_address.grpc_address()}: {e}")
+        log.info(
+            f"plugwire plugin '{plugin.name}' serving grpc.health.v1 for probes on port {health_port} (plaintext, health only)",
+            healthPort=health_port,
+        )
+    shown = f"[{remote.address.host}]" if ":" in remote.address.host else remote.address.host
+    log.info(f"plugwire plugin '{plugin.name}' serving attach mode on tcp://{shown}:{port} with {remote.security}", port=port)
 
     # Signals are delivered to the main thread, so it waits here for them.
     while not stop_requested.wait(1.0):

@@ -170,10 +170,29 @@ class HostClient:
     """Client of the host's HostService. Every call carries the auth token.
     Plugins use it through their Context; it is public for tools and tests."""
 
-    def __init__(self, address: str, token: str):
-        self._channel = grpc.insecure_channel(address, options=MESSAGE_LIMITS)
+    def __init__(
+        self,
+        address: str,
+        token: Union[str, Callable[[], str]],
+        *,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        options: Sequence[Tuple[str, object]] = (),
+    ):
+        """`token` may be a function: in attach mode the token is the one the
+        host sends with Start, known only then (docs/protocol.md §18).
+        `credentials` (TLS, attach mode) and `options` (its TLS name) go to the channel."""
+        channel_options = [*MESSAGE_LIMITS, *options]
+        if credentials is None:
+            self._channel = grpc.insecure_channel(address, options=channel_options)
+        else:
+            self._channel = grpc.secure_channel(address, credentials, options=channel_options)
         self._stub = host_pb2_grpc.HostServiceStub(self._channel)
-        self._metadata = ((AUTH_METADATA_KEY, f"Bearer {token}"),)
+        self._token = token
+
+    @property
+    def _metadata(self) -> "tuple[tuple[str, str], ...]":
+        token = self._token() if callable(self._token) else self._token
+        return ((AUTH_METADATA_KEY, f"Bearer {token}"),)
 
     def _call(self, method: str, request):
         try:
