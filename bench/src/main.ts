@@ -18,7 +18,7 @@ import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { cleanupAll, progress, repo } from "./lib.js";
 import { goals, goalsTable, Results, table } from "./report.js";
-import { dispatch, hostCall, latency } from "./scenarios/delivery.js";
+import { dispatch, hostCall, hostGc, latency } from "./scenarios/delivery.js";
 import { go } from "./scenarios/go.js";
 import { polyglot } from "./scenarios/polyglot.js";
 import { crash, snapshot, spawnReady, upgrade } from "./scenarios/lifecycle.js";
@@ -28,7 +28,7 @@ import { scale } from "./scenarios/scale.js";
 import { attach } from "./scenarios/attach.js";
 import type { Ctx, Scenario } from "./scenarios/types.js";
 
-const SCENARIOS: Scenario[] = [raw, dispatch, latency, hostCall, spawnReady, crash, upgrade, snapshot, rss, hostRss, scale, go, attach];
+const SCENARIOS: Scenario[] = [raw, dispatch, hostGc, latency, hostCall, spawnReady, crash, upgrade, snapshot, rss, hostRss, scale, go, attach];
 // The four languages' example counters side by side (issue 13).
 SCENARIOS.push(polyglot);
 

@@ -3,9 +3,13 @@
  * every payload acked), dispatch → ack latency under open-loop load, and the
  * round trip of a host call made from inside a handler.
  */
+import type { ChildProcess } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Host } from "@plugwire/host";
 import {
   benchHost,
+  killTracked,
   nodePlugin,
   now,
   percentile,
@@ -15,6 +19,7 @@ import {
   seededBytes,
   SINK_PLUGIN,
   sortedCopy,
+  spawnTracked,
   SRC_PEER,
   waitForReport,
   withTimeout,
@@ -355,5 +360,63 @@ export const hostCall: Scenario = {
     } finally {
       await bh.close();
     }
+  },
+};
+
+const DISPATCH_PROC = join(dirname(fileURLToPath(import.meta.url)), "..", "dispatch-proc.js");
+/** The young-generation size the host-gc scenario tries (MiB per semi-space; node 20's default is 16). */
+export const TUNED_SEMI_SPACE_MIB = 64;
+
+/** Runs dispatch-proc.js under `flags`; resolves with its per-repetition rates and host CPU per payload. */
+async function dispatchInChild(flags: string[], count: number, reps: number): Promise<{ rates: number[]; cpuUs: number[] }> {
+  const child: ChildProcess = spawnTracked(process.execPath, [...flags, DISPATCH_PROC, JSON.stringify({ count, reps })], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  try {
+    const report = await withTimeout(
+      new Promise<{ rates?: number[]; cpuUs?: number[]; error?: string }>((resolve, reject) => {
+        child.once("message", (m) => resolve(m as { rates?: number[]; cpuUs?: number[]; error?: string }));
+        child.once("exit", (code) => reject(new Error(`dispatch-proc exited with ${code} before reporting`)));
+      }),
+      240_000,
+      `dispatch-proc ${flags.join(" ") || "(default flags)"}`,
+    );
+    if (report.error || !report.rates || !report.cpuUs) throw new Error(`dispatch-proc failed: ${report.error}`);
+    return { rates: report.rates, cpuUs: report.cpuUs };
+  } finally {
+    await killTracked(child);
+  }
+}
+
+export const hostGc: Scenario = {
+  name: "host-gc",
+  describe: `plain host.dispatch() of 256 B with the host in a process of its own: node's default young generation vs --max-semi-space-size=${TUNED_SEMI_SPACE_MIB} (docs/performance.md, "Tuning the host process")`,
+  needsRaw: true,
+  async run(ctx) {
+    // Each child warms up its own JIT: runs long enough for the warm rate to dominate.
+    const count = ctx.quick ? 100_000 : 300_000;
+    const flags = [`--max-semi-space-size=${TUNED_SEMI_SPACE_MIB}`];
+    // Alternated, so that load changes during the run hit both alike.
+    const plain: { rates: number[]; cpuUs: number[] } = { rates: [], cpuUs: [] };
+    const tuned: { rates: number[]; cpuUs: number[] } = { rates: [], cpuUs: [] };
+    for (let round = 0; round < ctx.reps; round++) {
+      const a = await dispatchInChild([], count, 1);
+      const b = await dispatchInChild(flags, count, 1);
+      plain.rates.push(...a.rates);
+      plain.cpuUs.push(...a.cpuUs);
+      tuned.rates.push(...b.rates);
+      tuned.cpuUs.push(...b.cpuUs);
+      progress(`  host-gc round ${round + 1}/${ctx.reps}: default ${Math.round(a.rates[0]!)}/s (${a.cpuUs[0]!.toFixed(2)} µs CPU each), semi-space ${TUNED_SEMI_SPACE_MIB} MiB ${Math.round(b.rates[0]!)}/s (${b.cpuUs[0]!.toFixed(2)} µs)`);
+    }
+    ctx.results.add({ name: "host_proc_dispatch_256b_msgs_per_s", unit: "msgs/s", values: plain.rates, better: "higher", baseline: "raw_uds_msgs_per_s", note: "host in its own process, node defaults", info: { payloadsPerRep: count, hostCpuUsPerMsg: plain.cpuUs } });
+    ctx.results.add({
+      name: "host_proc_dispatch_256b_semi64_msgs_per_s",
+      unit: "msgs/s",
+      values: tuned.rates,
+      better: "higher",
+      baseline: "host_proc_dispatch_256b_msgs_per_s",
+      note: `the same, host started with ${flags.join(" ")}`,
+      info: { payloadsPerRep: count, hostCpuUsPerMsg: tuned.cpuUs, flags },
+    });
   },
 };
