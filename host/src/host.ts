@@ -20,6 +20,7 @@ import { HostServiceServer, type Caller } from "./services/host-service.js";
 import { FileSnapshotStore, explainFsError, type SnapshotRecord, type SnapshotStore } from "./snapshot/store.js";
 import { PluginRunner, type PluginStatus, type ShadowedKind, type UpgradeResult } from "./supervisor/runner.js";
 import { Semaphore } from "./supervisor/semaphore.js";
+import { lockDataDir, type DataDirLock } from "./data-lock.js";
 
 export interface HostOptions {
   /** The plugins, in priority order: the first to claim a kind wins it. */
@@ -88,6 +89,8 @@ export class Host extends EventEmitter<HostEvents> {
   private readonly statefulIds = new Map<string, string>();
   private readonly store: SnapshotStore;
   private runDir: string | undefined;
+  /** `<dataDir>/host.lock`, held from start() to the end of stop() (data-lock.ts). */
+  private dataLock: DataDirLock | undefined;
   private service: HostServiceServer | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
   private removeRunDirOnExit: (() => void) | undefined;
@@ -159,9 +162,16 @@ export class Host extends EventEmitter<HostEvents> {
   async start(): Promise<void> {
     if (this.started) throw new PlugwireError("invalid_argument", "host.start() was already called");
     this.started = true;
-    const choice = chooseRunDirParent(this.options.runDirParent, longestSocketFileName(["admin", ...this.runners.map((r) => r.name)]));
-    if (choice.note) this.logger.info({ runDirParent: choice.parent }, choice.note);
-    this.runDir = createRunDirIn(choice.parent);
+    // One host per data dir: a second one would overwrite this one's snapshots.
+    this.dataLock = lockDataDir(this.options.dataDir, this.logger);
+    try {
+      const choice = chooseRunDirParent(this.options.runDirParent, longestSocketFileName(["admin", ...this.runners.map((r) => r.name)]));
+      if (choice.note) this.logger.info({ runDirParent: choice.parent }, choice.note);
+      this.runDir = createRunDirIn(choice.parent);
+    } catch (e) {
+      this.dataLock.release();
+      throw e;
+    }
     const runDir = this.runDir;
     // Remove the socket dir even when the application exits without stop().
     this.removeRunDirOnExit = () => removeRunDir(runDir);
@@ -184,6 +194,7 @@ export class Host extends EventEmitter<HostEvents> {
       }
     } catch (e) {
       removeRunDir(this.runDir);
+      this.dataLock?.release();
       throw e;
     }
     const results = await Promise.allSettled(this.runners.map((r) => r.start()));
@@ -470,6 +481,7 @@ export class Host extends EventEmitter<HostEvents> {
     }
     if (this.runDir) removeRunDir(this.runDir);
     if (this.removeRunDirOnExit) process.off("exit", this.removeRunDirOnExit);
+    this.dataLock?.release();
     this.logger.info("plugwire host stopped");
   }
 

@@ -44,6 +44,8 @@ const CPU_HARD_MARGIN_S = 2;
 const KILL_ROUNDS = 200;
 /** Time allowed for the cgroup to empty after the kills. */
 const KILL_WAIT_MS = 3_000;
+/** Retries of an emptied cgroup's removal while the kernel still reports it busy (10 ms apart). */
+const RMDIR_RETRIES = 50;
 const SHELL = "/bin/sh";
 const OUT_OF_MEMORY = /out of memory|Cannot allocate memory|ENOMEM|allocation failed/i;
 const TOO_MANY_FILES = /EMFILE|too many open files/i;
@@ -325,8 +327,26 @@ export class LaunchSandbox {
     }
     const left = this.cgroupPids(dir);
     if (left.length > 0) this.logger.error({ pids: left, cgroup: dir }, "processes of an ended launch survived SIGKILL in its cgroup; the cgroup is left in place");
-    else this.removeCgroup(dir);
+    else await this.removeCgroupSoon(dir);
     return { oomKills, killed };
+  }
+
+  /**
+   * Removes an emptied cgroup. The kernel may still count a process that has
+   * just left it (EBUSY, seen with cgroup v1's memory controller right after
+   * a SIGKILL): a few short retries, bounded, before it is left in place.
+   */
+  private async removeCgroupSoon(dir: string): Promise<void> {
+    for (let attempt = 0; attempt < RMDIR_RETRIES; attempt++) {
+      try {
+        rmdirSync(dir);
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EBUSY") break;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    }
+    this.removeCgroup(dir);
   }
 
   private cgroupPids(dir: string): number[] {
