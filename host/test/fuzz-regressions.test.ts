@@ -5,14 +5,14 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, TOKEN_LINE_PREFIX, connect, health } from "@plugwire/proto";
-import { launchEcho } from "./fixtures/echo-direct.js";
+import { launchEcho, stopEcho } from "./fixtures/echo-direct.js";
 import { alive, example, fixture } from "./helpers.js";
 import { connect as netConnect } from "node:net";
 import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
@@ -34,7 +34,7 @@ interface FuzzH2 {
   FLAG: Record<string, number>;
   frame(type: number, flags: number, streamId: number, payload?: Buffer): Buffer;
   hpackBlock(headers: Array<[string, string]>): Buffer;
-  parseFrames(bytes: Buffer): Array<{ type: number; payload: Buffer }>;
+  parseFrames(bytes: Buffer): Array<{ type: number; flags: number; streamId: number; payload: Buffer }>;
   SessionPool: new (socketPath: string, size?: number) => { close(): void; open: number };
   h2Request(pool: unknown, headers: Record<string, string>, body: Buffer[], options?: { hangMs?: number }): Promise<string>;
   grpcMessage(payload: Uint8Array): Buffer;
@@ -455,6 +455,137 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
     } finally {
       child.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+// ---- a connection node:http2 gave up on is closed, both ends (plugin-service #75066) ----
+
+/** The inode of the other end of a unix socket this process holds (`ss -xn`), or undefined. */
+function peerInode(socket: import("node:net").Socket): string | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== "number" || fd < 0) return undefined;
+  const ours = /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1];
+  const row = execFileSync("ss", ["-xn"], { encoding: "utf8", timeout: 5000 })
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/))
+    .find((c) => c.length >= 8 && c[5] === ours);
+  return row?.[7];
+}
+
+/** Whether process `pid` holds the unix socket with this inode (/proc/<pid>/fd). */
+function holdsSocket(pid: number, inode: string): boolean {
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`) return true;
+    } catch {
+      // closed while listing
+    }
+  }
+  return false;
+}
+
+/**
+ * On a raw connection to `address`: one complete call with a valid token (`block`, an empty gRPC
+ * message) answered, then DATA on an idle stream, then 1,000 PINGs the server would have to read.
+ * Returns the GOAWAY code the server sent, whether the server closed the connection within
+ * `waitMs` (this end is never closed first), and whether `pid` still holds the server's end then.
+ */
+async function protocolErrorAfterValidCall(address: string, pid: number, block: Buffer, waitMs = 20_000): Promise<{ goaway: number | undefined; closedByServer: boolean; serverHoldsEnd: boolean | undefined }> {
+  const { PREFACE, FRAME, FLAG, frame, parseFrames } = await fuzzH2();
+  const raw = netConnect(address);
+  raw.on("error", () => undefined);
+  let received = Buffer.alloc(0);
+  let onFrames = (): void => undefined;
+  raw.on("data", (d: Buffer) => {
+    received = Buffer.concat([received, d]);
+    onFrames();
+  });
+  const closed = new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), waitMs);
+    raw.once("close", () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+  const until = <T>(pick: (frames: ReturnType<typeof parseFrames>) => T | undefined, what: string): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${what} within 10 s`)), 10_000);
+      onFrames = () => {
+        const found = pick(parseFrames(received));
+        if (found !== undefined) {
+          clearTimeout(timer);
+          resolve(found);
+        }
+      };
+      onFrames();
+    });
+  try {
+    await new Promise<void>((resolve) => raw.once("connect", () => resolve()));
+    raw.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS!, 0, 0), frame(FRAME.HEADERS!, FLAG.END_HEADERS!, 1, block), frame(FRAME.DATA!, FLAG.END_STREAM!, 1, Buffer.alloc(5))]));
+    await until((fs) => (fs.some((f) => f.streamId === 1 && (f.flags & FLAG.END_STREAM!) !== 0) ? true : undefined), "answer to the valid call");
+    const inode = peerInode(raw);
+    assert.ok(inode, "the server's end of the connection is found with ss");
+    assert.equal(holdsSocket(pid, inode), true, "the server holds its end while the connection serves");
+    raw.write(frame(FRAME.DATA!, 0, 3, Buffer.alloc(10)));
+    const goaway = await until((fs) => fs.find((f) => f.type === FRAME.GOAWAY!)?.payload.readUInt32BE(4), "GOAWAY");
+    // Bytes a server that gave up on the connection never reads (219,264 B piled up in the fuzz run).
+    for (let i = 0; i < 1000 && !raw.destroyed; i++) raw.write(frame(FRAME.PING!, 0, 0, Buffer.alloc(8)));
+    const closedByServer = await closed;
+    return { goaway, closedByServer, serverHoldsEnd: holdsSocket(pid, inode) };
+  } finally {
+    raw.destroy();
+  }
+}
+
+describe("fuzz regressions: a connection node:http2 gave up on (GOAWAY PROTOCOL_ERROR) is closed", { timeout: 120_000 }, () => {
+  test("SDK (plugin-service #75066): the host's connection, after a valid call and then DATA on an idle stream, is closed by the plugin, both ends (it stayed open unread for good)", async () => {
+    const { hpackBlock } = await fuzzH2();
+    const p = await launchEcho("echo-fzgoaway");
+    try {
+      const block = hpackBlock([
+        [":method", "POST"],
+        [":path", "/grpc.health.v1.Health/Check"],
+        [":scheme", "http"],
+        [":authority", "localhost"],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+        ["authorization", `Bearer ${p.token}`],
+      ]);
+      const r = await protocolErrorAfterValidCall(p.address, p.child.pid!, block);
+      assert.equal(r.goaway, 1, "GOAWAY with PROTOCOL_ERROR");
+      assert.equal(r.closedByServer, true, "the plugin closed the connection (no second connection was made: the one-connection guard's ping never ran)");
+      assert.equal(r.serverHoldsEnd, false, "the plugin no longer holds its end of the connection");
+      // The host dials again and is served (the dead connection is no longer the host's).
+      await probeHealthAsHost(p.address, p.token);
+      assert.equal(alive(p.child.pid!), true, "the plugin is still running");
+    } finally {
+      stopEcho(p);
+    }
+  });
+
+  test("HostService (host.sock): a plugin's connection, after a valid call and then DATA on an idle stream, is closed by the host, both ends (it stayed open unread for good)", async () => {
+    const { hpackBlock } = await fuzzH2();
+    const host = await new HostProcess().start();
+    try {
+      const token = Object.values(host.info.tokens)[0]!;
+      const block = hpackBlock([
+        [":method", "POST"],
+        [":path", "/plugwire.v1.HostService/LookupName"],
+        [":scheme", "http"],
+        [":authority", "localhost"],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+        ["authorization", `Bearer ${token}`],
+      ]);
+      const r = await protocolErrorAfterValidCall(host.socketPath, host.info.pid, block);
+      assert.equal(r.goaway, 1, "GOAWAY with PROTOCOL_ERROR");
+      assert.equal(r.closedByServer, true, "the host closed the connection");
+      assert.equal(r.serverHoldsEnd, false, "the host no longer holds its end of the connection");
+      assert.equal(alive(host.info.pid), true, "the host is still running");
+      await host.neighbourServes();
+    } finally {
+      await host.stop();
     }
   });
 });
