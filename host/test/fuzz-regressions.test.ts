@@ -487,9 +487,10 @@ function holdsSocket(pid: number, inode: string): boolean {
 
 /**
  * On a raw connection to `address`: one complete call with a valid token (`block`, an empty gRPC
- * message) answered, then DATA on an idle stream, then 1,000 PINGs the server would have to read.
+ * message) answered, then DATA on an idle stream, then 30,000 PINGs the server would have to read.
  * Returns the GOAWAY code the server sent, whether the server closed the connection within
- * `waitMs` (this end is never closed first), and whether `pid` still holds the server's end then.
+ * `waitMs` (this end is never closed first), and whether `pid` still holds the server's end
+ * after that (looked at for up to 10 s more).
  */
 async function protocolErrorAfterValidCall(address: string, pid: number, block: Buffer, waitMs = 20_000): Promise<{ goaway: number | undefined; closedByServer: boolean; serverHoldsEnd: boolean | undefined }> {
   const { PREFACE, FRAME, FLAG, frame, parseFrames } = await fuzzH2();
@@ -529,10 +530,18 @@ async function protocolErrorAfterValidCall(address: string, pid: number, block: 
     assert.equal(holdsSocket(pid, inode), true, "the server holds its end while the connection serves");
     raw.write(frame(FRAME.DATA!, 0, 3, Buffer.alloc(10)));
     const goaway = await until((fs) => fs.find((f) => f.type === FRAME.GOAWAY!)?.payload.readUInt32BE(4), "GOAWAY");
-    // Bytes a server that gave up on the connection never reads (219,264 B piled up in the fuzz run).
-    for (let i = 0; i < 1000 && !raw.destroyed; i++) raw.write(frame(FRAME.PING!, 0, 0, Buffer.alloc(8)));
+    // Bytes a server that gave up on the connection never reads: 510,000 B, more than the socket
+    // buffers hold, so this end is blocked mid-write as the fuzzer's was (219,264 B unread on the plugin's end).
+    raw.write(Buffer.concat(Array.from({ length: 30_000 }, () => frame(FRAME.PING!, 0, 0, Buffer.alloc(8)))));
     const closedByServer = await closed;
-    return { goaway, closedByServer, serverHoldsEnd: holdsSocket(pid, inode) };
+    // node:http2 ends the socket (this end sees EOF), then closes its fd a turn later: look until
+    // it is gone, at most 100 times over 10 s.
+    let serverHoldsEnd = holdsSocket(pid, inode);
+    for (let i = 0; i < 100 && serverHoldsEnd; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      serverHoldsEnd = holdsSocket(pid, inode);
+    }
+    return { goaway, closedByServer, serverHoldsEnd };
   } finally {
     raw.destroy();
   }
