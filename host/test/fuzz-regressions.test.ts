@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
@@ -13,8 +13,10 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, TOKEN_LINE_PREFIX, connect, health } from "@plugwire/proto";
 import { launchEcho, stopEcho } from "./fixtures/echo-direct.js";
+import { hasOpenssl, makePki } from "./remote-certs.js";
 import { alive, example, fixture } from "./helpers.js";
-import { connect as netConnect } from "node:net";
+import { connect as netConnect, createServer as netServer } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
 
 /** Runs the fuzz-host fixture; rejects if it does not exit 0 within `ms` (it is SIGKILLed then). */
@@ -595,6 +597,97 @@ describe("fuzz regressions: a connection node:http2 gave up on (GOAWAY PROTOCOL_
       await host.neighbourServes();
     } finally {
       await host.stop();
+    }
+  });
+});
+
+/** A loopback port free right now (attach mode listens on a fixed port). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = netServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+/** Whether process `pid` holds a TCP socket whose peer is 127.0.0.1:`peerPort` (`ss -tnp`). */
+function holdsTcpFrom(pid: number, peerPort: number): boolean {
+  return execFileSync("ss", ["-tnpH"], { encoding: "utf8", timeout: 5000 })
+    .split("\n")
+    .some((l) => l.includes(`pid=${pid},`) && l.trim().split(/\s+/)[4] === `127.0.0.1:${peerPort}`);
+}
+
+describe("fuzz regressions: attach mode (TCP + mutual TLS) closes a connection node:http2 gave up on", { timeout: 120_000, skip: hasOpenssl() ? false : "skipped: the openssl CLI is not installed" }, () => {
+  test("SDK attach mode: a host-certified TLS connection that sends DATA on an idle stream gets GOAWAY(PROTOCOL_ERROR) and is closed by the plugin, both ends", async () => {
+    const { PREFACE, FRAME, frame, parseFrames } = await fuzzH2();
+    const dir = mkdtempSync(join(tmpdir(), "pwt-fzattach-"));
+    const pki = makePki(join(dir, "pki"));
+    const serverPair = pki.issue("plugin", { cn: "counter", san: ["127.0.0.1", "localhost"], usage: "server" });
+    const clientPair = pki.issue("host", { cn: "plugwire-host", usage: "client" });
+    const port = await freeLoopbackPort();
+    const child = spawn(process.execPath, [example("counter")], {
+      env: { PATH: process.env.PATH, PLUGWIRE_LISTEN: `tcp://127.0.0.1:${port}`, PLUGWIRE_TLS_CERT: serverPair.cert, PLUGWIRE_TLS_KEY: serverPair.key, PLUGWIRE_TLS_CLIENT_CA: pki.ca },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let err = "";
+        const timer = setTimeout(() => reject(new Error(`the plugin did not say it serves within 20 s; stderr:\n${err}`)), 20_000);
+        child.stderr!.on("data", (chunk: Buffer) => {
+          err += chunk.toString();
+          if (/serving attach mode on tcp:/.test(err)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        child.once("exit", (code) => {
+          clearTimeout(timer);
+          reject(new Error(`the plugin exited (${code}) before serving; stderr:\n${err}`));
+        });
+      });
+      const raw = tlsConnect({ host: "127.0.0.1", port, servername: "localhost", ALPNProtocols: ["h2"], ca: readFileSync(pki.ca), cert: readFileSync(clientPair.cert), key: readFileSync(clientPair.key) });
+      raw.on("error", () => undefined);
+      try {
+        let received = Buffer.alloc(0);
+        const goaway = new Promise<number>((resolve) => {
+          raw.on("data", (d: Buffer) => {
+            received = Buffer.concat([received, d]);
+            const g = parseFrames(received).find((f) => f.type === FRAME.GOAWAY!);
+            if (g && g.payload.length >= 8) resolve(g.payload.readUInt32BE(4));
+          });
+        });
+        const closed = new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), 20_000);
+          raw.once("close", () => {
+            clearTimeout(timer);
+            resolve(true);
+          });
+        });
+        await new Promise<void>((resolve, reject) => {
+          raw.once("secureConnect", () => resolve());
+          raw.once("close", () => reject(new Error("the TLS handshake with the plugin failed")));
+        });
+        const localPort = raw.localPort!;
+        raw.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS!, 0, 0), frame(FRAME.DATA!, 0, 3, Buffer.alloc(10))]));
+        assert.equal(await goaway, 1, "GOAWAY with PROTOCOL_ERROR");
+        raw.write(Buffer.concat(Array.from({ length: 30_000 }, () => frame(FRAME.PING!, 0, 0, Buffer.alloc(8)))));
+        assert.equal(await closed, true, "the plugin closed the connection (this end never closed first)");
+        let holds = holdsTcpFrom(child.pid!, localPort);
+        for (let i = 0; i < 100 && holds; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          holds = holdsTcpFrom(child.pid!, localPort);
+        }
+        assert.equal(holds, false, "the plugin no longer holds its end of the connection");
+        assert.equal(alive(child.pid!), true, "the plugin is still running");
+      } finally {
+        raw.destroy();
+      }
+    } finally {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
