@@ -5,16 +5,18 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, TOKEN_LINE_PREFIX, connect, health } from "@plugwire/proto";
-import { launchEcho } from "./fixtures/echo-direct.js";
+import { launchEcho, stopEcho } from "./fixtures/echo-direct.js";
+import { hasOpenssl, makePki } from "./remote-certs.js";
 import { alive, example, fixture } from "./helpers.js";
-import { connect as netConnect } from "node:net";
+import { connect as netConnect, createServer as netServer } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
 
 /** Runs the fuzz-host fixture; rejects if it does not exit 0 within `ms` (it is SIGKILLed then). */
@@ -34,7 +36,7 @@ interface FuzzH2 {
   FLAG: Record<string, number>;
   frame(type: number, flags: number, streamId: number, payload?: Buffer): Buffer;
   hpackBlock(headers: Array<[string, string]>): Buffer;
-  parseFrames(bytes: Buffer): Array<{ type: number; payload: Buffer }>;
+  parseFrames(bytes: Buffer): Array<{ type: number; flags: number; streamId: number; payload: Buffer }>;
   SessionPool: new (socketPath: string, size?: number) => { close(): void; open: number };
   h2Request(pool: unknown, headers: Record<string, string>, body: Buffer[], options?: { hangMs?: number }): Promise<string>;
   grpcMessage(payload: Uint8Array): Buffer;
@@ -452,6 +454,237 @@ describe("fuzz regressions", { timeout: 120_000 }, () => {
       }
       assert.equal(last, "ok", "a new connection with the token is served within 100 tries");
       assert.equal(alive(child.pid!), true, "the plugin is still running");
+    } finally {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+// ---- a connection node:http2 gave up on is closed, both ends (plugin-service #75066) ----
+
+/** The inode of the other end of a unix socket this process holds (`ss -xn`), or undefined. */
+function peerInode(socket: import("node:net").Socket): string | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== "number" || fd < 0) return undefined;
+  const ours = /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1];
+  const row = execFileSync("ss", ["-xn"], { encoding: "utf8", timeout: 5000 })
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/))
+    .find((c) => c.length >= 8 && c[5] === ours);
+  return row?.[7];
+}
+
+/** Whether process `pid` holds the unix socket with this inode (/proc/<pid>/fd). */
+function holdsSocket(pid: number, inode: string): boolean {
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`) return true;
+    } catch {
+      // closed while listing
+    }
+  }
+  return false;
+}
+
+/**
+ * On a raw connection to `address`: one complete call with a valid token (`block`, an empty gRPC
+ * message) answered, then DATA on an idle stream, then 30,000 PINGs the server would have to read.
+ * Returns the GOAWAY code the server sent, whether the server closed the connection within
+ * `waitMs` (this end is never closed first), and whether `pid` still holds the server's end
+ * after that (looked at for up to 10 s more).
+ */
+async function protocolErrorAfterValidCall(address: string, pid: number, block: Buffer, waitMs = 20_000): Promise<{ goaway: number | undefined; closedByServer: boolean; serverHoldsEnd: boolean | undefined }> {
+  const { PREFACE, FRAME, FLAG, frame, parseFrames } = await fuzzH2();
+  const raw = netConnect(address);
+  raw.on("error", () => undefined);
+  let received = Buffer.alloc(0);
+  let onFrames = (): void => undefined;
+  raw.on("data", (d: Buffer) => {
+    received = Buffer.concat([received, d]);
+    onFrames();
+  });
+  const closed = new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), waitMs);
+    raw.once("close", () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+  const until = <T>(pick: (frames: ReturnType<typeof parseFrames>) => T | undefined, what: string): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${what} within 10 s`)), 10_000);
+      onFrames = () => {
+        const found = pick(parseFrames(received));
+        if (found !== undefined) {
+          clearTimeout(timer);
+          resolve(found);
+        }
+      };
+      onFrames();
+    });
+  try {
+    await new Promise<void>((resolve) => raw.once("connect", () => resolve()));
+    raw.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS!, 0, 0), frame(FRAME.HEADERS!, FLAG.END_HEADERS!, 1, block), frame(FRAME.DATA!, FLAG.END_STREAM!, 1, Buffer.alloc(5))]));
+    await until((fs) => (fs.some((f) => f.streamId === 1 && (f.flags & FLAG.END_STREAM!) !== 0) ? true : undefined), "answer to the valid call");
+    const inode = peerInode(raw);
+    assert.ok(inode, "the server's end of the connection is found with ss");
+    assert.equal(holdsSocket(pid, inode), true, "the server holds its end while the connection serves");
+    raw.write(frame(FRAME.DATA!, 0, 3, Buffer.alloc(10)));
+    const goaway = await until((fs) => fs.find((f) => f.type === FRAME.GOAWAY!)?.payload.readUInt32BE(4), "GOAWAY");
+    // Bytes a server that gave up on the connection never reads: 510,000 B, more than the socket
+    // buffers hold, so this end is blocked mid-write as the fuzzer's was (219,264 B unread on the plugin's end).
+    raw.write(Buffer.concat(Array.from({ length: 30_000 }, () => frame(FRAME.PING!, 0, 0, Buffer.alloc(8)))));
+    const closedByServer = await closed;
+    // node:http2 ends the socket (this end sees EOF), then closes its fd a turn later: look until
+    // it is gone, at most 100 times over 10 s.
+    let serverHoldsEnd = holdsSocket(pid, inode);
+    for (let i = 0; i < 100 && serverHoldsEnd; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      serverHoldsEnd = holdsSocket(pid, inode);
+    }
+    return { goaway, closedByServer, serverHoldsEnd };
+  } finally {
+    raw.destroy();
+  }
+}
+
+describe("fuzz regressions: a connection node:http2 gave up on (GOAWAY PROTOCOL_ERROR) is closed", { timeout: 120_000 }, () => {
+  test("SDK (plugin-service #75066): the host's connection, after a valid call and then DATA on an idle stream, is closed by the plugin, both ends (it stayed open unread for good)", async () => {
+    const { hpackBlock } = await fuzzH2();
+    const p = await launchEcho("echo-fzgoaway");
+    try {
+      const block = hpackBlock([
+        [":method", "POST"],
+        [":path", "/grpc.health.v1.Health/Check"],
+        [":scheme", "http"],
+        [":authority", "localhost"],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+        ["authorization", `Bearer ${p.token}`],
+      ]);
+      const r = await protocolErrorAfterValidCall(p.address, p.child.pid!, block);
+      assert.equal(r.goaway, 1, "GOAWAY with PROTOCOL_ERROR");
+      assert.equal(r.closedByServer, true, "the plugin closed the connection (no second connection was made: the one-connection guard's ping never ran)");
+      assert.equal(r.serverHoldsEnd, false, "the plugin no longer holds its end of the connection");
+      // The host dials again and is served (the dead connection is no longer the host's).
+      await probeHealthAsHost(p.address, p.token);
+      assert.equal(alive(p.child.pid!), true, "the plugin is still running");
+    } finally {
+      stopEcho(p);
+    }
+  });
+
+  test("HostService (host.sock): a plugin's connection, after a valid call and then DATA on an idle stream, is closed by the host, both ends (it stayed open unread for good)", async () => {
+    const { hpackBlock } = await fuzzH2();
+    const host = await new HostProcess().start();
+    try {
+      const token = Object.values(host.info.tokens)[0]!;
+      const block = hpackBlock([
+        [":method", "POST"],
+        [":path", "/plugwire.v1.HostService/LookupName"],
+        [":scheme", "http"],
+        [":authority", "localhost"],
+        ["content-type", "application/grpc"],
+        ["te", "trailers"],
+        ["authorization", `Bearer ${token}`],
+      ]);
+      const r = await protocolErrorAfterValidCall(host.socketPath, host.info.pid, block);
+      assert.equal(r.goaway, 1, "GOAWAY with PROTOCOL_ERROR");
+      assert.equal(r.closedByServer, true, "the host closed the connection");
+      assert.equal(r.serverHoldsEnd, false, "the host no longer holds its end of the connection");
+      assert.equal(alive(host.info.pid), true, "the host is still running");
+      await host.neighbourServes();
+    } finally {
+      await host.stop();
+    }
+  });
+});
+
+/** A loopback port free right now (attach mode listens on a fixed port). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = netServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+/** Whether process `pid` holds a TCP socket whose peer is 127.0.0.1:`peerPort` (`ss -tnp`). */
+function holdsTcpFrom(pid: number, peerPort: number): boolean {
+  return execFileSync("ss", ["-tnpH"], { encoding: "utf8", timeout: 5000 })
+    .split("\n")
+    .some((l) => l.includes(`pid=${pid},`) && l.trim().split(/\s+/)[4] === `127.0.0.1:${peerPort}`);
+}
+
+describe("fuzz regressions: attach mode (TCP + mutual TLS) closes a connection node:http2 gave up on", { timeout: 120_000, skip: hasOpenssl() ? false : "skipped: the openssl CLI is not installed" }, () => {
+  test("SDK attach mode: a host-certified TLS connection that sends DATA on an idle stream gets GOAWAY(PROTOCOL_ERROR) and is closed by the plugin, both ends", async () => {
+    const { PREFACE, FRAME, frame, parseFrames } = await fuzzH2();
+    const dir = mkdtempSync(join(tmpdir(), "pwt-fzattach-"));
+    const pki = makePki(join(dir, "pki"));
+    const serverPair = pki.issue("plugin", { cn: "counter", san: ["127.0.0.1", "localhost"], usage: "server" });
+    const clientPair = pki.issue("host", { cn: "plugwire-host", usage: "client" });
+    const port = await freeLoopbackPort();
+    const child = spawn(process.execPath, [example("counter")], {
+      env: { PATH: process.env.PATH, PLUGWIRE_LISTEN: `tcp://127.0.0.1:${port}`, PLUGWIRE_TLS_CERT: serverPair.cert, PLUGWIRE_TLS_KEY: serverPair.key, PLUGWIRE_TLS_CLIENT_CA: pki.ca },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let err = "";
+        const timer = setTimeout(() => reject(new Error(`the plugin did not say it serves within 20 s; stderr:\n${err}`)), 20_000);
+        child.stderr!.on("data", (chunk: Buffer) => {
+          err += chunk.toString();
+          if (/serving attach mode on tcp:/.test(err)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        child.once("exit", (code) => {
+          clearTimeout(timer);
+          reject(new Error(`the plugin exited (${code}) before serving; stderr:\n${err}`));
+        });
+      });
+      const raw = tlsConnect({ host: "127.0.0.1", port, servername: "localhost", ALPNProtocols: ["h2"], ca: readFileSync(pki.ca), cert: readFileSync(clientPair.cert), key: readFileSync(clientPair.key) });
+      raw.on("error", () => undefined);
+      try {
+        let received = Buffer.alloc(0);
+        const goaway = new Promise<number>((resolve) => {
+          raw.on("data", (d: Buffer) => {
+            received = Buffer.concat([received, d]);
+            const g = parseFrames(received).find((f) => f.type === FRAME.GOAWAY!);
+            if (g && g.payload.length >= 8) resolve(g.payload.readUInt32BE(4));
+          });
+        });
+        const closed = new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), 20_000);
+          raw.once("close", () => {
+            clearTimeout(timer);
+            resolve(true);
+          });
+        });
+        await new Promise<void>((resolve, reject) => {
+          raw.once("secureConnect", () => resolve());
+          raw.once("close", () => reject(new Error("the TLS handshake with the plugin failed")));
+        });
+        const localPort = raw.localPort!;
+        raw.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS!, 0, 0), frame(FRAME.DATA!, 0, 3, Buffer.alloc(10))]));
+        assert.equal(await goaway, 1, "GOAWAY with PROTOCOL_ERROR");
+        raw.write(Buffer.concat(Array.from({ length: 30_000 }, () => frame(FRAME.PING!, 0, 0, Buffer.alloc(8)))));
+        assert.equal(await closed, true, "the plugin closed the connection (this end never closed first)");
+        let holds = holdsTcpFrom(child.pid!, localPort);
+        for (let i = 0; i < 100 && holds; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          holds = holdsTcpFrom(child.pid!, localPort);
+        }
+        assert.equal(holds, false, "the plugin no longer holds its end of the connection");
+        assert.equal(alive(child.pid!), true, "the plugin is still running");
+      } finally {
+        raw.destroy();
+      }
     } finally {
       child.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });

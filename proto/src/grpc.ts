@@ -430,6 +430,7 @@ export function listenUnix(server: grpc.Server, socketPath: string): Promise<voi
       }
       widenConnectionWindows(server);
       deferTeardownOfSessions(server);
+      dropSessionsNghttp2IsDoneWith(server);
       resolve();
     });
   });
@@ -525,6 +526,66 @@ function deferTeardownOfSessions(server: grpc.Server): void {
   if (!(internals.http2Servers instanceof Map)) return;
   for (const http2Server of internals.http2Servers.keys()) http2Server.on("session", deferSessionTeardown);
   if (internals.sessions instanceof Map) for (const session of internals.sessions.keys()) deferSessionTeardown(session);
+}
+
+// ---- connections node:http2 gave up on are closed (issue 12, fuzzing) ----
+
+/** How often a server's HTTP/2 session is checked for nghttp2 being done with it (dropSessionsNghttp2IsDoneWith). */
+export const DONE_SESSION_CHECK_MS = 500;
+
+const DONE_WATCHED = Symbol("plugwire.doneWatched");
+
+/**
+ * Destroys a server HTTP/2 session once nghttp2 wants neither to read nor to
+ * write on it. Returns false when that cannot be told (node:http2's native
+ * handle is a private field, guarded): then nothing is watched.
+ *
+ * After a connection error (for example DATA on an idle stream) nghttp2 sends
+ * GOAWAY(PROTOCOL_ERROR) and from then on wants neither to read nor to write:
+ * "the application should drop the connection" (nghttp2), and RFC 9113
+ * §5.4.1 says the connection must be closed. node:http2 (Node 20) only stops
+ * reading the socket: no event is emitted, the socket stays open, the peer's
+ * bytes pile up unread and the session never sees its peer close. A plugin
+ * held such a connection (the host's one, after a valid call) for good, and
+ * the fuzzer judged it a hang (plugin-service #75066;
+ * host/test/fuzz-regressions.test.ts). node:http2 itself reads the same state
+ * through the handle's hasPendingData() before it destroys a closed session.
+ * The check runs from a timer, never inside nghttp2's processing of received
+ * bytes, and a session's destroy is deferred anyway (deferSessionTeardown).
+ */
+export function closeWhenNghttp2IsDone(session: import("node:http2").Http2Session): boolean {
+  const marked = session as unknown as { [DONE_WATCHED]?: true };
+  if (marked[DONE_WATCHED]) return true;
+  const handleKey = Object.getOwnPropertySymbols(session).find((k) => k.description === "kHandle");
+  if (!handleKey) return false;
+  const handleOf = (): { hasPendingData?: () => boolean } | undefined => (session as unknown as Record<symbol, { hasPendingData?: () => boolean } | undefined>)[handleKey];
+  if (typeof handleOf()?.hasPendingData !== "function") return false;
+  marked[DONE_WATCHED] = true;
+  const timer = setInterval(() => {
+    if (session.destroyed) {
+      clearInterval(timer);
+      return;
+    }
+    const handle = handleOf();
+    if (handle && typeof handle.hasPendingData === "function" && !handle.hasPendingData()) {
+      clearInterval(timer);
+      session.destroy();
+    }
+  }, DONE_SESSION_CHECK_MS);
+  timer.unref();
+  session.once("close", () => clearInterval(timer));
+  return true;
+}
+
+/** closeWhenNghttp2IsDone for every session a bound grpc-js server accepts (its http2 servers are a private field, guarded). */
+export function dropSessionsNghttp2IsDoneWith(server: grpc.Server): void {
+  const internals = server as unknown as {
+    http2Servers?: Map<import("node:events").EventEmitter, unknown>;
+    sessions?: Map<import("node:http2").Http2Session, unknown>;
+  };
+  if (!(internals.http2Servers instanceof Map)) return;
+  for (const http2Server of internals.http2Servers.keys()) http2Server.on("session", closeWhenNghttp2IsDone);
+  if (internals.sessions instanceof Map) for (const session of internals.sessions.keys()) closeWhenNghttp2IsDone(session);
 }
 
 /**

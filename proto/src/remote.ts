@@ -7,7 +7,7 @@
  */
 import { isIP } from "node:net";
 import * as grpc from "@grpc/grpc-js";
-import { widenConnectionWindows } from "./grpc.js";
+import { dropSessionsNghttp2IsDoneWith, widenConnectionWindows } from "./grpc.js";
 
 /** Environment of a plugin serving in attach mode; none of it is set by a host. */
 export const REMOTE_ENV = {
@@ -132,6 +132,7 @@ export function listenTcp(server: grpc.Server, address: TcpAddress, credentials:
         return;
       }
       widenConnectionWindows(server);
+      dropSessionsNghttp2IsDoneWith(server);
       resolve(port);
     });
   }).then(async (port) => {

@@ -21,7 +21,10 @@
  * such as DATA on an idle stream) stops being read and tells nobody: it never
  * sees its peer close, and stays "open" for good. Were it the host's, every
  * later connection, the host's own reconnection included, would be refused
- * forever. So a call with the token on another connection while the host's is
+ * forever. listenUnix destroys such a connection within
+ * DONE_SESSION_CHECK_MS (closeWhenNghttp2IsDone in @plugwire/proto). As a
+ * second line, for a connection that is dead in a way nghttp2 does not show,
+ * a call with the token on another connection while the host's is
  * open makes the guard ping the host's connection: no PING ACK within
  * HOST_PING_TIMEOUT_MS (or a ping that cannot be sent) and that connection is
  * destroyed, so the next call with the token is served. The refused call itself
