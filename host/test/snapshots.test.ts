@@ -252,4 +252,38 @@ describe("snapshots, end to end", { timeout: 120_000 }, () => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
+  test("background snapshots of an unchanged state are not stored again: the older generations keep their history", async () => {
+    const store = new MemorySnapshotStore();
+    const t = testHost([nodePlugin("counter", example("counter"))], { store, snapshotIntervalMs: 50 });
+    const taken: number[] = [];
+    t.host.on("snapshot:taken", (e) => taken.push(Number(e.appliedSeq)));
+    const unchanged = async (): Promise<number> => {
+      const m = (await t.host.metrics.registry.getSingleMetric("plugwire_snapshots_total")?.get())?.values ?? [];
+      return m.find((v) => v.labels.plugin === "counter" && v.labels.result === "unchanged")?.value ?? 0;
+    };
+    /** Waits (bounded) until `n` more background snapshots found the state unchanged. */
+    const unchangedTimes = async (n: number): Promise<void> => {
+      const target = (await unchanged()) + n;
+      const deadline = Date.now() + 20_000;
+      while ((await unchanged()) < target) {
+        if (Date.now() > deadline) throw new Error(`fewer than ${n} unchanged background snapshots within 20 s`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    try {
+      await t.host.start();
+      for (let i = 0; i < 3; i++) await t.host.dispatch(peer(1), "counter.hit", new Uint8Array(0));
+      await waitFor(t.host, "snapshot:taken", (e: { appliedSeq: number }) => Number(e.appliedSeq) === 3);
+      await unchangedTimes(3);
+      assert.deepEqual(taken, [3], "the idle state was stored once");
+      await t.host.dispatch(peer(1), "counter.hit", new Uint8Array(0));
+      await waitFor(t.host, "snapshot:taken", (e: { appliedSeq: number }) => Number(e.appliedSeq) === 4);
+      assert.deepEqual(taken, [3, 4], "a change is stored by the next background snapshot");
+      const explicit = await t.host.snapshot("counter");
+      assert.equal(Number(explicit?.appliedSeq), 4);
+      assert.deepEqual(taken, [3, 4, 4], "an explicit snapshot is always stored");
+    } finally {
+      await t.close();
+    }
+  });
 });

@@ -2,7 +2,7 @@
  * One supervised plugin: its launches, its state machine, restarts under
  * policy, health checks, the shutdown ladder, and its delivery channel.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -223,6 +223,8 @@ export class PluginRunner {
   private lastError: string | undefined;
   private lastStderr: string[] = [];
   private lastLaunch: LaunchTimings | undefined;
+  /** id, version, applied_seq and SHA-256 of the last snapshot this runner stored (background snapshots of the same state are not stored again). */
+  private lastStoredDigest: string | undefined;
   private description: DescribeResponse | undefined;
   private resumed = false;
   private snapshotQueue: Promise<unknown> = Promise.resolve();
@@ -536,11 +538,17 @@ export class PluginRunner {
 
   /** A background snapshot: skipped (undefined) when one is already queued or running. */
   snapshotIfIdle(): Promise<SnapshotRecord | undefined> {
-    return this.snapshotsPending > 0 ? Promise.resolve(undefined) : this.snapshot();
+    if (this.snapshotsPending > 0) return Promise.resolve(undefined);
+    this.snapshotsPending++;
+    const next = this.snapshotQueue.then(() => this.snapshotNow(undefined, true)).finally(() => {
+      this.snapshotsPending--;
+    });
+    this.snapshotQueue = next.catch(() => undefined);
+    return next;
   }
 
   /** `onChecked`: called with the record once it passed every check, as it is being stored (a hot upgrade restores it meanwhile). */
-  private async snapshotNow(onChecked?: (record: SnapshotRecord) => void): Promise<SnapshotRecord | undefined> {
+  private async snapshotNow(onChecked?: (record: SnapshotRecord) => void, background = false): Promise<SnapshotRecord | undefined> {
     const id = this.statefulId;
     if (id === undefined) return undefined;
     const launch = this.launch;
@@ -602,8 +610,18 @@ export class PluginRunner {
         );
         return record;
       }
+      // A background snapshot of the very state stored last is not stored
+      // again: the older generations keep their history (an idle plugin
+      // would otherwise fill every generation with one state).
+      const digest = `${record.id}\0${record.version}\0${record.appliedSeq}\0${createHash("sha256").update(record.bytes).digest("hex")}`;
+      if (background && digest === this.lastStoredDigest) {
+        this.ctx.metrics.snapshots.inc({ ...labels, result: "unchanged" });
+        this.log.debug({ id, appliedSeq: record.appliedSeq }, "snapshot unchanged since the last one stored; not stored again");
+        return record;
+      }
       onChecked?.(record);
       await this.ctx.store.save(record, this.name);
+      this.lastStoredDigest = digest;
       this.channel.trimReplay(record.appliedSeq);
       this.ctx.metrics.snapshots.inc({ ...labels, result: "ok" });
       this.ctx.emit("snapshot:taken", { plugin: this.name, id, version: record.version, appliedSeq: record.appliedSeq, sizeBytes: record.bytes.byteLength });
