@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -191,6 +191,38 @@ describe("plugwire CLI against the demo config", () => {
         await exited(host);
       }
       for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("SIGTERM while the plugins are still starting stops the host cleanly: exit 0, no plugin, run dir or lock left", { timeout: TEST_TIMEOUT_MS }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pwt-cli-"));
+    // A plugin that never prints its handshake line: the host stays in start() until the signal.
+    const script = join(dir, "never-ready.mjs");
+    const pidFile = join(dir, "slow.pid");
+    writeFileSync(script, `import { writeFileSync } from "node:fs";\nwriteFileSync(${JSON.stringify(pidFile)}, String(process.pid));\nprocess.stderr.write("starting slowly\\n");\nsetInterval(() => {}, 1000);\n`);
+    const config = join(dir, "plugwire.yaml");
+    writeFileSync(config, `dataDir: ${join(dir, "data")}\nplugins:\n  - name: slow\n    command: ${process.execPath}\n    args: [${script}]\n    handshakeTimeoutMs: 60000\n`);
+    const host = spawn(process.execPath, [BIN, "run", "--config", config], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      const starting = await logLine(host, "plugin starting");
+      assert.equal(starting.plugin, "slow");
+      // The plugin's own first line shows its process runs.
+      await logLine(host, "starting slowly");
+      const pid = Number(readFileSync(pidFile, "utf8"));
+      assert.ok(pid > 0 && alive(pid), "the plugin runs");
+      const runDirs = readdirSync(tmpdir()).filter((d) => d.startsWith("pw-"));
+      host.kill("SIGTERM");
+      assert.equal(await exited(host), 0, "a signal during start is a clean stop");
+      assert.equal(existsSync(join(dir, "data", "host.lock")), false, "the data dir lock was given back");
+      assert.equal(alive(pid), false, "the starting plugin was killed");
+      const left = readdirSync(tmpdir()).filter((d) => d.startsWith("pw-") && !runDirs.includes(d));
+      assert.deepEqual(left, [], "no new run dir left behind");
+    } finally {
+      if (host.exitCode === null && host.signalCode === null) {
+        host.kill("SIGKILL");
+        await exited(host);
+      }
       rmSync(dir, { recursive: true, force: true });
     }
   });

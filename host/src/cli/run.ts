@@ -113,7 +113,37 @@ export async function run(options: RunOptions): Promise<Host> {
   });
   // Attached before start, so the dashboard sees the first launches' snapshot restores.
   const observer = new HostObserver(host);
-  await host.start();
+  // A SIGINT or SIGTERM while the plugins start stops the host the usual way
+  // (launches under way are aborted, nothing is left behind) and exits 0.
+  let stoppedWhileStarting: string | undefined;
+  const stopWhileStarting = (signal: string): void => {
+    if (stoppedWhileStarting) return;
+    stoppedWhileStarting = signal;
+    logger.info({ signal }, "stopping plugwire host (it was still starting)");
+    void host.stop();
+  };
+  const onStartInt = (): void => stopWhileStarting("SIGINT");
+  const onStartTerm = (): void => stopWhileStarting("SIGTERM");
+  process.on("SIGINT", onStartInt);
+  process.on("SIGTERM", onStartTerm);
+  try {
+    await host.start();
+  } catch (e) {
+    if (stoppedWhileStarting) {
+      await host.stop();
+      logger.info({ signal: stoppedWhileStarting }, "plugwire host stopped before it was ready");
+      process.exit(0);
+    }
+    throw e;
+  } finally {
+    process.off("SIGINT", onStartInt);
+    process.off("SIGTERM", onStartTerm);
+  }
+  if (stoppedWhileStarting) {
+    await host.stop();
+    logger.info({ signal: stoppedWhileStarting }, "plugwire host stopped before it was ready");
+    process.exit(0);
+  }
   let admin: AdminServer;
   try {
     // The admin API's socket is admin.sock in a private dir next to the
