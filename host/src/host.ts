@@ -22,6 +22,9 @@ import { PluginRunner, type PluginStatus, type ShadowedKind, type UpgradeResult 
 import { Semaphore } from "./supervisor/semaphore.js";
 import { lockDataDir, type DataDirLock } from "./data-lock.js";
 
+/** How often a running host checks that its socket dir and host.sock are still there. */
+const RUN_DIR_CHECK_MS = 5_000;
+
 export interface HostOptions {
   /** The plugins, in priority order: the first to claim a kind wins it. */
   plugins: readonly PluginEntry[];
@@ -93,6 +96,7 @@ export class Host extends EventEmitter<HostEvents> {
   private dataLock: DataDirLock | undefined;
   private service: HostServiceServer | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
+  private runDirTimer: NodeJS.Timeout | undefined;
   private removeRunDirOnExit: (() => void) | undefined;
   private started = false;
   private stopped = false;
@@ -134,6 +138,7 @@ export class Host extends EventEmitter<HostEvents> {
       (config) =>
         new PluginRunner(config, {
           runDir: () => this.runDir!,
+          ensureRunDir: () => this.ensureRunDir(),
           hostAddress: () => this.service!.address,
           dataDir: options.dataDir,
           logger: this.logger,
@@ -209,6 +214,8 @@ export class Host extends EventEmitter<HostEvents> {
         { cause: new AggregateError(failures.map((f) => f.error)) },
       );
     }
+    this.runDirTimer = setInterval(() => void this.ensureRunDir(), RUN_DIR_CHECK_MS);
+    this.runDirTimer.unref();
     const interval = this.options.snapshotIntervalMs ?? 30_000;
     if (interval > 0) {
       this.snapshotTimer = setInterval(() => {
@@ -217,6 +224,38 @@ export class Host extends EventEmitter<HostEvents> {
       this.snapshotTimer.unref();
     }
     this.logger.info({ plugins: this.runners.map((r) => r.name), kinds: [...this.routes.keys()] }, "plugwire host ready");
+  }
+
+  private runDirRepair: Promise<void> | undefined;
+
+  /**
+   * Before every spawn, and every RUN_DIR_CHECK_MS: if something removed the
+   * host's socket dir or host.sock (a temp-dir cleaner under a long-running
+   * host), serve host.sock again, so that plugins launched from now on can
+   * reach HostService. One repair at a time.
+   */
+  private ensureRunDir(): Promise<void> {
+    if (!this.service || this.stopped) return Promise.resolve();
+    this.runDirRepair ??= this.service
+      .ensureListening()
+      .then(
+        (repaired) => {
+          if (repaired) {
+            this.logger.error(
+              { runDir: this.runDir },
+              `the host's socket dir ${this.runDir} or its host.sock was removed while the host ran (a temp-dir cleaner?); it was re-created and HostService serves again. ` +
+                `Exclude pw-* there from cleaners, or set runDirParent to a directory they do not touch`,
+            );
+          }
+        },
+        (e: unknown) => {
+          this.logger.error({ runDir: this.runDir, err: String(e) }, "the host's socket dir or host.sock was removed and could not be re-created; plugins launched now cannot reach HostService");
+        },
+      )
+      .finally(() => {
+        this.runDirRepair = undefined;
+      });
+    return this.runDirRepair;
   }
 
   /** The first plugin to declare a stateful id keeps it; returns the holder when it is another plugin. */
@@ -454,6 +493,7 @@ export class Host extends EventEmitter<HostEvents> {
     const ladderAt = deadline - ladderMs;
     const left = (until: number): number => Math.max(0, Math.floor(until - performance.now()));
     clearInterval(this.snapshotTimer);
+    clearInterval(this.runDirTimer);
     // No relaunch from here on; launches under way are killed, and restarts
     // asked for earlier give up.
     for (const r of this.runners) r.prepareStop();

@@ -4,7 +4,9 @@
  * capability each call needs.
  */
 import { create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
+import { chmodSync, lstatSync, mkdirSync, rmSync } from "node:fs";
 import { constants as http2 } from "node:http2";
+import { dirname } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import {
   HostService,
@@ -660,6 +662,28 @@ export class HostServiceServer {
 
   async listen(): Promise<void> {
     await listenUnix(this.server, this.options.socketPath);
+  }
+
+  /**
+   * Serves host.sock again if something removed it, or its whole directory
+   * (a temp-dir cleaner under a long-running host): the socket file goes,
+   * connections made before keep working, and every new one fails. Re-creates
+   * the directory (0700) and binds a new listener on the same path. Resolves
+   * true when it had to.
+   */
+  async ensureListening(): Promise<boolean> {
+    const path = this.options.socketPath;
+    try {
+      if (lstatSync(path).isSocket()) return false;
+    } catch {
+      // gone: serve it again below
+    }
+    this.server.unbind(`unix://${path}`);
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    chmodSync(dirname(path), 0o700);
+    rmSync(path, { force: true });
+    await listenUnix(this.server, path);
+    return true;
   }
 
   get address(): string {

@@ -64,6 +64,8 @@ const BUSY_WARN_MS = 30_000;
 
 export interface RunnerContext {
   runDir: () => string;
+  /** Re-creates the run dir and host.sock if something removed them; called before every spawn. */
+  ensureRunDir?: () => Promise<void>;
   hostAddress: () => string;
   dataDir: string;
   logger: Logger;
@@ -843,6 +845,12 @@ export class PluginRunner {
     }
     const releaseSlot = await this.ctx.launchSlots.acquire();
     if (this.stopping) abort?.abort(); // stopped while waiting for the slot: launchPlugin spawns nothing
+    try {
+      await this.ctx.ensureRunDir?.();
+    } catch (e) {
+      releaseSlot();
+      throw e;
+    }
     return launchPlugin(
       {
         name: this.name,
