@@ -38,6 +38,7 @@ import {
 } from "@plugwire/proto";
 import { PLUGIN_DEFAULTS, type Capability } from "../config.js";
 import type { HostMetrics } from "../metrics.js";
+import { MAX_CONNECTIONS_PER_TOKEN, MAX_UNAUTHENTICATED_CONNECTIONS, UNAUTHENTICATED_IDLE_MS, limitConnections } from "./connection-guard.js";
 import type { HostPorts, NodeId, PeerEvent } from "../ports.js";
 
 /** The plugin behind a token, as the host service needs to know it. */
@@ -662,6 +663,30 @@ export class HostServiceServer {
 
   async listen(): Promise<void> {
     await listenUnix(this.server, this.options.socketPath);
+    this.limitConnections();
+  }
+
+  /** Bounds unauthenticated connections and connections per launch token (connection-guard.ts); again after every new bind. */
+  private limitConnections(): void {
+    const ok = limitConnections(this.server, (token) => this.options.callerOf(token) !== undefined, {
+      onUnauthenticatedDropped: (reason) =>
+        this.warnings.report(
+          `unauthenticated-${reason}`,
+          { reason, max: MAX_UNAUTHENTICATED_CONNECTIONS, idleMs: UNAUTHENTICATED_IDLE_MS },
+          reason === "idle"
+            ? `closed a connection to the host's HostService that made no call with a plugin's token within ${UNAUTHENTICATED_IDLE_MS} ms`
+            : `closed the oldest of more than ${MAX_UNAUTHENTICATED_CONNECTIONS} connections to the host's HostService that made no call with a plugin's token; something local is opening connections it does not use`,
+        ),
+      onTooManyForToken: (token) => {
+        const plugin = this.options.callerOf(token)?.name ?? "?";
+        this.warnings.report(
+          `too-many-connections-${plugin}`,
+          { plugin, max: MAX_CONNECTIONS_PER_TOKEN },
+          `plugin '${plugin}' opened more than ${MAX_CONNECTIONS_PER_TOKEN} connections to HostService; the newest was closed. One connection is enough (docs/protocol.md §9)`,
+        );
+      },
+    });
+    if (!ok) this.options.logger?.warn({}, "cannot bound the connections to HostService (grpc-js internals changed); only the token checks apply");
   }
 
   /**
@@ -683,6 +708,7 @@ export class HostServiceServer {
     chmodSync(dirname(path), 0o700);
     rmSync(path, { force: true });
     await listenUnix(this.server, path);
+    this.limitConnections();
     return true;
   }
 
@@ -692,7 +718,10 @@ export class HostServiceServer {
 
   /** Also serves HostService on TCP (host option remoteHostService, launch/attach.ts); resolves with the port. */
   listenRemote(address: TcpAddress, credentials: grpc.ServerCredentials): Promise<number> {
-    return listenTcp(this.server, address, credentials);
+    return listenTcp(this.server, address, credentials).then((port) => {
+      this.limitConnections();
+      return port;
+    });
   }
 
   /**
