@@ -15,6 +15,15 @@ describe("isHandshakeLine", () => {
     assert.equal(isHandshakeLine(GOOD), true);
     assert.equal(isHandshakeLine("PLUGWIRE_HANDSHAKE"), true);
     assert.equal(isHandshakeLine("PLUGWIRE_HANDSHAKE this is not right"), true);
+    // Tabs separate fields wherever spaces do, right after the prefix too (red team: it was waited out as a log line).
+    assert.equal(isHandshakeLine("PLUGWIRE_HANDSHAKE\tprotocol=1"), true);
+  });
+
+  it("refuses a key outside the grammar (lower-case a-z, 0-9, _), naming it", () => {
+    const r = parseHandshake(`${GOOD} Foo=bar`, [1]);
+    assert.equal(r.ok, false);
+    assert.match(r.ok ? "" : r.reason, /field key 'Foo' is not made of lower-case a-z, 0-9 and _/);
+    assert.equal(parseHandshake(`${GOOD} extra_key2=ok`, [1]).ok, true, "an unknown key in the grammar is ignored");
   });
 
   it("does not take other lines for a handshake", () => {

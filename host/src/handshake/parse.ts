@@ -31,7 +31,8 @@ function q(value: string): string {
 
 /** True when the line is meant as a handshake (well-formed or not). */
 export function isHandshakeLine(line: string): boolean {
-  return line === HANDSHAKE_PREFIX || line.startsWith(`${HANDSHAKE_PREFIX} `);
+  // Tabs are tolerated wherever spaces separate fields, this first one included.
+  return line === HANDSHAKE_PREFIX || line.startsWith(`${HANDSHAKE_PREFIX} `) || line.startsWith(`${HANDSHAKE_PREFIX}\t`);
 }
 
 /** Parses a handshake line and checks it against the versions the host accepts. */
@@ -48,6 +49,7 @@ export function parseHandshake(line: string, acceptedVersions: readonly number[]
       return { ok: false, reason: `field '${q(token)}' is not key=value${hint}` };
     }
     const key = token.slice(0, eq);
+    if (!/^[a-z0-9_]+$/.test(key)) return { ok: false, reason: `field key '${q(key)}' is not made of lower-case a-z, 0-9 and _` };
     if (fields.has(key)) return { ok: false, reason: `field '${q(key)}' appears twice` };
     fields.set(key, token.slice(eq + 1));
   }
