@@ -15,7 +15,15 @@
 See README.md in sdk/python and docs/writing-plugins-python.md.
 """
 
-from ._protocol import PROTOCOL_VERSION, SDK_VERSION
+import os as _os
+
+# grpcio's C core writes plain-text info lines to stderr (for example
+# "fork_posix.cc ... skipping fork() handlers"), which the host would log as
+# errors (docs/protocol.md §5, §16). Only errors, unless the plugin says
+# otherwise; this works when plugwire is imported before grpc.
+_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from ._protocol import PROTOCOL_VERSION, SDK_VERSION  # noqa: E402
 from ._runtime import LaunchTokenError, read_launch_token, serve
 from ._version import __version__
 from .plugin import (
