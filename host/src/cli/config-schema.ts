@@ -48,15 +48,15 @@ export const MAX_SNAPSHOT_BYTES_DEFAULT = 256 * MIB;
 
 /** Top-level keys of the config file. */
 export const HOST_OPTIONS: readonly OptionDoc[] = [
-  { key: "dataDir", default: ".plugwire", unit: "", about: "plugin data dirs, snapshots, admin.address and admin.token; relative to the config file's directory" },
-  { key: "snapshotIntervalMs", default: show(SNAPSHOT_INTERVAL_MS_DEFAULT, "ms"), unit: "ms", about: "snapshot every stateful plugin this often; 0 disables" },
+  { key: "dataDir", default: ".plugwire", unit: "", about: "plugin data dirs, snapshots, admin.address and admin.token; relative to the config file's directory. One host per data dir: a second host on it is refused (`host.lock`, supervision.md)" },
+  { key: "snapshotIntervalMs", default: show(SNAPSHOT_INTERVAL_MS_DEFAULT, "ms"), unit: "ms", about: "snapshot every stateful plugin this often; 0 disables. A state identical to the one stored last is not stored again" },
   { key: "maxSnapshotBytes", default: show(MAX_SNAPSHOT_BYTES_DEFAULT, "bytes"), unit: "bytes", about: "largest snapshot accepted" },
   { key: "stopTimeoutMs", default: show(DEFAULT_STOP_TIMEOUT_MS, "ms"), unit: "ms", about: "how long stopping the host (SIGINT/SIGTERM) may take in all; more than 0" },
   {
     key: "runDirParent",
     default: "$TMPDIR or /tmp",
     unit: "",
-    about: `where the host makes its private socket dir (pw-XXXXXX); keep it short: unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes`,
+    about: `where the host makes its private socket dir (pw-XXXXXX); keep it short: unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes. If a temp-dir cleaner removes the dir or its host.sock, the host re-creates them (checked every 5 s and before each spawn) and logs an error`,
   },
   { key: "maxConcurrentLaunches", default: "2 × CPUs (min 2)", unit: "count", about: "plugins between spawn and handshake at once, at most" },
   {

@@ -181,6 +181,18 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(HELP);
         return 0;
       }
+      // The arguments are checked before the admin API is looked for: a usage error says so even with no host running.
+      const takesName = command !== "status";
+      const needsName = command === "restart" || command === "stop" || command === "dead-letters";
+      if (positionals.length > (takesName ? 1 : 0)) {
+        const extra = positionals[takesName ? 1 : 0];
+        throw new PlugwireError(
+          "invalid_argument",
+          takesName ? `plugwire ${command} takes one plugin NAME, not also '${extra}'` : `plugwire status takes no arguments, not '${extra}' (it shows every plugin)`,
+        );
+      }
+      if (needsName && !positionals[0]) throw new PlugwireError("invalid_argument", `plugwire ${command} needs a plugin NAME (see plugwire status)`);
+      if (values.replay !== undefined && command !== "dead-letters") throw new PlugwireError("invalid_argument", `--replay belongs to plugwire dead-letters, not ${command}`);
       const client = resolveAdmin(adminTarget(values));
       const name = positionals[0];
       const needName = (): string => {
