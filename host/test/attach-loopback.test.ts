@@ -13,27 +13,15 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import type { PluginConfig } from "../src/index.js";
-import { example, peer, testHost } from "./helpers.js";
+import { example, freeLoopbackPort, peer, testHost } from "./helpers.js";
 import { hasOpenssl, makePki } from "./remote-certs.js";
 
 const ROUNDS = 6;
 const skip = hasOpenssl() ? false : "skipped: the openssl CLI is not installed";
 
-/** A loopback port free right now (PLUGWIRE_LISTEN wants a fixed port, as a Service would give). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
 
 /** Starts the counter example in attach mode on a loopback port; resolves with the port it logged. */
 function serveCounter(env: NodeJS.ProcessEnv, children: ChildProcess[]): Promise<{ child: ChildProcess; port: number }> {
@@ -79,7 +67,7 @@ describe("attach mode on loopback", { skip }, () => {
       const { child, port } = await serveCounter(
         {
           PATH: process.env.PATH,
-          PLUGWIRE_LISTEN: `tcp://127.0.0.1:${await freePort()}`,
+          PLUGWIRE_LISTEN: `tcp://127.0.0.1:${await freeLoopbackPort()}`,
           PLUGWIRE_TLS_CERT: server.cert,
           PLUGWIRE_TLS_KEY: server.key,
           PLUGWIRE_TLS_CLIENT_CA: pki.ca,

@@ -15,14 +15,13 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { after, afterEach, before, describe, test } from "node:test";
 import { hex, type HostEvents, type PluginConfig } from "../src/index.js";
-import { peer, testHost, waitFor, type TestHost } from "./helpers.js";
+import { freeLoopbackPort, peer, testHost, waitFor, type TestHost } from "./helpers.js";
 import { hasOpenssl, makePki, type CertPair, type Pki } from "./remote-certs.js";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -38,17 +37,6 @@ const skip = !existsSync(python)
     : false;
 if (skip) process.stderr.write(`attach-python tests ${skip}\n`);
 
-/** A loopback port free right now (PLUGWIRE_LISTEN wants a fixed port, as a Service would give). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
 
 /**
  * The plugin's process manager: starts the command again whenever it exits
@@ -207,7 +195,7 @@ describe("the Python SDK in attach mode (loopback, mutual TLS)", { skip }, () =>
   }
 
   test("counter.py serves attach mode unchanged: dispatch, a SIGKILL restarted by its process manager, exact state after the reconnect", { timeout: 180_000 }, async () => {
-    const port = await freePort();
+    const port = await freeLoopbackPort();
     const sup = await supervise([python, COUNTER], pluginEnv(port, { PLUGWIRE_TLS_RELOAD_MS: "500" }));
     assert.match(sup.stderr.join("\n"), new RegExp(`plugwire plugin 'counter-py' serving attach mode on tcp://127\\.0\\.0\\.1:${port} with mutual TLS \\(client certificates must chain to .*; files re-read every 500 ms\\)`));
     const t = host([attachConfig("counter-py", port)]);
@@ -235,7 +223,7 @@ describe("the Python SDK in attach mode (loopback, mutual TLS)", { skip }, () =>
   });
 
   test("host calls: presence-py calls HostService over mutual TLS (remoteHostService) with the token the host sent on Start", { timeout: 120_000 }, async () => {
-    const [port, hostServicePort] = [await freePort(), await freePort()];
+    const [port, hostServicePort] = [await freeLoopbackPort(), await freeLoopbackPort()];
     await supervise([python, PRESENCE], pluginEnv(port, { PLUGWIRE_HOST_ADDRESS: `tcp://127.0.0.1:${hostServicePort}` }));
     const t = host([attachConfig("presence-py", port, { capabilities: ["peers", "control"] })], {
       remoteHostService: { listen: `tcp://127.0.0.1:${hostServicePort}`, tls: { ca: pki.ca, cert: client.cert, key: client.key } },
@@ -256,7 +244,7 @@ describe("the Python SDK in attach mode (loopback, mutual TLS)", { skip }, () =>
   });
 
   test("without PLUGWIRE_HOST_ADDRESS host calls fail as unavailable, and fail the payload", { timeout: 60_000 }, async () => {
-    const port = await freePort();
+    const port = await freeLoopbackPort();
     await supervise([python, PRESENCE], pluginEnv(port));
     const t = host([attachConfig("presence-py", port, { capabilities: ["peers", "control"] })]);
     await t.host.start();
@@ -265,7 +253,7 @@ describe("the Python SDK in attach mode (loopback, mutual TLS)", { skip }, () =>
   });
 
   test("a wrong CA on either side is refused with a clear error", { timeout: 120_000 }, async () => {
-    const port = await freePort();
+    const port = await freeLoopbackPort();
     await supervise([python, COUNTER], pluginEnv(port));
     const other = pki.newCa("other-ca");
     const attempt = async (tls: Record<string, string>): Promise<string> => {

@@ -14,8 +14,8 @@ import * as grpc from "@grpc/grpc-js";
 import { ENV, MAGIC_COOKIE_VALUE, PluginService, TOKEN_LINE_PREFIX, connect, health } from "@plugwire/proto";
 import { launchEcho, stopEcho } from "./fixtures/echo-direct.js";
 import { hasOpenssl, makePki } from "./remote-certs.js";
-import { alive, example, fixture } from "./helpers.js";
-import { connect as netConnect, createServer as netServer } from "node:net";
+import { alive, example, fixture, freeLoopbackPort } from "./helpers.js";
+import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { HostProcess, grpcPrefix, memoryKb, rawAnswer, rawSession, rawStream, rawUnary, type RawAnswer } from "./fixtures/hostile-host-wire.js";
 
@@ -601,17 +601,6 @@ describe("fuzz regressions: a connection node:http2 gave up on (GOAWAY PROTOCOL_
   });
 });
 
-/** A loopback port free right now (attach mode listens on a fixed port). */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = netServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
 
 /** Whether process `pid` holds a TCP socket whose peer is 127.0.0.1:`peerPort` (`ss -tnp`). */
 function holdsTcpFrom(pid: number, peerPort: number): boolean {

@@ -3,6 +3,7 @@
  * the no-leftover-process check every suite runs in teardown.
  */
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -136,4 +137,16 @@ export function waitFor<T>(
 /** A 32-byte node id filled with `n`. */
 export function peer(n: number): Uint8Array {
   return new Uint8Array(32).fill(n);
+}
+
+/** A loopback TCP port free right now (attach mode listens on a fixed port, as a Service would give). */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
 }

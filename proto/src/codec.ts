@@ -86,6 +86,34 @@ function lenField(n: number): number {
   return n > 0 ? 1 + varintSize(n) + n : 0;
 }
 
+/** Writes a DeliveryItem's `payload` field (3): the nested Payload of `inner` bytes. */
+function writePayload(w: Writer, inner: number, src: Uint8Array, kind: Uint8Array, body: Uint8Array): void {
+  w.buf[w.pos++] = 0x1a;
+  w.varint(inner);
+  if (src.byteLength > 0) {
+    w.buf[w.pos++] = 0x0a;
+    w.bytes(src);
+  }
+  if (kind.byteLength > 0) {
+    w.buf[w.pos++] = 0x12;
+    w.bytes(kind);
+  }
+  if (body.byteLength > 0) {
+    w.buf[w.pos++] = 0x1a;
+    w.bytes(body);
+  }
+}
+
+/** Writes a DeliveryItem's `peer_forgotten` field (4): the nested PeerForgotten of `inner` bytes. */
+function writeForgotten(w: Writer, inner: number, nodeId: Uint8Array): void {
+  w.buf[w.pos++] = 0x22;
+  w.varint(inner);
+  if (nodeId.byteLength > 0) {
+    w.buf[w.pos++] = 0x0a;
+    w.bytes(nodeId);
+  }
+}
+
 const U32_MAX = 0xffffffffn;
 
 /** A seq as a number when it fits in 32 bits (every seq in practice), else -1 (written as bigint). */
@@ -157,30 +185,10 @@ export function encodeDeliverRequest(message: DeliverRequest): Buffer {
     }
     const item = it.item;
     if (item.case === "payload") {
-      const p = item.value;
-      const kind = itemKinds[i]!;
+      writePayload(w, inner, item.value.src, itemKinds[i]!, item.value.body);
       itemKinds[i] = EMPTY;
-      buf[w.pos++] = 0x1a;
-      w.varint(inner);
-      if (p.src.byteLength > 0) {
-        buf[w.pos++] = 0x0a;
-        w.bytes(p.src);
-      }
-      if (kind.byteLength > 0) {
-        buf[w.pos++] = 0x12;
-        w.bytes(kind);
-      }
-      if (p.body.byteLength > 0) {
-        buf[w.pos++] = 0x1a;
-        w.bytes(p.body);
-      }
     } else if (item.case === "peerForgotten") {
-      buf[w.pos++] = 0x22;
-      w.varint(inner);
-      if (item.value.nodeId.byteLength > 0) {
-        buf[w.pos++] = 0x0a;
-        w.bytes(item.value.nodeId);
-      }
+      writeForgotten(w, inner, item.value.nodeId);
     }
   }
   return buf;
@@ -246,29 +254,10 @@ export function encodeRawDeliveryItems(items: readonly RawDeliveryItem[], redeli
       buf[w.pos++] = 0x01;
     }
     if (it.forget) {
-      buf[w.pos++] = 0x22;
-      w.varint(innerSizes[i]!);
-      if (it.src.byteLength > 0) {
-        buf[w.pos++] = 0x0a;
-        w.bytes(it.src);
-      }
+      writeForgotten(w, innerSizes[i]!, it.src);
     } else {
-      const kind = itemKinds[i]!;
+      writePayload(w, innerSizes[i]!, it.src, itemKinds[i]!, it.body);
       itemKinds[i] = EMPTY;
-      buf[w.pos++] = 0x1a;
-      w.varint(innerSizes[i]!);
-      if (it.src.byteLength > 0) {
-        buf[w.pos++] = 0x0a;
-        w.bytes(it.src);
-      }
-      if (kind.byteLength > 0) {
-        buf[w.pos++] = 0x12;
-        w.bytes(kind);
-      }
-      if (it.body.byteLength > 0) {
-        buf[w.pos++] = 0x1a;
-        w.bytes(it.body);
-      }
     }
   }
   return buf;
