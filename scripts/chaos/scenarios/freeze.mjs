@@ -1,6 +1,7 @@
 // freeze: a plugin that hangs without crashing. Under load on counter and
 // echo, a random ready plugin is SIGSTOPped every --kill-every-ms (default
-// 2500). Every other freeze is thawed (SIGCONT) after 200 ms, a stall shorter
+// 2500, or a quarter of the run if shorter). The first freeze is left in
+// place, the next thawed, and so on. A thawed one gets SIGCONT after 200 ms, a stall shorter
 // than the hang detection: the plugin must carry on with nothing lost and no
 // restart needed. The others stay frozen: the host must find the plugin hung
 // (health checks time out), SIGKILL it, restart it with its state restored,
@@ -23,7 +24,7 @@ function signal(pid, sig) {
 
 export default {
   name: "freeze",
-  summary: "counter and echo under load; a random ready plugin SIGSTOPped every --kill-every-ms (default 2500): half are thawed after 200 ms, half stay frozen until the host finds them hung and restarts them",
+  summary: "counter and echo under load; a random ready plugin SIGSTOPped every --kill-every-ms (default 2500, or a quarter of the run): every other one is thawed after 200 ms, the rest stay frozen until the host finds them hung and restarts them",
   async run(t) {
     const host = await t.startHost({ plugins: [t.plugin("counter", HEALTH), t.plugin("echo", HEALTH)], snapshotIntervalMs: 1_000 });
     const counter = t.ledger({ kind: "counter.hit", plugin: "counter", perPeer: true });
@@ -40,11 +41,13 @@ export default {
     await Promise.all([
       t.load(host, counter, { maxOutstanding: 2_000, until }),
       t.load(host, echo, { maxOutstanding: 1_000, until, next: () => echoPeer }),
-      t.every(t.args.killEveryMs ?? 2_500, until, async () => {
+      // Short runs (CI's 5 s) still get a freeze left in place and a thawed one.
+      t.every(t.args.killEveryMs ?? Math.min(2_500, Math.max(500, t.args.durationMs / 4)), until, async () => {
         const ready = host.status().filter((s) => s.state === "ready" && s.pid);
         if (ready.length === 0) return;
         const victim = ready[Math.floor(t.rand() * ready.length)];
-        const thaw = round++ % 2 === 0;
+        // The first is left frozen: the fault that matters most happens in any run.
+        const thaw = round++ % 2 === 1;
         t.pidsSeen.add(victim.pid);
         if (!signal(victim.pid, "SIGSTOP")) return;
         t.fault({ what: thaw ? `SIGSTOP, SIGCONT after ${THAW_AFTER_MS} ms` : "SIGSTOP (left frozen)", plugin: victim.name, pid: victim.pid });
