@@ -527,26 +527,20 @@ export class PluginRunner {
    * Snapshots the plugin into the store and trims its replay buffer. Returns
    * undefined for a plugin that is not stateful.
    */
-  snapshot(onChecked?: (record: SnapshotRecord) => void): Promise<SnapshotRecord | undefined> {
+  snapshot(onChecked?: (record: SnapshotRecord) => void, background = false): Promise<SnapshotRecord | undefined> {
     // One at a time: two overlapping snapshots could store the older state as
     // the newest generation after the replay buffer was trimmed past it.
     this.snapshotsPending++;
-    const next = this.snapshotQueue.then(() => this.snapshotNow(onChecked)).finally(() => {
+    const next = this.snapshotQueue.then(() => this.snapshotNow(onChecked, background)).finally(() => {
       this.snapshotsPending--;
     });
     this.snapshotQueue = next.catch(() => undefined);
     return next;
   }
 
-  /** A background snapshot: skipped (undefined) when one is already queued or running. */
+  /** A background snapshot: skipped (undefined) when one is already queued or running; an unchanged state is not stored again. */
   snapshotIfIdle(): Promise<SnapshotRecord | undefined> {
-    if (this.snapshotsPending > 0) return Promise.resolve(undefined);
-    this.snapshotsPending++;
-    const next = this.snapshotQueue.then(() => this.snapshotNow(undefined, true)).finally(() => {
-      this.snapshotsPending--;
-    });
-    this.snapshotQueue = next.catch(() => undefined);
-    return next;
+    return this.snapshotsPending > 0 ? Promise.resolve(undefined) : this.snapshot(undefined, true);
   }
 
   /** `onChecked`: called with the record once it passed every check, as it is being stored (a hot upgrade restores it meanwhile). */
@@ -906,22 +900,7 @@ export class PluginRunner {
     this.launch = launch;
     // A stop asked for just as the handshake completed: end this launch too.
     if (this.stopping) proc.signalGroup("SIGKILL");
-    this.ctx.registerToken(token, {
-      name: this.name,
-      capabilities: new Set(this.config.capabilities),
-      // Only an item in flight to this launch can be an origin; any other
-      // (forged, or long acked) is refused, sending nothing and remembering nothing.
-      sendRoutedOnce: (seq, index, send, call) =>
-        this.channel.isInFlight(seq)
-          ? this.channel.sendRoutedOnce(seq, index, send, call)
-          : Promise.reject(
-              new PlugwireError(
-                "invalid_argument",
-                `plugin '${this.name}' called SendRouted with origin seq ${seq} (index ${index}), which is not an item in flight to it; nothing was sent. Set origin only inside a payload handler, to the seq of the item it handles, and await the call before the handler returns (docs/protocol.md §8)`,
-                { plugin: this.name },
-              ),
-            ),
-    });
+    this.ctx.registerToken(token, this.callerFor());
     void proc.exited.then((exit) => this.onExit(launch, exit));
     // What the launch was waiting for, should the plugin exit meanwhile.
     let phase = "before it answered Describe";
