@@ -16,30 +16,12 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { Host, HostEvents, PlugwireError } from "../src/index.js";
 import { alive, assertGone, fixture, nodePlugin, peer, testHost, waitFor } from "./helpers.js";
+import { applied, range, u32 } from "./fixtures/standby-state.js";
 
 type StandbyEvent = HostEvents["plugin:standby"][0];
 type StateEvent = HostEvents["plugin:state"][0];
 
 const TEST_TIMEOUT_MS = 120_000;
-
-function u32(n: number): Uint8Array {
-  const bytes = new Uint8Array(4);
-  new DataView(bytes.buffer).setUint32(0, n);
-  return bytes;
-}
-
-async function applied(host: Host): Promise<number[]> {
-  const record = await host.snapshot("standby");
-  assert.ok(record, "the fixture is stateful");
-  const view = new DataView(record.bytes.buffer, record.bytes.byteOffset, record.bytes.byteLength);
-  const out: number[] = [];
-  for (let i = 0; i + 4 <= record.bytes.byteLength; i += 4) out.push(view.getUint32(i));
-  return out;
-}
-
-function range(from: number, to: number): number[] {
-  return Array.from({ length: to - from }, (_, i) => from + i);
-}
 
 function statusOf(host: Host) {
   const s = host.status().find((p) => p.name === "standby");
