@@ -81,6 +81,16 @@ Example (plugins-example/plugwire.yaml):
 See docs/configuration.md for the config, docs/ for the protocol.
 `;
 
+/** The flags by which status, restart, stop, upgrade, snapshot, dead-letters and send find the admin API. */
+const ADMIN_CLIENT_OPTIONS = {
+  config: { type: "string", short: "c" },
+  admin: { type: "string" },
+  "admin-token-file": { type: "string" },
+  "admin-tls-ca": { type: "string" },
+  "admin-tls-cert": { type: "string" },
+  "admin-tls-key": { type: "string" },
+} as const;
+
 /** Where a CLI command finds the admin API, from its flags. */
 function adminTarget(values: {
   admin?: string;
@@ -166,12 +176,7 @@ async function main(argv: string[]): Promise<number> {
         args: rest,
         allowPositionals: true,
         options: {
-          config: { type: "string", short: "c" },
-          admin: { type: "string" },
-          "admin-token-file": { type: "string" },
-          "admin-tls-ca": { type: "string" },
-          "admin-tls-cert": { type: "string" },
-          "admin-tls-key": { type: "string" },
+          ...ADMIN_CLIENT_OPTIONS,
           json: { type: "boolean" },
           replay: { type: "string" },
           help: { type: "boolean", short: "h" },
@@ -217,12 +222,7 @@ async function main(argv: string[]): Promise<number> {
         args: rest,
         allowPositionals: true,
         options: {
-          config: { type: "string", short: "c" },
-          admin: { type: "string" },
-          "admin-token-file": { type: "string" },
-          "admin-tls-ca": { type: "string" },
-          "admin-tls-cert": { type: "string" },
-          "admin-tls-key": { type: "string" },
+          ...ADMIN_CLIENT_OPTIONS,
           command: { type: "string" },
           arg: { type: "string", multiple: true },
           help: { type: "boolean", short: "h" },
@@ -245,12 +245,7 @@ async function main(argv: string[]): Promise<number> {
         args: rest,
         allowPositionals: true,
         options: {
-          config: { type: "string", short: "c" },
-          admin: { type: "string" },
-          "admin-token-file": { type: "string" },
-          "admin-tls-ca": { type: "string" },
-          "admin-tls-cert": { type: "string" },
-          "admin-tls-key": { type: "string" },
+          ...ADMIN_CLIENT_OPTIONS,
           kind: { type: "string", short: "k" },
           src: { type: "string" },
           body: { type: "string" },
