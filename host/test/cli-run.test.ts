@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -211,13 +211,17 @@ describe("plugwire CLI against the demo config", () => {
       await logLine(host, "starting slowly");
       const pid = Number(readFileSync(pidFile, "utf8"));
       assert.ok(pid > 0 && alive(pid), "the plugin runs");
-      const runDirs = readdirSync(tmpdir()).filter((d) => d.startsWith("pw-"));
+      // This host's own socket dir, from the plugin's environment (other test files run hosts meanwhile).
+      const runDir = readFileSync(`/proc/${pid}/environ`, "utf8")
+        .split("\0")
+        .find((e) => e.startsWith("PLUGWIRE_SOCKET_DIR="))
+        ?.slice("PLUGWIRE_SOCKET_DIR=".length);
+      assert.ok(runDir && existsSync(runDir), "the host made its socket dir");
       host.kill("SIGTERM");
       assert.equal(await exited(host), 0, "a signal during start is a clean stop");
       assert.equal(existsSync(join(dir, "data", "host.lock")), false, "the data dir lock was given back");
       assert.equal(alive(pid), false, "the starting plugin was killed");
-      const left = readdirSync(tmpdir()).filter((d) => d.startsWith("pw-") && !runDirs.includes(d));
-      assert.deepEqual(left, [], "no new run dir left behind");
+      assert.equal(existsSync(runDir), false, "the host's socket dir was removed");
     } finally {
       if (host.exitCode === null && host.signalCode === null) {
         host.kill("SIGKILL");
